@@ -1,0 +1,61 @@
+//! `moe`: the command-line tool. Each subcommand lives in its own module; this file only parses
+//! the command line, sets up logging and maps errors to an exit status.
+
+mod bench_decode;
+mod gen_model;
+mod kernel_bench;
+mod model_args;
+mod run_model;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "moe",
+    version,
+    about = "Run, inspect and benchmark Mixture-of-Experts models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate a continuation of a prompt with the single-process model.
+    Generate(run_model::GenerateArgs),
+    /// Print the last position's logits for a prompt as JSON.
+    Logits(run_model::LogitsArgs),
+    /// Write a seeded random checkpoint in the HuggingFace layout.
+    GenModel(gen_model::GenModelArgs),
+    /// Measure prompt-processing and decode speed against the machine's memory bandwidth.
+    BenchDecode(bench_decode::BenchDecodeArgs),
+    /// Measure mat-vec throughput per weight format against the machine's memory bandwidth.
+    BenchKernels(kernel_bench::KernelBenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match &cli.command {
+        Command::Generate(args) => run_model::generate(args),
+        Command::Logits(args) => run_model::logits(args),
+        Command::GenModel(args) => gen_model::run(args),
+        Command::BenchDecode(args) => bench_decode::run(args),
+        Command::BenchKernels(args) => kernel_bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

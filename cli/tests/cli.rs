@@ -1,0 +1,155 @@
+//! The `moe` binary as users run it: write a random checkpoint, generate from it (text and JSON),
+//! print logits, and fail clearly on bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn moe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moe"))
+        .args(args)
+        .output()
+        .expect("run moe")
+}
+
+fn ok_stdout(args: &[&str]) -> String {
+    let out = moe(args);
+    assert!(
+        out.status.success(),
+        "moe {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn gen_model(arch: &str, dir: &Path) {
+    ok_stdout(&[
+        "gen-model",
+        "--arch",
+        arch,
+        "--preset",
+        "tiny",
+        "--seed",
+        "7",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+}
+
+#[test]
+fn generate_json_from_a_generated_model() {
+    for arch in ["mixtral", "qwen2-moe", "qwen3-moe", "olmoe"] {
+        let dir = tempfile::tempdir().unwrap();
+        gen_model(arch, dir.path());
+        let model = dir.path().to_str().unwrap();
+        let out = ok_stdout(&[
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "def main():",
+            "--max-tokens",
+            "8",
+            "--ignore-eos",
+            "--json",
+        ]);
+        let v: Value =
+            serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{arch}: {e}: {out}"));
+        assert_eq!(v["completion_tokens"], 8, "{arch}: {v}");
+        assert_eq!(v["token_ids"].as_array().unwrap().len(), 8, "{arch}");
+        assert!(v["prompt_tokens"].as_u64().unwrap() > 0, "{arch}");
+        assert!(v["text"].is_string(), "{arch}");
+        assert!(v["tokens_per_second"].as_f64().unwrap() > 0.0, "{arch}");
+        assert_eq!(v["finish_reason"], "length");
+    }
+}
+
+#[test]
+fn greedy_is_deterministic_and_precision_changes_the_weights_used() {
+    let dir = tempfile::tempdir().unwrap();
+    gen_model("mixtral", dir.path());
+    let model = dir.path().to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model,
+            "--prompt-ids",
+            "5,6,7",
+            "--max-tokens",
+            "6",
+            "--ignore-eos",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_str::<Value>(ok_stdout(&args).trim()).unwrap()["token_ids"].clone()
+    };
+    assert_eq!(run(&[]), run(&[]));
+    assert_eq!(
+        run(&["--temperature", "0.8", "--seed", "3"]),
+        run(&["--temperature", "0.8", "--seed", "3"])
+    );
+    for p in ["f16", "q8", "q4", "q2"] {
+        assert_eq!(
+            run(&["--expert-precision", p]).as_array().unwrap().len(),
+            6,
+            "{p}"
+        );
+    }
+
+    let logits: Value = serde_json::from_str(
+        ok_stdout(&["logits", "--model", model, "--prompt-ids", "1,2,3"]).trim(),
+    )
+    .unwrap();
+    assert_eq!(logits["logits"].as_array().unwrap().len(), 512);
+}
+
+#[test]
+fn bad_input_fails_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = moe(&[
+        "generate",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--prompt",
+        "x",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("config.json"), "{err}");
+
+    gen_model("olmoe", dir.path());
+    let model = dir.path().to_str().unwrap();
+    let out = moe(&["generate", "--model", model, "--prompt-ids", "1,99999"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("99999"));
+
+    let out = moe(&["generate", "--model", model, "--prompt-ids", "1,x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a token id"));
+
+    let out = moe(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt-ids",
+        "1",
+        "--expert-precision",
+        "q3",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("q3"));
+
+    let out = moe(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt-ids",
+        "1",
+        "--max-tokens",
+        "100000",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("context"));
+}

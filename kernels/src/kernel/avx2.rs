@@ -1,0 +1,371 @@
+//! AVX2 + FMA + F16C dot products (8 f32 lanes).
+//!
+//! Float formats: 8 weights per step converted to f32 and fused-multiply-added per lane, the
+//! last `cols % 8` in scalar code. Quantized formats: one block per step; the 32 codes are
+//! unpacked to bytes, multiplied with the activation codes by `vpmaddubsw`/`vpmaddwd` into 8
+//! int32 partial sums (exact), converted to f32 and accumulated with the scale product
+//! `d_w * d_x`, as in the scalar reference.
+//!
+//! The helpers are `#[inline(always)]` without target features; they are only called from the
+//! `Tile` implementations below, which enable the features, so everything inlines into them.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use half::{bf16, f16};
+
+use super::{Tile, prefetch_ahead, unprepared};
+use crate::activation::ActBlock;
+use crate::quant::{BlockQ2, BlockQ4, BlockQ8};
+
+/// Sum of the 8 lanes.
+///
+/// # Safety
+/// AVX must be available.
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    // SAFETY: the caller guarantees AVX.
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+}
+
+/// f16 to f32 with F16C.
+///
+/// # Safety
+/// F16C must be available.
+#[inline(always)]
+unsafe fn f16_to_f32(h: f16) -> f32 {
+    // SAFETY: the caller guarantees F16C.
+    unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h.to_bits())))) }
+}
+
+/// A float weight type that can be widened 8 at a time.
+trait Widen: Copy {
+    /// Loads 8 consecutive weights as f32.
+    ///
+    /// # Safety
+    /// AVX2 and F16C must be available and `p..p+8` readable.
+    unsafe fn load8(p: *const Self) -> __m256;
+
+    /// One weight as f32 (for tails).
+    ///
+    /// # Safety
+    /// F16C must be available.
+    unsafe fn widen(self) -> f32;
+}
+
+impl Widen for f32 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> __m256 {
+        // SAFETY: the caller guarantees AVX and 8 readable values.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+
+    #[inline(always)]
+    unsafe fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl Widen for f16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f16) -> __m256 {
+        // SAFETY: the caller guarantees F16C and 16 readable bytes.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    }
+
+    #[inline(always)]
+    unsafe fn widen(self) -> f32 {
+        // SAFETY: the caller guarantees F16C.
+        unsafe { f16_to_f32(self) }
+    }
+}
+
+impl Widen for bf16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const bf16) -> __m256 {
+        // SAFETY: the caller guarantees AVX2 and 16 readable bytes; bf16 is the top half of f32.
+        unsafe {
+            let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
+            _mm256_castsi256_ps(_mm256_slli_epi32(h, 16))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+/// `R x T` float dot products.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `w.len() >= R * len`, `x.len() >= T * len`.
+#[inline(always)]
+unsafe fn float_tile<W: Widen, const R: usize, const T: usize>(
+    w: &[W],
+    x: &[f32],
+    len: usize,
+) -> [[f32; R]; T] {
+    assert!(w.len() >= R * len && x.len() >= T * len);
+    // SAFETY: features by the caller; every pointer below stays within `w[..R*len]` or
+    // `x[..T*len]` (c + 8 <= main <= len).
+    unsafe {
+        let (wp, xp) = (w.as_ptr(), x.as_ptr());
+        let main = len - len % 8;
+        let ahead = prefetch_ahead(len * size_of::<W>(), R);
+        let mut acc = [[_mm256_setzero_ps(); R]; T];
+        let mut c = 0;
+        while c < main {
+            let mut wv = [_mm256_setzero_ps(); R];
+            for r in 0..R {
+                let p = wp.add(r * len + c);
+                _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>().wrapping_add(ahead));
+                wv[r] = W::load8(p);
+            }
+            for t in 0..T {
+                let xv = _mm256_loadu_ps(xp.add(t * len + c));
+                for r in 0..R {
+                    acc[t][r] = _mm256_fmadd_ps(wv[r], xv, acc[t][r]);
+                }
+            }
+            c += 8;
+        }
+        let mut out = [[0.0; R]; T];
+        for t in 0..T {
+            for r in 0..R {
+                let mut s = hsum(acc[t][r]);
+                for c in main..len {
+                    s += w[r * len + c].widen() * x[t * len + c];
+                }
+                out[t][r] = s;
+            }
+        }
+        out
+    }
+}
+
+/// Which quantized block a tile reads, with its unpacking.
+trait QBlock: Copy {
+    /// Whether the codes are signed (`Q8`).
+    const SIGNED: bool;
+
+    /// The block's codes as 32 bytes in element order, and the scale.
+    ///
+    /// # Safety
+    /// AVX2 and F16C must be available.
+    unsafe fn unpack(&self) -> (__m256i, f32);
+
+    /// Added to each of the 8 int32 lanes of the block dot (`Q4`: `-Σq_x`, so `-8 Σq_x` in all).
+    fn lane_offset(_x: &ActBlock) -> i32 {
+        0
+    }
+
+    /// The block's term outside the integer dot (`Q2`: `(m_w d_x) Σq_x`).
+    ///
+    /// # Safety
+    /// F16C must be available.
+    unsafe fn offset_term(&self, _x: &ActBlock) -> f32 {
+        0.0
+    }
+}
+
+impl QBlock for BlockQ8 {
+    const SIGNED: bool = true;
+
+    #[inline(always)]
+    unsafe fn unpack(&self) -> (__m256i, f32) {
+        // SAFETY: features by the caller; `qs` is 32 readable bytes.
+        unsafe {
+            (
+                _mm256_loadu_si256(self.qs.as_ptr().cast()),
+                f16_to_f32(self.d),
+            )
+        }
+    }
+}
+
+impl QBlock for BlockQ4 {
+    const SIGNED: bool = false;
+
+    #[inline(always)]
+    fn lane_offset(x: &ActBlock) -> i32 {
+        -x.sum
+    }
+
+    #[inline(always)]
+    unsafe fn unpack(&self) -> (__m256i, f32) {
+        // SAFETY: features by the caller; `qs` is 16 readable bytes.
+        unsafe {
+            let raw = _mm_loadu_si128(self.qs.as_ptr().cast());
+            let both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+            let q = _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+            (q, f16_to_f32(self.d))
+        }
+    }
+}
+
+impl QBlock for BlockQ2 {
+    const SIGNED: bool = false;
+
+    #[inline(always)]
+    unsafe fn offset_term(&self, x: &ActBlock) -> f32 {
+        // SAFETY: the caller guarantees F16C.
+        (unsafe { f16_to_f32(self.m) } * x.d) * x.sum as f32
+    }
+
+    #[inline(always)]
+    unsafe fn unpack(&self) -> (__m256i, f32) {
+        // SAFETY: features by the caller.
+        unsafe {
+            let bits = i64::from_le_bytes(self.qs);
+            let v = _mm256_set1_epi64x(bits);
+            let v = _mm256_srlv_epi64(v, _mm256_set_epi64x(6, 4, 2, 0));
+            (_mm256_and_si256(v, _mm256_set1_epi8(3)), f16_to_f32(self.d))
+        }
+    }
+}
+
+/// Block-wise quantized dot products; signed weights use the sign trick for `vpmaddubsw`,
+/// unsigned ones (`Q4`, `Q2`) feed the codes directly and correct for the offset after.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `w.len() >= R * len`, `x.len() >= T * len`.
+#[inline(always)]
+unsafe fn quant_tile<B: QBlock, const R: usize, const T: usize>(
+    w: &[B],
+    x: &[ActBlock],
+    len: usize,
+) -> [[f32; R]; T] {
+    assert!(w.len() >= R * len && x.len() >= T * len);
+    // SAFETY: features by the caller; all indexing below is bounds-checked or within the
+    // lengths asserted above.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let ahead = prefetch_ahead(len * size_of::<B>(), R);
+        let mut acc = [[_mm256_setzero_ps(); R]; T];
+        let mut extra = [[0.0f32; R]; T];
+        for b in 0..len {
+            let mut wq = [_mm256_setzero_si256(); R];
+            let mut wa = [_mm256_setzero_si256(); R];
+            let mut wd = [0.0f32; R];
+            for r in 0..R {
+                let block = &w[r * len + b];
+                let p = (block as *const B).cast::<i8>().wrapping_add(ahead);
+                _mm_prefetch::<_MM_HINT_T0>(p);
+                let (q, d) = block.unpack();
+                wq[r] = q;
+                wa[r] = if B::SIGNED { _mm256_abs_epi8(q) } else { q };
+                wd[r] = d;
+            }
+            for t in 0..T {
+                let xb = &x[t * len + b];
+                let xq = _mm256_loadu_si256(xb.qs.as_ptr().cast());
+                let offset = _mm256_set1_epi32(B::lane_offset(xb));
+                for r in 0..R {
+                    let xs = if B::SIGNED {
+                        _mm256_sign_epi8(xq, wq[r])
+                    } else {
+                        xq
+                    };
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa[r], xs), ones);
+                    let p = _mm256_add_epi32(p, offset);
+                    let d = _mm256_set1_ps(wd[r] * xb.d);
+                    acc[t][r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[t][r]);
+                    extra[t][r] += w[r * len + b].offset_term(xb);
+                }
+            }
+        }
+        let mut out = [[0.0; R]; T];
+        for t in 0..T {
+            for r in 0..R {
+                out[t][r] = hsum(acc[t][r]) + extra[t][r];
+            }
+        }
+        out
+    }
+}
+
+macro_rules! float_kernel {
+    ($name:ident, $w:ty) => {
+        pub(crate) struct $name;
+
+        impl Tile for $name {
+            type W = $w;
+            type X = f32;
+            unprepared!();
+
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn tile<const R: usize, const T: usize>(
+                w: &[$w],
+                x: &[f32],
+                len: usize,
+            ) -> [[f32; R]; T] {
+                // SAFETY: the features are enabled here; lengths by the trait contract.
+                unsafe { float_tile::<$w, R, T>(w, x, len) }
+            }
+        }
+    };
+}
+
+float_kernel!(F32, f32);
+float_kernel!(F16, f16);
+float_kernel!(Bf16, bf16);
+
+pub(crate) struct Q8;
+
+impl Tile for Q8 {
+    type W = BlockQ8;
+    type X = ActBlock;
+    unprepared!();
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile<const R: usize, const T: usize>(
+        w: &[BlockQ8],
+        x: &[ActBlock],
+        len: usize,
+    ) -> [[f32; R]; T] {
+        // SAFETY: the features are enabled here; lengths by the trait contract.
+        unsafe { quant_tile::<BlockQ8, R, T>(w, x, len) }
+    }
+}
+
+pub(crate) struct Q4;
+
+impl Tile for Q4 {
+    type W = BlockQ4;
+    type X = ActBlock;
+    unprepared!();
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile<const R: usize, const T: usize>(
+        w: &[BlockQ4],
+        x: &[ActBlock],
+        len: usize,
+    ) -> [[f32; R]; T] {
+        // SAFETY: the features are enabled here; lengths by the trait contract.
+        unsafe { quant_tile::<BlockQ4, R, T>(w, x, len) }
+    }
+}
+
+pub(crate) struct Q2;
+
+impl Tile for Q2 {
+    type W = BlockQ2;
+    type X = ActBlock;
+    unprepared!();
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile<const R: usize, const T: usize>(
+        w: &[BlockQ2],
+        x: &[ActBlock],
+        len: usize,
+    ) -> [[f32; R]; T] {
+        // SAFETY: the features are enabled here; lengths by the trait contract.
+        unsafe { quant_tile::<BlockQ2, R, T>(w, x, len) }
+    }
+}

@@ -1,0 +1,110 @@
+//! Portable dot products, the reference the SIMD paths are tested against.
+//!
+//! Float formats accumulate `w * x` in f32 in element order. Quantized formats compute each
+//! block's integer dot product exactly and accumulate `(d_w * d_x) * dot` (plus
+//! `(m_w * d_x) * Σq_x` for `Q2`) in f32 in block order; the SIMD paths do the same integer work
+//! and the same scale products, differing only in the order of the float additions.
+
+use half::{bf16, f16};
+
+use super::{Tile, unprepared};
+use crate::activation::ActBlock;
+use crate::quant::{BlockQ2, BlockQ4, BlockQ8, QK};
+
+/// `Σ w_j x_j` over f32 weights.
+pub fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+    w.iter().zip(x).fold(0.0, |acc, (w, x)| acc + w * x)
+}
+
+/// `Σ w_j x_j` over f16 weights.
+pub fn dot_f16(w: &[f16], x: &[f32]) -> f32 {
+    w.iter()
+        .zip(x)
+        .fold(0.0, |acc, (w, x)| acc + w.to_f32() * x)
+}
+
+/// `Σ w_j x_j` over bf16 weights.
+pub fn dot_bf16(w: &[bf16], x: &[f32]) -> f32 {
+    w.iter()
+        .zip(x)
+        .fold(0.0, |acc, (w, x)| acc + w.to_f32() * x)
+}
+
+/// Integer dot product of one `Q8` block with one activation block.
+pub fn block_dot_q8(w: &BlockQ8, x: &ActBlock) -> i32 {
+    w.qs.iter()
+        .zip(&x.qs)
+        .map(|(&a, &b)| i32::from(a) * i32::from(b))
+        .sum()
+}
+
+/// Integer dot product `Σ (q_j - 8) x_j` of one `Q4` block with one activation block.
+pub fn block_dot_q4(w: &BlockQ4, x: &ActBlock) -> i32 {
+    let mut s = 0i32;
+    for (j, &b) in w.qs.iter().enumerate() {
+        s += (i32::from(b & 0x0f) - 8) * i32::from(x.qs[j]);
+        s += (i32::from(b >> 4) - 8) * i32::from(x.qs[j + QK / 2]);
+    }
+    s
+}
+
+/// Integer dot product `Σ q_j x_j` of one `Q2` block's codes with one activation block.
+pub fn block_dot_q2(w: &BlockQ2, x: &ActBlock) -> i32 {
+    (0..QK)
+        .map(|j| i32::from((w.qs[j % 8] >> (2 * (j / 8))) & 3) * i32::from(x.qs[j]))
+        .sum()
+}
+
+/// Dot product of a `Q8` row with a quantized activation vector.
+pub fn dot_q8(w: &[BlockQ8], x: &[ActBlock]) -> f32 {
+    w.iter().zip(x).fold(0.0, |acc, (b, a)| {
+        acc + (b.d.to_f32() * a.d) * block_dot_q8(b, a) as f32
+    })
+}
+
+/// Dot product of a `Q4` row with a quantized activation vector.
+pub fn dot_q4(w: &[BlockQ4], x: &[ActBlock]) -> f32 {
+    w.iter().zip(x).fold(0.0, |acc, (b, a)| {
+        acc + (b.d.to_f32() * a.d) * block_dot_q4(b, a) as f32
+    })
+}
+
+/// Dot product of a `Q2` row with a quantized activation vector.
+pub fn dot_q2(w: &[BlockQ2], x: &[ActBlock]) -> f32 {
+    w.iter().zip(x).fold(0.0, |acc, (b, a)| {
+        acc + (b.d.to_f32() * a.d) * block_dot_q2(b, a) as f32 + (b.m.to_f32() * a.d) * a.sum as f32
+    })
+}
+
+macro_rules! scalar_tile {
+    ($name:ident, $w:ty, $x:ty, $dot:ident) => {
+        pub(crate) struct $name;
+
+        impl Tile for $name {
+            type W = $w;
+            type X = $x;
+            unprepared!();
+
+            unsafe fn tile<const R: usize, const T: usize>(
+                w: &[$w],
+                x: &[$x],
+                len: usize,
+            ) -> [[f32; R]; T] {
+                let mut out = [[0.0; R]; T];
+                for (t, o) in out.iter_mut().enumerate() {
+                    for (r, v) in o.iter_mut().enumerate() {
+                        *v = $dot(&w[r * len..(r + 1) * len], &x[t * len..(t + 1) * len]);
+                    }
+                }
+                out
+            }
+        }
+    };
+}
+
+scalar_tile!(F32, f32, f32, dot_f32);
+scalar_tile!(F16, f16, f32, dot_f16);
+scalar_tile!(Bf16, bf16, f32, dot_bf16);
+scalar_tile!(Q8, BlockQ8, ActBlock, dot_q8);
+scalar_tile!(Q4, BlockQ4, ActBlock, dot_q4);
+scalar_tile!(Q2, BlockQ2, ActBlock, dot_q2);

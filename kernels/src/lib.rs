@@ -1,0 +1,49 @@
+//! Quantized weight formats and CPU kernels for serving Mixture-of-Experts models.
+//!
+//! * [`Format`] names the storage formats: `f32`, `f16`, `bf16` and the 32-element block formats
+//!   `q8`, `q4`, `q2` whose byte layouts are documented in [`quant`] (a CUDA backend reads the same
+//!   bytes).
+//! * [`Matrix`] holds a row-major weight matrix in one format and converts between formats.
+//! * [`Pool`] runs `y = W x` (`matvec`) and small batches (`matmul`) on a dedicated thread pool,
+//!   with SIMD kernels picked at run time ([`Isa`]); [`scalar`] has the single-threaded
+//!   reference they are tested against.
+//! * [`mmap::MappedFile`] maps checkpoint and shard files; [`bandwidth`] measures memory read
+//!   bandwidth, the bound for memory-bound decoding.
+//!
+//! Not here: model structure, file formats, scheduling across experts or nodes.
+#![allow(unsafe_code)]
+
+pub mod activation;
+pub mod bandwidth;
+mod error;
+mod format;
+mod isa;
+mod kernel;
+mod matrix;
+pub mod mmap;
+mod pool;
+pub mod quant;
+pub mod scalar;
+mod workers;
+
+pub use error::KernelError;
+pub use format::Format;
+pub use isa::Isa;
+pub use matrix::Matrix;
+pub use pool::Pool;
+pub use quant::{BlockQ2, BlockQ4, BlockQ8};
+
+#[cfg(test)]
+mod send_sync {
+    fn assert_traits<T: Send + Sync + Clone + std::fmt::Debug>() {}
+
+    fn assert_shared<T: Send + Sync>() {}
+
+    #[test]
+    fn types_are_shareable() {
+        assert_traits::<super::Matrix>();
+        assert_traits::<super::Format>();
+        assert_shared::<super::Pool>();
+        assert_shared::<super::mmap::MappedFile>();
+    }
+}

@@ -1,0 +1,303 @@
+//! [`Matrix`]: a row-major weight matrix held in one [`Format`], with conversions between formats.
+//! It owns its data (no memory mapping here) and knows nothing about how it is multiplied.
+
+use std::fmt;
+
+use bytemuck::Pod;
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use crate::error::KernelError;
+use crate::format::Format;
+use crate::quant::{BlockQ2, BlockQ4, BlockQ8, QK};
+
+/// Elements above which `from_f32` quantizes on the global rayon pool.
+const PARALLEL_QUANTIZE_MIN: usize = 1 << 18;
+
+/// The stored elements or blocks, row-major, no padding.
+#[derive(Clone)]
+pub(crate) enum Storage {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    Bf16(Vec<bf16>),
+    Q8(Vec<BlockQ8>),
+    Q4(Vec<BlockQ4>),
+    Q2(Vec<BlockQ2>),
+}
+
+/// A row-major `rows x cols` weight matrix in one [`Format`].
+///
+/// `as_bytes` is exactly the layout documented for the format (little endian), so a matrix can be
+/// written to a file or a GPU buffer as is and rebuilt with [`Matrix::from_bytes`].
+#[derive(Clone)]
+pub struct Matrix {
+    rows: usize,
+    cols: usize,
+    data: Storage,
+}
+
+fn element_count(rows: usize, cols: usize) -> Result<usize, KernelError> {
+    rows.checked_mul(cols)
+        .filter(|n| n.checked_mul(4).is_some())
+        .ok_or(KernelError::TooLarge { rows, cols })
+}
+
+fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), KernelError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(KernelError::ShapeMismatch {
+            what,
+            expected,
+            got,
+        })
+    }
+}
+
+fn check_block_aligned(format: Format, cols: usize) -> Result<(), KernelError> {
+    if cols.is_multiple_of(format.block_len()) {
+        Ok(())
+    } else {
+        Err(KernelError::UnalignedCols {
+            cols,
+            block: format.block_len(),
+        })
+    }
+}
+
+fn quantize_blocks<B: Send>(data: &[f32], quantize: impl Fn(&[f32; QK]) -> B + Sync) -> Vec<B> {
+    let one = |chunk: &[f32]| match chunk.try_into() {
+        Ok(block) => quantize(block),
+        Err(_) => unreachable!("chunks_exact yields whole blocks"),
+    };
+    if data.len() >= PARALLEL_QUANTIZE_MIN {
+        data.par_chunks_exact(QK).map(one).collect()
+    } else {
+        data.chunks_exact(QK).map(one).collect()
+    }
+}
+
+/// Copies `bytes` (a whole number of `T`, checked by the caller) into a properly aligned vector.
+fn copy_pod<T: Pod>(bytes: &[u8]) -> Vec<T> {
+    let mut out = vec![T::zeroed(); bytes.len() / size_of::<T>()];
+    bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(bytes);
+    out
+}
+
+impl Matrix {
+    /// Builds a matrix from f32 values, converting or quantizing them to `format`.
+    ///
+    /// Float formats round to nearest (beyond the f16 range to infinity). Quantized formats need
+    /// `cols % 32 == 0` and finite values; their block scales are f16, so blocks whose largest
+    /// magnitude is below about 1e-2 (`q8`) or 5e-4 (`q4`) get subnormal scales with less
+    /// relative precision, and magnitudes beyond about 8e6 (`q8`), 5e5 (`q4`) or 6.5e4 (`q2`)
+    /// saturate. Large matrices are quantized on the global rayon pool.
+    pub fn from_f32(
+        rows: usize,
+        cols: usize,
+        data: &[f32],
+        format: Format,
+    ) -> Result<Matrix, KernelError> {
+        let n = element_count(rows, cols)?;
+        check_len("matrix data", n, data.len())?;
+        check_block_aligned(format, cols)?;
+        if format.is_quantized()
+            && let Some(index) = data.iter().position(|v| !v.is_finite())
+        {
+            return Err(KernelError::NonFinite { format, index });
+        }
+        let data = match format {
+            Format::F32 => Storage::F32(data.to_vec()),
+            Format::F16 => Storage::F16(data.iter().map(|&v| f16::from_f32(v)).collect()),
+            Format::Bf16 => Storage::Bf16(data.iter().map(|&v| bf16::from_f32(v)).collect()),
+            Format::Q8 => Storage::Q8(quantize_blocks(data, BlockQ8::quantize)),
+            Format::Q4 => Storage::Q4(quantize_blocks(data, BlockQ4::quantize)),
+            Format::Q2 => Storage::Q2(quantize_blocks(data, BlockQ2::quantize)),
+        };
+        Ok(Matrix { rows, cols, data })
+    }
+
+    /// Wraps f16 values as an `F16` matrix without converting them.
+    pub fn from_f16(rows: usize, cols: usize, data: Vec<f16>) -> Result<Matrix, KernelError> {
+        check_len("matrix data", element_count(rows, cols)?, data.len())?;
+        Ok(Matrix {
+            rows,
+            cols,
+            data: Storage::F16(data),
+        })
+    }
+
+    /// Wraps bf16 values as a `Bf16` matrix without converting them.
+    pub fn from_bf16(rows: usize, cols: usize, data: Vec<bf16>) -> Result<Matrix, KernelError> {
+        check_len("matrix data", element_count(rows, cols)?, data.len())?;
+        Ok(Matrix {
+            rows,
+            cols,
+            data: Storage::Bf16(data),
+        })
+    }
+
+    /// Copies a matrix out of its raw bytes (the layout `as_bytes` returns), checking the length.
+    pub fn from_bytes(
+        rows: usize,
+        cols: usize,
+        format: Format,
+        bytes: &[u8],
+    ) -> Result<Matrix, KernelError> {
+        element_count(rows, cols)?;
+        check_block_aligned(format, cols)?;
+        let expected = rows
+            .checked_mul(format.row_bytes(cols))
+            .ok_or(KernelError::TooLarge { rows, cols })?;
+        if bytes.len() != expected {
+            return Err(KernelError::InvalidBytes {
+                format,
+                rows,
+                cols,
+                expected,
+                got: bytes.len(),
+            });
+        }
+        let data = match format {
+            Format::F32 => Storage::F32(copy_pod(bytes)),
+            Format::F16 => Storage::F16(copy_pod(bytes)),
+            Format::Bf16 => Storage::Bf16(copy_pod(bytes)),
+            Format::Q8 => Storage::Q8(copy_pod(bytes)),
+            Format::Q4 => Storage::Q4(copy_pod(bytes)),
+            Format::Q2 => Storage::Q2(copy_pod(bytes)),
+        };
+        Ok(Matrix { rows, cols, data })
+    }
+
+    /// The same weights in another format (dequantized to f32, then converted); the identity
+    /// conversion is a clone.
+    pub fn convert(&self, format: Format) -> Result<Matrix, KernelError> {
+        if format == self.format() {
+            return Ok(self.clone());
+        }
+        match (&self.data, format) {
+            (Storage::F16(v), Format::F32) => {
+                let data = v.iter().map(|x| x.to_f32()).collect();
+                return Ok(self.with(Storage::F32(data)));
+            }
+            (Storage::Bf16(v), Format::F32) => {
+                let data = v.iter().map(|x| x.to_f32()).collect();
+                return Ok(self.with(Storage::F32(data)));
+            }
+            _ => {}
+        }
+        Matrix::from_f32(self.rows, self.cols, &self.to_f32(), format)
+    }
+
+    fn with(&self, data: Storage) -> Matrix {
+        Matrix {
+            rows: self.rows,
+            cols: self.cols,
+            data,
+        }
+    }
+
+    /// Number of rows (output features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (input features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The storage format.
+    pub fn format(&self) -> Format {
+        match &self.data {
+            Storage::F32(_) => Format::F32,
+            Storage::F16(_) => Format::F16,
+            Storage::Bf16(_) => Format::Bf16,
+            Storage::Q8(_) => Format::Q8,
+            Storage::Q4(_) => Format::Q4,
+            Storage::Q2(_) => Format::Q2,
+        }
+    }
+
+    /// Bytes of stored data (what a matvec reads).
+    pub fn nbytes(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// The stored data as raw bytes: rows back to back, each row its elements or blocks, little
+    /// endian, exactly as documented for the format.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.data {
+            Storage::F32(v) => bytemuck::cast_slice(v),
+            Storage::F16(v) => bytemuck::cast_slice(v),
+            Storage::Bf16(v) => bytemuck::cast_slice(v),
+            Storage::Q8(v) => bytemuck::cast_slice(v),
+            Storage::Q4(v) => bytemuck::cast_slice(v),
+            Storage::Q2(v) => bytemuck::cast_slice(v),
+        }
+    }
+
+    /// Writes row `row` as f32 values into `out` (`out.len() == cols`).
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) -> Result<(), KernelError> {
+        if row >= self.rows {
+            return Err(KernelError::RowOutOfRange {
+                row,
+                rows: self.rows,
+            });
+        }
+        check_len("dequantize_row output", self.cols, out.len())?;
+        let (cols, nb) = (self.cols, self.cols / QK);
+        match &self.data {
+            Storage::F32(v) => out.copy_from_slice(&v[row * cols..][..cols]),
+            Storage::F16(v) => {
+                for (o, x) in out.iter_mut().zip(&v[row * cols..][..cols]) {
+                    *o = x.to_f32();
+                }
+            }
+            Storage::Bf16(v) => {
+                for (o, x) in out.iter_mut().zip(&v[row * cols..][..cols]) {
+                    *o = x.to_f32();
+                }
+            }
+            Storage::Q8(v) => dequantize_blocks(&v[row * nb..][..nb], out, BlockQ8::dequantize),
+            Storage::Q4(v) => dequantize_blocks(&v[row * nb..][..nb], out, BlockQ4::dequantize),
+            Storage::Q2(v) => dequantize_blocks(&v[row * nb..][..nb], out, BlockQ2::dequantize),
+        }
+        Ok(())
+    }
+
+    /// All weights as f32, row-major.
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = vec![0.0f32; self.rows * self.cols];
+        if self.cols > 0 {
+            for (row, chunk) in out.chunks_exact_mut(self.cols).enumerate() {
+                // Row and length are in range by construction.
+                let _ = self.dequantize_row(row, chunk);
+            }
+        }
+        out
+    }
+
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.data
+    }
+}
+
+fn dequantize_blocks<B>(blocks: &[B], out: &mut [f32], dequantize: impl Fn(&B, &mut [f32; QK])) {
+    for (b, chunk) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
+        if let Ok(chunk) = chunk.try_into() {
+            dequantize(b, chunk);
+        }
+    }
+}
+
+impl fmt::Debug for Matrix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Matrix")
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("format", &self.format())
+            .field("nbytes", &self.nbytes())
+            .finish()
+    }
+}

@@ -1,0 +1,28 @@
+//! Block-quantized weight layouts (`Q8`, `Q4`, `Q2`) and the routines that fill and read them.
+//!
+//! A block always covers [`QK`] = 32 consecutive elements of one row; a quantized row is its
+//! blocks back to back, a matrix its rows back to back, with no padding anywhere. All multi-byte
+//! fields are little endian, and every struct here is `#[repr(C)]` with alignment 2, so a
+//! `&[BlockQ4]` is exactly the byte stream a file or a GPU buffer holds. The kernels in this crate
+//! never repack blocks, so the CUDA side can read the same bytes.
+//!
+//! This module does not compute dot products; see `kernel` for those.
+
+mod q2;
+mod q4;
+mod q8;
+
+pub use q2::BlockQ2;
+pub use q4::BlockQ4;
+pub use q8::BlockQ8;
+
+use half::f16;
+
+/// Elements per quantization block.
+pub const QK: usize = 32;
+
+/// Rounds a block scale to f16, saturating at the largest finite f16 instead of overflowing.
+fn scale_to_f16(v: f32) -> f16 {
+    let max = f16::MAX.to_f32();
+    f16::from_f32(v.clamp(-max, max))
+}

@@ -1,0 +1,161 @@
+//! Grouped-query causal self-attention of one decoder layer: q/k/v projections (+ bias), optional
+//! q/k RMSNorm (per head or over the whole projection), optional clipping, RoPE, the KV cache, an
+//! optional sliding window, and the output projection.
+
+use moe_kernels::{Format, Matrix, Pool};
+
+use crate::checkpoint::Checkpoint;
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::kv_cache::KvCache;
+use crate::layout::{Layout, Projection};
+use crate::ops::{add_bias, rms_norm, softmax};
+use crate::rope::Rope;
+
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Matrix,
+    bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    fn load(
+        ckpt: &Checkpoint,
+        layout: &Layout<'_>,
+        layer: usize,
+        p: Projection,
+        format: Option<Format>,
+    ) -> Result<Linear> {
+        let weight = ckpt.matrix(&layout.projection(layer, p), format)?;
+        let bias = match layout.projection_bias(layer, p) {
+            Some(spec) => Some(ckpt.vector(&spec)?),
+            None => None,
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    fn forward(&self, pool: &Pool, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        let mut y = vec![0.0; n * self.weight.rows()];
+        pool.matmul(&self.weight, x, n, &mut y)?;
+        if let Some(b) = &self.bias {
+            add_bias(&mut y, b);
+        }
+        Ok(y)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    /// q and k RMSNorm weights: one head wide (each head normalised alone) or the whole
+    /// projection wide (each token's q or k normalised as one vector).
+    qk_norm: Option<(Vec<f32>, Vec<f32>)>,
+    clip: Option<f32>,
+    window: Option<usize>,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    eps: f32,
+}
+
+impl Attention {
+    /// Loads layer `layer`'s attention, projections converted to `format` if given.
+    pub fn load(
+        ckpt: &Checkpoint,
+        cfg: &ModelConfig,
+        layer: usize,
+        format: Option<Format>,
+    ) -> Result<Attention> {
+        let layout = Layout::new(cfg);
+        let qk_norm = match layout.qk_norms(layer) {
+            Some([q, k]) => Some((ckpt.vector(&q)?, ckpt.vector(&k)?)),
+            None => None,
+        };
+        Ok(Attention {
+            q: Linear::load(ckpt, &layout, layer, Projection::Q, format)?,
+            k: Linear::load(ckpt, &layout, layer, Projection::K, format)?,
+            v: Linear::load(ckpt, &layout, layer, Projection::V, format)?,
+            o: Linear::load(ckpt, &layout, layer, Projection::O, format)?,
+            qk_norm,
+            clip: cfg.clip_qkv,
+            window: cfg.sliding_window[layer],
+            num_heads: cfg.num_heads,
+            num_kv_heads: cfg.num_kv_heads,
+            head_dim: cfg.head_dim,
+            eps: cfg.rms_norm_eps,
+        })
+    }
+
+    /// Bytes of weights read per token.
+    pub fn weight_bytes(&self) -> usize {
+        [&self.q, &self.k, &self.v, &self.o]
+            .iter()
+            .map(|l| l.weight.nbytes())
+            .sum()
+    }
+
+    /// Attends `n` new tokens (`h`, `[n, hidden]`, already normalised) at positions
+    /// `cache.len()..cache.len()+n`, appending their keys and values to the cache of `layer`.
+    /// Returns `[n, hidden]`. The caller advances the cache once every layer has run.
+    pub fn forward(
+        &self,
+        pool: &Pool,
+        h: &[f32],
+        n: usize,
+        rope: &Rope,
+        cache: &mut KvCache,
+        layer: usize,
+    ) -> Result<Vec<f32>> {
+        let mut q = self.q.forward(pool, h, n)?;
+        let mut k = self.k.forward(pool, h, n)?;
+        let mut v = self.v.forward(pool, h, n)?;
+        if let Some((qw, kw)) = &self.qk_norm {
+            rms_norm(&mut q, qw, self.eps);
+            rms_norm(&mut k, kw, self.eps);
+        }
+        if let Some(c) = self.clip {
+            for x in q.iter_mut().chain(k.iter_mut()).chain(v.iter_mut()) {
+                *x = x.clamp(-c, c);
+            }
+        }
+        let pos0 = cache.len();
+        let q_dim = self.num_heads * self.head_dim;
+        let kv_dim = self.num_kv_heads * self.head_dim;
+        for t in 0..n {
+            rope.apply(&mut q[t * q_dim..(t + 1) * q_dim], pos0 + t);
+            rope.apply(&mut k[t * kv_dim..(t + 1) * kv_dim], pos0 + t);
+        }
+        cache.append(layer, &k, &v);
+        let (keys, values) = cache.layer(layer);
+
+        let group = self.num_heads / self.num_kv_heads;
+        let scale = 1.0 / (self.head_dim as f32).sqrt();
+        let mut out = vec![0.0; n * q_dim];
+        let mut scores = Vec::new();
+        for t in 0..n {
+            let pos = pos0 + t;
+            let first = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            for head in 0..self.num_heads {
+                let kv_off = (head / group) * self.head_dim;
+                let qh = &q[t * q_dim + head * self.head_dim..][..self.head_dim];
+                scores.clear();
+                scores.extend((first..=pos).map(|j| {
+                    let kh = &keys[j * kv_dim + kv_off..][..self.head_dim];
+                    qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale
+                }));
+                softmax(&mut scores);
+                let oh = &mut out[t * q_dim + head * self.head_dim..][..self.head_dim];
+                for (j, &w) in (first..=pos).zip(&scores) {
+                    let vh = &values[j * kv_dim + kv_off..][..self.head_dim];
+                    for (o, x) in oh.iter_mut().zip(vh) {
+                        *o += w * x;
+                    }
+                }
+            }
+        }
+        self.o.forward(pool, &out, n)
+    }
+}

@@ -1,0 +1,229 @@
+//! A HuggingFace safetensors checkpoint on disk: `model.safetensors`, or shards named by
+//! `model.safetensors.index.json`. Files are memory-mapped; headers are validated on open; each
+//! tensor is read by name with its shape checked. Turning bytes into weights happens here too, so
+//! callers never see a dtype.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use moe_kernels::mmap::MappedFile;
+use moe_kernels::{Format, Matrix};
+use safetensors::tensor::{Dtype, Metadata, SafeTensors};
+use serde::Deserialize;
+
+use crate::error::{ModelError, Result};
+use crate::layout::TensorSpec;
+
+pub const SINGLE_FILE: &str = "model.safetensors";
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// One safetensors file: its mapping and parsed header.
+struct Shard {
+    path: PathBuf,
+    map: MappedFile,
+    /// Where the tensor data starts in the file (8-byte length + header).
+    data_start: usize,
+    metadata: Metadata,
+}
+
+pub struct Checkpoint {
+    dir: PathBuf,
+    shards: Vec<Shard>,
+    /// Tensor name -> index into `shards`.
+    owner: HashMap<String, usize>,
+}
+
+#[derive(Deserialize)]
+struct Index {
+    weight_map: HashMap<String, String>,
+}
+
+/// A tensor's bytes as stored, with enough context to name it in errors.
+pub struct TensorData<'a> {
+    path: &'a Path,
+    name: &'a str,
+    dtype: Dtype,
+    shape: &'a [usize],
+    bytes: &'a [u8],
+}
+
+impl Checkpoint {
+    /// Opens `model.safetensors`, or every shard listed by `model.safetensors.index.json`.
+    pub fn open(dir: &Path) -> Result<Checkpoint> {
+        let index_path = dir.join(INDEX_FILE);
+        let files: Vec<String> = if index_path.exists() {
+            let text = std::fs::read_to_string(&index_path).map_err(|source| ModelError::Io {
+                path: index_path.clone(),
+                source,
+            })?;
+            let index: Index = serde_json::from_str(&text).map_err(|source| ModelError::Json {
+                path: index_path.clone(),
+                source,
+            })?;
+            let mut files: Vec<String> = index.weight_map.into_values().collect();
+            files.sort();
+            files.dedup();
+            files
+        } else {
+            vec![SINGLE_FILE.to_string()]
+        };
+        let mut shards = Vec::with_capacity(files.len());
+        let mut owner = HashMap::new();
+        for file in files {
+            let shard = Shard::open(&dir.join(&file))?;
+            for name in shard.metadata.tensors().into_keys() {
+                if let Some(previous) = owner.insert(name.clone(), shards.len()) {
+                    let first: &Shard = &shards[previous];
+                    return Err(ModelError::Safetensors {
+                        path: shard.path.clone(),
+                        reason: format!("tensor `{name}` is also in {}", first.path.display()),
+                    });
+                }
+            }
+            shards.push(shard);
+        }
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            shards,
+            owner,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.owner.contains_key(name)
+    }
+
+    /// The tensor `spec` names, checked against `spec`'s shape.
+    pub fn tensor<'a>(&'a self, spec: &'a TensorSpec) -> Result<TensorData<'a>> {
+        let Some(&i) = self.owner.get(&spec.name) else {
+            return Err(ModelError::MissingTensor {
+                dir: self.dir.clone(),
+                tensor: spec.name.clone(),
+            });
+        };
+        let shard = &self.shards[i];
+        let info = shard
+            .metadata
+            .info(&spec.name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                dir: self.dir.clone(),
+                tensor: spec.name.clone(),
+            })?;
+        if info.shape != spec.shape {
+            return Err(ModelError::ShapeMismatch {
+                path: shard.path.clone(),
+                tensor: spec.name.clone(),
+                expected: spec.shape.clone(),
+                got: info.shape.clone(),
+            });
+        }
+        if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(ModelError::UnsupportedDtype {
+                path: shard.path.clone(),
+                tensor: spec.name.clone(),
+                dtype: format!("{:?}", info.dtype),
+            });
+        }
+        let (start, end) = info.data_offsets;
+        let bytes = &shard.map[shard.data_start + start..shard.data_start + end];
+        Ok(TensorData {
+            path: &shard.path,
+            name: &spec.name,
+            dtype: info.dtype,
+            shape: &info.shape,
+            bytes,
+        })
+    }
+
+    /// A vector (norm weight, bias) as f32.
+    pub fn vector(&self, spec: &TensorSpec) -> Result<Vec<f32>> {
+        Ok(self.tensor(spec)?.to_f32())
+    }
+
+    /// A 2-D weight kept in its stored type (`format: None`) or converted to `format`.
+    pub fn matrix(&self, spec: &TensorSpec, format: Option<Format>) -> Result<Matrix> {
+        self.tensor(spec)?.to_matrix(format)
+    }
+}
+
+impl Shard {
+    fn open(path: &Path) -> Result<Shard> {
+        let map = MappedFile::open(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&map).map_err(|e| ModelError::Safetensors {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        Ok(Shard {
+            path: path.to_path_buf(),
+            map,
+            data_start: 8 + header_len,
+            metadata,
+        })
+    }
+}
+
+impl TensorData<'_> {
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self.dtype {
+            Dtype::F16 => self.halves().map(|b| f16::from_bits(b).to_f32()).collect(),
+            Dtype::BF16 => self.halves().map(|b| bf16::from_bits(b).to_f32()).collect(),
+            _ => self
+                .bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        }
+    }
+
+    fn halves(&self) -> impl Iterator<Item = u16> + '_ {
+        self.bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+    }
+
+    /// The stored format of this tensor.
+    pub fn format(&self) -> Format {
+        match self.dtype {
+            Dtype::F16 => Format::F16,
+            Dtype::BF16 => Format::Bf16,
+            _ => Format::F32,
+        }
+    }
+
+    pub fn to_matrix(&self, format: Option<Format>) -> Result<Matrix> {
+        let &[rows, cols] = self.shape else {
+            return Err(ModelError::ShapeMismatch {
+                path: self.path.to_path_buf(),
+                tensor: self.name.to_string(),
+                expected: vec![0, 0],
+                got: self.shape.to_vec(),
+            });
+        };
+        let target = format.unwrap_or(self.format());
+        let matrix = match (self.dtype, target) {
+            (Dtype::F16, Format::F16) => {
+                Matrix::from_f16(rows, cols, self.halves().map(f16::from_bits).collect())
+            }
+            (Dtype::BF16, Format::Bf16) => {
+                Matrix::from_bf16(rows, cols, self.halves().map(bf16::from_bits).collect())
+            }
+            _ => Matrix::from_f32(rows, cols, &self.to_f32(), target),
+        };
+        matrix.map_err(|e| {
+            ModelError::InvalidArgument(format!(
+                "{}: tensor `{}`: {e}",
+                self.path.display(),
+                self.name
+            ))
+        })
+    }
+}

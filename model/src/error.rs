@@ -1,0 +1,61 @@
+//! The one error type of the model crate: every variant names the file and, where there is one,
+//! the tensor or key at fault.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: config key `{key}`: {reason}")]
+    Config {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+    #[error("{path}: unsupported architecture `{arch}` (supported: {supported})")]
+    UnsupportedArchitecture {
+        path: PathBuf,
+        arch: String,
+        supported: &'static str,
+    },
+    #[error("{path}: corrupt safetensors file: {reason}")]
+    Safetensors { path: PathBuf, reason: String },
+    #[error("{dir}: tensor `{tensor}` not found in the checkpoint")]
+    MissingTensor { dir: PathBuf, tensor: String },
+    #[error("{path}: tensor `{tensor}` has shape {got:?}, expected {expected:?}")]
+    ShapeMismatch {
+        path: PathBuf,
+        tensor: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+    #[error("{path}: tensor `{tensor}` has dtype {dtype}, expected one of f32, f16, bf16")]
+    UnsupportedDtype {
+        path: PathBuf,
+        tensor: String,
+        dtype: String,
+    },
+    #[error("{path}: tokenizer: {reason}")]
+    Tokenizer { path: PathBuf, reason: String },
+    #[error("token id {id} is out of range for a vocabulary of {vocab}")]
+    TokenOutOfRange { id: u32, vocab: usize },
+    #[error("sequence of {len} tokens exceeds the model context of {max}")]
+    ContextOverflow { len: usize, max: usize },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("kernel: {0}")]
+    Kernel(#[from] moe_kernels::KernelError),
+}
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -1,0 +1,328 @@
+//! The tensor names and shapes of each architecture's HuggingFace checkpoint: the one place that
+//! knows `model.layers.3.block_sparse_moe.experts.5.w1.weight` and friends. The loader asks it what
+//! to read and the checkpoint generator what to write; neither spells a name itself.
+
+use crate::arch::Arch;
+use crate::config::{FeedForward, ModelConfig, QkNorm};
+
+/// One tensor a checkpoint holds: its HF name and row-major shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+impl TensorSpec {
+    fn new(name: String, shape: &[usize]) -> TensorSpec {
+        TensorSpec {
+            name,
+            shape: shape.to_vec(),
+        }
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// The three matrices of a SwiGLU expert: `down(silu(gate x) * up x)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExpertMatrix {
+    Gate,
+    Up,
+    Down,
+}
+
+impl ExpertMatrix {
+    pub const ALL: [ExpertMatrix; 3] = [ExpertMatrix::Gate, ExpertMatrix::Up, ExpertMatrix::Down];
+
+    fn hf_name(self) -> &'static str {
+        match self {
+            ExpertMatrix::Gate => "gate_proj",
+            ExpertMatrix::Up => "up_proj",
+            ExpertMatrix::Down => "down_proj",
+        }
+    }
+
+    fn mixtral_name(self) -> &'static str {
+        match self {
+            ExpertMatrix::Gate => "w1",
+            ExpertMatrix::Down => "w2",
+            ExpertMatrix::Up => "w3",
+        }
+    }
+
+    /// `[rows, cols]` of this matrix for a hidden size and an intermediate size.
+    pub fn shape(self, hidden: usize, intermediate: usize) -> [usize; 2] {
+        match self {
+            ExpertMatrix::Gate | ExpertMatrix::Up => [intermediate, hidden],
+            ExpertMatrix::Down => [hidden, intermediate],
+        }
+    }
+}
+
+/// Which attention projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Projection {
+    Q,
+    K,
+    V,
+    O,
+}
+
+impl Projection {
+    pub const ALL: [Projection; 4] = [Projection::Q, Projection::K, Projection::V, Projection::O];
+
+    fn name(self) -> &'static str {
+        match self {
+            Projection::Q => "q_proj",
+            Projection::K => "k_proj",
+            Projection::V => "v_proj",
+            Projection::O => "o_proj",
+        }
+    }
+}
+
+/// Names and shapes for one model configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout<'a> {
+    cfg: &'a ModelConfig,
+}
+
+impl<'a> Layout<'a> {
+    pub fn new(cfg: &'a ModelConfig) -> Layout<'a> {
+        Layout { cfg }
+    }
+
+    fn layer(&self, layer: usize, rest: &str) -> String {
+        format!("model.layers.{layer}.{rest}")
+    }
+
+    fn moe_prefix(&self) -> &'static str {
+        match self.cfg.arch {
+            Arch::Mixtral => "block_sparse_moe",
+            _ => "mlp",
+        }
+    }
+
+    pub fn embed_tokens(&self) -> TensorSpec {
+        TensorSpec::new(
+            "model.embed_tokens.weight".into(),
+            &[self.cfg.vocab_size, self.cfg.hidden_size],
+        )
+    }
+
+    pub fn final_norm(&self) -> TensorSpec {
+        TensorSpec::new("model.norm.weight".into(), &[self.cfg.hidden_size])
+    }
+
+    /// `None` when the output projection is tied to the embeddings.
+    pub fn lm_head(&self) -> Option<TensorSpec> {
+        (!self.cfg.tie_word_embeddings).then(|| {
+            TensorSpec::new(
+                "lm_head.weight".into(),
+                &[self.cfg.vocab_size, self.cfg.hidden_size],
+            )
+        })
+    }
+
+    pub fn input_norm(&self, layer: usize) -> TensorSpec {
+        TensorSpec::new(
+            self.layer(layer, "input_layernorm.weight"),
+            &[self.cfg.hidden_size],
+        )
+    }
+
+    pub fn post_attention_norm(&self, layer: usize) -> TensorSpec {
+        TensorSpec::new(
+            self.layer(layer, "post_attention_layernorm.weight"),
+            &[self.cfg.hidden_size],
+        )
+    }
+
+    fn projection_dims(&self, p: Projection) -> [usize; 2] {
+        let c = self.cfg;
+        match p {
+            Projection::Q => [c.q_dim(), c.hidden_size],
+            Projection::K | Projection::V => [c.kv_dim(), c.hidden_size],
+            Projection::O => [c.hidden_size, c.q_dim()],
+        }
+    }
+
+    pub fn projection(&self, layer: usize, p: Projection) -> TensorSpec {
+        let name = self.layer(layer, &format!("self_attn.{}.weight", p.name()));
+        TensorSpec::new(name, &self.projection_dims(p))
+    }
+
+    /// The projection's bias, when the architecture has one.
+    pub fn projection_bias(&self, layer: usize, p: Projection) -> Option<TensorSpec> {
+        let biased = match p {
+            Projection::O => self.cfg.o_bias,
+            _ => self.cfg.qkv_bias,
+        };
+        biased.then(|| {
+            let name = self.layer(layer, &format!("self_attn.{}.bias", p.name()));
+            TensorSpec::new(name, &[self.projection_dims(p)[0]])
+        })
+    }
+
+    /// The q and k norm weights, when the architecture normalises q and k.
+    pub fn qk_norms(&self, layer: usize) -> Option<[TensorSpec; 2]> {
+        let c = self.cfg;
+        let (q, k) = match c.qk_norm {
+            QkNorm::None => return None,
+            QkNorm::PerHead => (c.head_dim, c.head_dim),
+            QkNorm::Full => (c.q_dim(), c.kv_dim()),
+        };
+        Some([
+            TensorSpec::new(self.layer(layer, "self_attn.q_norm.weight"), &[q]),
+            TensorSpec::new(self.layer(layer, "self_attn.k_norm.weight"), &[k]),
+        ])
+    }
+
+    pub fn router(&self, layer: usize) -> TensorSpec {
+        let name = self.layer(layer, &format!("{}.gate.weight", self.moe_prefix()));
+        TensorSpec::new(name, &[self.cfg.num_experts, self.cfg.hidden_size])
+    }
+
+    pub fn expert(&self, layer: usize, expert: usize, m: ExpertMatrix) -> TensorSpec {
+        let c = self.cfg;
+        let rest = match c.arch {
+            Arch::Mixtral => format!(
+                "block_sparse_moe.experts.{expert}.{}.weight",
+                m.mixtral_name()
+            ),
+            _ => format!("mlp.experts.{expert}.{}.weight", m.hf_name()),
+        };
+        TensorSpec::new(
+            self.layer(layer, &rest),
+            &m.shape(c.hidden_size, c.moe_intermediate_size),
+        )
+    }
+
+    /// The shared expert's matrix, when the architecture has a shared expert.
+    pub fn shared_expert(&self, layer: usize, m: ExpertMatrix) -> Option<TensorSpec> {
+        let size = self.cfg.shared_expert_intermediate_size?;
+        let name = self.layer(layer, &format!("mlp.shared_expert.{}.weight", m.hf_name()));
+        Some(TensorSpec::new(name, &m.shape(self.cfg.hidden_size, size)))
+    }
+
+    /// The one-row gate whose sigmoid scales the shared expert's output.
+    pub fn shared_expert_gate(&self, layer: usize) -> Option<TensorSpec> {
+        self.cfg.shared_expert_intermediate_size?;
+        let name = self.layer(layer, "mlp.shared_expert_gate.weight");
+        Some(TensorSpec::new(name, &[1, self.cfg.hidden_size]))
+    }
+
+    /// A dense layer's MLP matrix.
+    pub fn dense_mlp(&self, layer: usize, m: ExpertMatrix) -> TensorSpec {
+        let name = self.layer(layer, &format!("mlp.{}.weight", m.hf_name()));
+        TensorSpec::new(
+            name,
+            &m.shape(self.cfg.hidden_size, self.cfg.intermediate_size),
+        )
+    }
+
+    /// Every tensor of the checkpoint, in a stable order (embeddings, layers, final norm, head).
+    pub fn all(&self) -> Vec<TensorSpec> {
+        let c = self.cfg;
+        let mut out = vec![self.embed_tokens()];
+        for l in 0..c.num_layers {
+            out.push(self.input_norm(l));
+            for p in Projection::ALL {
+                out.push(self.projection(l, p));
+                out.extend(self.projection_bias(l, p));
+            }
+            out.extend(self.qk_norms(l).into_iter().flatten());
+            out.push(self.post_attention_norm(l));
+            match c.feed_forward[l] {
+                FeedForward::Dense => out.extend(ExpertMatrix::ALL.map(|m| self.dense_mlp(l, m))),
+                FeedForward::Moe => {
+                    out.push(self.router(l));
+                    for e in 0..c.num_experts {
+                        out.extend(ExpertMatrix::ALL.map(|m| self.expert(l, e, m)));
+                    }
+                    out.extend(
+                        ExpertMatrix::ALL
+                            .into_iter()
+                            .filter_map(|m| self.shared_expert(l, m)),
+                    );
+                    out.extend(self.shared_expert_gate(l));
+                }
+            }
+        }
+        out.push(self.final_norm());
+        out.extend(self.lm_head());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::path::Path;
+
+    #[test]
+    fn mixtral_names() {
+        let cfg = ModelConfig::from_json(
+            &json!({
+                "architectures": ["MixtralForCausalLM"], "vocab_size": 32, "hidden_size": 8,
+                "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                "num_key_value_heads": 1, "num_local_experts": 2, "num_experts_per_tok": 2
+            }),
+            Path::new("config.json"),
+        )
+        .unwrap();
+        let l = Layout::new(&cfg);
+        let w1 = l.expert(0, 1, ExpertMatrix::Gate);
+        assert_eq!(
+            w1.name,
+            "model.layers.0.block_sparse_moe.experts.1.w1.weight"
+        );
+        assert_eq!(w1.shape, vec![16, 8]);
+        assert_eq!(l.expert(0, 1, ExpertMatrix::Down).shape, vec![8, 16]);
+        assert_eq!(
+            l.router(0).name,
+            "model.layers.0.block_sparse_moe.gate.weight"
+        );
+        assert_eq!(l.projection(0, Projection::K).shape, vec![4, 8]);
+        let all = l.all();
+        // embed, 2 norms, 4 projections, router, 2 experts x 3, final norm, lm_head
+        assert_eq!(all.len(), 1 + 2 + 4 + 1 + 6 + 1 + 1);
+    }
+
+    #[test]
+    fn qwen2_shared_expert_and_biases() {
+        let cfg = ModelConfig::from_json(
+            &json!({
+                "architectures": ["Qwen2MoeForCausalLM"], "vocab_size": 32, "hidden_size": 8,
+                "intermediate_size": 12, "moe_intermediate_size": 4, "shared_expert_intermediate_size": 6,
+                "num_hidden_layers": 2, "num_attention_heads": 2, "num_experts": 2,
+                "num_experts_per_tok": 1, "mlp_only_layers": [1], "tie_word_embeddings": true
+            }),
+            Path::new("config.json"),
+        )
+        .unwrap();
+        let l = Layout::new(&cfg);
+        assert_eq!(
+            l.projection_bias(0, Projection::Q).unwrap().name,
+            "model.layers.0.self_attn.q_proj.bias"
+        );
+        assert!(l.projection_bias(0, Projection::O).is_none());
+        assert_eq!(
+            l.shared_expert(0, ExpertMatrix::Up).unwrap().shape,
+            vec![6, 8]
+        );
+        assert_eq!(l.shared_expert_gate(0).unwrap().shape, vec![1, 8]);
+        assert_eq!(l.dense_mlp(1, ExpertMatrix::Down).shape, vec![8, 12]);
+        assert!(l.lm_head().is_none());
+        let names: Vec<_> = l.all().into_iter().map(|t| t.name).collect();
+        assert!(names.contains(&"model.layers.1.mlp.gate_proj.weight".to_string()));
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.starts_with("model.layers.1.mlp.experts"))
+        );
+    }
+}

@@ -1,0 +1,27 @@
+//! HuggingFace MoE checkpoints (config, safetensors, tokenizer), the supported architectures, and the
+//! single-process reference forward pass that the distributed system is checked against.
+
+pub mod arch;
+pub mod attention;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod kv_cache;
+pub mod layout;
+pub mod model;
+pub mod moe;
+pub mod ops;
+pub mod quality;
+pub mod rng;
+pub mod rope;
+pub mod sampling;
+pub mod tokenizer;
+
+pub use arch::Arch;
+pub use config::ModelConfig;
+pub use error::{ModelError, Result};
+pub use generate::{FinishReason, GenerateParams, Generation, generate};
+pub use model::{LoadOptions, Logits, Model};
+pub use sampling::SamplingParams;
+pub use tokenizer::Tokenizer;

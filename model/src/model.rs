@@ -1,0 +1,258 @@
+//! The whole single-process model: loads every tensor of a checkpoint (experts at a chosen kernel
+//! format) and runs the forward pass over a sequence with its KV cache. This is the reference the
+//! distributed system is checked against.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use moe_kernels::{Format, Matrix, Pool};
+
+use crate::attention::Attention;
+use crate::checkpoint::Checkpoint;
+use crate::config::{FeedForward, ModelConfig, config_path};
+use crate::error::{ModelError, Result};
+use crate::kv_cache::KvCache;
+use crate::layout::{ExpertMatrix, Layout};
+use crate::moe::{Expert, MoeBlock};
+use crate::ops::{add_assign, rms_norm};
+use crate::rope::Rope;
+
+/// How to load a checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Format of every routed expert's matrices; `None` keeps the stored type.
+    pub expert_format: Option<Format>,
+    /// Format of the dense weights — attention projections, dense MLPs, shared experts and the
+    /// output head; `None` keeps the stored type. Embeddings, norms and routers always stay as
+    /// stored.
+    pub dense_format: Option<Format>,
+    /// Per-(layer, expert) formats that take precedence over `expert_format`.
+    pub expert_overrides: HashMap<(usize, usize), Format>,
+    /// Longest sequence a cache holds; defaults to `max_position_embeddings`.
+    pub max_context: Option<usize>,
+}
+
+impl LoadOptions {
+    pub fn with_expert_format(format: Option<Format>) -> LoadOptions {
+        LoadOptions {
+            expert_format: format,
+            ..LoadOptions::default()
+        }
+    }
+
+    fn expert_format(&self, layer: usize, expert: usize) -> Option<Format> {
+        self.expert_overrides
+            .get(&(layer, expert))
+            .copied()
+            .or(self.expert_format)
+    }
+}
+
+/// Which logits a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position's: `[vocab]`.
+    Last,
+    /// Every position's: `[n, vocab]` (teacher forcing, prompt log-probabilities).
+    All,
+}
+
+#[derive(Debug, Clone)]
+enum FeedForwardBlock {
+    Dense(Expert),
+    Moe(MoeBlock),
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    input_norm: Vec<f32>,
+    attention: Attention,
+    post_norm: Vec<f32>,
+    feed_forward: FeedForwardBlock,
+}
+
+pub struct Model {
+    cfg: ModelConfig,
+    embed: Matrix,
+    layers: Vec<Layer>,
+    norm: Vec<f32>,
+    /// `None` when tied to the embeddings and kept in their format.
+    lm_head: Option<Matrix>,
+    rope: Rope,
+    max_context: usize,
+    pool: Arc<Pool>,
+}
+
+impl Model {
+    /// Loads `dir` (config.json + safetensors), running matrix products on `pool`.
+    pub fn load(dir: &Path, options: &LoadOptions, pool: Arc<Pool>) -> Result<Model> {
+        let cfg = ModelConfig::from_file(&config_path(dir))?;
+        let ckpt = Checkpoint::open(dir)?;
+        Model::from_checkpoint(cfg, &ckpt, options, pool)
+    }
+
+    pub fn from_checkpoint(
+        cfg: ModelConfig,
+        ckpt: &Checkpoint,
+        options: &LoadOptions,
+        pool: Arc<Pool>,
+    ) -> Result<Model> {
+        let layout = Layout::new(&cfg);
+        let layers = (0..cfg.num_layers)
+            .map(|l| {
+                let feed_forward = match cfg.feed_forward[l] {
+                    FeedForward::Dense => FeedForwardBlock::Dense(Expert::load(
+                        ckpt,
+                        ExpertMatrix::ALL.map(|m| layout.dense_mlp(l, m)),
+                        options.dense_format,
+                    )?),
+                    FeedForward::Moe => FeedForwardBlock::Moe(MoeBlock::load(
+                        ckpt,
+                        &cfg,
+                        l,
+                        |e| options.expert_format(l, e),
+                        options.dense_format,
+                    )?),
+                };
+                Ok(Layer {
+                    input_norm: ckpt.vector(&layout.input_norm(l))?,
+                    attention: Attention::load(ckpt, &cfg, l, options.dense_format)?,
+                    post_norm: ckpt.vector(&layout.post_attention_norm(l))?,
+                    feed_forward,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let embed = ckpt.matrix(&layout.embed_tokens(), None)?;
+        let lm_head = match (layout.lm_head(), options.dense_format) {
+            (Some(spec), format) => Some(ckpt.matrix(&spec, format)?),
+            (None, Some(format)) => Some(embed.convert(format)?),
+            (None, None) => None,
+        };
+        let max_context = options.max_context.unwrap_or(cfg.max_position_embeddings);
+        Ok(Model {
+            embed,
+            norm: ckpt.vector(&layout.final_norm())?,
+            lm_head,
+            rope: Rope::new(cfg.head_dim, cfg.rope_theta),
+            layers,
+            max_context,
+            cfg,
+            pool,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn max_context(&self) -> usize {
+        self.max_context
+    }
+
+    /// An empty cache for one sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.cfg.num_layers, self.cfg.kv_dim(), self.max_context)
+    }
+
+    /// The routed experts of `layer`, or `None` for a dense layer.
+    pub fn moe_block(&self, layer: usize) -> Option<&MoeBlock> {
+        match &self.layers.get(layer)?.feed_forward {
+            FeedForwardBlock::Moe(m) => Some(m),
+            FeedForwardBlock::Dense(_) => None,
+        }
+    }
+
+    fn lm_head(&self) -> &Matrix {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// Bytes of weights one decode step reads (experts counted at `top_k` of the average expert).
+    pub fn active_weight_bytes(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.attention.weight_bytes()
+                    + match &l.feed_forward {
+                        FeedForwardBlock::Dense(e) => e.weight_bytes(),
+                        FeedForwardBlock::Moe(m) => m.active_weight_bytes(),
+                    }
+            })
+            .sum();
+        let embed_row = self.embed.nbytes() / self.embed.rows();
+        layers + self.lm_head().nbytes() + embed_row
+    }
+
+    /// Checks token ids against the vocabulary.
+    pub fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        match tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            Some(&id) => Err(ModelError::TokenOutOfRange {
+                id,
+                vocab: self.cfg.vocab_size,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Embeddings and every decoder layer; appends to the cache without advancing it.
+    fn layers_forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        let n = tokens.len();
+        let hidden = self.cfg.hidden_size;
+        let eps = self.cfg.rms_norm_eps;
+        let mut x = vec![0.0; n * hidden];
+        for (row, &t) in x.chunks_exact_mut(hidden).zip(tokens) {
+            self.embed.dequantize_row(t as usize, row)?;
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            let mut h = x.clone();
+            rms_norm(&mut h, &layer.input_norm, eps);
+            let a = layer
+                .attention
+                .forward(&self.pool, &h, n, &self.rope, cache, l)?;
+            add_assign(&mut x, &a);
+            let mut h = x.clone();
+            rms_norm(&mut h, &layer.post_norm, eps);
+            let f = match &layer.feed_forward {
+                FeedForwardBlock::Dense(mlp) => mlp.forward(&self.pool, &h, n)?,
+                FeedForwardBlock::Moe(moe) => moe.forward(&self.pool, &h, n)?,
+            };
+            add_assign(&mut x, &f);
+        }
+        Ok(x)
+    }
+
+    /// Runs `tokens` at positions `cache.len()..`, extending the cache, and returns logits.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(ModelError::InvalidArgument(
+                "forward needs at least one token".into(),
+            ));
+        }
+        self.check_tokens(tokens)?;
+        cache.reserve(tokens.len())?;
+        let pos0 = cache.len();
+        let x = self.layers_forward(tokens, cache);
+        if x.is_err() {
+            cache.truncate(pos0);
+        }
+        let mut x = x?;
+        let n = tokens.len();
+        let hidden = self.cfg.hidden_size;
+        let eps = self.cfg.rms_norm_eps;
+        cache.advance(n);
+        let rows = match want {
+            Logits::Last => &mut x[(n - 1) * hidden..],
+            Logits::All => &mut x[..],
+        };
+        rms_norm(rows, &self.norm, eps);
+        let m = rows.len() / hidden;
+        let mut logits = vec![0.0; m * self.cfg.vocab_size];
+        self.pool.matmul(self.lm_head(), rows, m, &mut logits)?;
+        Ok(logits)
+    }
+}

@@ -1,0 +1,232 @@
+//! The feed-forward half of a decoder layer: SwiGLU experts, the router (softmax, top-k, optional
+//! renormalisation), the routed mixture with an optional sigmoid-gated shared expert, and the dense
+//! MLP of non-MoE layers. Experts may be stored in any kernel format; the router and shared expert
+//! stay in their stored precision.
+
+use moe_kernels::{Format, Matrix, Pool};
+
+use crate::checkpoint::Checkpoint;
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::layout::{ExpertMatrix, Layout, TensorSpec};
+use crate::ops::{sigmoid, silu, softmax};
+
+/// A SwiGLU MLP: `down(silu(gate x) * up x)`.
+#[derive(Debug, Clone)]
+pub struct Expert {
+    gate: Matrix,
+    up: Matrix,
+    down: Matrix,
+}
+
+impl Expert {
+    /// Reads the gate, up and down matrices (in `ExpertMatrix::ALL` order), converted to `format`
+    /// if given.
+    pub fn load(
+        ckpt: &Checkpoint,
+        specs: [TensorSpec; 3],
+        format: Option<Format>,
+    ) -> Result<Expert> {
+        let [gate, up, down] = specs;
+        Ok(Expert {
+            gate: ckpt.matrix(&gate, format)?,
+            up: ckpt.matrix(&up, format)?,
+            down: ckpt.matrix(&down, format)?,
+        })
+    }
+
+    pub fn from_matrices(gate: Matrix, up: Matrix, down: Matrix) -> Expert {
+        Expert { gate, up, down }
+    }
+
+    pub fn format(&self) -> Format {
+        self.gate.format()
+    }
+
+    pub fn weight_bytes(&self) -> usize {
+        self.gate.nbytes() + self.up.nbytes() + self.down.nbytes()
+    }
+
+    /// `x` is `[n, hidden]`; returns `[n, hidden]`.
+    pub fn forward(&self, pool: &Pool, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        let inter = self.gate.rows();
+        let mut g = vec![0.0; n * inter];
+        let mut u = vec![0.0; n * inter];
+        pool.matmul(&self.gate, x, n, &mut g)?;
+        pool.matmul(&self.up, x, n, &mut u)?;
+        for (a, b) in g.iter_mut().zip(&u) {
+            *a = silu(*a) * b;
+        }
+        let mut y = vec![0.0; n * self.down.rows()];
+        pool.matmul(&self.down, &g, n, &mut y)?;
+        Ok(y)
+    }
+}
+
+/// One token's routing decision: expert ids with their gate weights, heaviest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub experts: Vec<usize>,
+    pub weights: Vec<f32>,
+}
+
+/// Softmax over the router logits, the `top_k` largest (ties to the lower id), renormalised to sum
+/// to one when `normalize` is set.
+pub fn route(logits: &[f32], top_k: usize, normalize: bool) -> Route {
+    let mut probs = logits.to_vec();
+    softmax(&mut probs);
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    order.truncate(top_k);
+    let mut weights: Vec<f32> = order.iter().map(|&e| probs[e]).collect();
+    if normalize {
+        let sum: f32 = weights.iter().sum();
+        weights.iter_mut().for_each(|w| *w /= sum);
+    }
+    Route {
+        experts: order,
+        weights,
+    }
+}
+
+/// A routed mixture of experts with an optional shared expert.
+#[derive(Debug, Clone)]
+pub struct MoeBlock {
+    router: Matrix,
+    experts: Vec<Expert>,
+    shared: Option<(Expert, Matrix)>,
+    top_k: usize,
+    normalize: bool,
+}
+
+impl MoeBlock {
+    /// Loads layer `layer`'s router and experts: routed expert `e` converted to `format(e)` if
+    /// given, the shared expert to `shared_format`; the router stays as stored.
+    pub fn load(
+        ckpt: &Checkpoint,
+        cfg: &ModelConfig,
+        layer: usize,
+        format: impl Fn(usize) -> Option<Format>,
+        shared_format: Option<Format>,
+    ) -> Result<MoeBlock> {
+        let layout = Layout::new(cfg);
+        let experts = (0..cfg.num_experts)
+            .map(|e| {
+                Expert::load(
+                    ckpt,
+                    ExpertMatrix::ALL.map(|m| layout.expert(layer, e, m)),
+                    format(e),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let shared = match (
+            ExpertMatrix::ALL.map(|m| layout.shared_expert(layer, m)),
+            layout.shared_expert_gate(layer),
+        ) {
+            ([Some(g), Some(u), Some(d)], Some(gate)) => Some((
+                Expert::load(ckpt, [g, u, d], shared_format)?,
+                ckpt.matrix(&gate, None)?,
+            )),
+            _ => None,
+        };
+        Ok(MoeBlock {
+            router: ckpt.matrix(&layout.router(layer), None)?,
+            experts,
+            shared,
+            top_k: cfg.top_k,
+            normalize: cfg.norm_topk_prob,
+        })
+    }
+
+    pub fn experts(&self) -> &[Expert] {
+        &self.experts
+    }
+
+    /// Bytes of weights a token reads: the router, `top_k` experts (average size) and the shared expert.
+    pub fn active_weight_bytes(&self) -> usize {
+        let experts: usize = self.experts.iter().map(Expert::weight_bytes).sum();
+        let shared = self
+            .shared
+            .as_ref()
+            .map_or(0, |(e, g)| e.weight_bytes() + g.nbytes());
+        self.router.nbytes() + experts * self.top_k / self.experts.len() + shared
+    }
+
+    /// Routing decisions for `n` tokens (`h` is `[n, hidden]`).
+    pub fn route(&self, pool: &Pool, h: &[f32], n: usize) -> Result<Vec<Route>> {
+        let e = self.router.rows();
+        let mut logits = vec![0.0; n * e];
+        pool.matmul(&self.router, h, n, &mut logits)?;
+        Ok(logits
+            .chunks_exact(e)
+            .map(|l| route(l, self.top_k, self.normalize))
+            .collect())
+    }
+
+    /// `h` is `[n, hidden]`; returns the mixture output `[n, hidden]`.
+    pub fn forward(&self, pool: &Pool, h: &[f32], n: usize) -> Result<Vec<f32>> {
+        let hidden = self.router.cols();
+        let routes = self.route(pool, h, n)?;
+        let mut out = vec![0.0; n * hidden];
+        // Group tokens by expert so each expert runs once on all of its rows.
+        let mut rows: Vec<Vec<(usize, f32)>> = vec![Vec::new(); self.experts.len()];
+        for (t, r) in routes.iter().enumerate() {
+            for (&e, &w) in r.experts.iter().zip(&r.weights) {
+                rows[e].push((t, w));
+            }
+        }
+        let mut x = Vec::new();
+        for (expert, picked) in self.experts.iter().zip(&rows) {
+            if picked.is_empty() {
+                continue;
+            }
+            x.clear();
+            for &(t, _) in picked {
+                x.extend_from_slice(&h[t * hidden..(t + 1) * hidden]);
+            }
+            let y = expert.forward(pool, &x, picked.len())?;
+            for (&(t, w), yr) in picked.iter().zip(y.chunks_exact(hidden)) {
+                for (o, v) in out[t * hidden..(t + 1) * hidden].iter_mut().zip(yr) {
+                    *o += w * v;
+                }
+            }
+        }
+        if let Some((expert, gate)) = &self.shared {
+            let y = expert.forward(pool, h, n)?;
+            let mut g = vec![0.0; n];
+            pool.matmul(gate, h, n, &mut g)?;
+            for ((o, yr), gt) in out
+                .chunks_exact_mut(hidden)
+                .zip(y.chunks_exact(hidden))
+                .zip(&g)
+            {
+                let s = sigmoid(*gt);
+                for (a, b) in o.iter_mut().zip(yr) {
+                    *a += s * b;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_picks_top_k_and_renormalises() {
+        let r = route(&[0.0, 2.0, 1.0, -1.0], 2, true);
+        assert_eq!(r.experts, vec![1, 2]);
+        assert!((r.weights.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(r.weights[0] > r.weights[1]);
+        let raw = route(&[0.0, 2.0, 1.0, -1.0], 2, false);
+        assert!(raw.weights.iter().sum::<f32>() < 0.95);
+        assert!((raw.weights[0] / raw.weights[1] - 1f32.exp()).abs() < 1e-4);
+    }
+
+    #[test]
+    fn route_ties_go_to_lower_id() {
+        assert_eq!(route(&[1.0, 1.0, 1.0], 2, true).experts, vec![0, 1]);
+    }
+}

@@ -1,0 +1,55 @@
+//! Sliding-window attention as transformers derives it from `use_sliding_window`,
+//! `max_window_layers` and `sliding_window`: positions inside the window see everything, later
+//! positions lose the oldest keys.
+
+mod common;
+
+use std::fs;
+
+use common::{assert_close, fixture_dir, goldens, pool};
+use moe_model::{LoadOptions, Logits, Model};
+
+#[test]
+fn window_changes_only_positions_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in fs::read_dir(fixture_dir("qwen2-moe")).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let config_path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&config_path).unwrap()).unwrap();
+    let window = 3;
+    config["use_sliding_window"] = true.into();
+    config["sliding_window"] = window.into();
+    config["max_window_layers"] = 0.into();
+    config.as_object_mut().unwrap().remove("layer_types");
+    fs::write(&config_path, config.to_string()).unwrap();
+
+    let windowed = Model::load(dir.path(), &LoadOptions::default(), pool()).unwrap();
+    assert_eq!(windowed.config().sliding_window, vec![Some(window); 3]);
+    let full = common::load("qwen2-moe", None);
+    let ids = goldens("qwen2-moe").all_positions.ids;
+    let vocab = full.config().vocab_size;
+    let run = |m: &Model| m.forward(&ids, &mut m.new_cache(), Logits::All).unwrap();
+    let (a, b) = (run(&windowed), run(&full));
+    for t in 0..ids.len() {
+        let (x, y) = (
+            &a[t * vocab..(t + 1) * vocab],
+            &b[t * vocab..(t + 1) * vocab],
+        );
+        if t < window {
+            assert_close(x, y, 1e-6, &format!("position {t} inside the window"));
+        } else {
+            let diff = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                diff > 1e-3,
+                "position {t} past the window is unchanged ({diff})"
+            );
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Writing a whole checkpoint directory: the JSON files, the weight shards and their index. Each
+//! file is written under a temporary name and renamed into place, so an interrupted run never
+//! leaves a truncated file under a real name. Files this crate does not name are left alone.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use moe_model::layout::Layout;
+use moe_model::{Arch, ModelConfig};
+use serde_json::{Map, Value, json};
+
+use crate::error::SynthError;
+use crate::init::{InitPlan, Values};
+use crate::preset::{Preset, config_json};
+use crate::shard::{self, INDEX_FILE};
+use crate::tokenizer::{BOS_ID, EOS_ID, tokenizer_config_json, tokenizer_json};
+
+/// Data bytes per shard above which a checkpoint is split, as HF's default `max_shard_size` splits.
+pub const MAX_SHARD_BYTES: u64 = 1 << 30;
+const WRITE_BUFFER: usize = 1 << 20;
+const PARTIAL_SUFFIX: &str = ".partial";
+
+/// What [`write_checkpoint`] wrote.
+#[derive(Debug, Clone)]
+pub struct SynthReport {
+    /// The written `config.json`, parsed.
+    pub config: ModelConfig,
+    /// Values over all weight tensors.
+    pub parameters: u64,
+    /// Bytes over all files written (weights, index and JSON files).
+    pub bytes: u64,
+    /// Every file written, in the order written.
+    pub files: Vec<PathBuf>,
+}
+
+/// Writes a seeded random-weight checkpoint of `arch` at `preset` into `out` (created if absent):
+/// `config.json`, `generation_config.json`, `tokenizer.json`, `tokenizer_config.json` and the f16
+/// weights, as `model.safetensors` or, past [`MAX_SHARD_BYTES`], as numbered shards with
+/// `model.safetensors.index.json`. Weight files of an earlier checkpoint in `out` that this one does
+/// not rewrite are removed, so the directory always holds one consistent checkpoint; other files
+/// are left alone. The same arguments always write the same bytes.
+pub fn write_checkpoint(
+    arch: Arch,
+    preset: Preset,
+    seed: u64,
+    out: &Path,
+) -> Result<SynthReport, SynthError> {
+    write_sharded(arch, preset, seed, out, MAX_SHARD_BYTES)
+}
+
+pub(crate) fn write_sharded(
+    arch: Arch,
+    preset: Preset,
+    seed: u64,
+    out: &Path,
+    max_shard_bytes: u64,
+) -> Result<SynthReport, SynthError> {
+    let config_value = config_json(arch, preset);
+    let config = ModelConfig::from_json(&config_value, &out.join("config.json"))?;
+    let tokenizer = tokenizer_json(config.vocab_size)?;
+    fs::create_dir_all(out).map_err(SynthError::io(out))?;
+
+    let mut written = Written::new(out);
+    written.json("config.json", &config_value)?;
+    written.json("generation_config.json", &generation_config())?;
+    written.json("tokenizer.json", &tokenizer)?;
+    let tokenizer_config = tokenizer_config_json(config.max_position_embeddings);
+    written.json("tokenizer_config.json", &tokenizer_config)?;
+
+    let tensors = Layout::new(&config).all();
+    let parameters = tensors.iter().map(|t| t.numel() as u64).sum();
+    let total_size: u64 = tensors.iter().map(shard::tensor_bytes).sum();
+    let plan = InitPlan::new(&config);
+    let shards = shard::plan(tensors, max_shard_bytes);
+    for s in &shards {
+        written.file(&s.file_name, |w| {
+            shard::write(w, &s.tensors, |t| Values::new(seed, &t.name, plan.init(t)))
+        })?;
+    }
+    if shards.len() > 1 {
+        let weight_map: Map<String, Value> = shards
+            .iter()
+            .flat_map(|s| {
+                s.tensors
+                    .iter()
+                    .map(|t| (t.name.clone(), json!(s.file_name)))
+            })
+            .collect();
+        let index = json!({"metadata": {"total_size": total_size}, "weight_map": weight_map});
+        written.json(INDEX_FILE, &index)?;
+    }
+    written.remove_stale_weights()?;
+
+    Ok(SynthReport {
+        config,
+        parameters,
+        bytes: written.bytes,
+        files: written.files,
+    })
+}
+
+fn generation_config() -> Value {
+    json!({"bos_token_id": BOS_ID, "eos_token_id": EOS_ID})
+}
+
+/// The files written so far into one directory.
+struct Written<'a> {
+    dir: &'a Path,
+    files: Vec<PathBuf>,
+    bytes: u64,
+}
+
+impl<'a> Written<'a> {
+    fn new(dir: &'a Path) -> Written<'a> {
+        Written {
+            dir,
+            files: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn json(&mut self, name: &str, value: &Value) -> Result<(), SynthError> {
+        self.file(name, |w| {
+            serde_json::to_writer_pretty(&mut *w, value)?;
+            w.write_all(b"\n")
+        })
+    }
+
+    /// Writes `name` through `body` under a temporary name, then renames it into place.
+    fn file(
+        &mut self,
+        name: &str,
+        body: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+    ) -> Result<(), SynthError> {
+        let path = self.dir.join(name);
+        let partial = self.dir.join(format!("{name}{PARTIAL_SUFFIX}"));
+        let file = File::create(&partial).map_err(SynthError::io(&partial))?;
+        let mut w = BufWriter::with_capacity(WRITE_BUFFER, file);
+        let written = body(&mut w).and_then(|()| w.flush());
+        drop(w);
+        if let Err(e) = written {
+            let _ = fs::remove_file(&partial);
+            return Err(SynthError::io(&partial)(e));
+        }
+        fs::rename(&partial, &path).map_err(SynthError::io(&path))?;
+        let size = fs::metadata(&path).map_err(SynthError::io(&path))?.len();
+        self.bytes += size;
+        self.files.push(path);
+        Ok(())
+    }
+
+    /// Removes weight files (and leftovers of interrupted writes) not written this time.
+    fn remove_stale_weights(&self) -> Result<(), SynthError> {
+        let entries = fs::read_dir(self.dir).map_err(SynthError::io(self.dir))?;
+        for entry in entries {
+            let entry = entry.map_err(SynthError::io(self.dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let owned = shard::is_weight_file(name.strip_suffix(PARTIAL_SUFFIX).unwrap_or(name));
+            let path = entry.path();
+            if owned && !self.files.contains(&path) {
+                fs::remove_file(&path).map_err(SynthError::io(&path))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::{Dtype, SafeTensors};
+    use std::collections::BTreeMap;
+
+    /// Every tensor in the directory, by name: (file name, shape, bytes).
+    fn read_tensors(dir: &Path) -> BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
+        let mut out = BTreeMap::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let file = path.file_name().unwrap().to_str().unwrap().to_string();
+            if !file.ends_with(".safetensors") {
+                continue;
+            }
+            let bytes = fs::read(&path).unwrap();
+            let st = SafeTensors::deserialize(&bytes).unwrap();
+            let (_, metadata) = SafeTensors::read_metadata(&bytes).unwrap();
+            let format = metadata
+                .metadata()
+                .as_ref()
+                .and_then(|m| m.get("format").cloned());
+            assert_eq!(format.as_deref(), Some("pt"), "{file}");
+            for (name, view) in st.tensors() {
+                assert_eq!(view.dtype(), Dtype::F16, "{name}");
+                let entry = (file.clone(), view.shape().to_vec(), view.data().to_vec());
+                assert!(out.insert(name.clone(), entry).is_none(), "{name} twice");
+            }
+        }
+        out
+    }
+
+    /// The checkpoint in `dir` holds exactly the layout's tensors, and its index (if any) agrees.
+    fn check(dir: &Path, report: &SynthReport) {
+        let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+        assert_eq!(config, report.config);
+        let tensors = read_tensors(dir);
+        let layout = Layout::new(&config).all();
+        assert_eq!(tensors.len(), layout.len(), "no missing or extra tensors");
+        for spec in &layout {
+            let (_, shape, data) = &tensors[&spec.name];
+            assert_eq!(shape, &spec.shape, "{}", spec.name);
+            assert_eq!(data.len(), spec.numel() * 2);
+        }
+        let params: usize = layout.iter().map(|t| t.numel()).sum();
+        assert_eq!(report.parameters, params as u64);
+        let on_disk: u64 = report
+            .files
+            .iter()
+            .map(|f| fs::metadata(f).unwrap().len())
+            .sum();
+        assert_eq!(report.bytes, on_disk);
+
+        let files: std::collections::BTreeSet<&String> = tensors.values().map(|t| &t.0).collect();
+        let index_path = dir.join(INDEX_FILE);
+        if files.len() == 1 {
+            assert!(files.contains(&"model.safetensors".to_string()));
+            assert!(!index_path.exists());
+            return;
+        }
+        let index: Value = serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+        assert_eq!(index["metadata"]["total_size"], json!(params * 2));
+        let map = index["weight_map"].as_object().unwrap();
+        assert_eq!(map.len(), tensors.len());
+        for (name, (file, _, _)) in &tensors {
+            assert_eq!(map[name], json!(file), "{name}");
+        }
+    }
+
+    fn weights(dir: &Path) -> Vec<u8> {
+        fs::read(dir.join("model.safetensors")).unwrap()
+    }
+
+    #[test]
+    fn tiny_checkpoints_of_every_arch() {
+        for arch in Arch::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            let report = write_checkpoint(arch, Preset::Tiny, 0, dir.path()).unwrap();
+            check(dir.path(), &report);
+            assert_eq!(report.config.arch, arch);
+            for name in [
+                "generation_config.json",
+                "tokenizer.json",
+                "tokenizer_config.json",
+            ] {
+                assert!(report.files.contains(&dir.path().join(name)), "{name}");
+            }
+            assert!(!fs::read_dir(dir.path()).unwrap().any(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(PARTIAL_SUFFIX)
+            }));
+        }
+    }
+
+    #[test]
+    fn seeds_decide_the_bytes() {
+        let [a, b, c] = [(); 3].map(|()| tempfile::tempdir().unwrap());
+        write_checkpoint(Arch::Mixtral, Preset::Tiny, 7, a.path()).unwrap();
+        write_checkpoint(Arch::Mixtral, Preset::Tiny, 7, b.path()).unwrap();
+        write_checkpoint(Arch::Mixtral, Preset::Tiny, 8, c.path()).unwrap();
+        assert_eq!(weights(a.path()), weights(b.path()));
+        assert_ne!(weights(a.path()), weights(c.path()));
+        let tensors_a = read_tensors(a.path());
+        let tensors_c = read_tensors(c.path());
+        for (name, (_, _, data)) in &tensors_a {
+            assert_ne!(
+                data, &tensors_c[name].2,
+                "{name} is the same under another seed"
+            );
+        }
+        for name in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+            let read = |d: &Path| fs::read(d.join(name)).unwrap();
+            assert_eq!(read(a.path()), read(c.path()), "{name}");
+        }
+    }
+
+    #[test]
+    fn sharded_checkpoint_with_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let single = tempfile::tempdir().unwrap();
+        let report = write_sharded(Arch::Qwen3Moe, Preset::Tiny, 1, dir.path(), 200_000).unwrap();
+        write_checkpoint(Arch::Qwen3Moe, Preset::Tiny, 1, single.path()).unwrap();
+        check(dir.path(), &report);
+        let shards = report
+            .files
+            .iter()
+            .filter(|f| f.to_string_lossy().ends_with(".safetensors"))
+            .count();
+        assert!(shards > 2, "{shards} shards");
+        // Sharding moves tensors between files but never changes their values.
+        let sharded: BTreeMap<_, _> = read_tensors(dir.path())
+            .into_iter()
+            .map(|(n, (_, s, d))| (n, (s, d)))
+            .collect();
+        let whole: BTreeMap<_, _> = read_tensors(single.path())
+            .into_iter()
+            .map(|(n, (_, s, d))| (n, (s, d)))
+            .collect();
+        assert_eq!(sharded, whole);
+    }
+
+    #[test]
+    fn rewriting_removes_stale_weights_only() {
+        let dir = tempfile::tempdir().unwrap();
+        write_sharded(Arch::Olmoe, Preset::Tiny, 0, dir.path(), 100_000).unwrap();
+        assert!(dir.path().join(INDEX_FILE).exists());
+        fs::write(dir.path().join("notes.txt"), "keep me").unwrap();
+        fs::write(
+            dir.path().join("model-00009-of-00009.safetensors.partial"),
+            "",
+        )
+        .unwrap();
+        let report = write_checkpoint(Arch::Mixtral, Preset::Tiny, 0, dir.path()).unwrap();
+        check(dir.path(), &report);
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let expected = [
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "notes.txt",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ];
+        assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn written_tokenizer_matches_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = write_checkpoint(Arch::Qwen2Moe, Preset::Tiny, 0, dir.path()).unwrap();
+        let t = tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).unwrap();
+        assert_eq!(t.get_vocab_size(true), report.config.vocab_size);
+        let tc: Value =
+            serde_json::from_slice(&fs::read(dir.path().join("tokenizer_config.json")).unwrap())
+                .unwrap();
+        let bos = report.config.bos_token_id.unwrap();
+        assert_eq!(t.token_to_id(tc["bos_token"].as_str().unwrap()), Some(bos));
+        let eos = report.config.eos_token_ids[0];
+        assert_eq!(t.token_to_id(tc["eos_token"].as_str().unwrap()), Some(eos));
+    }
+}
