@@ -117,18 +117,11 @@ pub(crate) use unprepared;
 /// How far ahead of the bytes being read a kernel prefetches, for tiles of `rows` rows of
 /// `row_bytes` each: the same place in the next tile. One core keeps too few cache-line fills in
 /// flight from DRAM on its own; with this prefetch a 2-thread `Q4` matvec of 1024x3584 went from
-/// 14 to 21 GB/s (of about 30 GB/s read bandwidth). Distances of 1 to 8 KB along the row were
-/// measured too and were no better.
+/// 14 to 21 GB/s (of about 30 GB/s read bandwidth). Half a tile, two tiles, and fixed distances
+/// of 1 to 8 KiB along the row were measured too and were no better.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn prefetch_ahead(row_bytes: usize, rows: usize) -> usize {
-    static F: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let f = *F.get_or_init(|| {
-        std::env::var("PFX")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(4)
-    });
-    row_bytes * rows * f / 4
+    row_bytes * rows
 }
 
 /// Activation vectors processed together against a range of rows: their prepared form (at most
