@@ -19,7 +19,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::{QK, scale_to_f16};
+use super::{QK, round_code, scale_to_f16};
 
 /// 32 weights as 2-bit codes with an f16 scale and offset; see the module docs for the layout.
 #[repr(C)]
@@ -38,7 +38,7 @@ const _: () = assert!(align_of::<BlockQ2>() == 2);
 
 /// Least-squares `(d, m, err)` for codes `q_j = round((x_j - min) * iscale)` clamped to `0..=3`.
 fn fit(x: &[f32; QK], min: f32, iscale: f32) -> Option<(f32, f32, f32)> {
-    let code = |v: f32| ((v - min) * iscale).round().clamp(0.0, 3.0);
+    let code = |v: f32| round_code((v - min) * iscale, 0.0, 3.0);
     let (mut sq, mut sq2, mut sx, mut sxq) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
     for &v in x {
         let q = code(v);
@@ -93,7 +93,7 @@ impl BlockQ2 {
         let id = if df > 0.0 { 1.0 / df } else { 0.0 };
         let mut qs = [0u8; QK / 4];
         for (j, &v) in x.iter().enumerate() {
-            let q = ((v - mf) * id).round().clamp(0.0, 3.0) as u8;
+            let q = round_code((v - mf) * id, 0.0, 3.0) as u8;
             qs[j % 8] |= q << (2 * (j / 8));
         }
         BlockQ2 { d, m, qs }

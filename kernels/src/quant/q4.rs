@@ -23,7 +23,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::{QK, scale_to_f16};
+use super::{QK, round_code, scale_to_f16};
 
 /// 32 weights as 4-bit codes with an f16 scale; see the module docs for the byte layout.
 #[repr(C)]
@@ -38,27 +38,26 @@ pub struct BlockQ4 {
 const _: () = assert!(size_of::<BlockQ4>() == 18);
 const _: () = assert!(align_of::<BlockQ4>() == 2);
 
-/// Squared error of `x` against `d * q` with codes chosen by `iscale`, and the least-squares `d`.
+/// The least-squares `d` for codes chosen by `iscale`, and its squared error less `sum(x^2)`
+/// (a constant per block, so candidates compare the same).
 fn fit(x: &[f32; QK], iscale: f32) -> Option<(f32, f32)> {
-    let mut sumlx = 0.0f32;
-    let mut suml2 = 0.0f32;
-    for v in x {
-        let q = (v * iscale).round().clamp(-8.0, 7.0);
-        sumlx += v * q;
-        suml2 += q * q;
+    // Eight independent partial sums so the loop vectorizes.
+    let (mut lx, mut l2) = ([0.0f32; 8], [0.0f32; 8]);
+    for chunk in x.chunks_exact(8) {
+        for i in 0..8 {
+            let q = round_code(chunk[i] * iscale, -8.0, 7.0);
+            lx[i] += chunk[i] * q;
+            l2[i] += q * q;
+        }
     }
+    let sumlx: f32 = lx.iter().sum();
+    let suml2: f32 = l2.iter().sum();
     if suml2 <= 0.0 {
         return None;
     }
-    let d = sumlx / suml2;
-    let err = x
-        .iter()
-        .map(|v| {
-            let q = (v * iscale).round().clamp(-8.0, 7.0);
-            (v - d * q) * (v - d * q)
-        })
-        .sum::<f32>();
-    Some((d, err))
+    // With the least-squares scale d = sumlx / suml2 the squared error is
+    // sum(x^2) - sumlx^2 / suml2; sum(x^2) is the same for every candidate, so it is left out.
+    Some((sumlx / suml2, -sumlx * sumlx / suml2))
 }
 
 impl BlockQ4 {
@@ -90,7 +89,7 @@ impl BlockQ4 {
         let d = scale_to_f16(best.0);
         let df = d.to_f32();
         let id = if df != 0.0 { 1.0 / df } else { 0.0 };
-        let code = |v: f32| ((v * id).round().clamp(-8.0, 7.0) + 8.0) as u8;
+        let code = |v: f32| (round_code(v * id, -8.0, 7.0) + 8.0) as u8;
         let mut qs = [0u8; QK / 2];
         for (j, q) in qs.iter_mut().enumerate() {
             *q = code(x[j]) | (code(x[j + QK / 2]) << 4);

@@ -13,7 +13,7 @@
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::{QK, scale_to_f16};
+use super::{QK, round_code, scale_to_f16};
 
 /// 32 weights as int8 codes with an f16 scale; see the module docs for the byte layout.
 #[repr(C)]
@@ -37,7 +37,7 @@ impl BlockQ8 {
         let id = if df > 0.0 { 1.0 / df } else { 0.0 };
         let mut qs = [0i8; QK];
         for (q, v) in qs.iter_mut().zip(x) {
-            *q = (v * id).round().clamp(-127.0, 127.0) as i8;
+            *q = round_code(v * id, -127.0, 127.0) as i8;
         }
         BlockQ8 { d, qs }
     }
