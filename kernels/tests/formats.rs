@@ -65,6 +65,7 @@ fn check_blocks(format: Format, x: &[f32], what: &str) {
 fn round_trip_error_on_normal_data() {
     let mut rng = Rng::new(1);
     let x = rng.normals(256 * 1024, 1.0);
+    println!("format  max|err|  mean|err|  RMS err/RMS  (2^18 N(0,1) values)");
     for format in Format::ALL {
         check_blocks(format, &x, "normal");
         let y = Matrix::from_f32(256, 1024, &x, format).unwrap().to_f32();
@@ -75,6 +76,12 @@ fn round_trip_error_on_normal_data() {
             .sum();
         let s: f64 = x.iter().map(|a| f64::from(*a).powi(2)).sum();
         let rel = (se / s).sqrt();
+        let abs = x.iter().zip(&y).map(|(a, b)| f64::from((a - b).abs()));
+        let (max, sum) = abs.fold((0.0f64, 0.0f64), |(m, s), e| (m.max(e), s + e));
+        println!(
+            "{format:<6}  {max:>8.5}  {:>9.6}  {rel:>11.6}",
+            sum / x.len() as f64
+        );
         assert!(rel <= rms_budget(format), "{format}: RMS error {rel}");
     }
 }

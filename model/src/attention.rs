@@ -9,7 +9,7 @@ use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::layout::{Layout, Projection};
-use crate::ops::{add_bias, rms_norm, softmax};
+use crate::ops::{add_bias, dot, rms_norm, softmax};
 use crate::rope::Rope;
 
 #[derive(Debug, Clone)]
@@ -144,7 +144,7 @@ impl Attention {
                 scores.clear();
                 scores.extend((first..=pos).map(|j| {
                     let kh = &keys[j * kv_dim + kv_off..][..self.head_dim];
-                    qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale
+                    dot(qh, kh) * scale
                 }));
                 softmax(&mut scores);
                 let oh = &mut out[t * q_dim + head * self.head_dim..][..self.head_dim];
