@@ -105,51 +105,36 @@ fn greedy_is_deterministic_and_precision_changes_the_weights_used() {
     assert_eq!(logits["logits"].as_array().unwrap().len(), 512);
 }
 
+/// Runs `moe generate` with `args` and asserts that it fails naming `needle` on stderr.
+fn generate_fails_naming(args: &[&str], needle: &str) {
+    let mut all = vec!["generate"];
+    all.extend_from_slice(args);
+    let out = moe(&all);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "moe {all:?} succeeded");
+    assert!(err.contains(needle), "moe {all:?}: {err}");
+}
+
 #[test]
 fn bad_input_fails_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    let out = moe(&[
-        "generate",
-        "--model",
-        dir.path().to_str().unwrap(),
-        "--prompt",
-        "x",
-    ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("config.json"), "{err}");
+    let model = dir.path().to_str().unwrap();
+    generate_fails_naming(&["--model", model, "--prompt", "x"], "config.json");
 
     gen_model("olmoe", dir.path());
-    let model = dir.path().to_str().unwrap();
-    let out = moe(&["generate", "--model", model, "--prompt-ids", "1,99999"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("99999"));
-
-    let out = moe(&["generate", "--model", model, "--prompt-ids", "1,x"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a token id"));
-
-    let out = moe(&[
-        "generate",
-        "--model",
-        model,
-        "--prompt-ids",
-        "1",
-        "--expert-precision",
+    let ids = ["--model", model, "--prompt-ids"];
+    generate_fails_naming(&[&ids[..], &["1,99999"]].concat(), "99999");
+    generate_fails_naming(&[&ids[..], &["1,x"]].concat(), "not a token id");
+    generate_fails_naming(
+        &[&ids[..], &["1", "--expert-precision", "q3"]].concat(),
         "q3",
-    ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("q3"));
-
-    let out = moe(&[
-        "generate",
-        "--model",
-        model,
-        "--prompt-ids",
-        "1",
-        "--max-tokens",
-        "100000",
-    ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("context"));
+    );
+    generate_fails_naming(
+        &[&ids[..], &["1", "--max-tokens", "100000"]].concat(),
+        "context",
+    );
+    generate_fails_naming(
+        &[&ids[..], &["1", "--temperature=-1"]].concat(),
+        "temperature",
+    );
 }
