@@ -16,6 +16,9 @@ pub enum KernelError {
     /// A quantized format needs whole blocks along each row.
     #[error("{cols} columns is not a multiple of the {block}-element quantization block")]
     UnalignedCols { cols: usize, block: usize },
+    /// Matrices that must share a format do not.
+    #[error("format mismatch: expected {expected}, got {got}")]
+    FormatMismatch { expected: Format, got: Format },
     /// A format name that is none of `f32`, `f16`, `bf16`, `q8`, `q4`, `q2`.
     #[error("unknown weight format {0:?} (expected one of f32, f16, bf16, q8, q4, q2)")]
     UnknownFormat(String),

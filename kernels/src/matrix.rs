@@ -169,6 +169,37 @@ impl Matrix {
         Ok(Matrix { rows, cols, data })
     }
 
+    /// `parts` stacked row-wise into one matrix (e.g. gate and up projections, so one product
+    /// computes both). All parts need the same format and column count.
+    pub fn stack_rows(parts: &[&Matrix]) -> Result<Matrix, KernelError> {
+        let Some(first) = parts.first() else {
+            return Err(KernelError::ShapeMismatch {
+                what: "matrices to stack",
+                expected: 1,
+                got: 0,
+            });
+        };
+        let mut bytes = Vec::with_capacity(parts.iter().map(|m| m.nbytes()).sum());
+        for m in parts {
+            if m.format() != first.format() {
+                return Err(KernelError::FormatMismatch {
+                    expected: first.format(),
+                    got: m.format(),
+                });
+            }
+            if m.cols != first.cols {
+                return Err(KernelError::ShapeMismatch {
+                    what: "columns of stacked matrices",
+                    expected: first.cols,
+                    got: m.cols,
+                });
+            }
+            bytes.extend_from_slice(m.as_bytes());
+        }
+        let rows = parts.iter().map(|m| m.rows).sum();
+        Matrix::from_bytes(rows, first.cols, first.format(), &bytes)
+    }
+
     /// The same weights in another format (dequantized to f32, then converted); the identity
     /// conversion is a clone.
     pub fn convert(&self, format: Format) -> Result<Matrix, KernelError> {

@@ -288,6 +288,24 @@ fn conversions() {
 }
 
 #[test]
+fn stacking_rows_keeps_every_part() {
+    let mut rng = Rng::new(5);
+    for format in Format::ALL {
+        let a = Matrix::from_f32(3, 64, &rng.normals(3 * 64, 1.0), format).unwrap();
+        let b = Matrix::from_f32(2, 64, &rng.normals(2 * 64, 1.0), format).unwrap();
+        let s = Matrix::stack_rows(&[&a, &b]).unwrap();
+        assert_eq!((s.rows(), s.cols(), s.format()), (5, 64, format));
+        assert_eq!(s.to_f32(), [a.to_f32(), b.to_f32()].concat(), "{format}");
+    }
+    let q8 = Matrix::from_f32(1, 64, &[0.5; 64], Format::Q8).unwrap();
+    let q4 = Matrix::from_f32(1, 64, &[0.5; 64], Format::Q4).unwrap();
+    let wide = Matrix::from_f32(1, 96, &[0.5; 96], Format::Q8).unwrap();
+    assert!(Matrix::stack_rows(&[&q8, &q4]).is_err());
+    assert!(Matrix::stack_rows(&[&q8, &wide]).is_err());
+    assert!(Matrix::stack_rows(&[]).is_err());
+}
+
+#[test]
 fn refused_inputs() {
     let x = vec![0.0f32; 64];
     assert_eq!(

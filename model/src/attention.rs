@@ -12,6 +12,7 @@ use crate::layout::{Layout, Projection};
 use crate::ops::{add_bias, dot, rms_norm, softmax};
 use crate::rope::Rope;
 
+/// One or more projections stacked row-wise (q, k and v run as one product), with their biases.
 #[derive(Debug, Clone)]
 struct Linear {
     weight: Matrix,
@@ -23,14 +24,24 @@ impl Linear {
         ckpt: &Checkpoint,
         layout: &Layout<'_>,
         layer: usize,
-        p: Projection,
+        projections: &[Projection],
         format: Option<Format>,
     ) -> Result<Linear> {
-        let weight = ckpt.matrix(&layout.projection(layer, p), format)?;
-        let bias = match layout.projection_bias(layer, p) {
-            Some(spec) => Some(ckpt.vector(&spec)?),
-            None => None,
+        let weights = projections
+            .iter()
+            .map(|&p| ckpt.matrix(&layout.projection(layer, p), format))
+            .collect::<Result<Vec<_>>>()?;
+        let weight = match weights.as_slice() {
+            [one] => one.clone(),
+            many => Matrix::stack_rows(&many.iter().collect::<Vec<_>>())?,
         };
+        // The architectures bias either all of the stacked projections or none.
+        let biases = projections
+            .iter()
+            .filter_map(|&p| layout.projection_bias(layer, p))
+            .map(|spec| ckpt.vector(&spec))
+            .collect::<Result<Vec<_>>>()?;
+        let bias = (!biases.is_empty()).then(|| biases.concat());
         Ok(Linear { weight, bias })
     }
 
@@ -46,9 +57,8 @@ impl Linear {
 
 #[derive(Debug, Clone)]
 pub struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k and v stacked: rows `[q_dim | kv_dim | kv_dim]`.
+    qkv: Linear,
     o: Linear,
     /// q and k RMSNorm weights: one head wide (each head normalised alone) or the whole
     /// projection wide (each token's q or k normalised as one vector).
@@ -75,10 +85,14 @@ impl Attention {
             None => None,
         };
         Ok(Attention {
-            q: Linear::load(ckpt, &layout, layer, Projection::Q, format)?,
-            k: Linear::load(ckpt, &layout, layer, Projection::K, format)?,
-            v: Linear::load(ckpt, &layout, layer, Projection::V, format)?,
-            o: Linear::load(ckpt, &layout, layer, Projection::O, format)?,
+            qkv: Linear::load(
+                ckpt,
+                &layout,
+                layer,
+                &[Projection::Q, Projection::K, Projection::V],
+                format,
+            )?,
+            o: Linear::load(ckpt, &layout, layer, &[Projection::O], format)?,
             qk_norm,
             clip: cfg.clip_qkv,
             window: cfg.sliding_window[layer],
@@ -91,10 +105,7 @@ impl Attention {
 
     /// Bytes of weights read per token.
     pub fn weight_bytes(&self) -> usize {
-        [&self.q, &self.k, &self.v, &self.o]
-            .iter()
-            .map(|l| l.weight.nbytes())
-            .sum()
+        [&self.qkv, &self.o].iter().map(|l| l.weight.nbytes()).sum()
     }
 
     /// Attends `n` new tokens (`h`, `[n, hidden]`, already normalised) at positions
@@ -109,9 +120,21 @@ impl Attention {
         cache: &mut KvCache,
         layer: usize,
     ) -> Result<Vec<f32>> {
-        let mut q = self.q.forward(pool, h, n)?;
-        let mut k = self.k.forward(pool, h, n)?;
-        let mut v = self.v.forward(pool, h, n)?;
+        let q_dim = self.num_heads * self.head_dim;
+        let kv_dim = self.num_kv_heads * self.head_dim;
+        let qkv = self.qkv.forward(pool, h, n)?;
+        let (mut q, mut k, mut v) = (
+            Vec::with_capacity(n * q_dim),
+            Vec::with_capacity(n * kv_dim),
+            Vec::with_capacity(n * kv_dim),
+        );
+        for row in qkv.chunks_exact(q_dim + 2 * kv_dim) {
+            let (qr, kv) = row.split_at(q_dim);
+            let (kr, vr) = kv.split_at(kv_dim);
+            q.extend_from_slice(qr);
+            k.extend_from_slice(kr);
+            v.extend_from_slice(vr);
+        }
         if let Some((qw, kw)) = &self.qk_norm {
             rms_norm(&mut q, qw, self.eps);
             rms_norm(&mut k, kw, self.eps);
@@ -122,8 +145,6 @@ impl Attention {
             }
         }
         let pos0 = cache.len();
-        let q_dim = self.num_heads * self.head_dim;
-        let kv_dim = self.num_kv_heads * self.head_dim;
         for t in 0..n {
             rope.apply(&mut q[t * q_dim..(t + 1) * q_dim], pos0 + t);
             rope.apply(&mut k[t * kv_dim..(t + 1) * kv_dim], pos0 + t);

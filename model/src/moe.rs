@@ -11,11 +11,11 @@ use crate::error::Result;
 use crate::layout::{ExpertMatrix, Layout, TensorSpec};
 use crate::ops::{sigmoid, silu, softmax};
 
-/// A SwiGLU MLP: `down(silu(gate x) * up x)`.
+/// A SwiGLU MLP: `down(silu(gate x) * up x)`, with gate and up stacked into one matrix so one
+/// product computes both.
 #[derive(Debug, Clone)]
 pub struct Expert {
-    gate: Matrix,
-    up: Matrix,
+    gate_up: Matrix,
     down: Matrix,
 }
 
@@ -28,37 +28,40 @@ impl Expert {
         format: Option<Format>,
     ) -> Result<Expert> {
         let [gate, up, down] = specs;
+        Expert::from_matrices(
+            &ckpt.matrix(&gate, format)?,
+            &ckpt.matrix(&up, format)?,
+            ckpt.matrix(&down, format)?,
+        )
+    }
+
+    pub fn from_matrices(gate: &Matrix, up: &Matrix, down: Matrix) -> Result<Expert> {
         Ok(Expert {
-            gate: ckpt.matrix(&gate, format)?,
-            up: ckpt.matrix(&up, format)?,
-            down: ckpt.matrix(&down, format)?,
+            gate_up: Matrix::stack_rows(&[gate, up])?,
+            down,
         })
     }
 
-    pub fn from_matrices(gate: Matrix, up: Matrix, down: Matrix) -> Expert {
-        Expert { gate, up, down }
-    }
-
     pub fn format(&self) -> Format {
-        self.gate.format()
+        self.gate_up.format()
     }
 
     pub fn weight_bytes(&self) -> usize {
-        self.gate.nbytes() + self.up.nbytes() + self.down.nbytes()
+        self.gate_up.nbytes() + self.down.nbytes()
     }
 
     /// `x` is `[n, hidden]`; returns `[n, hidden]`.
     pub fn forward(&self, pool: &Pool, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        let inter = self.gate.rows();
-        let mut g = vec![0.0; n * inter];
-        let mut u = vec![0.0; n * inter];
-        pool.matmul(&self.gate, x, n, &mut g)?;
-        pool.matmul(&self.up, x, n, &mut u)?;
-        for (a, b) in g.iter_mut().zip(&u) {
-            *a = silu(*a) * b;
+        let inter = self.down.cols();
+        let mut gate_up = vec![0.0; n * 2 * inter];
+        pool.matmul(&self.gate_up, x, n, &mut gate_up)?;
+        let mut h = Vec::with_capacity(n * inter);
+        for row in gate_up.chunks_exact(2 * inter) {
+            let (g, u) = row.split_at(inter);
+            h.extend(g.iter().zip(u).map(|(g, u)| silu(*g) * u));
         }
         let mut y = vec![0.0; n * self.down.rows()];
-        pool.matmul(&self.down, &g, n, &mut y)?;
+        pool.matmul(&self.down, &h, n, &mut y)?;
         Ok(y)
     }
 }
