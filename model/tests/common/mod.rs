@@ -9,7 +9,13 @@ use moe_kernels::{Format, Pool};
 use moe_model::{LoadOptions, Model};
 use serde::Deserialize;
 
-pub const ARCHS: [&str; 4] = ["mixtral", "qwen2-moe", "qwen3-moe", "olmoe"];
+pub const ARCHS: [&str; 5] = [
+    "mixtral",
+    "qwen2-moe",
+    "qwen3-moe",
+    "olmoe",
+    "mixtral-window",
+];
 
 pub fn fixture_dir(arch: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
