@@ -8,6 +8,8 @@
 //! Quantization of one 32-element block: `d = amax / 127` (f32), `q_j = round_ties_even(x_j / d)`
 //! computed as `x_j * (1 / d)`, `sum = Σ q_j`. Because `|q_j| <= 127`, `|x_j - d q_j| <= d / 2`,
 //! which bounds the error this step adds to a dot product (see `scalar::matvec_dequantized`).
+//! A block whose `d` would be below the smallest normal f32 (every `|x_j| < 1.5e-36`) has no
+//! finite `1 / d` and is quantized to zero (`d = 0`), an error below what an f32 sum resolves.
 //! Non-finite activations give unspecified (but memory-safe) results.
 
 use bytemuck::{Pod, Zeroable};
@@ -28,13 +30,23 @@ pub struct ActBlock {
 
 const _: () = assert!(size_of::<ActBlock>() == 40);
 
+/// The scale `d` of a block with largest magnitude `amax`, and `1 / d`; `(0, 0)` where `1 / d`
+/// would not be finite.
+fn scale(amax: f32) -> (f32, f32) {
+    let d = amax / 127.0;
+    if d >= f32::MIN_POSITIVE {
+        (d, 1.0 / d)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
 impl ActBlock {
     /// Quantizes 32 activations.
     pub fn quantize(x: &[f32]) -> ActBlock {
         debug_assert_eq!(x.len(), QK);
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let (d, id) = scale(amax);
         let mut qs = [0i8; QK];
         let mut sum = 0i32;
         for (q, v) in qs.iter_mut().zip(x) {
@@ -60,7 +72,8 @@ pub fn quantize_into(x: &[f32], out: &mut [ActBlock]) {
     quantize_scalar(x, out);
 }
 
-fn quantize_scalar(x: &[f32], out: &mut [ActBlock]) {
+/// [`quantize_into`] without SIMD: the reference the SIMD path is tested against.
+pub(crate) fn quantize_scalar(x: &[f32], out: &mut [ActBlock]) {
     for (o, chunk) in out.iter_mut().zip(x.chunks_exact(QK)) {
         *o = ActBlock::quantize(chunk);
     }
@@ -89,9 +102,13 @@ unsafe fn quantize_avx2(x: &[f32], out: &mut [ActBlock]) {
             let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
             let m = _mm_max_ss(m, _mm_movehdup_ps(m));
             let amax = _mm_cvtss_f32(m);
-            let d = amax / 127.0;
-            let id = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
-            let q = v.map(|v| _mm256_cvtps_epi32(_mm256_mul_ps(v, id)));
+            let (d, id) = scale(amax);
+            let id = _mm256_set1_ps(id);
+            let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
+            let q = v.map(|v| {
+                let scaled = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v, id), lo), hi);
+                _mm256_cvtps_epi32(scaled)
+            });
             let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
             let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
             let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
@@ -145,11 +162,23 @@ mod tests {
         }
         x[100] = 1e30;
         x[200] = -1e-30;
+        x[224] = 1e-38; // a block too small for a finite 1 / d
+        x[225] = -0.5e-38;
         let mut fast = vec![ActBlock::default(); 40];
         let mut slow = vec![ActBlock::default(); 40];
         quantize_into(&x, &mut fast);
         quantize_scalar(&x, &mut slow);
         assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn blocks_below_the_normal_range_quantize_to_zero() {
+        let mut x = [0.0f32; QK];
+        x[0] = 1e-38;
+        x[1] = -3e-39;
+        let b = ActBlock::quantize(&x);
+        assert_eq!((b.d, b.sum), (0.0, 0));
+        assert!(b.qs.iter().all(|&q| q == 0));
     }
 
     #[test]

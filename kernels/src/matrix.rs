@@ -37,8 +37,10 @@ pub struct Matrix {
 }
 
 fn element_count(rows: usize, cols: usize) -> Result<usize, KernelError> {
+    // Four bytes is the widest element, so a row's bytes (`Format::row_bytes`) cannot overflow
+    // either, even for an empty matrix.
     rows.checked_mul(cols)
-        .filter(|n| n.checked_mul(4).is_some())
+        .filter(|n| n.checked_mul(4).is_some() && cols.checked_mul(4).is_some())
         .ok_or(KernelError::TooLarge { rows, cols })
 }
 
@@ -196,7 +198,13 @@ impl Matrix {
             }
             bytes.extend_from_slice(m.as_bytes());
         }
-        let rows = parts.iter().map(|m| m.rows).sum();
+        let rows = parts
+            .iter()
+            .try_fold(0usize, |acc, m| acc.checked_add(m.rows))
+            .ok_or(KernelError::TooLarge {
+                rows: usize::MAX,
+                cols: first.cols,
+            })?;
         Matrix::from_bytes(rows, first.cols, first.format(), &bytes)
     }
 

@@ -19,9 +19,11 @@ impl MappedFile {
     /// to a temporary name and renamed into place, which leaves existing maps intact).
     pub fn open(path: &Path) -> std::io::Result<MappedFile> {
         let file = File::open(path)?;
-        // SAFETY: the map is read-only and private to this process; the workspace never modifies a
-        // file in place after writing it (new versions are renamed over the old path), so the
-        // bytes behind the returned slice do not change while it is alive.
+        // SAFETY: the map is read-only (a shared mapping, so it would see writes by others). The
+        // workspace never modifies a file in place after writing it (new versions are renamed
+        // over the old path), so the bytes behind the returned slice do not change while it is
+        // alive; that a user truncates a checkpoint while it is being served is the contract
+        // `open` documents above.
         let map = unsafe { memmap2::Mmap::map(&file)? };
         Ok(MappedFile {
             map,

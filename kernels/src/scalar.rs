@@ -12,6 +12,7 @@ use crate::error::KernelError;
 use crate::isa::Isa;
 use crate::kernel::{self, Act, Out};
 use crate::matrix::Matrix;
+use crate::quant::QK;
 
 pub use crate::kernel::scalar::{
     block_dot_q2, block_dot_q4, block_dot_q8, dot_bf16, dot_f16, dot_f32, dot_q2, dot_q4, dot_q8,
@@ -59,7 +60,8 @@ pub fn matmul(w: &Matrix, xs: &[f32], n: usize, ys: &mut [f32]) -> Result<(), Ke
     let out = Out::new(ys, rows);
     let all = |job: &(dyn Fn(std::ops::Range<usize>) + Sync)| job(0..rows);
     if w.format().is_quantized() {
-        let act = activation::quantize(xs);
+        let mut act = vec![activation::ActBlock::default(); xs.len() / QK];
+        activation::quantize_scalar(xs, &mut act);
         kernel::run(Isa::Scalar, w, Act::Q(&act), n, &out, &all);
     } else {
         kernel::run(Isa::Scalar, w, Act::F32(xs), n, &out, &all);

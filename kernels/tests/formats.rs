@@ -308,6 +308,12 @@ fn stacking_rows_keeps_every_part() {
 #[test]
 fn refused_inputs() {
     let x = vec![0.0f32; 64];
+    for format in Format::ALL {
+        assert!(matches!(
+            Matrix::from_bytes(0, usize::MAX, format, &[]),
+            Err(KernelError::TooLarge { .. })
+        ));
+    }
     assert_eq!(
         Matrix::from_f32(2, 33, &x, Format::F32).unwrap_err(),
         KernelError::ShapeMismatch {

@@ -64,6 +64,17 @@ impl Checkpoint {
             let mut files: Vec<String> = index.weight_map.into_values().collect();
             files.sort();
             files.dedup();
+            // Shards live beside the index: a path elsewhere is a corrupt (or hostile) index.
+            if let Some(bad) = files
+                .iter()
+                .find(|f| Path::new(f).file_name() != Some(std::ffi::OsStr::new(f)))
+            {
+                return Err(ModelError::Config {
+                    path: index_path,
+                    key: "weight_map".into(),
+                    reason: format!("shard `{bad}` is not a file name in the checkpoint directory"),
+                });
+            }
             files
         } else {
             vec![SINGLE_FILE.to_string()]
@@ -201,11 +212,10 @@ impl TensorData<'_> {
 
     pub fn to_matrix(&self, format: Option<Format>) -> Result<Matrix> {
         let &[rows, cols] = self.shape else {
-            return Err(ModelError::ShapeMismatch {
+            return Err(ModelError::NotAMatrix {
                 path: self.path.to_path_buf(),
                 tensor: self.name.to_string(),
-                expected: vec![0, 0],
-                got: self.shape.to_vec(),
+                shape: self.shape.to_vec(),
             });
         };
         let target = format.unwrap_or(self.format());

@@ -40,6 +40,12 @@ pub enum ModelError {
         expected: Vec<usize>,
         got: Vec<usize>,
     },
+    #[error("{path}: tensor `{tensor}` has shape {shape:?}, expected a 2-D matrix")]
+    NotAMatrix {
+        path: PathBuf,
+        tensor: String,
+        shape: Vec<usize>,
+    },
     #[error("{path}: tensor `{tensor}` has dtype {dtype}, expected one of f32, f16, bf16")]
     UnsupportedDtype {
         path: PathBuf,

@@ -83,6 +83,16 @@ fn missing_shard_and_missing_tensor_are_named() {
     fs::write(&index_path, index.to_string()).unwrap();
     assert!(Model::load(dir.path(), &LoadOptions::default(), pool()).is_ok());
 
+    let mut hostile = index.clone();
+    hostile["weight_map"][&first] = "../../etc/passwd".into();
+    fs::write(&index_path, hostile.to_string()).unwrap();
+    let e = load_err(dir.path()).to_string();
+    assert!(
+        e.contains("../../etc/passwd") && e.contains("index.json"),
+        "{e}"
+    );
+    fs::write(&index_path, index.to_string()).unwrap();
+
     fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
     let e = load_err(dir.path()).to_string();
     assert!(e.contains("model-00002-of-00002.safetensors"), "{e}");

@@ -38,8 +38,9 @@ pub struct SynthReport {
 /// `config.json`, `generation_config.json`, `tokenizer.json`, `tokenizer_config.json` and the f16
 /// weights, as `model.safetensors` or, past [`MAX_SHARD_BYTES`], as numbered shards with
 /// `model.safetensors.index.json`. Weight files of an earlier checkpoint in `out` that this one does
-/// not rewrite are removed, so the directory always holds one consistent checkpoint; other files
-/// are left alone. The same arguments always write the same bytes.
+/// not rewrite are removed once the new ones are in place, so the finished directory holds one
+/// consistent checkpoint (a reader opening it while it is being written may see a mix); other
+/// files are left alone. The same arguments always write the same bytes.
 pub fn write_checkpoint(
     arch: Arch,
     preset: Preset,

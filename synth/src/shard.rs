@@ -19,9 +19,7 @@ pub(crate) const DTYPE_BYTES: u64 = 2;
 /// Values generated and converted per write.
 const CHUNK: usize = 1 << 16;
 
-/// The single-file name, used when everything fits in one shard.
-pub(crate) const SINGLE_FILE: &str = "model.safetensors";
-pub(crate) const INDEX_FILE: &str = "model.safetensors.index.json";
+pub(crate) use moe_model::checkpoint::{INDEX_FILE, SINGLE_FILE};
 
 pub(crate) fn tensor_bytes(spec: &TensorSpec) -> u64 {
     spec.numel() as u64 * DTYPE_BYTES

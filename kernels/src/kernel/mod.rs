@@ -169,16 +169,8 @@ unsafe fn row_tile<K: Tile, const R: usize, const T: usize>(
             1 => store(i, &K::tile::<R, 1>(wr, xs, len)),
             2 => store(i, &K::tile::<R, 2>(wr, xs, len)),
             _ => {
-                let rest = n - i;
-                let mut j = 0;
-                while j + 3 <= rest {
-                    store(i + j, &K::tile::<R, 3>(wr, &xs[j * plen..], len));
-                    j += 3;
-                }
-                while j < rest {
-                    store(i + j, &K::tile::<R, 1>(wr, &xs[j * plen..], len));
-                    j += 1;
-                }
+                debug_assert_eq!(n - i, 3, "fewer than T <= 4 vectors remain");
+                store(i, &K::tile::<R, 3>(wr, xs, len));
             }
         }
     }
