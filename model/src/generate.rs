@@ -118,7 +118,7 @@ pub fn generate(
             break;
         }
         token_ids.push(next);
-        if let Some(tok) = tokenizer {
+        if let (Some(tok), false) = (tokenizer, params.stop.is_empty()) {
             let decoded = tok.decode(&token_ids)?;
             if let Some(cut) = params
                 .stop
