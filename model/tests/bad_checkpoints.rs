@@ -5,18 +5,8 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{fixture_dir, pool};
+use common::{copy_fixture, pool};
 use moe_model::{LoadOptions, Model, ModelError};
-
-/// A writable copy of a fixture.
-fn copy_fixture(arch: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in fs::read_dir(fixture_dir(arch)).unwrap() {
-        let entry = entry.unwrap();
-        fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
-    dir
-}
 
 fn load_err(dir: &Path) -> ModelError {
     match Model::load(dir, &LoadOptions::default(), pool()) {

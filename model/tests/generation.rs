@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 
-use common::{fixture_dir, goldens, load, pool};
+use common::{copy_fixture, fixture_dir, goldens, load, pool};
 use moe_model::{
     FinishReason, GenerateParams, LoadOptions, Model, SamplingParams, Tokenizer, generate,
 };
@@ -21,11 +21,7 @@ fn greedy(max_tokens: usize) -> GenerateParams {
 fn an_eos_token_ends_generation_unless_ignored() {
     let golden = &goldens("mixtral").prompts[1];
     let eos = golden.greedy[3];
-    let dir = tempfile::tempdir().unwrap();
-    for entry in fs::read_dir(fixture_dir("mixtral")).unwrap() {
-        let entry = entry.unwrap();
-        fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
+    let dir = copy_fixture("mixtral");
     let config_path = dir.path().join("config.json");
     let mut config: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&config_path).unwrap()).unwrap();

@@ -6,16 +6,12 @@ mod common;
 
 use std::fs;
 
-use common::{assert_close, fixture_dir, goldens, pool};
+use common::{assert_close, copy_fixture, goldens, pool};
 use moe_model::{LoadOptions, Logits, Model};
 
 #[test]
 fn window_changes_only_positions_past_it() {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in fs::read_dir(fixture_dir("qwen2-moe")).unwrap() {
-        let entry = entry.unwrap();
-        fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
+    let dir = copy_fixture("qwen2-moe");
     let config_path = dir.path().join("config.json");
     let mut config: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&config_path).unwrap()).unwrap();

@@ -23,6 +23,16 @@ pub fn fixture_dir(arch: &str) -> PathBuf {
         .join(arch)
 }
 
+/// A writable copy of a fixture, to break or edit.
+pub fn copy_fixture(arch: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    for entry in std::fs::read_dir(fixture_dir(arch)).expect("fixture directory") {
+        let entry = entry.expect("fixture entry");
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy fixture file");
+    }
+    dir
+}
+
 #[derive(Deserialize)]
 pub struct Prompt {
     pub ids: Vec<u32>,
