@@ -1,0 +1,12 @@
+//! The wire protocol between gateways and expert nodes: the generated gRPC service and messages
+//! (`moe.expert.v1`), and the validated conversion between `Tensor` messages and f32 rows.
+
+pub mod tensor;
+
+/// Generated from `proto/moe/expert/v1/expert.proto`.
+pub mod expert {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("moe.expert.v1");
+}
+
+pub use tensor::{Limits, WireDtype, WireError};
