@@ -7,7 +7,7 @@ use moe_kernels::{Format, Matrix, Pool};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::layout::{ExpertMatrix, Layout, TensorSpec};
 use crate::ops::{sigmoid, silu, softmax};
 
@@ -36,10 +36,39 @@ impl Expert {
     }
 
     pub fn from_matrices(gate: &Matrix, up: &Matrix, down: Matrix) -> Result<Expert> {
-        Ok(Expert {
-            gate_up: Matrix::stack_rows(&[gate, up])?,
-            down,
-        })
+        if gate.rows() != up.rows() {
+            return Err(ModelError::InvalidArgument(format!(
+                "expert gate has {} rows but up has {}",
+                gate.rows(),
+                up.rows()
+            )));
+        }
+        Expert::from_parts(Matrix::stack_rows(&[gate, up])?, down)
+    }
+
+    /// An expert from its stacked `[2 * intermediate, hidden]` gate/up matrix and its
+    /// `[hidden, intermediate]` down matrix, in one format.
+    pub fn from_parts(gate_up: Matrix, down: Matrix) -> Result<Expert> {
+        let consistent = gate_up.rows() == 2 * down.cols()
+            && gate_up.cols() == down.rows()
+            && gate_up.format() == down.format();
+        if !consistent {
+            return Err(ModelError::InvalidArgument(format!(
+                "expert gate/up is {}x{} {} but down is {}x{} {}",
+                gate_up.rows(),
+                gate_up.cols(),
+                gate_up.format(),
+                down.rows(),
+                down.cols(),
+                down.format()
+            )));
+        }
+        Ok(Expert { gate_up, down })
+    }
+
+    /// The stacked gate/up matrix and the down matrix.
+    pub fn parts(&self) -> (&Matrix, &Matrix) {
+        (&self.gate_up, &self.down)
     }
 
     pub fn format(&self) -> Format {

@@ -1,0 +1,443 @@
+//! Shard files: one expert's weights at one format, written once from the HF checkpoint into the
+//! shard directory (a RAM disk) and memory-mapped on every later start. A shard that is corrupt
+//! (bad magic, header or payload checksum, wrong length) or stale (other format version, other
+//! checkpoint, other shape) is refused with a reason, so the caller rebuilds it instead of serving
+//! it. Files are written under a temporary name and renamed into place.
+//!
+//! Layout, little endian, a 64-byte header then the payload:
+//!
+//! | offset | bytes | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `MOESHARD` |
+//! | 8 | 4 | layout version (1) |
+//! | 12 | 4 | format: 0 f32, 1 f16, 2 bf16, 3 q8, 4 q4, 5 q2 |
+//! | 16 | 4 | layer |
+//! | 20 | 4 | expert |
+//! | 24 | 4 | hidden size |
+//! | 28 | 4 | expert intermediate size |
+//! | 32 | 8 | fingerprint of the source checkpoint |
+//! | 40 | 8 | payload bytes |
+//! | 48 | 4 | CRC-32 of the payload |
+//! | 52 | 4 | CRC-32 of header bytes 0..52 |
+//! | 56 | 8 | zero |
+//! | 64 | payload | stacked gate/up matrix `[2 * intermediate, hidden]`, then down `[hidden, intermediate]`, each in the kernels crate's byte layout |
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use moe_kernels::mmap::MappedFile;
+use moe_kernels::{Format, Matrix};
+use moe_model::moe::Expert;
+
+const MAGIC: &[u8; 8] = b"MOESHARD";
+const VERSION: u32 = 1;
+const HEADER_BYTES: usize = 64;
+/// Formats by their code in the header (the inverse of the match in `Header::encode`).
+const FORMATS: [Format; 6] = [
+    Format::F32,
+    Format::F16,
+    Format::Bf16,
+    Format::Q8,
+    Format::Q4,
+    Format::Q2,
+];
+
+/// Which expert at which format a shard holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShardKey {
+    pub layer: u32,
+    pub expert: u32,
+    pub format: Format,
+}
+
+impl ShardKey {
+    pub fn file_name(&self) -> String {
+        format!(
+            "layer{:03}-expert{:04}-{}.shard",
+            self.layer, self.expert, self.format
+        )
+    }
+}
+
+/// Identifies the checkpoint shards were made from: a shard from another checkpoint is stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint(pub u64);
+
+impl Fingerprint {
+    /// CRC-32 of `config.json` and of the names and sizes of the weight files, side by side.
+    pub fn of_checkpoint(dir: &Path) -> Result<Fingerprint, ShardError> {
+        fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ShardError + '_ {
+            move |source| ShardError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+        let config_path = dir.join("config.json");
+        let config = std::fs::read(&config_path).map_err(io(&config_path))?;
+        let mut weights: Vec<(String, u64)> = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".safetensors") || name.ends_with(".safetensors.index.json") {
+                weights.push((name, entry.metadata().map_err(io(&entry.path()))?.len()));
+            }
+        }
+        weights.sort();
+        let mut listing = crc32fast::Hasher::new();
+        for (name, len) in &weights {
+            listing.update(name.as_bytes());
+            listing.update(&len.to_le_bytes());
+        }
+        Ok(Fingerprint(
+            (u64::from(crc32fast::hash(&config)) << 32) | u64::from(listing.finalize()),
+        ))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}: no such shard")]
+    Missing(PathBuf),
+    #[error("{path}: corrupt shard: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: stale shard: {reason}")]
+    Stale { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Weights {
+        path: PathBuf,
+        #[source]
+        source: moe_model::ModelError,
+    },
+}
+
+/// The header fields a shard must match to be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    key: ShardKey,
+    hidden: u32,
+    intermediate: u32,
+    fingerprint: Fingerprint,
+    payload_bytes: u64,
+    payload_crc: u32,
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut h = [0u8; HEADER_BYTES];
+        let code = match self.key.format {
+            Format::F32 => 0u32,
+            Format::F16 => 1,
+            Format::Bf16 => 2,
+            Format::Q8 => 3,
+            Format::Q4 => 4,
+            Format::Q2 => 5,
+        };
+        h[0..8].copy_from_slice(MAGIC);
+        h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        h[12..16].copy_from_slice(&code.to_le_bytes());
+        h[16..20].copy_from_slice(&self.key.layer.to_le_bytes());
+        h[20..24].copy_from_slice(&self.key.expert.to_le_bytes());
+        h[24..28].copy_from_slice(&self.hidden.to_le_bytes());
+        h[28..32].copy_from_slice(&self.intermediate.to_le_bytes());
+        h[32..40].copy_from_slice(&self.fingerprint.0.to_le_bytes());
+        h[40..48].copy_from_slice(&self.payload_bytes.to_le_bytes());
+        h[48..52].copy_from_slice(&self.payload_crc.to_le_bytes());
+        let crc = crc32fast::hash(&h[..52]);
+        h[52..56].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    /// Parses and checks a header; `Err` is the reason it is corrupt or stale.
+    fn decode(h: &[u8]) -> Result<Header, (bool, String)> {
+        let corrupt = |reason: String| (true, reason);
+        if h.len() < HEADER_BYTES {
+            return Err(corrupt(format!(
+                "{} bytes, shorter than the header",
+                h.len()
+            )));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+        let u64_at = |o: usize| u64::from(u32_at(o)) | (u64::from(u32_at(o + 4)) << 32);
+        if &h[0..8] != MAGIC {
+            return Err(corrupt("bad magic".into()));
+        }
+        if crc32fast::hash(&h[..52]) != u32_at(52) {
+            return Err(corrupt("header checksum mismatch".into()));
+        }
+        if u32_at(8) != VERSION {
+            return Err((
+                false,
+                format!("layout version {}, this build reads {VERSION}", u32_at(8)),
+            ));
+        }
+        let format = *FORMATS
+            .get(u32_at(12) as usize)
+            .ok_or_else(|| corrupt(format!("unknown format code {}", u32_at(12))))?;
+        Ok(Header {
+            key: ShardKey {
+                layer: u32_at(16),
+                expert: u32_at(20),
+                format,
+            },
+            hidden: u32_at(24),
+            intermediate: u32_at(28),
+            fingerprint: Fingerprint(u64_at(32)),
+            payload_bytes: u64_at(40),
+            payload_crc: u32_at(48),
+        })
+    }
+}
+
+/// Writes `expert` as the shard `key` into `dir` (temporary name, then rename); returns its path.
+pub fn write(
+    dir: &Path,
+    key: ShardKey,
+    fingerprint: Fingerprint,
+    expert: &Expert,
+) -> Result<PathBuf, ShardError> {
+    let path = dir.join(key.file_name());
+    let io = |source| ShardError::Io {
+        path: path.clone(),
+        source,
+    };
+    let (gate_up, down) = expert.parts();
+    if gate_up.format() != key.format {
+        return Err(ShardError::Corrupt {
+            path: path.clone(),
+            reason: format!(
+                "expert is {}, the key says {}",
+                gate_up.format(),
+                key.format
+            ),
+        });
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(gate_up.as_bytes());
+    crc.update(down.as_bytes());
+    let header = Header {
+        key,
+        hidden: down.rows() as u32,
+        intermediate: down.cols() as u32,
+        fingerprint,
+        payload_bytes: (gate_up.nbytes() + down.nbytes()) as u64,
+        payload_crc: crc.finalize(),
+    };
+    let partial = dir.join(format!("{}.partial", key.file_name()));
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(io)?);
+    file.write_all(&header.encode()).map_err(io)?;
+    file.write_all(gate_up.as_bytes()).map_err(io)?;
+    file.write_all(down.as_bytes()).map_err(io)?;
+    file.into_inner()
+        .map_err(|e| io(e.into_error()))?
+        .sync_all()
+        .map_err(io)?;
+    std::fs::rename(&partial, &path).map_err(io)?;
+    Ok(path)
+}
+
+/// Reads the shard `key` from `dir`, checking it against the checkpoint `fingerprint` and the
+/// expected `hidden` and `intermediate` sizes.
+pub fn read(
+    dir: &Path,
+    key: ShardKey,
+    fingerprint: Fingerprint,
+    hidden: usize,
+    intermediate: usize,
+) -> Result<Expert, ShardError> {
+    let path = dir.join(key.file_name());
+    if !path.exists() {
+        return Err(ShardError::Missing(path));
+    }
+    let map = MappedFile::open(&path).map_err(|source| ShardError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let refuse = |(corrupt, reason): (bool, String)| match corrupt {
+        true => ShardError::Corrupt {
+            path: path.clone(),
+            reason,
+        },
+        false => ShardError::Stale {
+            path: path.clone(),
+            reason,
+        },
+    };
+    let header = Header::decode(&map).map_err(refuse)?;
+    let expected = (key, hidden as u32, intermediate as u32, fingerprint);
+    let found = (
+        header.key,
+        header.hidden,
+        header.intermediate,
+        header.fingerprint,
+    );
+    if found != expected {
+        return Err(refuse((
+            false,
+            format!("holds {found:?}, expected {expected:?}"),
+        )));
+    }
+    let payload = &map[HEADER_BYTES..];
+    if payload.len() as u64 != header.payload_bytes {
+        return Err(refuse((
+            true,
+            format!(
+                "payload is {} bytes, header says {}",
+                payload.len(),
+                header.payload_bytes
+            ),
+        )));
+    }
+    if crc32fast::hash(payload) != header.payload_crc {
+        return Err(refuse((true, "payload checksum mismatch".into())));
+    }
+    let weights = |source| ShardError::Weights {
+        path: path.clone(),
+        source,
+    };
+    let gate_up_bytes = 2 * intermediate * key.format.row_bytes(hidden);
+    if payload.len() < gate_up_bytes {
+        return Err(refuse((
+            true,
+            format!(
+                "payload of {} bytes cannot hold the gate/up matrix",
+                payload.len()
+            ),
+        )));
+    }
+    let (gu, dn) = payload.split_at(gate_up_bytes);
+    let gate_up = Matrix::from_bytes(2 * intermediate, hidden, key.format, gu)
+        .map_err(|e| weights(e.into()))?;
+    let down =
+        Matrix::from_bytes(hidden, intermediate, key.format, dn).map_err(|e| weights(e.into()))?;
+    Expert::from_parts(gate_up, down).map_err(weights)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HIDDEN: usize = 64;
+    const INTER: usize = 32;
+
+    fn expert(format: Format, seed: usize) -> Expert {
+        let values = |rows: usize, cols: usize| -> Vec<f32> {
+            (0..rows * cols)
+                .map(|i| (((i + seed) * 7919 % 1013) as f32 - 506.0) * 0.002)
+                .collect()
+        };
+        let m = |rows, cols| Matrix::from_f32(rows, cols, &values(rows, cols), format).unwrap();
+        Expert::from_matrices(&m(INTER, HIDDEN), &m(INTER, HIDDEN), m(HIDDEN, INTER)).unwrap()
+    }
+
+    fn key(format: Format) -> ShardKey {
+        ShardKey {
+            layer: 3,
+            expert: 5,
+            format,
+        }
+    }
+
+    const FP: Fingerprint = Fingerprint(0x1234_5678_9abc_def0);
+
+    #[test]
+    fn every_format_round_trips_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        for format in FORMATS {
+            let e = expert(format, 1);
+            let path = write(dir.path(), key(format), FP, &e).unwrap();
+            assert!(path.ends_with(format!("layer003-expert0005-{format}.shard")));
+            let back = read(dir.path(), key(format), FP, HIDDEN, INTER).unwrap();
+            assert_eq!(
+                back.parts().0.as_bytes(),
+                e.parts().0.as_bytes(),
+                "{format}"
+            );
+            assert_eq!(
+                back.parts().1.as_bytes(),
+                e.parts().1.as_bytes(),
+                "{format}"
+            );
+        }
+        assert!(std::fs::read_dir(dir.path()).unwrap().all(|f| {
+            !f.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".partial")
+        }));
+    }
+
+    #[test]
+    fn corrupt_shards_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key(Format::Q4);
+        let path = write(dir.path(), k, FP, &expert(Format::Q4, 2)).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let corrupt_with = |bytes: Vec<u8>| {
+            std::fs::write(&path, bytes).unwrap();
+            read(dir.path(), k, FP, HIDDEN, INTER).unwrap_err()
+        };
+        let mut flipped = good.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(
+            matches!(corrupt_with(flipped), ShardError::Corrupt { reason, .. } if reason.contains("payload checksum"))
+        );
+        assert!(matches!(
+            corrupt_with(good[..good.len() - 3].to_vec()),
+            ShardError::Corrupt { .. }
+        ));
+        assert!(matches!(
+            corrupt_with(good[..10].to_vec()),
+            ShardError::Corrupt { .. }
+        ));
+        let mut header = good.clone();
+        header[20] ^= 1;
+        assert!(
+            matches!(corrupt_with(header), ShardError::Corrupt { reason, .. } if reason.contains("header checksum"))
+        );
+        let mut magic = good;
+        magic[0] = b'X';
+        assert!(
+            matches!(corrupt_with(magic), ShardError::Corrupt { reason, .. } if reason.contains("magic"))
+        );
+    }
+
+    #[test]
+    fn stale_and_missing_shards_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key(Format::Q8);
+        write(dir.path(), k, FP, &expert(Format::Q8, 3)).unwrap();
+        let e = read(dir.path(), k, Fingerprint(1), HIDDEN, INTER).unwrap_err();
+        assert!(matches!(e, ShardError::Stale { .. }), "{e}");
+        let e = read(dir.path(), k, FP, HIDDEN, INTER * 2).unwrap_err();
+        assert!(matches!(e, ShardError::Stale { .. }), "{e}");
+        let other = ShardKey { expert: 6, ..k };
+        assert!(matches!(
+            read(dir.path(), other, FP, HIDDEN, INTER),
+            Err(ShardError::Missing(_))
+        ));
+        let wrong_format =
+            write(dir.path(), key(Format::Q2), FP, &expert(Format::Q8, 3)).unwrap_err();
+        assert!(matches!(wrong_format, ShardError::Corrupt { .. }));
+    }
+
+    #[test]
+    fn fingerprint_follows_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("model.safetensors"), [0u8; 16]).unwrap();
+        let a = Fingerprint::of_checkpoint(dir.path()).unwrap();
+        assert_eq!(a, Fingerprint::of_checkpoint(dir.path()).unwrap());
+        std::fs::write(dir.path().join("model.safetensors"), [0u8; 17]).unwrap();
+        let b = Fingerprint::of_checkpoint(dir.path()).unwrap();
+        std::fs::write(dir.path().join("config.json"), "{ }").unwrap();
+        let c = Fingerprint::of_checkpoint(dir.path()).unwrap();
+        assert!(a != b && b != c && a != c);
+        assert!(Fingerprint::of_checkpoint(&dir.path().join("absent")).is_err());
+    }
+}
