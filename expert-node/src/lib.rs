@@ -1,6 +1,8 @@
 //! The expert node: holds some experts of a MoE model as quantized shard files on a RAM disk and
-//! runs them for gateways. So far: the shard file format.
+//! runs them for gateways. So far: the shard file format and the pure core of a layer request.
 
 pub mod shard;
+pub mod work;
 
 pub use shard::{Fingerprint, ShardError, ShardKey};
+pub use work::{ExpertSet, LayerWork, Precision, PrecisionPair, WorkError};

@@ -1,0 +1,206 @@
+//! One MoE layer's work on this node, as the pure core of the request path: validate a batch
+//! (known experts, row indices in range, one weight per row), run each requested expert once on
+//! all of its rows, and return per token the gate-weighted sum of the experts' outputs. No IO.
+
+use std::collections::HashMap;
+
+use moe_kernels::{Format, KernelError, Pool};
+use moe_model::moe::Expert;
+
+/// The precision a pair asks for: the node's high or low copy, or a named format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Precision {
+    High,
+    Low,
+    Exact(Format),
+}
+
+/// The node's precision pair (`f16+q4`, `q8+q2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrecisionPair {
+    pub high: Format,
+    pub low: Format,
+}
+
+impl PrecisionPair {
+    pub fn resolve(&self, p: Precision) -> Format {
+        match p {
+            Precision::High => self.high,
+            Precision::Low => self.low,
+            Precision::Exact(f) => f,
+        }
+    }
+}
+
+/// The rows of a batch routed to one expert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpertRows {
+    pub expert: u32,
+    pub rows: Vec<u32>,
+    pub weights: Vec<f32>,
+    pub precision: Precision,
+}
+
+/// One layer's work: `tokens` is `[n, hidden]`, every token row once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerWork {
+    pub layer: u32,
+    pub n_tokens: usize,
+    pub tokens: Vec<f32>,
+    pub experts: Vec<ExpertRows>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WorkError {
+    #[error("layer {layer} expert {expert} at {format} is not held by this node")]
+    NotHeld {
+        layer: u32,
+        expert: u32,
+        format: Format,
+    },
+    #[error("expert {expert}: row {row} is out of range for {n_tokens} tokens")]
+    RowOutOfRange {
+        expert: u32,
+        row: u32,
+        n_tokens: usize,
+    },
+    #[error("expert {expert}: {rows} rows but {weights} gate weights")]
+    WeightCount {
+        expert: u32,
+        rows: usize,
+        weights: usize,
+    },
+    #[error("expert {expert} at {format} is listed twice")]
+    Duplicate { expert: u32, format: Format },
+    #[error("tokens hold {got} values, expected {n_tokens} x {hidden}")]
+    TokenShape {
+        n_tokens: usize,
+        hidden: usize,
+        got: usize,
+    },
+    #[error("kernel: {0}")]
+    Kernel(#[from] KernelError),
+    #[error("expert: {0}")]
+    Expert(String),
+}
+
+/// The experts this node holds, by (layer, expert, format).
+#[derive(Debug, Default)]
+pub struct ExpertSet {
+    hidden: usize,
+    experts: HashMap<(u32, u32, Format), Expert>,
+}
+
+impl ExpertSet {
+    pub fn new(hidden: usize) -> ExpertSet {
+        ExpertSet {
+            hidden,
+            experts: HashMap::new(),
+        }
+    }
+
+    pub fn insert(&mut self, layer: u32, expert: u32, weights: Expert) {
+        self.experts
+            .insert((layer, expert, weights.format()), weights);
+    }
+
+    pub fn get(&self, layer: u32, expert: u32, format: Format) -> Option<&Expert> {
+        self.experts.get(&(layer, expert, format))
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    pub fn len(&self) -> usize {
+        self.experts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.experts.is_empty()
+    }
+
+    /// Checks `work` completely before any compute, so a bad batch costs nothing.
+    pub fn validate(&self, work: &LayerWork, pair: PrecisionPair) -> Result<(), WorkError> {
+        if Some(work.tokens.len()) != work.n_tokens.checked_mul(self.hidden) {
+            return Err(WorkError::TokenShape {
+                n_tokens: work.n_tokens,
+                hidden: self.hidden,
+                got: work.tokens.len(),
+            });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for e in &work.experts {
+            let format = pair.resolve(e.precision);
+            if !seen.insert((e.expert, format)) {
+                return Err(WorkError::Duplicate {
+                    expert: e.expert,
+                    format,
+                });
+            }
+            if self.get(work.layer, e.expert, format).is_none() {
+                return Err(WorkError::NotHeld {
+                    layer: work.layer,
+                    expert: e.expert,
+                    format,
+                });
+            }
+            if e.rows.len() != e.weights.len() {
+                return Err(WorkError::WeightCount {
+                    expert: e.expert,
+                    rows: e.rows.len(),
+                    weights: e.weights.len(),
+                });
+            }
+            if let Some(&row) = e.rows.iter().find(|&&r| r as usize >= work.n_tokens) {
+                return Err(WorkError::RowOutOfRange {
+                    expert: e.expert,
+                    row,
+                    n_tokens: work.n_tokens,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `work`: each expert once on all of its rows; returns `[n_tokens, hidden]` weighted sums.
+    pub fn execute(
+        &self,
+        work: &LayerWork,
+        pair: PrecisionPair,
+        pool: &Pool,
+    ) -> Result<Vec<f32>, WorkError> {
+        self.validate(work, pair)?;
+        let hidden = self.hidden;
+        let mut out = vec![0.0; work.n_tokens * hidden];
+        let mut x = Vec::new();
+        for e in &work.experts {
+            if e.rows.is_empty() {
+                continue;
+            }
+            let format = pair.resolve(e.precision);
+            let expert = self
+                .get(work.layer, e.expert, format)
+                .ok_or(WorkError::NotHeld {
+                    layer: work.layer,
+                    expert: e.expert,
+                    format,
+                })?;
+            x.clear();
+            for &r in &e.rows {
+                let r = r as usize;
+                x.extend_from_slice(&work.tokens[r * hidden..(r + 1) * hidden]);
+            }
+            let y = expert
+                .forward(pool, &x, e.rows.len())
+                .map_err(|err| WorkError::Expert(err.to_string()))?;
+            for ((&r, &w), yr) in e.rows.iter().zip(&e.weights).zip(y.chunks_exact(hidden)) {
+                let r = r as usize;
+                for (o, v) in out[r * hidden..(r + 1) * hidden].iter_mut().zip(yr) {
+                    *o += w * v;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
