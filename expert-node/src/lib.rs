@@ -1,6 +1,8 @@
 //! The expert node: holds some experts of a MoE model as quantized shard files on a RAM disk and
-//! runs them for gateways. So far: the shard file format and the pure core of a layer request.
+//! runs them for gateways. So far: the shard file format, the pure core of a layer request, and its translation from and to
+//! the wire protocol.
 
+pub mod request;
 pub mod shard;
 pub mod work;
 

@@ -1,0 +1,257 @@
+//! The protocol's messages to and from the node's core: a `LayerRequest` decoded and validated into
+//! `LayerWork` (tensor checks, per-row precisions grouped per expert), the node's errors as gRPC
+//! statuses, and the weighted sums packed into a `LayerReply`.
+
+use moe_kernels::Format;
+use moe_proto::expert::{
+    ExpertPrecisions, LayerReply, LayerRequest, Precision as WirePrecision, Tensor, Timings,
+};
+use moe_proto::tensor::{self, Limits, WireDtype};
+use tonic::Status;
+
+use crate::work::{ExpertRows, LayerWork, Precision, PrecisionPair, WorkError};
+
+/// A wire precision as the core's; `PRECISION_UNSPECIFIED` (the proto default) means high.
+fn precision(raw: i32) -> Result<Precision, Status> {
+    let p = WirePrecision::try_from(raw)
+        .map_err(|_| Status::invalid_argument(format!("unknown precision {raw}")))?;
+    Ok(match p {
+        WirePrecision::Unspecified | WirePrecision::High => Precision::High,
+        WirePrecision::Low => Precision::Low,
+        WirePrecision::F32 => Precision::Exact(Format::F32),
+        WirePrecision::F16 => Precision::Exact(Format::F16),
+        WirePrecision::Bf16 => Precision::Exact(Format::Bf16),
+        WirePrecision::Q8 => Precision::Exact(Format::Q8),
+        WirePrecision::Q4 => Precision::Exact(Format::Q4),
+        WirePrecision::Q2 => Precision::Exact(Format::Q2),
+    })
+}
+
+/// The wire name of the format a pair actually ran at.
+pub fn wire_precision(format: Format) -> WirePrecision {
+    match format {
+        Format::F32 => WirePrecision::F32,
+        Format::F16 => WirePrecision::F16,
+        Format::Bf16 => WirePrecision::Bf16,
+        Format::Q8 => WirePrecision::Q8,
+        Format::Q4 => WirePrecision::Q4,
+        Format::Q2 => WirePrecision::Q2,
+    }
+}
+
+/// Decodes `req` for a node whose experts take `hidden`-wide rows. Rows of one expert that ask
+/// for different precisions become one group per precision.
+pub fn layer_work(req: &LayerRequest, hidden: usize, limits: &Limits) -> Result<LayerWork, Status> {
+    let tokens = req
+        .tokens
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("layer request without tokens"))?;
+    let rows = tensor::decode(tokens, hidden, limits)?;
+    let mut experts: Vec<ExpertRows> = Vec::new();
+    for e in &req.experts {
+        if e.rows.len() != e.weights.len() {
+            return Err(WorkError::WeightCount {
+                expert: e.expert,
+                rows: e.rows.len(),
+                weights: e.weights.len(),
+            }
+            .into());
+        }
+        let per_row: Vec<Precision> = match e.precisions.len() {
+            0 => vec![Precision::High; e.rows.len()],
+            1 => vec![precision(e.precisions[0])?; e.rows.len()],
+            n if n == e.rows.len() => e
+                .precisions
+                .iter()
+                .map(|&p| precision(p))
+                .collect::<Result<_, _>>()?,
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "expert {}: {n} precisions for {} rows (give one, or one per row)",
+                    e.expert,
+                    e.rows.len()
+                )));
+            }
+        };
+        let first = experts.len();
+        for ((&row, &weight), p) in e.rows.iter().zip(&e.weights).zip(per_row) {
+            let group = match experts[first..].iter().position(|g| g.precision == p) {
+                Some(i) => first + i,
+                None => {
+                    experts.push(ExpertRows {
+                        expert: e.expert,
+                        rows: Vec::new(),
+                        weights: Vec::new(),
+                        precision: p,
+                    });
+                    experts.len() - 1
+                }
+            };
+            experts[group].rows.push(row);
+            experts[group].weights.push(weight);
+        }
+    }
+    Ok(LayerWork {
+        layer: req.layer,
+        n_tokens: rows.rows,
+        tokens: rows.data,
+        experts,
+    })
+}
+
+impl From<WorkError> for Status {
+    fn from(e: WorkError) -> Status {
+        match e {
+            // The gateway should retry on a replica that holds it.
+            WorkError::NotHeld { .. } => Status::failed_precondition(e.to_string()),
+            WorkError::Kernel(_) | WorkError::Expert(_) => Status::internal(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+/// Packs the weighted sums `out` (`[n_tokens, hidden]`) of `work` into a reply.
+pub fn reply(
+    batch_id: u64,
+    work: &LayerWork,
+    out: &[f32],
+    hidden: usize,
+    pair: PrecisionPair,
+    dtype: WireDtype,
+    timings: Timings,
+) -> Result<LayerReply, Status> {
+    let output: Tensor = tensor::encode(out, work.n_tokens, hidden, dtype)?;
+    let precisions = work
+        .experts
+        .iter()
+        .map(|e| ExpertPrecisions {
+            expert: e.expert,
+            used: vec![wire_precision(pair.resolve(e.precision)) as i32; e.rows.len()],
+        })
+        .collect();
+    Ok(LayerReply {
+        batch_id,
+        layer: work.layer,
+        output: Some(output),
+        precisions,
+        timings: Some(timings),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moe_proto::expert::ExpertWork;
+
+    const HIDDEN: usize = 4;
+
+    fn request(experts: Vec<ExpertWork>) -> LayerRequest {
+        let tokens: Vec<f32> = (0..3 * HIDDEN).map(|i| i as f32 * 0.25).collect();
+        LayerRequest {
+            batch_id: 7,
+            epoch: 1,
+            layer: 2,
+            tokens: Some(tensor::encode(&tokens, 3, HIDDEN, WireDtype::F32).unwrap()),
+            experts,
+        }
+    }
+
+    fn expert(expert: u32, rows: Vec<u32>, precisions: Vec<WirePrecision>) -> ExpertWork {
+        ExpertWork {
+            expert,
+            weights: rows.iter().map(|&r| 0.1 * (r + 1) as f32).collect(),
+            rows,
+            precisions: precisions.into_iter().map(|p| p as i32).collect(),
+            unimportance: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn decodes_tokens_and_groups_rows_by_precision() {
+        use WirePrecision::*;
+        let req = request(vec![
+            expert(0, vec![0, 1, 2], vec![High, Low, High]),
+            expert(5, vec![2], vec![Q8]),
+            expert(6, vec![1], vec![]),
+        ]);
+        let work = layer_work(&req, HIDDEN, &Limits::default()).unwrap();
+        assert_eq!((work.layer, work.n_tokens, work.tokens.len()), (2, 3, 12));
+        assert_eq!(work.tokens[5], 1.25);
+        let groups: Vec<(u32, Vec<u32>, Precision)> = work
+            .experts
+            .iter()
+            .map(|e| (e.expert, e.rows.clone(), e.precision))
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                (0, vec![0, 2], Precision::High),
+                (0, vec![1], Precision::Low),
+                (5, vec![2], Precision::Exact(Format::Q8)),
+                (6, vec![1], Precision::High),
+            ]
+        );
+        assert_eq!(work.experts[0].weights, vec![0.1, 0.3]);
+    }
+
+    #[test]
+    fn malformed_requests_get_precise_statuses() {
+        use tonic::Code;
+        let limits = Limits::default();
+        let code = |req: LayerRequest| layer_work(&req, HIDDEN, &limits).unwrap_err().code();
+        let mut no_tokens = request(vec![]);
+        no_tokens.tokens = None;
+        assert_eq!(code(no_tokens), Code::InvalidArgument);
+        let wide = layer_work(&request(vec![]), HIDDEN + 1, &limits).unwrap_err();
+        assert_eq!(wide.code(), Code::InvalidArgument);
+        assert!(wide.message().contains("columns"), "{}", wide.message());
+        let mut bad = expert(1, vec![0, 1], vec![]);
+        bad.weights.pop();
+        assert_eq!(code(request(vec![bad])), Code::InvalidArgument);
+        let two_for_three = expert(
+            1,
+            vec![0, 1, 2],
+            vec![WirePrecision::High, WirePrecision::Low],
+        );
+        assert_eq!(code(request(vec![two_for_three])), Code::InvalidArgument);
+        let mut unknown = expert(1, vec![0], vec![]);
+        unknown.precisions = vec![42];
+        assert_eq!(code(request(vec![unknown])), Code::InvalidArgument);
+        let tight = Limits {
+            max_rows: 2,
+            max_bytes: 1 << 20,
+        };
+        assert_eq!(
+            layer_work(&request(vec![]), HIDDEN, &tight)
+                .unwrap_err()
+                .code(),
+            Code::ResourceExhausted
+        );
+        let not_held = WorkError::NotHeld {
+            layer: 0,
+            expert: 1,
+            format: Format::Q4,
+        };
+        assert_eq!(Status::from(not_held).code(), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn replies_carry_sums_and_precisions_used() {
+        let req = request(vec![expert(3, vec![0, 2], vec![WirePrecision::Low])]);
+        let work = layer_work(&req, HIDDEN, &Limits::default()).unwrap();
+        let out: Vec<f32> = (0..3 * HIDDEN).map(|i| i as f32).collect();
+        let pair = PrecisionPair {
+            high: Format::F16,
+            low: Format::Q4,
+        };
+        let timings = Timings {
+            queue_us: 3,
+            compute_us: 40,
+        };
+        let r = reply(7, &work, &out, HIDDEN, pair, WireDtype::F32, timings).unwrap();
+        assert_eq!((r.batch_id, r.layer), (7, 2));
+        assert_eq!(r.precisions[0].used, vec![WirePrecision::Q4 as i32; 2]);
+        let back = tensor::decode(r.output.as_ref().unwrap(), HIDDEN, &Limits::default()).unwrap();
+        assert_eq!(back.data, out);
+    }
+}
