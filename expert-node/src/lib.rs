@@ -3,7 +3,9 @@
 //! the wire protocol.
 
 pub mod request;
+pub mod selection;
 pub mod shard;
+pub mod store;
 pub mod work;
 
 pub use shard::{Fingerprint, ShardError, ShardKey};
