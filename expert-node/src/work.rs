@@ -108,6 +108,16 @@ impl ExpertSet {
         self.experts.get(&(layer, expert, format))
     }
 
+    /// Every (layer, expert, format) held.
+    pub fn keys(&self) -> impl Iterator<Item = (u32, u32, Format)> + '_ {
+        self.experts.keys().copied()
+    }
+
+    /// Bytes of all held weights.
+    pub fn weight_bytes(&self) -> usize {
+        self.experts.values().map(Expert::weight_bytes).sum()
+    }
+
     pub fn hidden(&self) -> usize {
         self.hidden
     }

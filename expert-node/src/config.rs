@@ -1,0 +1,119 @@
+//! The `expert-node` configuration: command-line flags with `MOE_*` environment fallbacks,
+//! validated before any port is bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use moe_kernels::Format;
+use moe_proto::tensor::Limits;
+
+use crate::selection::ExpertSelection;
+use crate::work::PrecisionPair;
+
+/// Where experts run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Cpu,
+    Cuda,
+    /// CUDA when a driver and device are present, else the CPU.
+    Auto,
+}
+
+/// The node's high and low precision, `f16+q4` or `q8+q2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Precisions(pub PrecisionPair);
+
+impl FromStr for Precisions {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Precisions, String> {
+        let pair = |high, low| Precisions(PrecisionPair { high, low });
+        match s {
+            "f16+q4" => Ok(pair(Format::F16, Format::Q4)),
+            "q8+q2" => Ok(pair(Format::Q8, Format::Q2)),
+            _ => Err(format!("`{s}`: expected f16+q4 or q8+q2")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "expert-node",
+    version,
+    about = "Serve a MoE model's experts to gateways over gRPC"
+)]
+pub struct Config {
+    /// HuggingFace checkpoint directory.
+    #[arg(long, env = "MOE_MODEL")]
+    pub model: PathBuf,
+    /// Address to listen on (port 0 picks a free port; the address is printed on stdout).
+    #[arg(long, env = "MOE_LISTEN", default_value = "127.0.0.1:50061")]
+    pub listen: SocketAddr,
+    /// Directory for the quantized shard files, ideally a RAM disk.
+    #[arg(long, env = "MOE_SHARD_DIR", default_value = "/dev/shm/moe-shards")]
+    pub shard_dir: PathBuf,
+    /// This node's id.
+    #[arg(long, env = "MOE_NODE_ID", default_value = "node-0")]
+    pub node_id: String,
+    /// Bytes of host memory the experts may use (0 = no limit); the node refuses to start beyond it.
+    #[arg(long, env = "MOE_HOST_MEMORY", default_value_t = 0)]
+    pub host_memory: u64,
+    /// cpu, cuda or auto.
+    #[arg(long, env = "MOE_BACKEND", value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+    /// High and low precision of every expert: f16+q4 or q8+q2.
+    #[arg(long, env = "MOE_PRECISIONS", default_value = "f16+q4")]
+    pub precisions: Precisions,
+    /// Experts to serve: `all`, or e.g. `0:0-3,1:4-7`.
+    #[arg(long, env = "MOE_EXPERTS", default_value = "all")]
+    pub experts: ExpertSelection,
+    /// Kernel threads (0 = one per core).
+    #[arg(long, env = "MOE_THREADS", default_value_t = 0)]
+    pub threads: usize,
+    /// Batches waiting for compute at most; a full queue answers RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MOE_QUEUE_CAPACITY", default_value_t = 64)]
+    pub queue_capacity: usize,
+    /// Token rows per request at most.
+    #[arg(long, env = "MOE_MAX_ROWS", default_value_t = 4096)]
+    pub max_rows: usize,
+    /// Bytes of one gRPC message at most.
+    #[arg(long, env = "MOE_MAX_MESSAGE_BYTES", default_value_t = 64 << 20)]
+    pub max_message_bytes: usize,
+    /// Seconds to finish in-flight work after SIGTERM.
+    #[arg(long, env = "MOE_DRAIN_SECONDS", default_value_t = 10)]
+    pub drain_seconds: u64,
+}
+
+impl Config {
+    /// Checks what the flags alone can tell.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.backend == Backend::Cuda {
+            return Err(
+                "--backend cuda: this build has no CUDA backend yet; use cpu or auto".into(),
+            );
+        }
+        if !self.model.join("config.json").is_file() {
+            return Err(format!(
+                "--model {}: no config.json there",
+                self.model.display()
+            ));
+        }
+        if self.queue_capacity == 0 || self.max_rows == 0 || self.max_message_bytes < 1024 {
+            return Err("--queue-capacity and --max-rows must be positive and --max-message-bytes at least 1024".into());
+        }
+        Ok(())
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_rows: self.max_rows,
+            max_bytes: self.max_message_bytes,
+        }
+    }
+
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_seconds)
+    }
+}

@@ -1,0 +1,146 @@
+//! `expert-node`: parses and validates the configuration (exit 64 when it is bad), binds, reports
+//! NOT_SERVING while it loads its experts from shards (building missing ones), then serves until
+//! SIGTERM or Ctrl-C and drains within `--drain-seconds`.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use moe_expert_node::config::Config;
+use moe_expert_node::server::{Node, NodeService};
+use moe_expert_node::store;
+use moe_kernels::Pool;
+use moe_proto::expert::expert_service_server::ExpertServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = config.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(64);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGTERM handler; only Ctrl-C stops the node");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr()?;
+    println!("listening on {address}");
+    std::io::stdout().flush()?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_not_serving::<ExpertServiceServer<NodeService>>()
+        .await;
+    let pair = config.precisions.0;
+    let node = Arc::new(Node::new(
+        config.node_id.clone(),
+        pair,
+        config.limits(),
+        config.queue_capacity,
+    ));
+    let service = ExpertServiceServer::new(NodeService(Arc::clone(&node)))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(health_service)
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            }),
+    );
+
+    let (model, shards, experts) = (
+        config.model.clone(),
+        config.shard_dir.clone(),
+        config.experts.clone(),
+    );
+    let (set, report) =
+        tokio::task::spawn_blocking(move || store::load(&model, &shards, &experts, pair))
+            .await
+            .context("the loading task failed")??;
+    for reason in &report.refused {
+        tracing::warn!(%reason, "rebuilt a shard");
+    }
+    if config.host_memory > 0 && set.weight_bytes() as u64 > config.host_memory {
+        anyhow::bail!(
+            "the selected experts need {} bytes of host memory, more than --host-memory {}",
+            set.weight_bytes(),
+            config.host_memory
+        );
+    }
+    println!(
+        "serving {} expert shards ({} mapped, {} built) in {:.3} s",
+        set.len(),
+        report.mapped,
+        report.built,
+        report.elapsed.as_secs_f64()
+    );
+    std::io::stdout().flush()?;
+    node.serve_experts(set, Pool::new(config.threads)?)?;
+    health
+        .set_serving::<ExpertServiceServer<NodeService>>()
+        .await;
+    tracing::info!(%address, node = %config.node_id, "serving (cpu backend)");
+
+    shutdown_signal().await;
+    tracing::info!("draining");
+    health
+        .set_not_serving::<ExpertServiceServer<NodeService>>()
+        .await;
+    let _ = stop.send(());
+    match tokio::time::timeout(config.drain(), server).await {
+        Ok(result) => result
+            .context("the server task failed")?
+            .context("serving")?,
+        Err(_) => tracing::warn!("in-flight streams outlived the drain deadline; exiting"),
+    }
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! A real `expert-node` process on the Mixtral fixture, driven over gRPC: its weighted sums equal
+//! the single-process model's MoE block at high and low precision; bad batches get precise
+//! statuses while the stream keeps serving; SIGTERM drains; a restart maps its shards.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use moe_kernels::{Format, Pool};
+use moe_model::{LoadOptions, Model};
+use moe_proto::expert::expert_service_client::ExpertServiceClient;
+use moe_proto::expert::{
+    ClientMessage, ExpertWork, InfoRequest, LayerRequest, Precision, ServerMessage, client_message,
+    server_message,
+};
+use moe_proto::tensor::{self, Limits, WireDtype};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const HIDDEN: usize = 64;
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral")
+}
+
+struct NodeProcess {
+    child: Child,
+    address: String,
+    lines: Receiver<String>,
+}
+
+impl NodeProcess {
+    fn start(shards: &Path) -> NodeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_expert-node"))
+            .args([
+                "--model",
+                fixture().to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--shard-dir",
+                shards.to_str().unwrap(),
+                "--precisions",
+                "f16+q4",
+            ])
+            .args(["--max-rows", "64", "--threads", "1", "--drain-seconds", "5"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start expert-node");
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the node prints its address");
+        let address = first
+            .strip_prefix("listening on ")
+            .expect(&first)
+            .to_string();
+        NodeProcess {
+            child,
+            address,
+            lines,
+        }
+    }
+
+    /// The node's "serving ..." line, printed once its experts are loaded.
+    fn serving_line(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the node reports it is serving")
+    }
+
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let service = "moe.expert.v1.ExpertService".to_string();
+        loop {
+            let channel = Channel::from_shared(format!("http://{}", self.address)).unwrap();
+            if let Ok(channel) = channel.connect().await {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+                let request = tonic_health::pb::HealthCheckRequest {
+                    service: service.clone(),
+                };
+                let serving =
+                    tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+                if let Ok(r) = health.check(request).await
+                    && r.into_inner().status == serving
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "the node did not become SERVING");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("send SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An open `Process` stream: send requests, receive messages.
+struct Stream {
+    send: mpsc::Sender<ClientMessage>,
+    receive: tonic::Streaming<ServerMessage>,
+}
+
+impl Stream {
+    async fn open(client: &mut ExpertServiceClient<Channel>) -> Stream {
+        let (send, outbound) = mpsc::channel(16);
+        let receive = client
+            .process(ReceiverStream::new(outbound))
+            .await
+            .unwrap()
+            .into_inner();
+        Stream { send, receive }
+    }
+
+    async fn call(&mut self, req: LayerRequest) -> server_message::Kind {
+        let batch = req.batch_id;
+        let message = ClientMessage {
+            kind: Some(client_message::Kind::Layer(req)),
+        };
+        self.send.send(message).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(10), self.receive.message())
+            .await
+            .expect("a reply within the deadline")
+            .unwrap()
+            .unwrap();
+        let kind = reply.kind.unwrap();
+        let id = match &kind {
+            server_message::Kind::Reply(r) => r.batch_id,
+            server_message::Kind::Error(e) => e.batch_id,
+        };
+        assert_eq!(id, batch);
+        kind
+    }
+}
+
+fn hidden_states(n: usize) -> Vec<f32> {
+    (0..n * HIDDEN)
+        .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 300.0)
+        .collect()
+}
+
+fn request(
+    batch_id: u64,
+    layer: u32,
+    tokens: &[f32],
+    n: usize,
+    experts: Vec<ExpertWork>,
+) -> LayerRequest {
+    LayerRequest {
+        batch_id,
+        epoch: 0,
+        layer,
+        tokens: Some(tensor::encode(tokens, n, tokens.len() / n.max(1), WireDtype::F32).unwrap()),
+        experts,
+    }
+}
+
+fn assert_error(kind: server_message::Kind, code: Code) {
+    match kind {
+        server_message::Kind::Error(e) => assert_eq!(e.code, code as i32, "{}", e.message),
+        server_message::Kind::Reply(_) => panic!("expected {code:?}, got a reply"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serves_the_models_experts_and_survives_bad_input_and_restarts() {
+    let shards = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let node = NodeProcess::start(shards.path());
+    assert!(node.serving_line().contains("(0 mapped, 32 built)"));
+    node.wait_healthy().await;
+    println!(
+        "first start: SERVING after {:.3} s",
+        start.elapsed().as_secs_f64()
+    );
+
+    let mut client = ExpertServiceClient::connect(format!("http://{}", node.address))
+        .await
+        .unwrap();
+    let info = client.info(InfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        (info.experts.len(), info.hidden_size, info.max_rows),
+        (16, HIDDEN as u32, 64)
+    );
+    assert!(info.experts.iter().all(|e| e.precisions.len() == 2));
+
+    let pool = Arc::new(Pool::new(1).unwrap());
+    let mut stream = Stream::open(&mut client).await;
+    let n = 7;
+    let h = hidden_states(n);
+    let mut batch = 0;
+    for (precision, format) in [(Precision::High, Format::F16), (Precision::Low, Format::Q4)] {
+        let model = Model::load(
+            &fixture(),
+            &LoadOptions::with_expert_format(Some(format)),
+            Arc::clone(&pool),
+        )
+        .unwrap();
+        for layer in 0..2 {
+            let block = model.moe_block(layer).unwrap();
+            let routes = block.route(&pool, &h, n).unwrap();
+            let experts = (0..8u32)
+                .map(|e| {
+                    let (rows, weights): (Vec<u32>, Vec<f32>) = routes
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(t, r)| {
+                            r.experts
+                                .iter()
+                                .zip(&r.weights)
+                                .filter(|(x, _)| **x == e as usize)
+                                .map(move |(_, w)| (t as u32, *w))
+                        })
+                        .unzip();
+                    ExpertWork {
+                        expert: e,
+                        rows,
+                        weights,
+                        precisions: vec![precision as i32],
+                        unimportance: Vec::new(),
+                    }
+                })
+                .collect();
+            batch += 1;
+            let server_message::Kind::Reply(reply) = stream
+                .call(request(batch, layer as u32, &h, n, experts))
+                .await
+            else {
+                panic!("layer {layer} {precision:?}: refused");
+            };
+            let got = tensor::decode(reply.output.as_ref().unwrap(), HIDDEN, &Limits::default())
+                .unwrap()
+                .data;
+            let want = block.forward(&pool, &h, n).unwrap();
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-6,
+                "layer {layer} {precision:?}: max difference {worst}"
+            );
+            let used = Precision::try_from(reply.precisions[0].used[0]).unwrap();
+            assert_eq!(
+                used,
+                if format == Format::F16 {
+                    Precision::F16
+                } else {
+                    Precision::Q4
+                }
+            );
+        }
+    }
+
+    let one = |expert, rows: Vec<u32>| ExpertWork {
+        expert,
+        weights: vec![1.0; rows.len()],
+        rows,
+        precisions: Vec::new(),
+        unimportance: Vec::new(),
+    };
+    let wide: Vec<f32> = vec![0.5; 2 * (HIDDEN + 1)];
+    assert_error(
+        stream
+            .call(request(100, 0, &wide, 2, vec![one(0, vec![0])]))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_error(
+        stream
+            .call(request(101, 0, &h, n, vec![one(99, vec![0])]))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_error(
+        stream
+            .call(request(102, 5, &h, n, vec![one(0, vec![0])]))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert_error(
+        stream
+            .call(request(103, 0, &h, n, vec![one(0, vec![n as u32])]))
+            .await,
+        Code::InvalidArgument,
+    );
+    let too_many = hidden_states(65);
+    assert_error(
+        stream
+            .call(request(104, 0, &too_many, 65, vec![one(0, vec![0])]))
+            .await,
+        Code::ResourceExhausted,
+    );
+    let mut short = request(105, 0, &h, n, vec![one(0, vec![0])]);
+    short.tokens.as_mut().unwrap().data = short.tokens.as_ref().unwrap().data.slice(..10);
+    assert_error(stream.call(short).await, Code::InvalidArgument);
+    let still = stream
+        .call(request(106, 1, &h, n, vec![one(3, vec![0, 6])]))
+        .await;
+    assert!(
+        matches!(still, server_message::Kind::Reply(_)),
+        "the stream keeps serving after bad batches"
+    );
+
+    drop(stream);
+    assert!(
+        node.terminate().success(),
+        "SIGTERM drains and exits cleanly"
+    );
+
+    let restart = Instant::now();
+    let node = NodeProcess::start(shards.path());
+    assert!(node.serving_line().contains("(32 mapped, 0 built)"));
+    node.wait_healthy().await;
+    println!(
+        "restart from shards: SERVING after {:.3} s",
+        restart.elapsed().as_secs_f64()
+    );
+}
