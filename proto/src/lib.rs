@@ -10,3 +10,6 @@ pub mod expert {
 }
 
 pub use tensor::{Limits, WireDtype, WireError};
+
+/// The encoded file descriptor set of every service here, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("moe_descriptor");
