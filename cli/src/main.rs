@@ -2,6 +2,7 @@
 //! the command line, sets up logging and maps errors to an exit status.
 
 mod bench_decode;
+mod bench_node;
 mod gen_model;
 mod kernel_bench;
 mod model_args;
@@ -34,6 +35,8 @@ enum Command {
     BenchDecode(bench_decode::BenchDecodeArgs),
     /// Measure mat-vec throughput per weight format against the machine's memory bandwidth.
     BenchKernels(kernel_bench::KernelBenchArgs),
+    /// Measure expert-node throughput in process and over loopback gRPC.
+    BenchNode(bench_node::BenchNodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::GenModel(args) => gen_model::run(args),
         Command::BenchDecode(args) => bench_decode::run(args),
         Command::BenchKernels(args) => kernel_bench::run(args),
+        Command::BenchNode(args) => bench_node::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

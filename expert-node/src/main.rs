@@ -15,7 +15,7 @@ use moe_expert_node::store;
 use moe_kernels::Pool;
 use moe_proto::expert::expert_service_server::ExpertServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -68,6 +68,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
+    // One small message per layer each way: Nagle's algorithm would hold replies for a delayed ACK.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     println!("listening on {address}");
     std::io::stdout().flush()?;
 
@@ -98,7 +100,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
             }),
     );
