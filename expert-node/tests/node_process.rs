@@ -49,7 +49,16 @@ impl NodeProcess {
                 "--precisions",
                 "f16+q4",
             ])
-            .args(["--max-rows", "64", "--threads", "1", "--drain-seconds", "5"])
+            .args([
+                "--max-rows",
+                "64",
+                "--max-message-bytes",
+                "1048576",
+                "--threads",
+                "1",
+                "--drain-seconds",
+                "5",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -382,6 +391,40 @@ async fn a_node_serves_the_models_experts_and_survives_bad_input_and_restarts() 
     );
 
     drop(stream);
+
+    // A message over --max-message-bytes ends only its own stream.
+    let mut oversized = Stream::open(&mut client).await;
+    let huge = hidden_states(5000);
+    let message = ClientMessage {
+        kind: Some(client_message::Kind::Layer(request(
+            200,
+            0,
+            &huge,
+            5000,
+            vec![one(0, vec![0])],
+        ))),
+    };
+    oversized.send.send(message).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), oversized.receive.message())
+        .await
+        .expect("an answer within the deadline")
+        .expect_err("an oversized message fails its stream");
+    println!(
+        "oversized message: {:?} {}",
+        status.code(),
+        status.message()
+    );
+    assert_eq!(status.code(), Code::OutOfRange);
+    let mut fresh = Stream::open(&mut client).await;
+    let after = fresh
+        .call(request(201, 0, &h, n, vec![one(2, vec![1])]))
+        .await;
+    assert!(
+        matches!(after, server_message::Kind::Reply(_)),
+        "a new stream is served"
+    );
+    drop(fresh);
+
     assert!(
         node.terminate().success(),
         "SIGTERM drains and exits cleanly"
