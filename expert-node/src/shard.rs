@@ -32,7 +32,8 @@ use moe_model::moe::Expert;
 const MAGIC: &[u8; 8] = b"MOESHARD";
 const VERSION: u32 = 1;
 const HEADER_BYTES: usize = 64;
-/// Formats by their code in the header (the inverse of the match in `Header::encode`).
+/// Formats by their code in the header (the inverse of the match in `Header::encode`). Kept apart
+/// from `Format::ALL` so that reordering that list never changes what files on disk mean.
 const FORMATS: [Format; 6] = [
     Format::F32,
     Format::F16,

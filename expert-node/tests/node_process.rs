@@ -2,8 +2,11 @@
 //! the single-process model's MoE block at high and low precision; bad batches get precise
 //! statuses while the stream keeps serving; SIGTERM drains; a restart maps its shards.
 
+mod common;
+
+use common::{fixture, max_difference};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
@@ -23,10 +26,6 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 const HIDDEN: usize = 64;
-
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral")
-}
 
 struct NodeProcess {
     child: Child,
@@ -319,11 +318,7 @@ async fn a_node_serves_the_models_experts_and_survives_bad_input_and_restarts() 
                 .unwrap()
                 .data;
             let want = block.forward(&pool, &h, n).unwrap();
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let worst = max_difference(&got, &want);
             assert!(
                 worst <= 1e-6,
                 "layer {layer} {precision:?}: max difference {worst}"

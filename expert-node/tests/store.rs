@@ -1,7 +1,9 @@
 //! Loading a node's experts through the shard directory: the first start quantizes from the
 //! checkpoint and writes shards, the next maps them, and a damaged shard is rebuilt, never served.
 
-use std::path::PathBuf;
+mod common;
+
+use common::fixture;
 use std::sync::Arc;
 
 use moe_expert_node::selection::ExpertSelection;
@@ -14,10 +16,6 @@ const PAIR: PrecisionPair = PrecisionPair {
     high: Format::F16,
     low: Format::Q4,
 };
-
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral")
-}
 
 #[test]
 fn first_start_builds_then_later_starts_map_and_damage_is_rebuilt() {

@@ -1,7 +1,9 @@
 //! A layer's work run by the node's core against the single-process model's MoE block on the
 //! Mixtral fixture: the same weighted sums at high and at low precision, and precise refusals.
 
-use std::path::PathBuf;
+mod common;
+
+use common::{fixture, max_difference};
 use std::sync::Arc;
 
 use moe_expert_node::work::ExpertRows;
@@ -14,10 +16,6 @@ const PAIR: PrecisionPair = PrecisionPair {
     high: Format::Bf16,
     low: Format::Q4,
 };
-
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral")
-}
 
 fn model(format: Format, pool: &Arc<Pool>) -> Model {
     Model::load(
@@ -90,11 +88,7 @@ fn weighted_sums_match_the_single_process_model_per_precision() {
             let work = work_for(layer as u32, h.clone(), &routes, cfg.num_experts, precision);
             let got = set.execute(&work, PAIR, &pool).unwrap();
             let want = block.forward(&pool, &h, n).unwrap();
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let worst = max_difference(&got, &want);
             assert!(
                 worst <= 1e-6,
                 "layer {layer} {precision:?}: max difference {worst}"
