@@ -235,3 +235,75 @@ impl ExpertService for NodeService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moe_kernels::{Format, Matrix};
+    use moe_model::moe::Expert;
+    use moe_proto::expert::ExpertWork;
+    use moe_proto::tensor;
+
+    const HIDDEN: usize = 32;
+
+    fn request(batch_id: u64) -> LayerRequest {
+        LayerRequest {
+            batch_id,
+            epoch: 0,
+            layer: 0,
+            tokens: Some(tensor::encode(&[0.5; HIDDEN], 1, HIDDEN, WireDtype::F32).unwrap()),
+            experts: vec![ExpertWork {
+                expert: 0,
+                rows: vec![0],
+                weights: vec![1.0],
+                precisions: Vec::new(),
+                unimportance: Vec::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once_and_counts_nothing() {
+        let pair = PrecisionPair {
+            high: Format::F32,
+            low: Format::F32,
+        };
+        let node = Node::new("n".into(), pair, Limits::default(), 1);
+        let m = |rows, cols| {
+            Matrix::from_f32(rows, cols, &vec![0.1; rows * cols], Format::F32).unwrap()
+        };
+        let mut experts = ExpertSet::new(HIDDEN);
+        experts.insert(
+            0,
+            0,
+            Expert::from_matrices(&m(HIDDEN, HIDDEN), &m(HIDDEN, HIDDEN), m(HIDDEN, HIDDEN))
+                .unwrap(),
+        );
+        // No compute thread drains this queue, so its one slot stays taken.
+        let (jobs, _queue) = std::sync::mpsc::sync_channel(1);
+        let loaded = Loaded { experts, jobs };
+        let (replies, _outbound) = mpsc::channel(4);
+
+        assert!(node.submit(&loaded, &request(1), &replies).is_ok());
+        let refused = node.submit(&loaded, &request(2), &replies).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("queue is full"),
+            "{}",
+            refused.message()
+        );
+        assert_eq!(node.queued.load(Ordering::Relaxed), 1);
+
+        let mut wrong = request(3);
+        wrong.experts[0].expert = 9;
+        assert_eq!(
+            node.submit(&loaded, &wrong, &replies).unwrap_err().code(),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            node.queued.load(Ordering::Relaxed),
+            1,
+            "a refused batch is not counted"
+        );
+    }
+}
