@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use moe_expert_node::selection::ExpertSelection;
-use moe_expert_node::work::ExpertRows;
 use moe_expert_node::{LayerWork, Precision, PrecisionPair, store};
 use moe_kernels::Pool;
 use moe_model::ModelConfig;
@@ -49,31 +48,12 @@ pub struct BenchNodeArgs {
 /// A layer's work for `n` tokens on `layer`: token `t` goes to `top_k` experts round-robin.
 fn work(cfg: &ModelConfig, layer: u32, n: usize, precision: Precision) -> LayerWork {
     let (k, e) = (cfg.top_k, cfg.num_experts);
-    let mut experts: Vec<ExpertRows> = (0..e as u32)
-        .map(|expert| ExpertRows {
-            expert,
-            rows: Vec::new(),
-            weights: Vec::new(),
-            precision,
-        })
-        .collect();
-    for t in 0..n {
-        for j in 0..k {
-            let x = &mut experts[(t * k + j) % e];
-            x.rows.push(t as u32);
-            x.weights.push(1.0 / k as f32);
-        }
-    }
-    experts.retain(|x| !x.rows.is_empty());
+    let pairs = (0..n)
+        .flat_map(|t| (0..k).map(move |j| (t as u32, ((t * k + j) % e) as u32, 1.0 / k as f32)));
     let tokens = (0..n * cfg.hidden_size)
         .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 500.0)
         .collect();
-    LayerWork {
-        layer,
-        n_tokens: n,
-        tokens,
-        experts,
-    }
+    LayerWork::from_pairs(layer, n, tokens, pairs, precision)
 }
 
 fn wire(

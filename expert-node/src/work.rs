@@ -50,6 +50,37 @@ pub struct LayerWork {
     pub experts: Vec<ExpertRows>,
 }
 
+impl LayerWork {
+    /// The work for `(token, expert, gate weight)` pairs, grouped by expert in id order, every
+    /// pair at `precision`.
+    pub fn from_pairs(
+        layer: u32,
+        n_tokens: usize,
+        tokens: Vec<f32>,
+        pairs: impl IntoIterator<Item = (u32, u32, f32)>,
+        precision: Precision,
+    ) -> LayerWork {
+        let mut experts: std::collections::BTreeMap<u32, ExpertRows> =
+            std::collections::BTreeMap::new();
+        for (token, expert, weight) in pairs {
+            let rows = experts.entry(expert).or_insert_with(|| ExpertRows {
+                expert,
+                rows: Vec::new(),
+                weights: Vec::new(),
+                precision,
+            });
+            rows.rows.push(token);
+            rows.weights.push(weight);
+        }
+        LayerWork {
+            layer,
+            n_tokens,
+            tokens,
+            experts: experts.into_values().collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum WorkError {
     #[error("layer {layer} expert {expert} at {format} is not held by this node")]

@@ -34,33 +34,14 @@ fn hidden_states(n: usize, hidden: usize) -> Vec<f32> {
 }
 
 /// The work a gateway would send for `routes`, every pair at `precision`.
-fn work_for(
-    layer: u32,
-    tokens: Vec<f32>,
-    routes: &[Route],
-    experts: usize,
-    precision: Precision,
-) -> LayerWork {
-    let mut per_expert: Vec<ExpertRows> = (0..experts as u32)
-        .map(|expert| ExpertRows {
-            expert,
-            rows: Vec::new(),
-            weights: Vec::new(),
-            precision,
-        })
-        .collect();
-    for (t, r) in routes.iter().enumerate() {
-        for (&e, &w) in r.experts.iter().zip(&r.weights) {
-            per_expert[e].rows.push(t as u32);
-            per_expert[e].weights.push(w);
-        }
-    }
-    LayerWork {
-        layer,
-        n_tokens: routes.len(),
-        tokens,
-        experts: per_expert,
-    }
+fn work_for(layer: u32, tokens: Vec<f32>, routes: &[Route], precision: Precision) -> LayerWork {
+    let pairs = routes.iter().enumerate().flat_map(|(t, r)| {
+        r.experts
+            .iter()
+            .zip(&r.weights)
+            .map(move |(&e, &w)| (t as u32, e as u32, w))
+    });
+    LayerWork::from_pairs(layer, routes.len(), tokens, pairs, precision)
 }
 
 #[test]
@@ -85,7 +66,7 @@ fn weighted_sums_match_the_single_process_model_per_precision() {
         for (precision, reference) in [(Precision::High, &high), (Precision::Low, &low)] {
             let block = reference.moe_block(layer).unwrap();
             let routes = block.route(&pool, &h, n).unwrap();
-            let work = work_for(layer as u32, h.clone(), &routes, cfg.num_experts, precision);
+            let work = work_for(layer as u32, h.clone(), &routes, precision);
             let got = set.execute(&work, PAIR, &pool).unwrap();
             let want = block.forward(&pool, &h, n).unwrap();
             let worst = max_difference(&got, &want);

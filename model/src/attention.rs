@@ -27,13 +27,14 @@ impl Linear {
         projections: &[Projection],
         format: Option<Format>,
     ) -> Result<Linear> {
-        let weights = projections
+        let mut weights = projections
             .iter()
             .map(|&p| ckpt.matrix(&layout.projection(layer, p), format))
             .collect::<Result<Vec<_>>>()?;
-        let weight = match weights.as_slice() {
-            [one] => one.clone(),
-            many => Matrix::stack_rows(&many.iter().collect::<Vec<_>>())?,
+        let weight = match weights.len() {
+            // A single projection is used as loaded, not copied.
+            1 => weights.remove(0),
+            _ => Matrix::stack_rows(&weights.iter().collect::<Vec<_>>())?,
         };
         // The architectures bias either all of the stacked projections or none.
         let biases = projections
