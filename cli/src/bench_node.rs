@@ -65,6 +65,7 @@ fn wire(
     Ok(LayerRequest {
         batch_id,
         epoch: 0,
+        reply_dtype: 0,
         layer: work.layer,
         tokens: Some(tensor::encode(
             &work.tokens,

@@ -57,7 +57,8 @@ pub struct Config {
     /// This node's id.
     #[arg(long, env = "MOE_NODE_ID", default_value = "node-0")]
     pub node_id: String,
-    /// Bytes of host memory the experts may use (0 = no limit); the node refuses to start beyond it.
+    /// Bytes of host memory resident experts may use (0 = no limit); the others are read from
+    /// their shards on the RAM disk when needed.
     #[arg(long, env = "MOE_HOST_MEMORY", default_value_t = 0)]
     pub host_memory: u64,
     /// cpu, cuda or auto.

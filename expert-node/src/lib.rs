@@ -1,14 +1,21 @@
 //! The expert node: holds some experts of a MoE model as quantized shard files on a RAM disk and
 //! runs them for gateways. So far: shard files, the pure core of a layer request and its translation
-//! from and to the wire protocol, shard-backed loading, and the gRPC server (CPU backend).
+//! from and to the wire protocol, shard-backed loading, a host-memory hot set with staging ahead
+//! of use, the placement epoch rule, and the gRPC server (CPU backend).
 
+pub mod cache_policy;
 pub mod config;
+pub mod epoch;
+pub mod hot_set;
 pub mod request;
+pub mod residency;
 pub mod selection;
 pub mod server;
 pub mod shard;
+pub mod staging;
 pub mod store;
 pub mod work;
 
+pub use epoch::Epoch;
 pub use shard::{Fingerprint, ShardError, ShardKey};
 pub use work::{ExpertSet, LayerWork, Precision, PrecisionPair, WorkError};

@@ -1,6 +1,7 @@
 //! `expert-node`: parses and validates the configuration (exit 64 when it is bad), binds, reports
-//! NOT_SERVING while it loads its experts from shards (building missing ones), then serves until
-//! SIGTERM or Ctrl-C and drains within `--drain-seconds`.
+//! NOT_SERVING while it checks its experts' shards (building missing ones) and reads the hot set
+//! that fits `--host-memory`, then serves until SIGTERM or Ctrl-C and drains within
+//! `--drain-seconds`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -10,6 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use moe_expert_node::config::Config;
+use moe_expert_node::hot_set::Budget;
+use moe_expert_node::residency::Residency;
 use moe_expert_node::server::{Node, NodeService};
 use moe_expert_node::store;
 use moe_kernels::Pool;
@@ -110,29 +113,32 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.shard_dir.clone(),
         config.experts.clone(),
     );
-    let (set, report) =
-        tokio::task::spawn_blocking(move || store::load(&model, &shards, &experts, pair))
+    let budget = Budget::from_flag(config.host_memory);
+    let (catalog, resident, report) =
+        tokio::task::spawn_blocking(move || store::open(&model, &shards, &experts, pair, budget))
             .await
             .context("the loading task failed")??;
     for reason in &report.refused {
         tracing::warn!(%reason, "rebuilt a shard");
     }
-    if config.host_memory > 0 && set.weight_bytes() as u64 > config.host_memory {
-        anyhow::bail!(
-            "the selected experts need {} bytes of host memory, more than --host-memory {}",
-            set.weight_bytes(),
-            config.host_memory
-        );
-    }
+    let residency = Residency::new(catalog, budget, resident);
+    let hot = residency.snapshot();
+    let limit = match budget {
+        Budget::Unlimited => "no limit".to_string(),
+        Budget::Bytes(n) => format!("limit {n} bytes"),
+    };
     println!(
-        "serving {} expert shards ({} mapped, {} built) in {:.3} s",
-        set.len(),
+        "serving {} expert shards ({} mapped, {} built) in {:.3} s; hot set {} bytes ({limit}), {} resident, {} cold",
+        residency.catalog().len(),
         report.mapped,
         report.built,
-        report.elapsed.as_secs_f64()
+        report.elapsed.as_secs_f64(),
+        hot.hot_bytes,
+        hot.hot,
+        hot.cold
     );
     std::io::stdout().flush()?;
-    node.serve_experts(set, Pool::new(config.threads)?)?;
+    node.serve_experts(residency, Pool::new(config.threads)?)?;
     health
         .set_serving::<ExpertServiceServer<NodeService>>()
         .await;

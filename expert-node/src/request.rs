@@ -1,6 +1,6 @@
 //! The protocol's messages to and from the node's core: a `LayerRequest` decoded and validated into
-//! `LayerWork` (tensor checks, per-row precisions grouped per expert), the node's errors as gRPC
-//! statuses, and the weighted sums packed into a `LayerReply`.
+//! `LayerWork` (tensor checks, per-row precisions grouped per expert) and the reply dtype it asks
+//! for, the node's errors as gRPC statuses, and the weighted sums packed into a `LayerReply`.
 
 use moe_kernels::Format;
 use moe_proto::expert::{
@@ -12,7 +12,7 @@ use tonic::Status;
 use crate::work::{ExpertRows, LayerWork, Precision, PrecisionPair, WorkError};
 
 /// A wire precision as the core's; `PRECISION_UNSPECIFIED` (the proto default) means high.
-fn precision(raw: i32) -> Result<Precision, Status> {
+pub fn precision(raw: i32) -> Result<Precision, Status> {
     let p = WirePrecision::try_from(raw)
         .map_err(|_| Status::invalid_argument(format!("unknown precision {raw}")))?;
     Ok(match p {
@@ -99,12 +99,22 @@ pub fn layer_work(req: &LayerRequest, hidden: usize, limits: &Limits) -> Result<
     })
 }
 
+/// The dtype `req` asks its reply to travel as (f32 unless it says otherwise).
+pub fn reply_dtype(req: &LayerRequest) -> Result<WireDtype, Status> {
+    WireDtype::requested(req.reply_dtype)
+        .map_err(|e| Status::invalid_argument(format!("reply_dtype: {e}")))
+}
+
 impl From<WorkError> for Status {
     fn from(e: WorkError) -> Status {
         match e {
             // The gateway should retry on a replica that holds it.
             WorkError::NotHeld { .. } => Status::failed_precondition(e.to_string()),
-            WorkError::Kernel(_) | WorkError::Expert(_) => Status::internal(e.to_string()),
+            // The gateway should refresh its placement and route the work again.
+            WorkError::StaleEpoch { .. } => Status::aborted(e.to_string()),
+            WorkError::Kernel(_) | WorkError::Expert(_) | WorkError::Shard(_) => {
+                Status::internal(e.to_string())
+            }
             _ => Status::invalid_argument(e.to_string()),
         }
     }
@@ -141,6 +151,7 @@ pub fn reply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::epoch::Epoch;
     use moe_proto::expert::ExpertWork;
 
     const HIDDEN: usize = 4;
@@ -153,6 +164,7 @@ mod tests {
             layer: 2,
             tokens: Some(tensor::encode(&tokens, 3, HIDDEN, WireDtype::F32).unwrap()),
             experts,
+            reply_dtype: 0,
         }
     }
 
@@ -233,6 +245,20 @@ mod tests {
             format: Format::Q4,
         };
         assert_eq!(Status::from(not_held).code(), Code::FailedPrecondition);
+        let stale = WorkError::StaleEpoch {
+            request: Epoch(3),
+            node: Epoch(4),
+        };
+        assert_eq!(Status::from(stale).code(), Code::Aborted);
+
+        let mut odd_dtype = request(vec![]);
+        assert_eq!(reply_dtype(&odd_dtype).unwrap(), WireDtype::F32);
+        odd_dtype.reply_dtype = moe_proto::expert::Dtype::I8RowScaled as i32;
+        assert_eq!(reply_dtype(&odd_dtype).unwrap(), WireDtype::I8RowScaled);
+        odd_dtype.reply_dtype = 42;
+        let unknown = reply_dtype(&odd_dtype).unwrap_err();
+        assert_eq!(unknown.code(), Code::InvalidArgument);
+        assert!(unknown.message().contains("42"), "{}", unknown.message());
     }
 
     #[test]
@@ -247,6 +273,7 @@ mod tests {
         let timings = Timings {
             queue_us: 3,
             compute_us: 40,
+            load_us: 0,
         };
         let r = reply(7, &work, &out, HIDDEN, pair, WireDtype::F32, timings).unwrap();
         assert_eq!((r.batch_id, r.layer), (7, 2));

@@ -1,26 +1,32 @@
 //! The gRPC face of the node: `ExpertService` (one bidirectional `Process` stream per gateway,
-//! `Info`) and `grpc.health.v1`. Layer requests are decoded and validated on the stream's task,
-//! then handed to one compute thread through a bounded queue: a full queue refuses the batch with
-//! RESOURCE_EXHAUSTED at once. A bad batch is answered with a `BatchError` and the stream goes on.
+//! `Info`) and `grpc.health.v1`. Layer requests are checked against the node's placement epoch,
+//! decoded and validated on the stream's task, then handed to one compute thread through a
+//! bounded queue: a full queue refuses the batch with RESOURCE_EXHAUSTED at once. A bad batch is
+//! answered with a `BatchError` and the stream goes on. Prefetch hints are checked on the stream's
+//! task and handed to the staging thread; they never fail a stream.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use moe_kernels::Pool;
 use moe_proto::expert::expert_service_server::ExpertService;
 use moe_proto::expert::{
-    BatchError, ClientMessage, HeldExpert, InfoRequest, LayerRequest, NodeInfo, ServerMessage,
-    Timings, client_message, server_message,
+    BatchError, ClientMessage, HeldExpert, InfoRequest, LayerRequest, NodeInfo, PrefetchHint,
+    ServerMessage, Timings, client_message, server_message,
 };
 use moe_proto::tensor::{Limits, WireDtype};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::request::{layer_work, reply, wire_precision};
-use crate::work::{ExpertSet, LayerWork, PrecisionPair};
+use crate::epoch::Epoch;
+use crate::request::{self, layer_work, reply, reply_dtype, wire_precision};
+use crate::residency::Residency;
+use crate::shard::ShardKey;
+use crate::staging::{Stage, Stager};
+use crate::work::{LayerWork, PrecisionPair};
 
 type Replies = mpsc::Sender<Result<ServerMessage, Status>>;
 
@@ -28,14 +34,29 @@ type Replies = mpsc::Sender<Result<ServerMessage, Status>>;
 struct Job {
     batch_id: u64,
     work: LayerWork,
+    reply_dtype: WireDtype,
     arrived: Instant,
     replies: Replies,
 }
 
 /// What the node serves once its experts are loaded.
-pub struct Loaded {
-    pub experts: ExpertSet,
+struct Loaded {
+    residency: Arc<Residency>,
     jobs: SyncSender<Job>,
+    stager: Stager,
+}
+
+/// Why the node could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("the node already serves its experts; it serves one set for its lifetime")]
+    AlreadyServing,
+    #[error("starting the {thread} thread: {source}")]
+    Thread {
+        thread: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub struct Node {
@@ -44,6 +65,10 @@ pub struct Node {
     pub limits: Limits,
     pub queue_capacity: usize,
     queued: Arc<AtomicUsize>,
+    epoch: AtomicU64,
+    hints_received: AtomicU64,
+    hints_acted_on: AtomicU64,
+    started: AtomicBool,
     loaded: OnceLock<Arc<Loaded>>,
 }
 
@@ -54,6 +79,60 @@ fn batch_error(batch_id: u64, status: &Status) -> ServerMessage {
             code: status.code() as i32,
             message: status.message().to_string(),
         })),
+    }
+}
+
+/// The compute thread: runs queued batches one after another, replies, then records what ran.
+fn compute(
+    queue: Receiver<Job>,
+    residency: &Residency,
+    stager: &Stager,
+    pair: PrecisionPair,
+    pool: &Pool,
+    queued: &AtomicUsize,
+) {
+    let hidden = residency.catalog().hidden();
+    for job in queue {
+        queued.fetch_sub(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let ran = residency.gather(&job.work, pair).and_then(|batch| {
+            let out = batch.experts.execute(&job.work, pair, pool)?;
+            Ok((batch, out))
+        });
+        let (message, batch) = match ran {
+            Ok((batch, out)) => {
+                let timings = Timings {
+                    queue_us: started.duration_since(job.arrived).as_micros() as u64,
+                    compute_us: started.elapsed().as_micros() as u64,
+                    load_us: batch.load_time.as_micros() as u64,
+                };
+                let r = reply(
+                    job.batch_id,
+                    &job.work,
+                    &out,
+                    hidden,
+                    pair,
+                    job.reply_dtype,
+                    timings,
+                );
+                (r, Some(batch))
+            }
+            Err(e) => (Err(Status::from(e)), None),
+        };
+        let message = match message {
+            Ok(r) => ServerMessage {
+                kind: Some(server_message::Kind::Reply(r)),
+            },
+            Err(status) => batch_error(job.batch_id, &status),
+        };
+        // A gateway that went away just drops its replies.
+        let _ = job.replies.blocking_send(Ok(message));
+        if let Some(batch) = batch {
+            let missing = residency.record(batch);
+            if !missing.is_empty() && !stager.send(Stage::Load(missing)) {
+                tracing::debug!("the staging queue is full; the hot set fills on a later choice");
+            }
+        }
     }
 }
 
@@ -70,54 +149,56 @@ impl Node {
             limits,
             queue_capacity,
             queued: Arc::new(AtomicUsize::new(0)),
+            epoch: AtomicU64::new(0),
+            hints_received: AtomicU64::new(0),
+            hints_acted_on: AtomicU64::new(0),
+            started: AtomicBool::new(false),
             loaded: OnceLock::new(),
         }
     }
 
-    /// Starts the compute thread for `experts` and begins serving them.
-    pub fn serve_experts(&self, experts: ExpertSet, pool: Pool) -> std::io::Result<()> {
+    /// The placement epoch requests are checked against (see `Epoch::admits`).
+    pub fn set_placement_epoch(&self, epoch: Epoch) {
+        self.epoch.store(epoch.0, Ordering::Release);
+    }
+
+    pub fn placement_epoch(&self) -> Epoch {
+        Epoch(self.epoch.load(Ordering::Acquire))
+    }
+
+    /// Starts the compute and staging threads for `residency` and begins serving its experts.
+    /// A node serves one set for its lifetime: a second call is refused.
+    pub fn serve_experts(&self, residency: Residency, pool: Pool) -> Result<(), NodeError> {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return Err(NodeError::AlreadyServing);
+        }
+        let started = self.start(residency, pool);
+        if started.is_err() {
+            self.started.store(false, Ordering::Release);
+        }
+        started
+    }
+
+    fn start(&self, residency: Residency, pool: Pool) -> Result<(), NodeError> {
+        let thread = |thread| move |source| NodeError::Thread { thread, source };
+        let residency = Arc::new(residency);
+        let stager = Stager::spawn(Arc::clone(&residency), self.queue_capacity)
+            .map_err(thread("staging"))?;
         let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(self.queue_capacity);
-        let loaded = Arc::new(Loaded { experts, jobs });
-        let worker = Arc::clone(&loaded);
+        let (worker, worker_stager) = (Arc::clone(&residency), stager.clone());
         let (pair, queued) = (self.pair, Arc::clone(&self.queued));
         std::thread::Builder::new()
             .name("expert-compute".into())
-            .spawn(move || {
-                for job in queue {
-                    queued.fetch_sub(1, Ordering::Relaxed);
-                    let started = Instant::now();
-                    let hidden = worker.experts.hidden();
-                    let message = worker
-                        .experts
-                        .execute(&job.work, pair, &pool)
-                        .map_err(Status::from)
-                        .and_then(|out| {
-                            let timings = Timings {
-                                queue_us: started.duration_since(job.arrived).as_micros() as u64,
-                                compute_us: started.elapsed().as_micros() as u64,
-                            };
-                            reply(
-                                job.batch_id,
-                                &job.work,
-                                &out,
-                                hidden,
-                                pair,
-                                WireDtype::F32,
-                                timings,
-                            )
-                        });
-                    let message = match message {
-                        Ok(r) => ServerMessage {
-                            kind: Some(server_message::Kind::Reply(r)),
-                        },
-                        Err(status) => batch_error(job.batch_id, &status),
-                    };
-                    // A gateway that went away just drops its replies.
-                    let _ = job.replies.blocking_send(Ok(message));
-                }
-            })?;
-        let _ = self.loaded.set(loaded);
-        Ok(())
+            .spawn(move || compute(queue, &worker, &worker_stager, pair, &pool, &queued))
+            .map_err(thread("compute"))?;
+        let loaded = Arc::new(Loaded {
+            residency,
+            jobs,
+            stager,
+        });
+        self.loaded
+            .set(loaded)
+            .map_err(|_| NodeError::AlreadyServing)
     }
 
     fn loaded(&self) -> Result<Arc<Loaded>, Status> {
@@ -127,15 +208,19 @@ impl Node {
             .ok_or_else(|| Status::unavailable("the node is still loading its experts"))
     }
 
-    /// Decodes, validates and queues one request; `Err` is the batch's refusal.
+    /// Checks, decodes, validates and queues one request; `Err` is the batch's refusal.
     fn submit(&self, loaded: &Loaded, req: &LayerRequest, replies: &Replies) -> Result<(), Status> {
         let arrived = Instant::now();
-        let work = layer_work(req, loaded.experts.hidden(), &self.limits)?;
-        loaded.experts.validate(&work, self.pair)?;
+        self.placement_epoch().admits(Epoch(req.epoch))?;
+        let reply_dtype = reply_dtype(req)?;
+        let catalog = loaded.residency.catalog();
+        let work = layer_work(req, catalog.hidden(), &self.limits)?;
+        work.validate(self.pair, catalog.hidden(), |key| catalog.contains(key))?;
         self.queued.fetch_add(1, Ordering::Relaxed);
         let job = Job {
             batch_id: req.batch_id,
             work,
+            reply_dtype,
             arrived,
             replies: replies.clone(),
         };
@@ -151,6 +236,38 @@ impl Node {
                 }
             }
         })
+    }
+
+    /// Hands the held experts `hint` names to the staging thread; `Err` says why it is ignored.
+    fn prefetch(&self, loaded: &Loaded, hint: &PrefetchHint) -> Result<(), String> {
+        self.hints_received.fetch_add(1, Ordering::Relaxed);
+        self.placement_epoch()
+            .admits(Epoch(hint.epoch))
+            .map_err(|e| e.to_string())?;
+        let precision = request::precision(hint.precision).map_err(|s| s.message().to_string())?;
+        let format = self.pair.resolve(precision);
+        let catalog = loaded.residency.catalog();
+        let keys: Vec<ShardKey> = hint
+            .experts
+            .iter()
+            .map(|&expert| ShardKey {
+                layer: hint.layer,
+                expert,
+                format,
+            })
+            .filter(|&key| catalog.contains(key))
+            .collect();
+        if keys.is_empty() {
+            return Err(format!(
+                "layer {}: names no expert this node holds at {format}",
+                hint.layer
+            ));
+        }
+        if !loaded.stager.send(Stage::Pin(keys)) {
+            return Err("the staging queue is full".into());
+        }
+        self.hints_acted_on.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -191,8 +308,12 @@ impl ExpertService for NodeService {
                             break;
                         }
                     }
-                    // Experts live in host memory on the CPU backend: nothing to stage.
-                    Some(client_message::Kind::Prefetch(_)) | None => {}
+                    Some(client_message::Kind::Prefetch(hint)) => {
+                        if let Err(reason) = node.prefetch(&loaded, &hint) {
+                            tracing::debug!(%reason, layer = hint.layer, "prefetch hint ignored");
+                        }
+                    }
+                    None => {}
                 }
             }
         });
@@ -200,38 +321,47 @@ impl ExpertService for NodeService {
     }
 
     async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<NodeInfo>, Status> {
-        let loaded = self.0.loaded()?;
+        let node = &self.0;
+        let loaded = node.loaded()?;
+        let residency = &loaded.residency;
+        let catalog = residency.catalog();
         let mut held: Vec<HeldExpert> = Vec::new();
-        for (layer, expert, format) in loaded.experts.keys() {
-            let precision = wire_precision(format) as i32;
-            match held
-                .iter_mut()
-                .find(|h| h.layer == layer && h.expert == expert)
-            {
-                Some(h) => h.precisions.push(precision),
-                None => held.push(HeldExpert {
-                    layer,
-                    expert,
+        for (key, _) in catalog.experts() {
+            let precision = wire_precision(key.format) as i32;
+            match held.last_mut() {
+                Some(h) if (h.layer, h.expert) == (key.layer, key.expert) => {
+                    h.precisions.push(precision)
+                }
+                _ => held.push(HeldExpert {
+                    layer: key.layer,
+                    expert: key.expert,
                     precisions: vec![precision],
                 }),
             }
         }
-        held.sort_by_key(|h| (h.layer, h.expert));
+        let resident = residency.snapshot();
         Ok(Response::new(NodeInfo {
-            node_id: self.0.node_id.clone(),
+            node_id: node.node_id.clone(),
             backend: "cpu".into(),
-            high: wire_precision(self.0.pair.high) as i32,
-            low: wire_precision(self.0.pair.low) as i32,
+            high: wire_precision(node.pair.high) as i32,
+            low: wire_precision(node.pair.low) as i32,
             experts: held,
-            host_memory_bytes: loaded.experts.weight_bytes() as u64,
-            ram_disk_bytes: 0,
+            host_memory_bytes: residency.budget().as_flag(),
+            ram_disk_bytes: catalog.file_bytes(),
             gpu_memory_bytes: 0,
-            queue_depth: self.0.queued.load(Ordering::Relaxed) as u32,
-            queue_capacity: self.0.queue_capacity as u32,
-            hidden_size: loaded.experts.hidden() as u32,
-            epoch: 0,
-            max_rows: self.0.limits.max_rows as u32,
-            max_message_bytes: self.0.limits.max_bytes as u64,
+            queue_depth: node.queued.load(Ordering::Relaxed) as u32,
+            queue_capacity: node.queue_capacity as u32,
+            hidden_size: catalog.hidden() as u32,
+            epoch: node.placement_epoch().0,
+            max_rows: node.limits.max_rows as u32,
+            max_message_bytes: node.limits.max_bytes as u64,
+            hot_set_bytes: resident.hot_bytes,
+            hot_experts: resident.hot as u32,
+            cold_experts: resident.cold as u32,
+            prefetch_hints_received: node.hints_received.load(Ordering::Relaxed),
+            prefetch_hints_acted_on: node.hints_acted_on.load(Ordering::Relaxed),
+            prefetch_loads: resident.staged_loads,
+            cold_loads: resident.cold_loads,
         }))
     }
 }
@@ -239,12 +369,29 @@ impl ExpertService for NodeService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moe_kernels::{Format, Matrix};
-    use moe_model::moe::Expert;
+    use crate::hot_set::Budget;
+    use crate::selection::ExpertSelection;
+    use crate::store;
+    use moe_kernels::Format;
     use moe_proto::expert::ExpertWork;
     use moe_proto::tensor;
 
-    const HIDDEN: usize = 32;
+    const HIDDEN: usize = 64;
+    const PAIR: PrecisionPair = PrecisionPair {
+        high: Format::F16,
+        low: Format::Q4,
+    };
+
+    /// Layer 0, experts 0-1 of the Mixtral fixture, all resident.
+    fn residency() -> (tempfile::TempDir, Residency) {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral");
+        let selection: ExpertSelection = "0:0-1".parse().unwrap();
+        let (catalog, resident, _) =
+            store::open(&fixture, dir.path(), &selection, PAIR, Budget::Unlimited).unwrap();
+        (dir, Residency::new(catalog, Budget::Unlimited, resident))
+    }
 
     fn request(batch_id: u64) -> LayerRequest {
         LayerRequest {
@@ -259,29 +406,23 @@ mod tests {
                 precisions: Vec::new(),
                 unimportance: Vec::new(),
             }],
+            reply_dtype: 0,
         }
     }
 
     #[test]
     fn a_full_queue_refuses_at_once_and_counts_nothing() {
-        let pair = PrecisionPair {
-            high: Format::F32,
-            low: Format::F32,
-        };
-        let node = Node::new("n".into(), pair, Limits::default(), 1);
-        let m = |rows, cols| {
-            Matrix::from_f32(rows, cols, &vec![0.1; rows * cols], Format::F32).unwrap()
-        };
-        let mut experts = ExpertSet::new(HIDDEN);
-        experts.insert(
-            0,
-            0,
-            Expert::from_matrices(&m(HIDDEN, HIDDEN), &m(HIDDEN, HIDDEN), m(HIDDEN, HIDDEN))
-                .unwrap(),
-        );
+        let node = Node::new("n".into(), PAIR, Limits::default(), 1);
+        let (_dir, residency) = residency();
+        let residency = Arc::new(residency);
+        let stager = Stager::spawn(Arc::clone(&residency), 1).unwrap();
         // No compute thread drains this queue, so its one slot stays taken.
         let (jobs, _queue) = std::sync::mpsc::sync_channel(1);
-        let loaded = Loaded { experts, jobs };
+        let loaded = Loaded {
+            residency,
+            jobs,
+            stager,
+        };
         let (replies, _outbound) = mpsc::channel(4);
 
         assert!(node.submit(&loaded, &request(1), &replies).is_ok());
@@ -300,10 +441,29 @@ mod tests {
             node.submit(&loaded, &wrong, &replies).unwrap_err().code(),
             tonic::Code::FailedPrecondition
         );
+        node.set_placement_epoch(Epoch(2));
+        assert_eq!(
+            node.submit(&loaded, &request(4), &replies)
+                .unwrap_err()
+                .code(),
+            tonic::Code::Aborted
+        );
         assert_eq!(
             node.queued.load(Ordering::Relaxed),
             1,
             "a refused batch is not counted"
         );
+    }
+
+    #[test]
+    fn serving_twice_is_refused() {
+        let node = Node::new("n".into(), PAIR, Limits::default(), 4);
+        let (_dir, first) = residency();
+        node.serve_experts(first, Pool::new(1).unwrap()).unwrap();
+        let (_dir2, second) = residency();
+        let refused = node
+            .serve_experts(second, Pool::new(1).unwrap())
+            .unwrap_err();
+        assert!(matches!(refused, NodeError::AlreadyServing), "{refused}");
     }
 }

@@ -31,7 +31,8 @@ use moe_model::moe::Expert;
 
 const MAGIC: &[u8; 8] = b"MOESHARD";
 const VERSION: u32 = 1;
-const HEADER_BYTES: usize = 64;
+/// Bytes before the payload.
+pub const HEADER_BYTES: usize = 64;
 /// Formats by their code in the header (the inverse of the match in `Header::encode`). Kept apart
 /// from `Format::ALL` so that reordering that list never changes what files on disk mean.
 const FORMATS: [Format; 6] = [
@@ -43,8 +44,8 @@ const FORMATS: [Format; 6] = [
     Format::Q2,
 ];
 
-/// Which expert at which format a shard holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which expert at which format a shard holds; ordered by layer, expert, then format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShardKey {
     pub layer: u32,
     pub expert: u32,
@@ -58,6 +59,11 @@ impl ShardKey {
             self.layer, self.expert, self.format
         )
     }
+}
+
+/// Bytes of one expert's weights at `format` (the shard's payload, and what it takes in memory).
+pub fn payload_bytes(format: Format, hidden: usize, intermediate: usize) -> usize {
+    2 * intermediate * format.row_bytes(hidden) + hidden * format.row_bytes(intermediate)
 }
 
 /// Identifies the checkpoint shards were made from: a shard from another checkpoint is stale.
@@ -242,6 +248,17 @@ pub fn write(
     Ok(path)
 }
 
+/// Checks the shard `key` in `dir` as `read` does, without copying its weights out.
+pub fn check(
+    dir: &Path,
+    key: ShardKey,
+    fingerprint: Fingerprint,
+    hidden: usize,
+    intermediate: usize,
+) -> Result<(), ShardError> {
+    open_checked(dir, key, fingerprint, hidden, intermediate).map(|_| ())
+}
+
 /// Reads the shard `key` from `dir`, checking it against the checkpoint `fingerprint` and the
 /// expected `hidden` and `intermediate` sizes.
 pub fn read(
@@ -251,6 +268,38 @@ pub fn read(
     hidden: usize,
     intermediate: usize,
 ) -> Result<Expert, ShardError> {
+    let (path, map) = open_checked(dir, key, fingerprint, hidden, intermediate)?;
+    let payload = &map[HEADER_BYTES..];
+    let weights = |source| ShardError::Weights {
+        path: path.clone(),
+        source,
+    };
+    let gate_up_bytes = 2 * intermediate * key.format.row_bytes(hidden);
+    if payload.len() < gate_up_bytes {
+        return Err(ShardError::Corrupt {
+            path: path.clone(),
+            reason: format!(
+                "payload of {} bytes cannot hold the gate/up matrix",
+                payload.len()
+            ),
+        });
+    }
+    let (gu, dn) = payload.split_at(gate_up_bytes);
+    let gate_up = Matrix::from_bytes(2 * intermediate, hidden, key.format, gu)
+        .map_err(|e| weights(e.into()))?;
+    let down =
+        Matrix::from_bytes(hidden, intermediate, key.format, dn).map_err(|e| weights(e.into()))?;
+    Expert::from_parts(gate_up, down).map_err(weights)
+}
+
+/// Maps the shard `key` and checks its header, length and payload checksum.
+fn open_checked(
+    dir: &Path,
+    key: ShardKey,
+    fingerprint: Fingerprint,
+    hidden: usize,
+    intermediate: usize,
+) -> Result<(PathBuf, MappedFile), ShardError> {
     let path = dir.join(key.file_name());
     if !path.exists() {
         return Err(ShardError::Missing(path));
@@ -297,26 +346,7 @@ pub fn read(
     if crc32fast::hash(payload) != header.payload_crc {
         return Err(refuse((true, "payload checksum mismatch".into())));
     }
-    let weights = |source| ShardError::Weights {
-        path: path.clone(),
-        source,
-    };
-    let gate_up_bytes = 2 * intermediate * key.format.row_bytes(hidden);
-    if payload.len() < gate_up_bytes {
-        return Err(refuse((
-            true,
-            format!(
-                "payload of {} bytes cannot hold the gate/up matrix",
-                payload.len()
-            ),
-        )));
-    }
-    let (gu, dn) = payload.split_at(gate_up_bytes);
-    let gate_up = Matrix::from_bytes(2 * intermediate, hidden, key.format, gu)
-        .map_err(|e| weights(e.into()))?;
-    let down =
-        Matrix::from_bytes(hidden, intermediate, key.format, dn).map_err(|e| weights(e.into()))?;
-    Expert::from_parts(gate_up, down).map_err(weights)
+    Ok((path, map))
 }
 
 #[cfg(test)]
@@ -354,6 +384,8 @@ mod tests {
             let path = write(dir.path(), key(format), FP, &e).unwrap();
             assert!(path.ends_with(format!("layer003-expert0005-{format}.shard")));
             let back = read(dir.path(), key(format), FP, HIDDEN, INTER).unwrap();
+            assert_eq!(back.weight_bytes(), payload_bytes(format, HIDDEN, INTER));
+            check(dir.path(), key(format), FP, HIDDEN, INTER).unwrap();
             assert_eq!(
                 back.parts().0.as_bytes(),
                 e.parts().0.as_bytes(),
@@ -388,6 +420,10 @@ mod tests {
         assert!(
             matches!(corrupt_with(flipped), ShardError::Corrupt { reason, .. } if reason.contains("payload checksum"))
         );
+        assert!(matches!(
+            check(dir.path(), k, FP, HIDDEN, INTER),
+            Err(ShardError::Corrupt { .. })
+        ));
         assert!(matches!(
             corrupt_with(good[..good.len() - 3].to_vec()),
             ShardError::Corrupt { .. }

@@ -1,8 +1,11 @@
-//! Filling the node's `ExpertSet`: each selected expert at both formats of the node's precision
-//! pair is memory-mapped from its shard file, or — when the shard is missing, corrupt or stale —
-//! quantized from the HF checkpoint once and written as a shard for the next start.
+//! The node's experts on the RAM disk: each selected expert at both formats of the node's
+//! precision pair has a checked shard file — mapped from the shard directory, or, when the shard
+//! is missing, corrupt or stale, quantized from the HF checkpoint once and written for the next
+//! start. The `Catalog` lists them and reads one back on demand; the initial hot set (see
+//! `hot_set`) is read into memory while the shards are checked.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use moe_model::checkpoint::Checkpoint;
@@ -11,6 +14,7 @@ use moe_model::layout::{ExpertMatrix, Layout};
 use moe_model::moe::Expert;
 use moe_model::{ModelConfig, ModelError};
 
+use crate::hot_set::{self, Budget, Candidate};
 use crate::selection::ExpertSelection;
 use crate::shard::{self, Fingerprint, ShardError, ShardKey};
 use crate::work::{ExpertSet, PrecisionPair};
@@ -43,13 +47,66 @@ pub enum LoadError {
     },
 }
 
-/// Loads the experts `selection` names from `model_dir`, through shards in `shard_dir`.
-pub fn load(
+/// The checked shard files of the experts a node holds, by (layer, expert, format).
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    dir: PathBuf,
+    fingerprint: Fingerprint,
+    hidden: usize,
+    intermediate: usize,
+    /// Bytes of each expert's weights (its shard's payload).
+    experts: BTreeMap<ShardKey, u64>,
+}
+
+impl Catalog {
+    /// Reads the expert `key` from its shard, checking it again.
+    pub fn read(&self, key: ShardKey) -> Result<Expert, ShardError> {
+        shard::read(
+            &self.dir,
+            key,
+            self.fingerprint,
+            self.hidden,
+            self.intermediate,
+        )
+    }
+
+    pub fn contains(&self, key: ShardKey) -> bool {
+        self.experts.contains_key(&key)
+    }
+
+    /// Every held (layer, expert, format) with the bytes its weights take, in key order.
+    pub fn experts(&self) -> impl Iterator<Item = (ShardKey, u64)> + '_ {
+        self.experts.iter().map(|(&k, &b)| (k, b))
+    }
+
+    pub fn len(&self) -> usize {
+        self.experts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.experts.is_empty()
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Bytes of the shard files on the RAM disk.
+    pub fn file_bytes(&self) -> u64 {
+        let headers = (shard::HEADER_BYTES * self.experts.len()) as u64;
+        headers + self.experts.values().sum::<u64>()
+    }
+}
+
+/// Checks or builds the shards of the experts `selection` names from `model_dir` in `shard_dir`,
+/// and reads the initial hot set — the experts that fit `budget` in key order — into memory.
+pub fn open(
     model_dir: &Path,
     shard_dir: &Path,
     selection: &ExpertSelection,
     pair: PrecisionPair,
-) -> Result<(ExpertSet, LoadReport), LoadError> {
+    budget: Budget,
+) -> Result<(Catalog, ExpertSet, LoadReport), LoadError> {
     let start = Instant::now();
     let cfg = ModelConfig::from_file(&config_path(model_dir))?;
     let fingerprint = Fingerprint::of_checkpoint(model_dir)?;
@@ -65,53 +122,90 @@ pub fn load(
     if pair.low != pair.high {
         formats.push(pair.low);
     }
-
-    let layout = Layout::new(&cfg);
-    let mut checkpoint: Option<Checkpoint> = None;
-    let mut set = ExpertSet::new(cfg.hidden_size);
-    let mut report = LoadReport::default();
-    for (layer, expert) in selected {
-        for &format in &formats {
-            let key = ShardKey {
+    let (hidden, intermediate) = (cfg.hidden_size, cfg.moe_intermediate_size);
+    let experts: BTreeMap<ShardKey, u64> = selected
+        .iter()
+        .flat_map(|&(layer, expert)| {
+            formats.iter().map(move |&format| ShardKey {
                 layer,
                 expert,
                 format,
-            };
-            let weights = match shard::read(
-                shard_dir,
-                key,
-                fingerprint,
-                cfg.hidden_size,
-                cfg.moe_intermediate_size,
-            ) {
-                Ok(weights) => {
-                    report.mapped += 1;
-                    weights
+            })
+        })
+        .map(|key| {
+            let bytes = shard::payload_bytes(key.format, hidden, intermediate) as u64;
+            (key, bytes)
+        })
+        .collect();
+    let candidates: Vec<Candidate> = experts
+        .iter()
+        .map(|(&key, &bytes)| Candidate {
+            key,
+            bytes,
+            uses: 0,
+            pinned: false,
+            resident: false,
+        })
+        .collect();
+    let hot = hot_set::choose(&candidates, budget);
+
+    let layout = Layout::new(&cfg);
+    let mut checkpoint: Option<Checkpoint> = None;
+    let mut resident = ExpertSet::new(hidden);
+    let mut report = LoadReport::default();
+    for &key in experts.keys() {
+        let found = if hot.contains(&key) {
+            shard::read(shard_dir, key, fingerprint, hidden, intermediate).map(Some)
+        } else {
+            shard::check(shard_dir, key, fingerprint, hidden, intermediate).map(|()| None)
+        };
+        let weights = match found {
+            Ok(weights) => {
+                report.mapped += 1;
+                weights
+            }
+            Err(
+                e
+                @ (ShardError::Missing(_) | ShardError::Corrupt { .. } | ShardError::Stale { .. }),
+            ) => {
+                if !matches!(e, ShardError::Missing(_)) {
+                    report.refused.push(e.to_string());
                 }
-                Err(
-                    e @ (ShardError::Missing(_)
-                    | ShardError::Corrupt { .. }
-                    | ShardError::Stale { .. }),
-                ) => {
-                    if !matches!(e, ShardError::Missing(_)) {
-                        report.refused.push(e.to_string());
-                    }
-                    let ckpt = match &mut checkpoint {
-                        Some(c) => c,
-                        None => checkpoint.insert(Checkpoint::open(model_dir)?),
-                    };
-                    let specs = ExpertMatrix::ALL
-                        .map(|m| layout.expert(layer as usize, expert as usize, m));
-                    let weights = Expert::load(ckpt, specs, Some(format))?;
-                    shard::write(shard_dir, key, fingerprint, &weights)?;
-                    report.built += 1;
-                    weights
-                }
-                Err(e) => return Err(e.into()),
-            };
-            set.insert(layer, expert, weights);
+                let ckpt = match &mut checkpoint {
+                    Some(c) => c,
+                    None => checkpoint.insert(Checkpoint::open(model_dir)?),
+                };
+                let specs = ExpertMatrix::ALL
+                    .map(|m| layout.expert(key.layer as usize, key.expert as usize, m));
+                let weights = Expert::load(ckpt, specs, Some(key.format))?;
+                shard::write(shard_dir, key, fingerprint, &weights)?;
+                report.built += 1;
+                hot.contains(&key).then_some(weights)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(weights) = weights {
+            resident.insert(key.layer, key.expert, weights);
         }
     }
     report.elapsed = start.elapsed();
-    Ok((set, report))
+    let catalog = Catalog {
+        dir: shard_dir.to_path_buf(),
+        fingerprint,
+        hidden,
+        intermediate,
+        experts,
+    };
+    Ok((catalog, resident, report))
+}
+
+/// Loads every expert `selection` names into memory, through shards in `shard_dir`.
+pub fn load(
+    model_dir: &Path,
+    shard_dir: &Path,
+    selection: &ExpertSelection,
+    pair: PrecisionPair,
+) -> Result<(ExpertSet, LoadReport), LoadError> {
+    let (_, resident, report) = open(model_dir, shard_dir, selection, pair, Budget::Unlimited)?;
+    Ok((resident, report))
 }

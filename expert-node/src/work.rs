@@ -3,9 +3,13 @@
 //! all of its rows, and return per token the gate-weighted sum of the experts' outputs. No IO.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use moe_kernels::{Format, KernelError, Pool};
 use moe_model::moe::Expert;
+
+use crate::epoch::Epoch;
+use crate::shard::ShardKey;
 
 /// The precision a pair asks for: the node's high or low copy, or a named format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,6 +83,64 @@ impl LayerWork {
             experts: experts.into_values().collect(),
         }
     }
+
+    /// The (layer, expert, format) of every expert group, in order; an expert whose rows ask for
+    /// two precisions appears once per format.
+    pub fn keys(&self, pair: PrecisionPair) -> impl Iterator<Item = ShardKey> + '_ {
+        self.experts.iter().map(move |e| ShardKey {
+            layer: self.layer,
+            expert: e.expert,
+            format: pair.resolve(e.precision),
+        })
+    }
+
+    /// Checks the work completely against a node with `hidden`-wide rows that holds what `holds`
+    /// says, before any compute, so a bad batch costs nothing.
+    pub fn validate(
+        &self,
+        pair: PrecisionPair,
+        hidden: usize,
+        holds: impl Fn(ShardKey) -> bool,
+    ) -> Result<(), WorkError> {
+        if Some(self.tokens.len()) != self.n_tokens.checked_mul(hidden) {
+            return Err(WorkError::TokenShape {
+                n_tokens: self.n_tokens,
+                hidden,
+                got: self.tokens.len(),
+            });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (e, key) in self.experts.iter().zip(self.keys(pair)) {
+            if !seen.insert(key) {
+                return Err(WorkError::Duplicate {
+                    expert: e.expert,
+                    format: key.format,
+                });
+            }
+            if !holds(key) {
+                return Err(WorkError::NotHeld {
+                    layer: self.layer,
+                    expert: e.expert,
+                    format: key.format,
+                });
+            }
+            if e.rows.len() != e.weights.len() {
+                return Err(WorkError::WeightCount {
+                    expert: e.expert,
+                    rows: e.rows.len(),
+                    weights: e.weights.len(),
+                });
+            }
+            if let Some(&row) = e.rows.iter().find(|&&r| r as usize >= self.n_tokens) {
+                return Err(WorkError::RowOutOfRange {
+                    expert: e.expert,
+                    row,
+                    n_tokens: self.n_tokens,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -109,17 +171,24 @@ pub enum WorkError {
         hidden: usize,
         got: usize,
     },
+    #[error(
+        "placement epoch {request} is older than this node's epoch {node}; refresh the placement and route again"
+    )]
+    StaleEpoch { request: Epoch, node: Epoch },
+    #[error("reading a cold expert from the RAM disk: {0}")]
+    Shard(String),
     #[error("kernel: {0}")]
     Kernel(#[from] KernelError),
     #[error("expert: {0}")]
     Expert(String),
 }
 
-/// The experts this node holds, by (layer, expert, format).
+/// Experts in memory, by (layer, expert, format); shared, so a batch can run on the node's
+/// resident experts while they stay resident.
 #[derive(Debug, Default)]
 pub struct ExpertSet {
     hidden: usize,
-    experts: HashMap<(u32, u32, Format), Expert>,
+    experts: HashMap<ShardKey, Arc<Expert>>,
 }
 
 impl ExpertSet {
@@ -131,22 +200,51 @@ impl ExpertSet {
     }
 
     pub fn insert(&mut self, layer: u32, expert: u32, weights: Expert) {
-        self.experts
-            .insert((layer, expert, weights.format()), weights);
+        let key = ShardKey {
+            layer,
+            expert,
+            format: weights.format(),
+        };
+        self.experts.insert(key, Arc::new(weights));
+    }
+
+    /// Adds an expert another set holds too; `key.format` must be its format.
+    pub fn insert_shared(&mut self, key: ShardKey, weights: Arc<Expert>) {
+        self.experts.insert(key, weights);
     }
 
     pub fn get(&self, layer: u32, expert: u32, format: Format) -> Option<&Expert> {
-        self.experts.get(&(layer, expert, format))
+        self.experts
+            .get(&ShardKey {
+                layer,
+                expert,
+                format,
+            })
+            .map(|e| &**e)
     }
 
-    /// Every (layer, expert, format) held.
-    pub fn keys(&self) -> impl Iterator<Item = (u32, u32, Format)> + '_ {
+    /// The expert at `key`, to share with another set.
+    pub fn shared(&self, key: ShardKey) -> Option<Arc<Expert>> {
+        self.experts.get(&key).cloned()
+    }
+
+    pub fn contains(&self, key: ShardKey) -> bool {
+        self.experts.contains_key(&key)
+    }
+
+    /// Drops every expert `keep` refuses.
+    pub fn retain(&mut self, mut keep: impl FnMut(ShardKey) -> bool) {
+        self.experts.retain(|&key, _| keep(key));
+    }
+
+    /// Every (layer, expert, format) in the set.
+    pub fn keys(&self) -> impl Iterator<Item = ShardKey> + '_ {
         self.experts.keys().copied()
     }
 
-    /// Bytes of all held weights.
+    /// Bytes of all weights in the set.
     pub fn weight_bytes(&self) -> usize {
-        self.experts.values().map(Expert::weight_bytes).sum()
+        self.experts.values().map(|e| e.weight_bytes()).sum()
     }
 
     pub fn hidden(&self) -> usize {
@@ -161,47 +259,9 @@ impl ExpertSet {
         self.experts.is_empty()
     }
 
-    /// Checks `work` completely before any compute, so a bad batch costs nothing.
+    /// Checks `work` completely against the experts in this set, before any compute.
     pub fn validate(&self, work: &LayerWork, pair: PrecisionPair) -> Result<(), WorkError> {
-        if Some(work.tokens.len()) != work.n_tokens.checked_mul(self.hidden) {
-            return Err(WorkError::TokenShape {
-                n_tokens: work.n_tokens,
-                hidden: self.hidden,
-                got: work.tokens.len(),
-            });
-        }
-        let mut seen = std::collections::HashSet::new();
-        for e in &work.experts {
-            let format = pair.resolve(e.precision);
-            if !seen.insert((e.expert, format)) {
-                return Err(WorkError::Duplicate {
-                    expert: e.expert,
-                    format,
-                });
-            }
-            if self.get(work.layer, e.expert, format).is_none() {
-                return Err(WorkError::NotHeld {
-                    layer: work.layer,
-                    expert: e.expert,
-                    format,
-                });
-            }
-            if e.rows.len() != e.weights.len() {
-                return Err(WorkError::WeightCount {
-                    expert: e.expert,
-                    rows: e.rows.len(),
-                    weights: e.weights.len(),
-                });
-            }
-            if let Some(&row) = e.rows.iter().find(|&&r| r as usize >= work.n_tokens) {
-                return Err(WorkError::RowOutOfRange {
-                    expert: e.expert,
-                    row,
-                    n_tokens: work.n_tokens,
-                });
-            }
-        }
-        Ok(())
+        work.validate(pair, self.hidden, |key| self.contains(key))
     }
 
     /// Runs `work`: each expert once on all of its rows; returns `[n_tokens, hidden]` weighted sums.

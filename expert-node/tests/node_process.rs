@@ -1,10 +1,11 @@
 //! A real `expert-node` process on the Mixtral fixture, driven over gRPC: its weighted sums equal
 //! the single-process model's MoE block at high and low precision; bad batches get precise
-//! statuses while the stream keeps serving; SIGTERM drains; a restart maps its shards.
+//! statuses while the stream keeps serving; SIGTERM drains; a restart maps its shards, and with a
+//! `--host-memory` smaller than its experts it still starts and serves the cold ones.
 
 mod common;
 
-use common::{fixture, max_difference};
+use common::{HIDDEN, Stream, assert_error, fixture, hidden_states, max_difference, one, request};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -16,16 +17,11 @@ use moe_kernels::{Format, Pool};
 use moe_model::{LoadOptions, Model};
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::{
-    ClientMessage, ExpertWork, InfoRequest, LayerRequest, Precision, ServerMessage, client_message,
-    server_message,
+    ClientMessage, ExpertWork, InfoRequest, Precision, client_message, server_message,
 };
-use moe_proto::tensor::{self, Limits, WireDtype};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use moe_proto::tensor::{self, Limits};
 use tonic::Code;
 use tonic::transport::Channel;
-
-const HIDDEN: usize = 64;
 
 struct NodeProcess {
     child: Child,
@@ -34,7 +30,7 @@ struct NodeProcess {
 }
 
 impl NodeProcess {
-    fn start(shards: &Path) -> NodeProcess {
+    fn start(shards: &Path, extra: &[&str]) -> NodeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_expert-node"))
             .args([
                 "--model",
@@ -58,6 +54,7 @@ impl NodeProcess {
                 "--drain-seconds",
                 "5",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -142,44 +139,6 @@ impl Drop for NodeProcess {
     }
 }
 
-/// An open `Process` stream: send requests, receive messages.
-struct Stream {
-    send: mpsc::Sender<ClientMessage>,
-    receive: tonic::Streaming<ServerMessage>,
-}
-
-impl Stream {
-    async fn open(client: &mut ExpertServiceClient<Channel>) -> Stream {
-        let (send, outbound) = mpsc::channel(16);
-        let receive = client
-            .process(ReceiverStream::new(outbound))
-            .await
-            .unwrap()
-            .into_inner();
-        Stream { send, receive }
-    }
-
-    async fn call(&mut self, req: LayerRequest) -> server_message::Kind {
-        let batch = req.batch_id;
-        let message = ClientMessage {
-            kind: Some(client_message::Kind::Layer(req)),
-        };
-        self.send.send(message).await.unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(10), self.receive.message())
-            .await
-            .expect("a reply within the deadline")
-            .unwrap()
-            .unwrap();
-        let kind = reply.kind.unwrap();
-        let id = match &kind {
-            server_message::Kind::Reply(r) => r.batch_id,
-            server_message::Kind::Error(e) => e.batch_id,
-        };
-        assert_eq!(id, batch);
-        kind
-    }
-}
-
 /// The services the node lists through gRPC reflection.
 async fn reflected_services(address: &str) -> Vec<String> {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
@@ -209,41 +168,14 @@ async fn reflected_services(address: &str) -> Vec<String> {
     }
 }
 
-fn hidden_states(n: usize) -> Vec<f32> {
-    (0..n * HIDDEN)
-        .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 300.0)
-        .collect()
-}
-
-fn request(
-    batch_id: u64,
-    layer: u32,
-    tokens: &[f32],
-    n: usize,
-    experts: Vec<ExpertWork>,
-) -> LayerRequest {
-    LayerRequest {
-        batch_id,
-        epoch: 0,
-        layer,
-        tokens: Some(tensor::encode(tokens, n, tokens.len() / n.max(1), WireDtype::F32).unwrap()),
-        experts,
-    }
-}
-
-fn assert_error(kind: server_message::Kind, code: Code) {
-    match kind {
-        server_message::Kind::Error(e) => assert_eq!(e.code, code as i32, "{}", e.message),
-        server_message::Kind::Reply(_) => panic!("expected {code:?}, got a reply"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_serves_the_models_experts_and_survives_bad_input_and_restarts() {
     let shards = tempfile::tempdir().unwrap();
     let start = Instant::now();
-    let node = NodeProcess::start(shards.path());
-    assert!(node.serving_line().contains("(0 mapped, 32 built)"));
+    let node = NodeProcess::start(shards.path(), &[]);
+    let serving = node.serving_line();
+    assert!(serving.contains("(0 mapped, 32 built)"), "{serving}");
+    assert!(serving.contains("32 resident, 0 cold"), "{serving}");
     node.wait_healthy().await;
     println!(
         "first start: SERVING after {:.3} s",
@@ -335,13 +267,6 @@ async fn a_node_serves_the_models_experts_and_survives_bad_input_and_restarts() 
         }
     }
 
-    let one = |expert, rows: Vec<u32>| ExpertWork {
-        expert,
-        weights: vec![1.0; rows.len()],
-        rows,
-        precisions: Vec::new(),
-        unimportance: Vec::new(),
-    };
     let wide: Vec<f32> = vec![0.5; 2 * (HIDDEN + 1)];
     assert_error(
         stream
@@ -411,13 +336,12 @@ async fn a_node_serves_the_models_experts_and_survives_bad_input_and_restarts() 
     );
     assert_eq!(status.code(), Code::OutOfRange);
     let mut fresh = Stream::open(&mut client).await;
-    let after = fresh
+    let server_message::Kind::Reply(warm) = fresh
         .call(request(201, 0, &h, n, vec![one(2, vec![1])]))
-        .await;
-    assert!(
-        matches!(after, server_message::Kind::Reply(_)),
-        "a new stream is served"
-    );
+        .await
+    else {
+        panic!("a new stream is served");
+    };
     drop(fresh);
 
     assert!(
@@ -425,12 +349,36 @@ async fn a_node_serves_the_models_experts_and_survives_bad_input_and_restarts() 
         "SIGTERM drains and exits cleanly"
     );
 
+    // Room for one f16 expert: the node starts anyway and reads the others from the RAM disk.
+    let budget = moe_expert_node::shard::payload_bytes(Format::F16, HIDDEN, 128) as u64;
     let restart = Instant::now();
-    let node = NodeProcess::start(shards.path());
-    assert!(node.serving_line().contains("(32 mapped, 0 built)"));
+    let node = NodeProcess::start(shards.path(), &["--host-memory", &budget.to_string()]);
+    let serving = node.serving_line();
+    assert!(serving.contains("(32 mapped, 0 built)"), "{serving}");
+    assert!(serving.contains("1 resident, 31 cold"), "{serving}");
     node.wait_healthy().await;
     println!(
         "restart from shards: SERVING after {:.3} s",
         restart.elapsed().as_secs_f64()
     );
+    let mut client = ExpertServiceClient::connect(format!("http://{}", node.address))
+        .await
+        .unwrap();
+    let info = client.info(InfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        (info.host_memory_bytes, info.hot_set_bytes),
+        (budget, budget)
+    );
+    assert_eq!((info.hot_experts, info.cold_experts), (1, 31));
+    let mut stream = Stream::open(&mut client).await;
+    let server_message::Kind::Reply(cold) = stream
+        .call(request(300, 0, &h, n, vec![one(2, vec![1])]))
+        .await
+    else {
+        panic!("a cold expert is served");
+    };
+    assert_eq!(cold.output, warm.output, "the same sums from the RAM disk");
+    let info = client.info(InfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.cold_loads, 1);
+    assert!(info.hot_set_bytes <= budget);
 }

@@ -26,6 +26,16 @@ impl WireDtype {
         }
     }
 
+    /// The dtype a request asks for in a `Dtype` field; `DTYPE_UNSPECIFIED`, the proto default,
+    /// means f32.
+    pub fn requested(raw: i32) -> Result<WireDtype, WireError> {
+        if raw == Dtype::Unspecified as i32 {
+            Ok(WireDtype::F32)
+        } else {
+            WireDtype::from_proto(raw)
+        }
+    }
+
     fn proto(self) -> Dtype {
         match self {
             WireDtype::F32 => Dtype::F32,
@@ -355,6 +365,20 @@ mod tests {
             encode(&[1.0, f32::INFINITY], 1, 2, WireDtype::I8RowScaled).unwrap_err(),
             WireError::NonFinite(0)
         );
+    }
+
+    #[test]
+    fn a_requested_dtype_defaults_to_f32() {
+        assert_eq!(WireDtype::requested(0), Ok(WireDtype::F32));
+        assert_eq!(
+            WireDtype::requested(Dtype::I8RowScaled as i32),
+            Ok(WireDtype::I8RowScaled)
+        );
+        assert_eq!(
+            WireDtype::requested(Dtype::Bf16 as i32),
+            Ok(WireDtype::Bf16)
+        );
+        assert_eq!(WireDtype::requested(17), Err(WireError::UnknownDtype(17)));
     }
 
     #[test]
