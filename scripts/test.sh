@@ -1,8 +1,24 @@
 #!/usr/bin/env bash
 # Runs every check the project has, on a fresh machine: formatting, lints, and the whole test
-# suite. Needs only the Rust toolchain today; installs anything else it needs first.
+# suite. Installs what the tests need beyond the Rust toolchain first:
+#   - a C++ compiler, for the CPU emulation of the CUDA kernels (Debian's g++);
+#   - NVRTC, to compile the CUDA kernels for sm_80..sm_90 without a GPU (the PyPI wheel
+#     nvidia-cuda-nvrtc-cu12, unpacked under target/cuda-tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if ! command -v c++ >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq g++
+fi
+
+nvrtc_root=target/cuda-tools
+nvrtc_lib="$PWD/$nvrtc_root/nvidia/cuda_nvrtc/lib"
+if [ ! -e "$nvrtc_lib/libnvrtc.so.12" ]; then
+    python3 -m pip install --quiet --disable-pip-version-check --target "$nvrtc_root" \
+        nvidia-cuda-nvrtc-cu12==12.9.86
+fi
+export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export MOE_REQUIRE_NVRTC=1
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -3,6 +3,8 @@
 
 mod bench_decode;
 mod bench_node;
+#[cfg(feature = "cuda")]
+mod check_kernels;
 mod gen_model;
 mod kernel_bench;
 mod model_args;
@@ -37,6 +39,10 @@ enum Command {
     BenchKernels(kernel_bench::KernelBenchArgs),
     /// Measure expert-node throughput in process and over loopback gRPC.
     BenchNode(bench_node::BenchNodeArgs),
+    /// Compile the CUDA expert kernels for GPU architectures (no GPU needed) and report
+    /// registers and spills per kernel.
+    #[cfg(feature = "cuda")]
+    CheckKernels(check_kernels::CheckKernelsArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +60,8 @@ fn main() -> ExitCode {
         Command::BenchDecode(args) => bench_decode::run(args),
         Command::BenchKernels(args) => kernel_bench::run(args),
         Command::BenchNode(args) => bench_node::run(args),
+        #[cfg(feature = "cuda")]
+        Command::CheckKernels(args) => check_kernels::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,9 @@
 //! * [`Pool`] runs `y = W x` (`matvec`) and small batches (`matmul`) on a dedicated thread pool,
 //!   with SIMD kernels picked at run time ([`Isa`]); [`scalar`] has the single-threaded
 //!   reference they are tested against.
+//! * [`ExpertBatch`] lays out one MoE layer's (token, expert, weight) pairs for the GPU expert
+//!   kernels in `cuda/experts.cu`.
+//! * `cuda` (feature `cuda`) compiles those kernels with NVRTC and runs them on a GPU.
 //! * [`mmap::MappedFile`] maps checkpoint and shard files; [`bandwidth`] measures memory read
 //!   bandwidth, the bound for memory-bound decoding.
 //!
@@ -15,6 +18,9 @@
 
 pub mod activation;
 pub mod bandwidth;
+mod batch;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod error;
 mod format;
 mod isa;
@@ -26,6 +32,7 @@ pub mod quant;
 pub mod scalar;
 mod workers;
 
+pub use batch::{ExpertBatch, ExpertPairs};
 pub use error::KernelError;
 pub use format::Format;
 pub use isa::Isa;
