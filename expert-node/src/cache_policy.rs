@@ -29,7 +29,7 @@
 //! d counts the layer steps from l_t forward to l_i, i.e. how long until l_i is computed again.
 //! The current layer scores 1 (its experts are in use during this step), the next layer
 //! `1 - 1/L`, the highest of the other layers, and the layer just behind the current one `1/L`,
-//! the lowest: it comes back only a whole cycle later. DESIGN writes the distance as
+//! the lowest: it comes back only a whole cycle later. The formula is often written with
 //! `(l_t - l_i + L) mod L`; read literally that counts layers *backwards* and would evict the next
 //! layer's experts first, the opposite of "farthest layer distance", so the forward distance is used.
 //!

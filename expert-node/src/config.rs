@@ -61,9 +61,24 @@ pub struct Config {
     /// their shards on the RAM disk when needed.
     #[arg(long, env = "MOE_HOST_MEMORY", default_value_t = 0)]
     pub host_memory: u64,
-    /// cpu, cuda or auto.
+    /// cpu, cuda or auto (cuda when a driver, NVRTC and a GPU are present, else cpu).
     #[arg(long, env = "MOE_BACKEND", value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
+    /// The GPU to use (CUDA device ordinal).
+    #[arg(long, env = "MOE_GPU_DEVICE", default_value_t = 0)]
+    pub gpu_device: usize,
+    /// Bytes of GPU memory for the expert cache (0 = 90% of what is free at start); a quarter
+    /// holds low-precision copies.
+    #[arg(long, env = "MOE_GPU_MEMORY", default_value_t = 0)]
+    pub gpu_memory: u64,
+    /// Bytes of host-to-device copies since the previous batch above which the PCIe link counts
+    /// as backed up, so that unimportant misses load the low-precision copy.
+    #[arg(long, env = "MOE_PCIE_BACKLOG_BYTES", default_value_t = 64 << 20)]
+    pub pcie_backlog_bytes: u64,
+    /// HOBBIT's T1: pairs whose unimportance (gate mass of the token's heavier experts) is above
+    /// it may be served at low precision when the PCIe link is backed up.
+    #[arg(long, env = "MOE_DOWNGRADE_ABOVE", default_value_t = 0.6)]
+    pub downgrade_above: f32,
     /// High and low precision of every expert: f16+q4 or q8+q2.
     #[arg(long, env = "MOE_PRECISIONS", default_value = "f16+q4")]
     pub precisions: Precisions,
@@ -90,10 +105,11 @@ pub struct Config {
 impl Config {
     /// Checks what the flags alone can tell.
     pub fn validate(&self) -> Result<(), String> {
-        if self.backend == Backend::Cuda {
-            return Err(
-                "--backend cuda: this build has no CUDA backend yet; use cpu or auto".into(),
-            );
+        if !(0.0..=1.0).contains(&self.downgrade_above) {
+            return Err(format!(
+                "--downgrade-above {}: expected a gate mass between 0 and 1",
+                self.downgrade_above
+            ));
         }
         if !self.model.join("config.json").is_file() {
             return Err(format!(

@@ -1,11 +1,14 @@
 //! The expert node: holds some experts of a MoE model as quantized shard files on a RAM disk and
-//! runs them for gateways. So far: shard files, the pure core of a layer request and its translation
-//! from and to the wire protocol, shard-backed loading, a host-memory hot set with staging ahead
-//! of use, the placement epoch rule, and the gRPC server (CPU backend).
+//! runs them for gateways: shard files, the pure core of a layer request and its translation from
+//! and to the wire protocol, shard-backed loading, a host-memory hot set with staging ahead of use,
+//! the placement epoch rule, the GPU expert cache (HOBBIT's policy) over the CUDA kernels, the
+//! choice of backend, and the gRPC server.
 
+pub mod backend;
 pub mod cache_policy;
 pub mod config;
 pub mod epoch;
+pub mod gpu;
 pub mod hot_set;
 pub mod request;
 pub mod residency;

@@ -1,7 +1,7 @@
 //! `expert-node`: parses and validates the configuration (exit 64 when it is bad), binds, reports
-//! NOT_SERVING while it checks its experts' shards (building missing ones) and reads the hot set
-//! that fits `--host-memory`, then serves until SIGTERM or Ctrl-C and drains within
-//! `--drain-seconds`.
+//! NOT_SERVING while it checks its experts' shards (building missing ones), reads the hot set
+//! that fits `--host-memory` and opens its backend (CUDA or CPU), then serves until SIGTERM or
+//! Ctrl-C and drains within `--drain-seconds`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use moe_expert_node::backend::{self, Chosen};
 use moe_expert_node::config::Config;
 use moe_expert_node::hot_set::Budget;
 use moe_expert_node::residency::Residency;
@@ -121,6 +122,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for reason in &report.refused {
         tracing::warn!(%reason, "rebuilt a shard");
     }
+    let chosen = backend::choose(&config, &catalog).map_err(anyhow::Error::msg)?;
+    if let Chosen::Cpu {
+        reason: Some(reason),
+    } = &chosen
+    {
+        tracing::info!(%reason, "no CUDA backend; experts run on the CPU");
+    }
+    let backend = chosen.describe();
+    let gpu = match chosen {
+        Chosen::Cuda { gpu, .. } => Some(gpu),
+        Chosen::Cpu { .. } => None,
+    };
     let residency = Residency::new(catalog, budget, resident);
     let hot = residency.snapshot();
     let limit = match budget {
@@ -128,7 +141,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Budget::Bytes(n) => format!("limit {n} bytes"),
     };
     println!(
-        "serving {} expert shards ({} mapped, {} built) in {:.3} s; hot set {} bytes ({limit}), {} resident, {} cold",
+        "serving {} expert shards ({} mapped, {} built) in {:.3} s; hot set {} bytes ({limit}), {} resident, {} cold; backend {backend}",
         residency.catalog().len(),
         report.mapped,
         report.built,
@@ -138,11 +151,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         hot.cold
     );
     std::io::stdout().flush()?;
-    node.serve_experts(residency, Pool::new(config.threads)?)?;
+    node.serve_experts(residency, Pool::new(config.threads)?, gpu)?;
     health
         .set_serving::<ExpertServiceServer<NodeService>>()
         .await;
-    tracing::info!(%address, node = %config.node_id, "serving (cpu backend)");
+    tracing::info!(%address, node = %config.node_id, %backend, "serving");
 
     shutdown_signal().await;
     tracing::info!("draining");

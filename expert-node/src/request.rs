@@ -9,7 +9,7 @@ use moe_proto::expert::{
 use moe_proto::tensor::{self, Limits, WireDtype};
 use tonic::Status;
 
-use crate::work::{ExpertRows, LayerWork, Precision, PrecisionPair, WorkError};
+use crate::work::{ExpertRows, LayerWork, Precision, WorkError};
 
 /// A wire precision as the core's; `PRECISION_UNSPECIFIED` (the proto default) means high.
 pub fn precision(raw: i32) -> Result<Precision, Status> {
@@ -73,8 +73,27 @@ pub fn layer_work(req: &LayerRequest, hidden: usize, limits: &Limits) -> Result<
                 )));
             }
         };
+        let unimportance: Vec<f32> = match e.unimportance.len() {
+            0 => vec![0.0; e.rows.len()],
+            n if n == e.rows.len() => e.unimportance.clone(),
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "expert {}: {n} unimportance scores for {} rows (give none, or one per row)",
+                    e.expert,
+                    e.rows.len()
+                )));
+            }
+        };
+        if let Some(bad) = unimportance.iter().find(|u| !(0.0..=1.0).contains(*u)) {
+            return Err(Status::invalid_argument(format!(
+                "expert {}: unimportance {bad} is outside [0, 1]",
+                e.expert
+            )));
+        }
         let first = experts.len();
-        for ((&row, &weight), p) in e.rows.iter().zip(&e.weights).zip(per_row) {
+        for (((&row, &weight), p), u) in
+            e.rows.iter().zip(&e.weights).zip(per_row).zip(unimportance)
+        {
             let group = match experts[first..].iter().position(|g| g.precision == p) {
                 Some(i) => first + i,
                 None => {
@@ -83,12 +102,15 @@ pub fn layer_work(req: &LayerRequest, hidden: usize, limits: &Limits) -> Result<
                         rows: Vec::new(),
                         weights: Vec::new(),
                         precision: p,
+                        unimportance: u,
                     });
                     experts.len() - 1
                 }
             };
-            experts[group].rows.push(row);
-            experts[group].weights.push(weight);
+            let g = &mut experts[group];
+            g.rows.push(row);
+            g.weights.push(weight);
+            g.unimportance = g.unimportance.min(u);
         }
     }
     Ok(LayerWork {
@@ -120,13 +142,14 @@ impl From<WorkError> for Status {
     }
 }
 
-/// Packs the weighted sums `out` (`[n_tokens, hidden]`) of `work` into a reply.
+/// Packs the weighted sums `out` (`[n_tokens, hidden]`) of `work` into a reply; `used` is the
+/// format each of `work`'s groups ran at.
 pub fn reply(
     batch_id: u64,
     work: &LayerWork,
     out: &[f32],
     hidden: usize,
-    pair: PrecisionPair,
+    used: &[Format],
     dtype: WireDtype,
     timings: Timings,
 ) -> Result<LayerReply, Status> {
@@ -134,9 +157,10 @@ pub fn reply(
     let precisions = work
         .experts
         .iter()
-        .map(|e| ExpertPrecisions {
+        .zip(used)
+        .map(|(e, &format)| ExpertPrecisions {
             expert: e.expert,
-            used: vec![wire_precision(pair.resolve(e.precision)) as i32; e.rows.len()],
+            used: vec![wire_precision(format) as i32; e.rows.len()],
         })
         .collect();
     Ok(LayerReply {
@@ -152,6 +176,7 @@ pub fn reply(
 mod tests {
     use super::*;
     use crate::epoch::Epoch;
+    use crate::work::{ExpertSet, PrecisionPair};
     use moe_proto::expert::ExpertWork;
 
     const HIDDEN: usize = 4;
@@ -275,7 +300,8 @@ mod tests {
             compute_us: 40,
             load_us: 0,
         };
-        let r = reply(7, &work, &out, HIDDEN, pair, WireDtype::F32, timings).unwrap();
+        let used = ExpertSet::formats(&work, pair);
+        let r = reply(7, &work, &out, HIDDEN, &used, WireDtype::F32, timings).unwrap();
         assert_eq!((r.batch_id, r.layer), (7, 2));
         assert_eq!(r.precisions[0].used, vec![WirePrecision::Q4 as i32; 2]);
         let back = tensor::decode(r.output.as_ref().unwrap(), HIDDEN, &Limits::default()).unwrap();

@@ -7,10 +7,10 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
-use moe_kernels::Pool;
+use moe_kernels::{Format, Pool};
 use moe_proto::expert::expert_service_server::ExpertService;
 use moe_proto::expert::{
     BatchError, ClientMessage, HeldExpert, InfoRequest, LayerRequest, NodeInfo, PrefetchHint,
@@ -22,11 +22,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::epoch::Epoch;
+use crate::gpu::Accelerator;
 use crate::request::{self, layer_work, reply, reply_dtype, wire_precision};
 use crate::residency::Residency;
 use crate::shard::ShardKey;
 use crate::staging::{Stage, Stager};
-use crate::work::{LayerWork, PrecisionPair};
+use crate::work::{ExpertSet, LayerWork, PrecisionPair, WorkError};
 
 type Replies = mpsc::Sender<Result<ServerMessage, Status>>;
 
@@ -39,11 +40,23 @@ struct Job {
     replies: Replies,
 }
 
+/// Work for the compute thread, in arrival order.
+enum Task {
+    Layer(Job),
+    /// Experts a prefetch hint named, to copy to the GPU ahead of use.
+    Prefetch(Vec<ShardKey>),
+}
+
+/// The GPU side, shared by the compute thread (which runs on it) and `Info` (which reads it).
+type SharedGpu = Arc<Mutex<Box<dyn Accelerator>>>;
+
 /// What the node serves once its experts are loaded.
 struct Loaded {
     residency: Arc<Residency>,
-    jobs: SyncSender<Job>,
+    jobs: SyncSender<Task>,
     stager: Stager,
+    gpu: Option<SharedGpu>,
+    gpu_fallbacks: Arc<AtomicU64>,
 }
 
 /// Why the node could not start serving.
@@ -82,25 +95,85 @@ fn batch_error(batch_id: u64, status: &Status) -> ServerMessage {
     }
 }
 
-/// The compute thread: runs queued batches one after another, replies, then records what ran.
-fn compute(
-    queue: Receiver<Job>,
-    residency: &Residency,
-    stager: &Stager,
+fn lock(gpu: &SharedGpu) -> MutexGuard<'_, Box<dyn Accelerator>> {
+    // The accelerator's state stays consistent at every unlock: a panic does not poison it.
+    gpu.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The compute thread's view of the node.
+struct Compute {
+    residency: Arc<Residency>,
+    stager: Stager,
     pair: PrecisionPair,
-    pool: &Pool,
-    queued: &AtomicUsize,
-) {
-    let hidden = residency.catalog().hidden();
-    for job in queue {
-        queued.fetch_sub(1, Ordering::Relaxed);
+    pool: Pool,
+    queued: Arc<AtomicUsize>,
+    gpu: Option<SharedGpu>,
+    gpu_fallbacks: Arc<AtomicU64>,
+}
+
+impl Compute {
+    /// Runs tasks one after another until every sender is gone.
+    fn run(&self, queue: Receiver<Task>) {
+        for task in queue {
+            match task {
+                Task::Layer(job) => {
+                    self.queued.fetch_sub(1, Ordering::Relaxed);
+                    self.layer(job);
+                }
+                Task::Prefetch(keys) => {
+                    if let Some(gpu) = &self.gpu {
+                        let catalog = self.residency.catalog();
+                        let fetch = |key| {
+                            catalog
+                                .read(key)
+                                .map(Arc::new)
+                                .map_err(|e| WorkError::Shard(e.to_string()))
+                        };
+                        lock(gpu).prefetch(&keys, &fetch);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `work` on the GPU when there is one and it takes the batch, else on the CPU; returns
+    /// the sums and the format each group ran at.
+    fn execute(
+        &self,
+        experts: &ExpertSet,
+        work: &LayerWork,
+    ) -> Result<(Vec<f32>, Vec<Format>), WorkError> {
+        if let Some(gpu) = &self.gpu {
+            let catalog = self.residency.catalog();
+            let fetch = |key| match experts.shared(key) {
+                Some(e) => Ok(e),
+                None => catalog
+                    .read(key)
+                    .map(Arc::new)
+                    .map_err(|e| WorkError::Shard(e.to_string())),
+            };
+            if let Some(run) = lock(gpu).execute(work, &fetch)? {
+                return Ok((run.out, run.used));
+            }
+            self.gpu_fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        let out = experts.execute(work, self.pair, &self.pool)?;
+        Ok((out, ExpertSet::formats(work, self.pair)))
+    }
+
+    /// Runs one batch, replies, then records what ran.
+    fn layer(&self, job: Job) {
         let started = Instant::now();
-        let ran = residency.gather(&job.work, pair).and_then(|batch| {
-            let out = batch.experts.execute(&job.work, pair, pool)?;
-            Ok((batch, out))
-        });
+        let hidden = self.residency.catalog().hidden();
+        let ran = self
+            .residency
+            .gather(&job.work, self.pair)
+            .and_then(|batch| {
+                let (out, used) = self.execute(&batch.experts, &job.work)?;
+                Ok((batch, out, used))
+            });
         let (message, batch) = match ran {
-            Ok((batch, out)) => {
+            Ok((batch, out, used)) => {
                 let timings = Timings {
                     queue_us: started.duration_since(job.arrived).as_micros() as u64,
                     compute_us: started.elapsed().as_micros() as u64,
@@ -111,7 +184,7 @@ fn compute(
                     &job.work,
                     &out,
                     hidden,
-                    pair,
+                    &used,
                     job.reply_dtype,
                     timings,
                 );
@@ -128,8 +201,8 @@ fn compute(
         // A gateway that went away just drops its replies.
         let _ = job.replies.blocking_send(Ok(message));
         if let Some(batch) = batch {
-            let missing = residency.record(batch);
-            if !missing.is_empty() && !stager.send(Stage::Load(missing)) {
+            let missing = self.residency.record(batch);
+            if !missing.is_empty() && !self.stager.send(Stage::Load(missing)) {
                 tracing::debug!("the staging queue is full; the hot set fills on a later choice");
             }
         }
@@ -166,35 +239,57 @@ impl Node {
         Epoch(self.epoch.load(Ordering::Acquire))
     }
 
-    /// Starts the compute and staging threads for `residency` and begins serving its experts.
-    /// A node serves one set for its lifetime: a second call is refused.
-    pub fn serve_experts(&self, residency: Residency, pool: Pool) -> Result<(), NodeError> {
+    /// Starts the compute and staging threads for `residency` and begins serving its experts, on
+    /// `gpu` when given (batches it cannot take run on `pool`). A node serves one set for its
+    /// lifetime: a second call is refused.
+    pub fn serve_experts(
+        &self,
+        residency: Residency,
+        pool: Pool,
+        gpu: Option<Box<dyn Accelerator>>,
+    ) -> Result<(), NodeError> {
         if self.started.swap(true, Ordering::AcqRel) {
             return Err(NodeError::AlreadyServing);
         }
-        let started = self.start(residency, pool);
+        let started = self.start(residency, pool, gpu);
         if started.is_err() {
             self.started.store(false, Ordering::Release);
         }
         started
     }
 
-    fn start(&self, residency: Residency, pool: Pool) -> Result<(), NodeError> {
+    fn start(
+        &self,
+        residency: Residency,
+        pool: Pool,
+        gpu: Option<Box<dyn Accelerator>>,
+    ) -> Result<(), NodeError> {
         let thread = |thread| move |source| NodeError::Thread { thread, source };
         let residency = Arc::new(residency);
         let stager = Stager::spawn(Arc::clone(&residency), self.queue_capacity)
             .map_err(thread("staging"))?;
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(self.queue_capacity);
-        let (worker, worker_stager) = (Arc::clone(&residency), stager.clone());
-        let (pair, queued) = (self.pair, Arc::clone(&self.queued));
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Task>(self.queue_capacity);
+        let gpu: Option<SharedGpu> = gpu.map(|g| Arc::new(Mutex::new(g)));
+        let gpu_fallbacks = Arc::new(AtomicU64::new(0));
+        let compute = Compute {
+            residency: Arc::clone(&residency),
+            stager: stager.clone(),
+            pair: self.pair,
+            pool,
+            queued: Arc::clone(&self.queued),
+            gpu: gpu.clone(),
+            gpu_fallbacks: Arc::clone(&gpu_fallbacks),
+        };
         std::thread::Builder::new()
             .name("expert-compute".into())
-            .spawn(move || compute(queue, &worker, &worker_stager, pair, &pool, &queued))
+            .spawn(move || compute.run(queue))
             .map_err(thread("compute"))?;
         let loaded = Arc::new(Loaded {
             residency,
             jobs,
             stager,
+            gpu,
+            gpu_fallbacks,
         });
         self.loaded
             .set(loaded)
@@ -224,7 +319,7 @@ impl Node {
             arrived,
             replies: replies.clone(),
         };
-        loaded.jobs.try_send(job).map_err(|e| {
+        loaded.jobs.try_send(Task::Layer(job)).map_err(|e| {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             match e {
                 TrySendError::Full(_) => Status::resource_exhausted(format!(
@@ -262,6 +357,10 @@ impl Node {
                 "layer {}: names no expert this node holds at {format}",
                 hint.layer
             ));
+        }
+        if loaded.gpu.is_some() {
+            // Behind the layers already queued; dropped, like any hint, when the queue is full.
+            let _ = loaded.jobs.try_send(Task::Prefetch(keys.clone()));
         }
         if !loaded.stager.send(Stage::Pin(keys)) {
             return Err("the staging queue is full".into());
@@ -340,15 +439,16 @@ impl ExpertService for NodeService {
             }
         }
         let resident = residency.snapshot();
+        let gpu = loaded.gpu.as_ref().map(|g| lock(g).snapshot());
         Ok(Response::new(NodeInfo {
             node_id: node.node_id.clone(),
-            backend: "cpu".into(),
+            backend: if gpu.is_some() { "cuda" } else { "cpu" }.into(),
             high: wire_precision(node.pair.high) as i32,
             low: wire_precision(node.pair.low) as i32,
             experts: held,
             host_memory_bytes: residency.budget().as_flag(),
             ram_disk_bytes: catalog.file_bytes(),
-            gpu_memory_bytes: 0,
+            gpu_memory_bytes: gpu.map_or(0, |g| g.capacity_bytes),
             queue_depth: node.queued.load(Ordering::Relaxed) as u32,
             queue_capacity: node.queue_capacity as u32,
             hidden_size: catalog.hidden() as u32,
@@ -362,6 +462,11 @@ impl ExpertService for NodeService {
             prefetch_hints_acted_on: node.hints_acted_on.load(Ordering::Relaxed),
             prefetch_loads: resident.staged_loads,
             cold_loads: resident.cold_loads,
+            gpu_used_bytes: gpu.map_or(0, |g| g.used_bytes),
+            gpu_hits: gpu.map_or(0, |g| g.stats.high.hits + g.stats.low.hits),
+            gpu_misses: gpu.map_or(0, |g| g.stats.high.misses + g.stats.low.misses),
+            gpu_downgraded: gpu.map_or(0, |g| g.stats.downgraded_loads + g.stats.downgraded_hits),
+            gpu_fallbacks: loaded.gpu_fallbacks.load(Ordering::Relaxed),
         }))
     }
 }
@@ -369,11 +474,12 @@ impl ExpertService for NodeService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache_policy::Stats;
+    use crate::gpu::{Fetch, GpuRun, GpuSnapshot};
     use crate::hot_set::Budget;
     use crate::selection::ExpertSelection;
     use crate::store;
-    use moe_kernels::Format;
-    use moe_proto::expert::ExpertWork;
+    use moe_proto::expert::{ExpertWork, Precision as WirePrecision};
     use moe_proto::tensor;
 
     const HIDDEN: usize = 64;
@@ -422,6 +528,8 @@ mod tests {
             residency,
             jobs,
             stager,
+            gpu: None,
+            gpu_fallbacks: Arc::new(AtomicU64::new(0)),
         };
         let (replies, _outbound) = mpsc::channel(4);
 
@@ -459,11 +567,120 @@ mod tests {
     fn serving_twice_is_refused() {
         let node = Node::new("n".into(), PAIR, Limits::default(), 4);
         let (_dir, first) = residency();
-        node.serve_experts(first, Pool::new(1).unwrap()).unwrap();
+        node.serve_experts(first, Pool::new(1).unwrap(), None)
+            .unwrap();
         let (_dir2, second) = residency();
         let refused = node
-            .serve_experts(second, Pool::new(1).unwrap())
+            .serve_experts(second, Pool::new(1).unwrap(), None)
             .unwrap_err();
         assert!(matches!(refused, NodeError::AlreadyServing), "{refused}");
+    }
+
+    /// An accelerator that answers every batch with ones at the low precision (reading the low
+    /// copies through `fetch`), or declines every batch, and records the prefetches it gets.
+    struct Scripted {
+        take: bool,
+        prefetched: Arc<Mutex<Vec<ShardKey>>>,
+    }
+
+    impl Accelerator for Scripted {
+        fn execute(
+            &mut self,
+            work: &LayerWork,
+            fetch: &Fetch<'_>,
+        ) -> Result<Option<GpuRun>, WorkError> {
+            if !self.take {
+                return Ok(None);
+            }
+            for e in &work.experts {
+                fetch(ShardKey {
+                    layer: work.layer,
+                    expert: e.expert,
+                    format: PAIR.low,
+                })?;
+            }
+            Ok(Some(GpuRun {
+                out: vec![1.0; work.tokens.len()],
+                used: vec![PAIR.low; work.experts.len()],
+                copied_bytes: 0,
+            }))
+        }
+
+        fn prefetch(&mut self, keys: &[ShardKey], _fetch: &Fetch<'_>) {
+            self.prefetched.lock().unwrap().extend_from_slice(keys);
+        }
+
+        fn snapshot(&self) -> GpuSnapshot {
+            GpuSnapshot {
+                capacity_bytes: 1 << 20,
+                used_bytes: 0,
+                stats: Stats::default(),
+            }
+        }
+    }
+
+    #[test]
+    fn the_gpu_answers_the_batches_it_takes_and_the_cpu_the_rest() {
+        for take in [true, false] {
+            let node = Arc::new(Node::new("n".into(), PAIR, Limits::default(), 4));
+            let (_dir, residency) = residency();
+            let prefetched = Arc::new(Mutex::new(Vec::new()));
+            let gpu = Scripted {
+                take,
+                prefetched: Arc::clone(&prefetched),
+            };
+            node.serve_experts(residency, Pool::new(1).unwrap(), Some(Box::new(gpu)))
+                .unwrap();
+            let loaded = node.loaded().unwrap();
+            let (replies, mut outbound) = mpsc::channel(4);
+            let mut answer = |batch_id| {
+                node.submit(&loaded, &request(batch_id), &replies).unwrap();
+                match outbound.blocking_recv().unwrap().unwrap().kind {
+                    Some(server_message::Kind::Reply(r)) => r,
+                    other => panic!("batch {batch_id}: {other:?}"),
+                }
+            };
+            let reply = answer(1);
+            let out = tensor::decode(reply.output.as_ref().unwrap(), HIDDEN, &Limits::default())
+                .unwrap()
+                .data;
+            let (low, high) = (WirePrecision::Q4 as i32, WirePrecision::F16 as i32);
+            if take {
+                assert!(out.iter().all(|&v| v == 1.0));
+                assert_eq!(reply.precisions[0].used, [low]);
+            } else {
+                assert!(out.iter().any(|&v| v != 1.0));
+                assert_eq!(reply.precisions[0].used, [high]);
+            }
+
+            let hint = PrefetchHint {
+                epoch: 0,
+                layer: 0,
+                experts: vec![1, 9],
+                precision: WirePrecision::Low as i32,
+            };
+            node.prefetch(&loaded, &hint).unwrap();
+            // Tasks run in order: once batch 2 is answered, the hint has reached the GPU.
+            answer(2);
+            let low_copy = ShardKey {
+                layer: 0,
+                expert: 1,
+                format: PAIR.low,
+            };
+            assert_eq!(*prefetched.lock().unwrap(), [low_copy]);
+
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let info = runtime
+                .block_on(NodeService(Arc::clone(&node)).info(Request::new(InfoRequest {})))
+                .unwrap()
+                .into_inner();
+            assert_eq!(
+                (info.backend.as_str(), info.gpu_memory_bytes),
+                ("cuda", 1 << 20)
+            );
+            assert_eq!(info.gpu_fallbacks, if take { 0 } else { 2 });
+        }
     }
 }

@@ -54,6 +54,8 @@ pub struct Catalog {
     fingerprint: Fingerprint,
     hidden: usize,
     intermediate: usize,
+    /// Decoder layers of the model (held or not).
+    layers: usize,
     /// Bytes of each expert's weights (its shard's payload).
     experts: BTreeMap<ShardKey, u64>,
 }
@@ -89,6 +91,11 @@ impl Catalog {
 
     pub fn hidden(&self) -> usize {
         self.hidden
+    }
+
+    /// Decoder layers of the model, including those this node holds no expert of.
+    pub fn layers(&self) -> usize {
+        self.layers
     }
 
     /// Bytes of the shard files on the RAM disk.
@@ -194,6 +201,7 @@ pub fn open(
         fingerprint,
         hidden,
         intermediate,
+        layers: cfg.num_layers,
         experts,
     };
     Ok((catalog, resident, report))

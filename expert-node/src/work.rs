@@ -43,6 +43,9 @@ pub struct ExpertRows {
     pub rows: Vec<u32>,
     pub weights: Vec<f32>,
     pub precision: Precision,
+    /// The smallest HOBBIT unimportance of the rows (0 when one of them is a token's top expert):
+    /// the group may be served at low precision only when every row may.
+    pub unimportance: f32,
 }
 
 /// One layer's work: `tokens` is `[n, hidden]`, every token row once.
@@ -72,6 +75,7 @@ impl LayerWork {
                 rows: Vec::new(),
                 weights: Vec::new(),
                 precision,
+                unimportance: 0.0,
             });
             rows.rows.push(token);
             rows.weights.push(weight);
@@ -257,6 +261,14 @@ impl ExpertSet {
 
     pub fn is_empty(&self) -> bool {
         self.experts.is_empty()
+    }
+
+    /// The format each of `work`'s groups runs at on the CPU: the one it asks for.
+    pub fn formats(work: &LayerWork, pair: PrecisionPair) -> Vec<Format> {
+        work.experts
+            .iter()
+            .map(|e| pair.resolve(e.precision))
+            .collect()
     }
 
     /// Checks `work` completely against the experts in this set, before any compute.

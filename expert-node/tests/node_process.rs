@@ -1,7 +1,8 @@
 //! A real `expert-node` process on the Mixtral fixture, driven over gRPC: its weighted sums equal
 //! the single-process model's MoE block at high and low precision; bad batches get precise
 //! statuses while the stream keeps serving; SIGTERM drains; a restart maps its shards, and with a
-//! `--host-memory` smaller than its experts it still starts and serves the cold ones.
+//! `--host-memory` smaller than its experts it still starts and serves the cold ones; the backend
+//! follows `--backend` and what the machine has.
 
 mod common;
 
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use moe_kernels::cuda::Availability;
 use moe_kernels::{Format, Pool};
 use moe_model::{LoadOptions, Model};
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
@@ -381,4 +383,58 @@ async fn a_node_serves_the_models_experts_and_survives_bad_input_and_restarts() 
     let info = client.info(InfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.cold_loads, 1);
     assert!(info.hot_set_bytes <= budget);
+}
+
+/// `auto` takes the GPU when the machine has one and says why not otherwise; `cuda` refuses to
+/// start without one, naming what is missing; `cpu` never looks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_follows_the_flag_and_the_machine() {
+    let shards = tempfile::tempdir().unwrap();
+    let cpu = NodeProcess::start(shards.path(), &["--backend", "cpu"]);
+    let serving = cpu.serving_line();
+    assert!(serving.ends_with("; backend cpu"), "{serving}");
+    assert!(cpu.terminate().success());
+
+    match Availability::probe() {
+        Availability::Unavailable(reason) => {
+            println!("this machine has no CUDA backend: {reason}");
+            let auto = NodeProcess::start(shards.path(), &["--backend", "auto"]);
+            let serving = auto.serving_line();
+            let expected = format!("; backend cpu (CUDA unavailable: {reason})");
+            assert!(serving.ends_with(&expected), "{serving}");
+            assert!(auto.terminate().success());
+
+            let refused = Command::new(env!("CARGO_BIN_EXE_expert-node"))
+                .args([
+                    "--model",
+                    fixture().to_str().unwrap(),
+                    "--listen",
+                    "127.0.0.1:0",
+                ])
+                .args(["--shard-dir", shards.path().to_str().unwrap()])
+                .args(["--backend", "cuda"])
+                .output()
+                .unwrap();
+            assert!(!refused.status.success());
+            let stderr = String::from_utf8_lossy(&refused.stderr);
+            assert!(
+                stderr.contains(&format!("error: --backend cuda: {reason}")),
+                "{stderr}"
+            );
+        }
+        Availability::Ready { devices } => {
+            println!("this machine has {devices} CUDA device(s)");
+            let cuda = NodeProcess::start(shards.path(), &["--backend", "cuda"]);
+            let serving = cuda.serving_line();
+            assert!(serving.contains("; backend cuda ("), "{serving}");
+            cuda.wait_healthy().await;
+            let mut client = ExpertServiceClient::connect(format!("http://{}", cuda.address))
+                .await
+                .unwrap();
+            let info = client.info(InfoRequest {}).await.unwrap().into_inner();
+            assert_eq!(info.backend, "cuda");
+            assert!(info.gpu_memory_bytes > 0);
+            assert!(cuda.terminate().success());
+        }
+    }
 }

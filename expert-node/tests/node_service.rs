@@ -53,6 +53,7 @@ impl TestNode {
         node.serve_experts(
             Residency::new(catalog, budget, resident),
             Pool::new(1).unwrap(),
+            None,
         )
         .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

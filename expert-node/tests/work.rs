@@ -90,6 +90,7 @@ fn bad_work_is_refused_before_any_compute() {
         rows,
         weights,
         precision,
+        unimportance: 0.0,
     };
     let work = |experts| LayerWork {
         layer: 0,
