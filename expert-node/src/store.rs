@@ -13,6 +13,7 @@ use moe_model::config::config_path;
 use moe_model::layout::{ExpertMatrix, Layout};
 use moe_model::moe::Expert;
 use moe_model::{ModelConfig, ModelError};
+use rayon::prelude::*;
 
 use crate::hot_set::{self, Budget, Candidate};
 use crate::selection::ExpertSelection;
@@ -160,12 +161,19 @@ pub fn open(
     let mut checkpoint: Option<Checkpoint> = None;
     let mut resident = ExpertSet::new(hidden);
     let mut report = LoadReport::default();
-    for &key in experts.keys() {
-        let found = if hot.contains(&key) {
-            shard::read(shard_dir, key, fingerprint, hidden, intermediate).map(Some)
-        } else {
-            shard::check(shard_dir, key, fingerprint, hidden, intermediate).map(|()| None)
-        };
+    // Checking a shard reads all of it (the payload checksum): spread that over the cores.
+    let keys: Vec<ShardKey> = experts.keys().copied().collect();
+    let checked: Vec<Result<Option<Expert>, ShardError>> = keys
+        .par_iter()
+        .map(|&key| {
+            if hot.contains(&key) {
+                shard::read(shard_dir, key, fingerprint, hidden, intermediate).map(Some)
+            } else {
+                shard::check(shard_dir, key, fingerprint, hidden, intermediate).map(|()| None)
+            }
+        })
+        .collect();
+    for (key, found) in keys.into_iter().zip(checked) {
         let weights = match found {
             Ok(weights) => {
                 report.mapped += 1;
