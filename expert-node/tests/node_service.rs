@@ -3,20 +3,24 @@
 //! batch with ABORTED while the stream goes on; replies travel in the dtype the request asks for,
 //! within that dtype's error budget; prefetch hints are counted, ignored when they name no held
 //! expert, and stage the hinted expert; a cold expert is read from the RAM disk and joins the hot
-//! set once it is used most; `Info` reports the node's capacity.
+//! set once it is used most; `Info` reports the node's capacity; a full compute queue refuses the
+//! next batch with RESOURCE_EXHAUSTED at once and serves the queued ones.
 
 mod common;
 
-use common::{HIDDEN, Stream, assert_error, fixture, hidden_states, max_difference, one, request};
+use common::{
+    HIDDEN, Stream, assert_error, batch_id, fixture, hidden_states, max_difference, one, request,
+};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use moe_expert_node::gpu::{Accelerator, Fetch, GpuRun, GpuSnapshot};
 use moe_expert_node::hot_set::Budget;
 use moe_expert_node::residency::Residency;
 use moe_expert_node::selection::ExpertSelection;
 use moe_expert_node::server::{Node, NodeService};
-use moe_expert_node::{Epoch, LayerWork, PrecisionPair, shard, store};
+use moe_expert_node::{Epoch, LayerWork, PrecisionPair, ShardKey, WorkError, shard, store};
 use moe_kernels::{Format, Pool};
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::expert_service_server::ExpertServiceServer;
@@ -45,15 +49,30 @@ struct TestNode {
 
 impl TestNode {
     async fn start(selection: &str, budget: Budget) -> TestNode {
+        TestNode::start_with(selection, budget, 8, None).await
+    }
+
+    /// A node with `queue_capacity` waiting batches at most, running on `gpu` when given.
+    async fn start_with(
+        selection: &str,
+        budget: Budget,
+        queue_capacity: usize,
+        gpu: Option<Box<dyn Accelerator>>,
+    ) -> TestNode {
         let shards = tempfile::tempdir().unwrap();
         let selection: ExpertSelection = selection.parse().unwrap();
         let (catalog, resident, _) =
             store::open(&fixture(), shards.path(), &selection, PAIR, budget).unwrap();
-        let node = Arc::new(Node::new("test-node".into(), PAIR, Limits::default(), 8));
+        let node = Arc::new(Node::new(
+            "test-node".into(),
+            PAIR,
+            Limits::default(),
+            queue_capacity,
+        ));
         node.serve_experts(
             Residency::new(catalog, budget, resident),
             Pool::new(1).unwrap(),
-            None,
+            gpu,
         )
         .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -301,4 +320,66 @@ async fn hints_stage_experts_and_the_hot_set_follows_use_within_the_budget() {
         cold_loads.push(now.cold_loads);
     }
     assert_eq!(cold_loads, vec![1, 2, 2]);
+}
+
+/// Holds the compute thread inside a batch until the test lets it go, then leaves the batch to
+/// the CPU kernels.
+struct Gate {
+    entered: std::sync::mpsc::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl Accelerator for Gate {
+    fn execute(&mut self, _: &LayerWork, _: &Fetch<'_>) -> Result<Option<GpuRun>, WorkError> {
+        let _ = self.entered.send(());
+        self.release
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| WorkError::Expert("the test never released the batch".into()))?;
+        Ok(None)
+    }
+
+    fn prefetch(&mut self, _: &[ShardKey], _: &Fetch<'_>) {}
+
+    fn snapshot(&self) -> GpuSnapshot {
+        GpuSnapshot {
+            capacity_bytes: 0,
+            used_bytes: 0,
+            stats: Default::default(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_the_next_batch_at_once_and_serves_the_queued_ones() {
+    let (entered, running) = std::sync::mpsc::channel();
+    let (release, gate) = std::sync::mpsc::channel();
+    let gpu = Gate {
+        entered,
+        release: gate,
+    };
+    let node = TestNode::start_with("0:0-1", Budget::Unlimited, 1, Some(Box::new(gpu))).await;
+    let mut client = node.client().await;
+    let mut stream = Stream::open(&mut client).await;
+    let h = hidden_states(2);
+    let batch = |id| request(id, 0, &h, 2, vec![one(1, vec![0, 1])]);
+
+    // Batch 1 is being computed and batch 2 fills the one queue slot: batch 3 is refused.
+    stream.send(batch(1)).await;
+    tokio::task::spawn_blocking(move || running.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the compute thread takes batch 1");
+    // The refusal arrives while batch 1 is still held: it does not wait for the queue.
+    stream.send(batch(2)).await;
+    assert_error(stream.call(batch(3)).await, Code::ResourceExhausted);
+
+    release.send(()).unwrap();
+    release.send(()).unwrap();
+    let mut answered: Vec<u64> = Vec::new();
+    for _ in 0..2 {
+        let kind = stream.next().await;
+        answered.push(batch_id(&kind));
+        replied(kind);
+    }
+    assert_eq!(answered, [1, 2]);
 }

@@ -93,24 +93,30 @@ impl Stream {
         Stream { send, receive }
     }
 
-    /// Sends `req` and returns the answer to it.
-    pub async fn call(&mut self, req: LayerRequest) -> server_message::Kind {
-        let batch = req.batch_id;
+    /// Sends `req` without waiting for its answer.
+    pub async fn send(&mut self, req: LayerRequest) {
         let message = ClientMessage {
             kind: Some(client_message::Kind::Layer(req)),
         };
         self.send.send(message).await.unwrap();
+    }
+
+    /// The next message on the stream, whichever batch it answers.
+    pub async fn next(&mut self) -> server_message::Kind {
         let reply = tokio::time::timeout(Duration::from_secs(10), self.receive.message())
             .await
             .expect("a reply within the deadline")
             .unwrap()
             .unwrap();
-        let kind = reply.kind.unwrap();
-        let id = match &kind {
-            server_message::Kind::Reply(r) => r.batch_id,
-            server_message::Kind::Error(e) => e.batch_id,
-        };
-        assert_eq!(id, batch);
+        reply.kind.unwrap()
+    }
+
+    /// Sends `req` and returns the answer to it.
+    pub async fn call(&mut self, req: LayerRequest) -> server_message::Kind {
+        let batch = req.batch_id;
+        self.send(req).await;
+        let kind = self.next().await;
+        assert_eq!(batch_id(&kind), batch);
         kind
     }
 
@@ -120,5 +126,13 @@ impl Stream {
             kind: Some(client_message::Kind::Prefetch(hint)),
         };
         self.send.send(message).await.unwrap();
+    }
+}
+
+/// The batch a message answers.
+pub fn batch_id(kind: &server_message::Kind) -> u64 {
+    match kind {
+        server_message::Kind::Reply(r) => r.batch_id,
+        server_message::Kind::Error(e) => e.batch_id,
     }
 }
