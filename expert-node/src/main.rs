@@ -134,7 +134,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Chosen::Cuda { gpu, .. } => Some(gpu),
         Chosen::Cpu { .. } => None,
     };
-    let residency = Residency::new(catalog, budget, resident);
+    let residency = Arc::new(Residency::new(catalog, budget, resident));
     let hot = residency.snapshot();
     let limit = match budget {
         Budget::Unlimited => "no limit".to_string(),
@@ -151,7 +151,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         hot.cold
     );
     std::io::stdout().flush()?;
-    node.serve_experts(residency, Pool::new(config.threads)?, gpu)?;
+    node.serve_experts(Arc::clone(&residency), Pool::new(config.threads)?, gpu)?;
     health
         .set_serving::<ExpertServiceServer<NodeService>>()
         .await;

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::hot_set::{self, Budget, Candidate};
@@ -20,7 +20,8 @@ use crate::work::{ExpertSet, LayerWork, PrecisionPair, WorkError};
 pub const AGING_BATCHES: u64 = 1024;
 
 pub struct Residency {
-    catalog: Catalog,
+    /// Replaced whole when the node's assignment changes; readers keep the one they took.
+    catalog: RwLock<Arc<Catalog>>,
     budget: Budget,
     state: Mutex<State>,
     cold_loads: AtomicU64,
@@ -61,7 +62,7 @@ impl Residency {
     pub fn new(catalog: Catalog, budget: Budget, resident: ExpertSet) -> Residency {
         let hot = resident.keys().collect();
         Residency {
-            catalog,
+            catalog: RwLock::new(Arc::new(catalog)),
             budget,
             state: Mutex::new(State {
                 resident,
@@ -75,8 +76,20 @@ impl Residency {
         }
     }
 
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+    /// The experts held now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        Arc::clone(&self.catalog.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Holds `catalog`'s experts from now on: experts it no longer lists leave memory and their
+    /// counts are forgotten; new ones start cold.
+    pub fn set_catalog(&self, catalog: Catalog) {
+        let mut state = self.state();
+        state.resident.retain(|key| catalog.contains(key));
+        state.hot.retain(|key| catalog.contains(*key));
+        state.uses.retain(|key, _| catalog.contains(*key));
+        state.pinned.retain(|key| catalog.contains(*key));
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
     }
 
     pub fn budget(&self) -> Budget {
@@ -91,14 +104,14 @@ impl Residency {
     /// The experts `work` needs: resident ones shared, cold ones read from their shards on the
     /// caller's thread.
     pub fn gather(&self, work: &LayerWork, pair: PrecisionPair) -> Result<Batch, WorkError> {
-        let mut experts = ExpertSet::new(self.catalog.hidden());
+        let mut experts = ExpertSet::new(self.catalog().hidden());
         let mut cold = Vec::new();
         {
             let state = self.state();
             for key in work.keys(pair) {
                 match state.resident.shared(key) {
                     Some(e) => experts.insert_shared(key, e),
-                    None if self.catalog.contains(key) => cold.push(key),
+                    None if self.catalog().contains(key) => cold.push(key),
                     None => {}
                 }
             }
@@ -106,7 +119,7 @@ impl Residency {
         let started = Instant::now();
         for &key in &cold {
             let weights = self
-                .catalog
+                .catalog()
                 .read(key)
                 .map_err(|e| WorkError::Shard(e.to_string()))?;
             experts.insert_shared(key, Arc::new(weights));
@@ -150,12 +163,12 @@ impl Residency {
         let before = state.pinned.len();
         state
             .pinned
-            .extend(keys.iter().filter(|&&k| self.catalog.contains(k)));
+            .extend(keys.iter().filter(|&&k| self.catalog().contains(k)));
         let unstaged = keys.iter().any(|&k| !state.resident.contains(k));
         if state.pinned.len() == before && !unstaged {
             return Vec::new();
         }
-        self.choose(&mut state, &ExpertSet::new(self.catalog.hidden()))
+        self.choose(&mut state, &ExpertSet::new(self.catalog().hidden()))
     }
 
     /// Reads `key` into memory if it is chosen and not resident yet; whether it did.
@@ -166,7 +179,7 @@ impl Residency {
                 return Ok(false);
             }
         }
-        let weights = Arc::new(self.catalog.read(key)?);
+        let weights = Arc::new(self.catalog().read(key)?);
         let mut state = self.state();
         if !state.hot.contains(&key) || state.resident.contains(key) {
             return Ok(false);
@@ -182,7 +195,7 @@ impl Residency {
         Snapshot {
             hot_bytes: state.resident.weight_bytes() as u64,
             hot,
-            cold: self.catalog.len() - hot,
+            cold: self.catalog().len() - hot,
             cold_loads: self.cold_loads.load(Ordering::Relaxed),
             staged_loads: self.staged_loads.load(Ordering::Relaxed),
         }
@@ -192,7 +205,7 @@ impl Residency {
     /// `fresh` (experts just read), drops the rest, returns the chosen ones still to read.
     fn choose(&self, state: &mut State, fresh: &ExpertSet) -> Vec<ShardKey> {
         let candidates: Vec<Candidate> = self
-            .catalog
+            .catalog()
             .experts()
             .map(|(key, bytes)| Candidate {
                 key,
@@ -310,5 +323,30 @@ mod tests {
         let batch = r.gather(&work(1), PAIR).unwrap();
         r.record(batch);
         assert_eq!(r.state().uses[&key(1)], used / 2, "halved at the boundary");
+    }
+
+    #[test]
+    fn a_new_catalog_adds_cold_experts_and_forgets_released_ones() {
+        let (_dir, r, _) = residency(4);
+        let (grown, report) = r.catalog().extend(&fixture(), &[key(5), key(1)]).unwrap();
+        assert_eq!(
+            (report.built, report.mapped),
+            (1, 0),
+            "expert 1 is held already"
+        );
+        r.set_catalog(grown.without(&[key(0)]));
+        let s = r.snapshot();
+        assert_eq!((s.hot, s.cold), (3, 1));
+        assert!(!r.catalog().contains(key(0)));
+        assert!(!r.state().uses.contains_key(&key(0)));
+        let batch = r.gather(&work(5), PAIR).unwrap();
+        assert_eq!(batch.loaded, vec![key(5)]);
+
+        let dense = ShardKey { layer: 9, ..key(0) };
+        let refused = r.catalog().extend(&fixture(), &[dense]).unwrap_err();
+        assert!(
+            refused.to_string().contains("layer 9 expert 0"),
+            "{refused}"
+        );
     }
 }

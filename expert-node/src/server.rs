@@ -244,7 +244,7 @@ impl Node {
     /// lifetime: a second call is refused.
     pub fn serve_experts(
         &self,
-        residency: Residency,
+        residency: Arc<Residency>,
         pool: Pool,
         gpu: Option<Box<dyn Accelerator>>,
     ) -> Result<(), NodeError> {
@@ -260,12 +260,11 @@ impl Node {
 
     fn start(
         &self,
-        residency: Residency,
+        residency: Arc<Residency>,
         pool: Pool,
         gpu: Option<Box<dyn Accelerator>>,
     ) -> Result<(), NodeError> {
         let thread = |thread| move |source| NodeError::Thread { thread, source };
-        let residency = Arc::new(residency);
         let stager = Stager::spawn(Arc::clone(&residency), self.queue_capacity)
             .map_err(thread("staging"))?;
         let (jobs, queue) = std::sync::mpsc::sync_channel::<Task>(self.queue_capacity);
@@ -567,11 +566,11 @@ mod tests {
     fn serving_twice_is_refused() {
         let node = Node::new("n".into(), PAIR, Limits::default(), 4);
         let (_dir, first) = residency();
-        node.serve_experts(first, Pool::new(1).unwrap(), None)
+        node.serve_experts(Arc::new(first), Pool::new(1).unwrap(), None)
             .unwrap();
         let (_dir2, second) = residency();
         let refused = node
-            .serve_experts(second, Pool::new(1).unwrap(), None)
+            .serve_experts(Arc::new(second), Pool::new(1).unwrap(), None)
             .unwrap_err();
         assert!(matches!(refused, NodeError::AlreadyServing), "{refused}");
     }
@@ -629,8 +628,12 @@ mod tests {
                 take,
                 prefetched: Arc::clone(&prefetched),
             };
-            node.serve_experts(residency, Pool::new(1).unwrap(), Some(Box::new(gpu)))
-                .unwrap();
+            node.serve_experts(
+                Arc::new(residency),
+                Pool::new(1).unwrap(),
+                Some(Box::new(gpu)),
+            )
+            .unwrap();
             let loaded = node.loaded().unwrap();
             let (replies, mut outbound) = mpsc::channel(4);
             let mut answer = |batch_id| {

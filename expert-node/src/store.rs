@@ -40,6 +40,8 @@ pub enum LoadError {
     Shard(#[from] ShardError),
     #[error("--experts: {0}")]
     Selection(String),
+    #[error("layer {layer} expert {expert} is not an expert of this model")]
+    NotAnExpert { layer: u32, expert: u32 },
     #[error("{path}: {source}")]
     ShardDir {
         path: std::path::PathBuf,
@@ -117,7 +119,6 @@ pub fn open(
 ) -> Result<(Catalog, ExpertSet, LoadReport), LoadError> {
     let start = Instant::now();
     let cfg = ModelConfig::from_file(&config_path(model_dir))?;
-    let fingerprint = Fingerprint::of_checkpoint(model_dir)?;
     std::fs::create_dir_all(shard_dir).map_err(|source| LoadError::ShardDir {
         path: shard_dir.to_path_buf(),
         source,
@@ -126,12 +127,46 @@ pub fn open(
     let selected = selection
         .resolve(&moe_layers, cfg.num_experts as u32)
         .map_err(LoadError::Selection)?;
+    let empty = Catalog {
+        dir: shard_dir.to_path_buf(),
+        fingerprint: Fingerprint::of_checkpoint(model_dir)?,
+        hidden: cfg.hidden_size,
+        intermediate: cfg.moe_intermediate_size,
+        layers: cfg.num_layers,
+        experts: BTreeMap::new(),
+    };
+    let keys = shard_keys(&selected, pair);
+    let candidates: Vec<Candidate> = keys
+        .iter()
+        .map(|&key| Candidate {
+            key,
+            bytes: empty.payload_bytes(key),
+            uses: 0,
+            pinned: false,
+            resident: false,
+        })
+        .collect();
+    let hot = hot_set::choose(&candidates, budget);
+    let Provided {
+        catalog,
+        read,
+        mut report,
+    } = empty.provide(model_dir, &cfg, &keys, &hot)?;
+    let mut resident = ExpertSet::new(catalog.hidden);
+    for (key, weights) in read {
+        resident.insert(key.layer, key.expert, weights);
+    }
+    report.elapsed = start.elapsed();
+    Ok((catalog, resident, report))
+}
+
+/// Both formats of `pair` for every (layer, expert).
+pub fn shard_keys(experts: &[(u32, u32)], pair: PrecisionPair) -> Vec<ShardKey> {
     let mut formats = vec![pair.high];
     if pair.low != pair.high {
         formats.push(pair.low);
     }
-    let (hidden, intermediate) = (cfg.hidden_size, cfg.moe_intermediate_size);
-    let experts: BTreeMap<ShardKey, u64> = selected
+    let mut keys: Vec<ShardKey> = experts
         .iter()
         .flat_map(|&(layer, expert)| {
             formats.iter().map(move |&format| ShardKey {
@@ -140,79 +175,131 @@ pub fn open(
                 format,
             })
         })
-        .map(|key| {
-            let bytes = shard::payload_bytes(key.format, hidden, intermediate) as u64;
-            (key, bytes)
-        })
         .collect();
-    let candidates: Vec<Candidate> = experts
-        .iter()
-        .map(|(&key, &bytes)| Candidate {
-            key,
-            bytes,
-            uses: 0,
-            pinned: false,
-            resident: false,
-        })
-        .collect();
-    let hot = hot_set::choose(&candidates, budget);
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
 
-    let layout = Layout::new(&cfg);
-    let mut checkpoint: Option<Checkpoint> = None;
-    let mut resident = ExpertSet::new(hidden);
-    let mut report = LoadReport::default();
-    // Checking a shard reads all of it (the payload checksum): spread that over the cores.
-    let keys: Vec<ShardKey> = experts.keys().copied().collect();
-    let checked: Vec<Result<Option<Expert>, ShardError>> = keys
-        .par_iter()
-        .map(|&key| {
-            if hot.contains(&key) {
-                shard::read(shard_dir, key, fingerprint, hidden, intermediate).map(Some)
-            } else {
-                shard::check(shard_dir, key, fingerprint, hidden, intermediate).map(|()| None)
-            }
-        })
-        .collect();
-    for (key, found) in keys.into_iter().zip(checked) {
-        let weights = match found {
-            Ok(weights) => {
-                report.mapped += 1;
-                weights
-            }
-            Err(
-                e
-                @ (ShardError::Missing(_) | ShardError::Corrupt { .. } | ShardError::Stale { .. }),
-            ) => {
-                if !matches!(e, ShardError::Missing(_)) {
-                    report.refused.push(e.to_string());
-                }
-                let ckpt = match &mut checkpoint {
-                    Some(c) => c,
-                    None => checkpoint.insert(Checkpoint::open(model_dir)?),
-                };
-                let specs = ExpertMatrix::ALL
-                    .map(|m| layout.expert(key.layer as usize, key.expert as usize, m));
-                let weights = Expert::load(ckpt, specs, Some(key.format))?;
-                shard::write(shard_dir, key, fingerprint, &weights)?;
-                report.built += 1;
-                hot.contains(&key).then_some(weights)
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(weights) = weights {
-            resident.insert(key.layer, key.expert, weights);
-        }
+impl Catalog {
+    fn payload_bytes(&self, key: ShardKey) -> u64 {
+        shard::payload_bytes(key.format, self.hidden, self.intermediate) as u64
     }
-    report.elapsed = start.elapsed();
-    let catalog = Catalog {
-        dir: shard_dir.to_path_buf(),
-        fingerprint,
-        hidden,
-        intermediate,
-        layers: cfg.num_layers,
-        experts,
-    };
-    Ok((catalog, resident, report))
+
+    /// This catalog with `keys` added: their shards checked, or built from the checkpoint in
+    /// `model_dir` when missing, corrupt or stale. Nothing is read into memory.
+    pub fn extend(
+        &self,
+        model_dir: &Path,
+        keys: &[ShardKey],
+    ) -> Result<(Catalog, LoadReport), LoadError> {
+        let start = Instant::now();
+        let cfg = ModelConfig::from_file(&config_path(model_dir))?;
+        let moe_layers: Vec<usize> = cfg.moe_layers().collect();
+        if let Some(bad) = keys.iter().find(|k| {
+            !moe_layers.contains(&(k.layer as usize)) || k.expert as usize >= cfg.num_experts
+        }) {
+            return Err(LoadError::NotAnExpert {
+                layer: bad.layer,
+                expert: bad.expert,
+            });
+        }
+        let new: Vec<ShardKey> = keys
+            .iter()
+            .copied()
+            .filter(|&k| !self.contains(k))
+            .collect();
+        let Provided {
+            catalog,
+            mut report,
+            ..
+        } = self.provide(model_dir, &cfg, &new, &std::collections::BTreeSet::new())?;
+        report.elapsed = start.elapsed();
+        Ok((catalog, report))
+    }
+
+    /// This catalog without `keys`; their shard files stay on the RAM disk for a later start or
+    /// assignment.
+    pub fn without(&self, keys: &[ShardKey]) -> Catalog {
+        let mut catalog = self.clone();
+        for key in keys {
+            catalog.experts.remove(key);
+        }
+        catalog
+    }
+
+    /// Checks or builds the shards of `keys` and reads those in `hot` into memory; returns this
+    /// catalog with `keys` added and the experts read.
+    fn provide(
+        &self,
+        model_dir: &Path,
+        cfg: &ModelConfig,
+        keys: &[ShardKey],
+        hot: &std::collections::BTreeSet<ShardKey>,
+    ) -> Result<Provided, LoadError> {
+        let (shard_dir, fingerprint) = (&self.dir, self.fingerprint);
+        let (hidden, intermediate) = (self.hidden, self.intermediate);
+        // Checking a shard reads all of it (the payload checksum): spread that over the cores.
+        let checked: Vec<Result<Option<Expert>, ShardError>> = keys
+            .par_iter()
+            .map(|&key| {
+                if hot.contains(&key) {
+                    shard::read(shard_dir, key, fingerprint, hidden, intermediate).map(Some)
+                } else {
+                    shard::check(shard_dir, key, fingerprint, hidden, intermediate).map(|()| None)
+                }
+            })
+            .collect();
+        let layout = Layout::new(cfg);
+        let mut checkpoint: Option<Checkpoint> = None;
+        let mut catalog = self.clone();
+        let mut read = Vec::new();
+        let mut report = LoadReport::default();
+        for (&key, found) in keys.iter().zip(checked) {
+            let weights = match found {
+                Ok(weights) => {
+                    report.mapped += 1;
+                    weights
+                }
+                Err(
+                    e @ (ShardError::Missing(_)
+                    | ShardError::Corrupt { .. }
+                    | ShardError::Stale { .. }),
+                ) => {
+                    if !matches!(e, ShardError::Missing(_)) {
+                        report.refused.push(e.to_string());
+                    }
+                    let ckpt = match &mut checkpoint {
+                        Some(c) => c,
+                        None => checkpoint.insert(Checkpoint::open(model_dir)?),
+                    };
+                    let specs = ExpertMatrix::ALL
+                        .map(|m| layout.expert(key.layer as usize, key.expert as usize, m));
+                    let weights = Expert::load(ckpt, specs, Some(key.format))?;
+                    shard::write(shard_dir, key, fingerprint, &weights)?;
+                    report.built += 1;
+                    hot.contains(&key).then_some(weights)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            catalog.experts.insert(key, self.payload_bytes(key));
+            if let Some(weights) = weights {
+                read.push((key, weights));
+            }
+        }
+        Ok(Provided {
+            catalog,
+            read,
+            report,
+        })
+    }
+}
+
+/// What `Catalog::provide` did: the grown catalog, the experts it read, and how.
+struct Provided {
+    catalog: Catalog,
+    read: Vec<(ShardKey, Expert)>,
+    report: LoadReport,
 }
 
 /// Loads every expert `selection` names into memory, through shards in `shard_dir`.

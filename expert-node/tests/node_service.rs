@@ -70,7 +70,7 @@ impl TestNode {
             queue_capacity,
         ));
         node.serve_experts(
-            Residency::new(catalog, budget, resident),
+            Arc::new(Residency::new(catalog, budget, resident)),
             Pool::new(1).unwrap(),
             gpu,
         )
