@@ -63,7 +63,7 @@ impl ShardKey {
 
 /// Bytes of one expert's weights at `format` (the shard's payload, and what it takes in memory).
 pub fn payload_bytes(format: Format, hidden: usize, intermediate: usize) -> usize {
-    2 * intermediate * format.row_bytes(hidden) + hidden * format.row_bytes(intermediate)
+    Expert::bytes_at(format, hidden, intermediate)
 }
 
 /// Identifies the checkpoint shards were made from: a shard from another checkpoint is stale.

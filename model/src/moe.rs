@@ -79,6 +79,12 @@ impl Expert {
         self.gate_up.nbytes() + self.down.nbytes()
     }
 
+    /// The bytes of an expert's weights at `format`, without building one: its stacked
+    /// `[2 * intermediate, hidden]` gate/up and `[hidden, intermediate]` down matrices.
+    pub fn bytes_at(format: Format, hidden: usize, intermediate: usize) -> usize {
+        2 * intermediate * format.row_bytes(hidden) + hidden * format.row_bytes(intermediate)
+    }
+
     /// `x` is `[n, hidden]`; returns `[n, hidden]`.
     pub fn forward(&self, pool: &Pool, x: &[f32], n: usize) -> Result<Vec<f32>> {
         let inter = self.down.cols();
@@ -255,6 +261,22 @@ mod tests {
         let raw = route(&[0.0, 2.0, 1.0, -1.0], 2, false);
         assert!(raw.weights.iter().sum::<f32>() < 0.95);
         assert!((raw.weights[0] / raw.weights[1] - 1f32.exp()).abs() < 1e-4);
+    }
+
+    #[test]
+    fn bytes_at_matches_a_built_expert() {
+        let (hidden, inter) = (64, 96);
+        for format in [Format::F16, Format::Q8, Format::Q4, Format::Q2] {
+            let gate_up =
+                Matrix::from_f32(2 * inter, hidden, &vec![0.5; 2 * inter * hidden], format);
+            let down = Matrix::from_f32(hidden, inter, &vec![0.25; hidden * inter], format);
+            let expert = Expert::from_parts(gate_up.unwrap(), down.unwrap()).unwrap();
+            assert_eq!(
+                Expert::bytes_at(format, hidden, inter),
+                expert.weight_bytes(),
+                "{format}"
+            );
+        }
     }
 
     #[test]
