@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Runs every check the project has, on a fresh machine: formatting, lints, and the whole test
 # suite. Installs what the tests need beyond the Rust toolchain first:
+#   - protoc, which etcd-client's build compiles etcd's protos with (Debian's protobuf-compiler);
+#   - etcd, which the coordinator's integration tests start on loopback ports (Debian's
+#     etcd-server);
 #   - a C++ compiler, for the CPU emulation of the CUDA kernels (Debian's g++);
 #   - NVRTC, to compile the CUDA kernels for sm_80..sm_90 without a GPU (the PyPI wheel
 #     nvidia-cuda-nvrtc-cu12, unpacked under target/cuda-tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v c++ >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq g++
+missing=()
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v etcd >/dev/null || missing+=(etcd-server)
+command -v c++ >/dev/null || missing+=(g++)
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
 
 nvrtc_root=target/cuda-tools

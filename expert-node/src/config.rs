@@ -82,9 +82,34 @@ pub struct Config {
     /// High and low precision of every expert: f16+q4 or q8+q2.
     #[arg(long, env = "MOE_PRECISIONS", default_value = "f16+q4")]
     pub precisions: Precisions,
-    /// Experts to serve: `all`, or e.g. `0:0-3,1:4-7`.
-    #[arg(long, env = "MOE_EXPERTS", default_value = "all")]
-    pub experts: ExpertSelection,
+    /// Experts to serve without a coordinator: `all` (the default), or e.g. `0:0-3,1:4-7`. With
+    /// `--etcd` the placement decides instead.
+    #[arg(long, env = "MOE_EXPERTS")]
+    pub experts: Option<ExpertSelection>,
+    /// etcd endpoints, comma-separated (e.g. http://127.0.0.1:2379): join the cluster — register
+    /// under a lease and serve the experts the coordinator's placement assigns to `--node-id`.
+    #[arg(long, env = "MOE_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// The cluster's name: its keys live under /moe/v1/<cluster>/.
+    #[arg(long, env = "MOE_CLUSTER", default_value = "default")]
+    pub cluster: String,
+    /// The address gateways dial, as registered in etcd (default: the bound address).
+    #[arg(long, env = "MOE_ADVERTISE")]
+    pub advertise: Option<SocketAddr>,
+    /// TTL of the node's registration lease: a dead node leaves the placement within it.
+    #[arg(long, env = "MOE_LEASE_TTL_SECONDS", default_value_t = 30)]
+    pub lease_ttl_seconds: u64,
+    /// Bytes of shard files the RAM disk may hold, the bound the placement respects (0 = the size
+    /// of the filesystem holding --shard-dir).
+    #[arg(long, env = "MOE_RAM_DISK_BYTES", default_value_t = 0)]
+    pub ram_disk_bytes: u64,
+    /// Seconds an expert stays served after the placement moves it away, so work routed by the
+    /// previous placement finishes.
+    #[arg(long, env = "MOE_RELEASE_GRACE_SECONDS", default_value_t = 30)]
+    pub release_grace_seconds: u64,
+    /// Deadline of every etcd call.
+    #[arg(long, env = "MOE_ETCD_TIMEOUT_SECONDS", default_value_t = 5)]
+    pub etcd_timeout_seconds: u64,
     /// Kernel threads (0 = one per core).
     #[arg(long, env = "MOE_THREADS", default_value_t = 0)]
     pub threads: usize,
@@ -105,6 +130,14 @@ pub struct Config {
 impl Config {
     /// Checks what the flags alone can tell.
     pub fn validate(&self) -> Result<(), String> {
+        if !self.etcd.is_empty() && self.experts.is_some() {
+            return Err(
+                "--experts and --etcd exclude each other: with --etcd the placement decides".into(),
+            );
+        }
+        if !self.etcd.is_empty() && self.lease_ttl_seconds == 0 {
+            return Err("--lease-ttl-seconds must be positive".into());
+        }
         if !(0.0..=1.0).contains(&self.downgrade_above) {
             return Err(format!(
                 "--downgrade-above {}: expected a gate mass between 0 and 1",
@@ -121,6 +154,15 @@ impl Config {
             return Err("--queue-capacity and --max-rows must be positive and --max-message-bytes at least 1024".into());
         }
         Ok(())
+    }
+
+    /// The experts to load at start: the `--experts` selection, none when the placement decides.
+    pub fn selection(&self) -> ExpertSelection {
+        match (&self.experts, self.etcd.is_empty()) {
+            (Some(selection), _) => selection.clone(),
+            (None, true) => ExpertSelection::All,
+            (None, false) => ExpertSelection::Ranges(Vec::new()),
+        }
     }
 
     pub fn limits(&self) -> Limits {

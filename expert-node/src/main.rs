@@ -1,7 +1,8 @@
 //! `expert-node`: parses and validates the configuration (exit 64 when it is bad), binds, reports
 //! NOT_SERVING while it checks its experts' shards (building missing ones), reads the hot set
-//! that fits `--host-memory` and opens its backend (CUDA or CPU), then serves until SIGTERM or
-//! Ctrl-C and drains within `--drain-seconds`.
+//! that fits `--host-memory` and opens its backend (CUDA or CPU), then serves — with `--etcd`,
+//! registered in the cluster and following its placement — until SIGTERM or Ctrl-C, when it
+//! deregisters and drains within `--drain-seconds`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use clap::Parser;
 use moe_expert_node::backend::{self, Chosen};
 use moe_expert_node::config::Config;
 use moe_expert_node::hot_set::Budget;
+use moe_expert_node::membership;
 use moe_expert_node::residency::Residency;
 use moe_expert_node::server::{Node, NodeService};
 use moe_expert_node::store;
@@ -112,7 +114,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (model, shards, experts) = (
         config.model.clone(),
         config.shard_dir.clone(),
-        config.experts.clone(),
+        config.selection(),
     );
     let budget = Budget::from_flag(config.host_memory);
     let (catalog, resident, report) =
@@ -130,6 +132,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(%reason, "no CUDA backend; experts run on the CPU");
     }
     let backend = chosen.describe();
+    let kind = match &chosen {
+        Chosen::Cuda { .. } => "cuda",
+        Chosen::Cpu { .. } => "cpu",
+    };
     let gpu = match chosen {
         Chosen::Cuda { gpu, .. } => Some(gpu),
         Chosen::Cpu { .. } => None,
@@ -151,13 +157,33 @@ async fn run(config: Config) -> anyhow::Result<()> {
         hot.cold
     );
     std::io::stdout().flush()?;
+    let gpu_bytes = gpu.as_ref().map_or(0, |g| g.snapshot().capacity_bytes);
     node.serve_experts(Arc::clone(&residency), Pool::new(config.threads)?, gpu)?;
     health
         .set_serving::<ExpertServiceServer<NodeService>>()
         .await;
     tracing::info!(%address, node = %config.node_id, %backend, "serving");
 
+    let membership = if config.etcd.is_empty() {
+        None
+    } else {
+        let record = membership::record(&config, address, kind, gpu_bytes)
+            .with_context(|| format!("measuring {}", config.shard_dir.display()))?;
+        let joining = membership::join(&config, record, Arc::clone(&node), Arc::clone(&residency));
+        Some(joining.await?)
+    };
+
     shutdown_signal().await;
+    if let Some(membership) = membership {
+        let deadline = Duration::from_secs(2 * config.etcd_timeout_seconds);
+        match tokio::time::timeout(deadline, membership.leave()).await {
+            Ok(Ok(())) => tracing::info!("left the cluster"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not deregister; the lease will expire"),
+            Err(_) => {
+                tracing::warn!("etcd did not answer the deregistration; the lease will expire")
+            }
+        }
+    }
     tracing::info!("draining");
     health
         .set_not_serving::<ExpertServiceServer<NodeService>>()

@@ -1,0 +1,310 @@
+//! `coordinator`: keeps a cluster's expert placement in etcd. Several may run; they elect one
+//! leader, which plans and writes the placement (see `leader`); the others stand by and take over
+//! within a lease TTL when it dies. A bad configuration exits with status 64; etcd being down at
+//! start is waited for, with a message saying where it was looked for. Serves `grpc.health.v1` on
+//! `--listen` (SERVING once etcd answers) and prints `listening on ADDR` on stdout.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use moe_coordinator::election::{Candidate, Role, Term};
+use moe_coordinator::keys::{ClusterKeys, Name};
+use moe_coordinator::leader::{self, LeadError, Settings};
+use moe_coordinator::planner::{DEFAULT_REPLICATION, Hysteresis};
+use moe_coordinator::records::{GatewayStats, NodeRecord};
+use moe_coordinator::registry::Etcd;
+use moe_coordinator::watch::Watcher;
+use moe_kernels::Format;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "coordinator",
+    version,
+    about = "Keep a moe-cluster's expert placement in etcd (one leader among replicas)"
+)]
+struct Config {
+    /// etcd endpoints, comma-separated, e.g. http://127.0.0.1:2379.
+    #[arg(long, env = "MOE_ETCD", value_delimiter = ',', required = true)]
+    etcd: Vec<String>,
+    /// The cluster's name: its keys live under /moe/v1/<cluster>/.
+    #[arg(long, env = "MOE_CLUSTER", default_value = "default")]
+    cluster: String,
+    /// Address of the health endpoint (grpc.health.v1); port 0 picks one.
+    #[arg(long, env = "MOE_LISTEN", default_value = "127.0.0.1:50071")]
+    listen: SocketAddr,
+    /// This coordinator's name in the election (default: host name and process id).
+    #[arg(long, env = "MOE_COORDINATOR_ID")]
+    id: Option<String>,
+    /// HuggingFace checkpoint directory of the served model (only config.json is read).
+    #[arg(long, env = "MOE_MODEL")]
+    model: PathBuf,
+    /// The model's name in the placement (default: the checkpoint directory's name).
+    #[arg(long, env = "MOE_MODEL_NAME")]
+    model_name: Option<String>,
+    /// The precision pair expert nodes serve: f16+q4 or q8+q2.
+    #[arg(long, env = "MOE_PRECISIONS", default_value = "f16+q4")]
+    precisions: String,
+    /// Copies of each expert where capacity allows (the hottest first when it does not).
+    #[arg(long, env = "MOE_REPLICATION", default_value_t = DEFAULT_REPLICATION)]
+    replication: u32,
+    /// Lease TTL of this coordinator's candidacy: a dead leader is replaced within it.
+    #[arg(long, env = "MOE_LEASE_TTL_SECONDS", default_value_t = 10)]
+    lease_ttl_seconds: u64,
+    /// How often the leader checks whether popularity calls for a rebalance.
+    #[arg(long, env = "MOE_REPLAN_SECONDS", default_value_t = 30)]
+    replan_seconds: u64,
+    /// Expert copies one rebalance may move.
+    #[arg(long, env = "MOE_BALANCE_MOVES", default_value_t = 64)]
+    balance_moves: usize,
+    /// Deadline of every etcd call.
+    #[arg(long, env = "MOE_ETCD_TIMEOUT_SECONDS", default_value_t = 5)]
+    etcd_timeout_seconds: u64,
+}
+
+/// What the flags alone decide, checked before anything starts.
+struct Checked {
+    keys: ClusterKeys,
+    id: String,
+    settings: Settings,
+}
+
+fn check(config: &Config) -> Result<Checked, String> {
+    let keys = ClusterKeys::new(&config.cluster).map_err(|e| format!("--cluster: {e}"))?;
+    let id = match &config.id {
+        Some(id) => id.clone(),
+        None => default_id(),
+    };
+    Name::new("coordinator id", &id).map_err(|e| format!("--id: {e}"))?;
+    let (high, low) = config
+        .precisions
+        .split_once('+')
+        .and_then(|(h, l)| Some((h.parse::<Format>().ok()?, l.parse::<Format>().ok()?)))
+        .filter(|pair| matches!(pair, (Format::F16, Format::Q4) | (Format::Q8, Format::Q2)))
+        .ok_or_else(|| {
+            format!(
+                "--precisions {}: expected f16+q4 or q8+q2",
+                config.precisions
+            )
+        })?;
+    let name = match &config.model_name {
+        Some(name) => name.clone(),
+        None => config
+            .model
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into()),
+    };
+    let shape = leader::model_shape(&config.model, &name, high, low)
+        .map_err(|e| format!("--model {}: {e}", config.model.display()))?;
+    if config.replication == 0 || config.lease_ttl_seconds == 0 || config.replan_seconds == 0 {
+        return Err(
+            "--replication, --lease-ttl-seconds and --replan-seconds must be positive".into(),
+        );
+    }
+    Ok(Checked {
+        keys,
+        id,
+        settings: Settings {
+            shape,
+            precisions: config.precisions.clone(),
+            replication: config.replication,
+            replan_every: Duration::from_secs(config.replan_seconds),
+            hysteresis: Hysteresis::default(),
+            balance_moves: config.balance_moves,
+        },
+    })
+}
+
+/// `<host name>-<process id>`, kept to the characters etcd names allow.
+fn default_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "coordinator".into());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("{host}-{}", std::process::id())
+}
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let checked = match check(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, checked)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGTERM handler; only Ctrl-C stops the coordinator");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn run(config: Config, checked: Checked) -> anyhow::Result<()> {
+    let Checked { keys, id, settings } = checked;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    println!("listening on {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped(stopping.clone())),
+    );
+
+    let timeout = Duration::from_secs(config.etcd_timeout_seconds);
+    let etcd = tokio::select! {
+        etcd = Etcd::connect_patiently(&config.etcd, timeout) => etcd,
+        _ = stopped(stopping.clone()) => return Ok(()),
+    };
+    let nodes = Watcher::nodes(&etcd, &keys)
+        .await
+        .context("watching the nodes")?;
+    let stats = Watcher::stats(&etcd, &keys)
+        .await
+        .context("watching the stats")?;
+    health.set_service_status("", ServingStatus::Serving).await;
+    tracing::info!(%id, cluster = %config.cluster, "campaigning");
+    let ttl = Duration::from_secs(config.lease_ttl_seconds);
+    let campaign = async {
+        loop {
+            let candidate = Candidate::start(&etcd, &keys, &id, ttl)
+                .await
+                .context("joining the election")?;
+            let lost = async {
+                let mut role = candidate.role();
+                loop {
+                    let now = role.borrow_and_update().clone();
+                    match now {
+                        Role::Leader(term) => {
+                            lead(&etcd, &term, &settings, &nodes, &stats, &candidate).await
+                        }
+                        Role::Standby => {}
+                        Role::Lost => return,
+                    }
+                    if role.changed().await.is_err() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = lost => tracing::warn!("the candidacy's lease is gone; campaigning again"),
+                _ = stopped(stopping.clone()) => {
+                    // Resigning deletes the leader key at once, so a standby takes over now.
+                    if let Err(e) = candidate.resign().await {
+                        tracing::warn!(error = %e, "could not resign; the lease will expire");
+                    }
+                    return anyhow::Ok(());
+                }
+            }
+        }
+    };
+    campaign.await?;
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Leads for `term` until deposed, going on after etcd errors while still leader.
+async fn lead(
+    etcd: &Etcd,
+    term: &Term,
+    settings: &Settings,
+    nodes: &Watcher<NodeRecord>,
+    stats: &Watcher<GatewayStats>,
+    candidate: &Candidate,
+) {
+    tracing::info!(term = term.create_revision(), "leading");
+    loop {
+        let outcome = leader::lead(
+            etcd,
+            term,
+            settings,
+            nodes.subscribe(),
+            stats.subscribe(),
+            candidate.role(),
+        )
+        .await;
+        match outcome {
+            Ok(()) | Err(LeadError::Deposed) => {
+                tracing::warn!("no longer leading");
+                return;
+            }
+            Err(LeadError::Etcd(e)) => {
+                tracing::warn!(error = %e, "etcd failed while leading; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if candidate.term().as_ref() != Some(term) {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The cluster's control plane end to end, with real processes: one etcd, two `coordinator`s and
+//! `expert-node`s serving the Mixtral fixture (2 MoE layers x 8 experts). Nodes register, the
+//! leader's placement covers every expert and the nodes load what it assigns them; a node
+//! SIGKILLed leaves the placement when its lease expires and its experts are re-homed; a joining
+//! node takes a share; the leader SIGKILLed is replaced by the standby and epochs only grow;
+//! etcd restarted, everyone carries on. The times each step took are printed.
+//!
+//! `expert-node` is taken from the directory `coordinator` was built into: `cargo test
+//! --workspace` (what `scripts/test.sh` runs) builds both.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::EtcdServer;
+use moe_coordinator::keys::ClusterKeys;
+use moe_coordinator::records::Placement;
+use moe_coordinator::registry::Etcd;
+use moe_proto::expert::expert_service_client::ExpertServiceClient;
+use moe_proto::expert::{InfoRequest, NodeInfo};
+
+const CLUSTER: &str = "e2e";
+/// Lease TTL of nodes and coordinators.
+const TTL_SECONDS: u64 = 2;
+const LAYERS: [u32; 2] = [0, 1];
+const EXPERTS: u32 = 8;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral")
+}
+
+/// `expert-node`, next to the `coordinator` binary under test.
+fn expert_node_binary() -> PathBuf {
+    let coordinator = PathBuf::from(env!("CARGO_BIN_EXE_coordinator"));
+    let node = coordinator.with_file_name("expert-node");
+    assert!(
+        node.exists(),
+        "{} is missing: build it first (cargo build -p moe-expert-node; scripts/test.sh builds \
+         the whole workspace)",
+        node.display()
+    );
+    node
+}
+
+/// A child process killed on drop; its first stdout line must be `listening on ADDR`.
+struct Process {
+    child: Child,
+    address: String,
+}
+
+impl Process {
+    fn start(program: &Path, args: &[String]) -> Process {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the process prints its address");
+        let address = first
+            .strip_prefix("listening on ")
+            .expect(&first)
+            .to_string();
+        Process { child, address }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Cluster {
+    etcd: EtcdServer,
+    shards: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn coordinator(&self, id: &str) -> Process {
+        let model = fixture();
+        let args = [
+            "--etcd",
+            &self.etcd.endpoint(),
+            "--cluster",
+            CLUSTER,
+            "--listen",
+            "127.0.0.1:0",
+            "--id",
+            id,
+            "--model",
+            model.to_str().unwrap(),
+            "--lease-ttl-seconds",
+            "2",
+            "--replan-seconds",
+            "1",
+        ];
+        Process::start(
+            Path::new(env!("CARGO_BIN_EXE_coordinator")),
+            &args.map(String::from),
+        )
+    }
+
+    /// A node whose RAM disk has room for 56 of the fixture's experts (both shard files each).
+    fn node(&self, id: &str) -> Process {
+        let dir = self.shards.path().join(id);
+        let model = fixture();
+        let args = [
+            "--etcd",
+            &self.etcd.endpoint(),
+            "--cluster",
+            CLUSTER,
+            "--listen",
+            "127.0.0.1:0",
+            "--node-id",
+            id,
+            "--model",
+            model.to_str().unwrap(),
+            "--shard-dir",
+            dir.to_str().unwrap(),
+            "--ram-disk-bytes",
+            "4000000",
+            "--lease-ttl-seconds",
+            "2",
+            "--release-grace-seconds",
+            "1",
+            "--threads",
+            "1",
+            "--backend",
+            "cpu",
+        ];
+        Process::start(&expert_node_binary(), &args.map(String::from))
+    }
+
+    async fn placement(&self, etcd: &Etcd) -> Option<Placement> {
+        let value = get(etcd, ClusterKeys::new(CLUSTER).unwrap().placement()).await?;
+        Some(Placement::from_json(&value).unwrap())
+    }
+
+    async fn leader(&self, etcd: &Etcd) -> Option<String> {
+        let value = get(etcd, ClusterKeys::new(CLUSTER).unwrap().leader()).await?;
+        Some(String::from_utf8(value).unwrap())
+    }
+
+    /// Waits until the stored placement satisfies `ok`; returns it and how long that took.
+    async fn wait_placement(
+        &self,
+        etcd: &Etcd,
+        what: &str,
+        ok: impl Fn(&Placement) -> bool,
+    ) -> (Placement, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(p) = self.placement(etcd).await
+                && ok(&p)
+            {
+                return (p, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The value under `key`, or `None` when it is absent or etcd does not answer within 2 s.
+async fn get(etcd: &Etcd, key: String) -> Option<Vec<u8>> {
+    let mut client = etcd.client();
+    let response = tokio::time::timeout(Duration::from_secs(2), client.get(key, None))
+        .await
+        .ok()?
+        .ok()?;
+    Some(response.kvs().first()?.value().to_vec())
+}
+
+/// The nodes named anywhere in `placement`.
+fn nodes_of(placement: &Placement) -> BTreeSet<String> {
+    placement
+        .assignments
+        .iter()
+        .flat_map(|a| a.nodes.iter().cloned())
+        .collect()
+}
+
+/// Every expert of the fixture is served by at least one node.
+fn covers(placement: &Placement) -> bool {
+    LAYERS
+        .iter()
+        .all(|&l| (0..EXPERTS).all(|e| !placement.nodes(l, e).is_empty()))
+}
+
+async fn info(address: &str) -> NodeInfo {
+    let mut client = ExpertServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    client.info(InfoRequest {}).await.unwrap().into_inner()
+}
+
+/// Waits until the node at `address` follows `placement`: its epoch, and exactly the experts
+/// assigned to `id`.
+async fn wait_following(address: &str, id: &str, placement: &Placement) {
+    let wanted: BTreeSet<(u32, u32)> = placement.experts_of(id).collect();
+    let start = Instant::now();
+    loop {
+        let info = info(address).await;
+        let held: BTreeSet<(u32, u32)> = info.experts.iter().map(|e| (e.layer, e.expert)).collect();
+        if info.epoch >= placement.epoch && held == wanted {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "node {id} holds {held:?} at epoch {}, placement {} wants {wanted:?}",
+            info.epoch,
+            placement.epoch
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinators_place_every_expert_and_follow_failures() {
+    let cluster = Cluster {
+        etcd: EtcdServer::start().await,
+        shards: tempfile::tempdir().unwrap(),
+    };
+    let etcd = cluster.etcd.connect().await;
+    let co1 = cluster.coordinator("co-1");
+    let co2 = cluster.coordinator("co-2");
+    let nodes = ["a", "b", "c"].map(|id| (id, cluster.node(id)));
+
+    // Registration and the first placement.
+    let ids = |p: &Placement| nodes_of(p) == BTreeSet::from(["a", "b", "c"].map(String::from));
+    let (first, took) = cluster
+        .wait_placement(&etcd, "a placement over a, b and c", |p| {
+            covers(p) && ids(p)
+        })
+        .await;
+    println!(
+        "placement over 3 nodes after {took:?} (epoch {})",
+        first.epoch
+    );
+    for a in &first.assignments {
+        assert_eq!(a.nodes.len(), 2, "two replicas where room allows: {a:?}");
+    }
+    for (id, process) in &nodes {
+        wait_following(&process.address, id, &first).await;
+    }
+
+    // A node SIGKILLed leaves when its lease expires; its experts are re-homed.
+    let [(_, a), (_, b), (_, c)] = nodes;
+    let killed = Instant::now();
+    c.kill();
+    let (after_kill, took) = cluster
+        .wait_placement(&etcd, "c gone from the placement", |p| {
+            covers(p) && !nodes_of(p).contains("c")
+        })
+        .await;
+    println!(
+        "node c SIGKILLed: re-placed after {:?} (lease TTL {TTL_SECONDS} s), epoch {}",
+        killed.elapsed(),
+        after_kill.epoch
+    );
+    assert!(
+        took >= Duration::from_millis(500),
+        "not before the lease could expire"
+    );
+    assert!(after_kill.epoch > first.epoch);
+    wait_following(&a.address, "a", &after_kill).await;
+    wait_following(&b.address, "b", &after_kill).await;
+
+    // A joining node takes a share.
+    let d = cluster.node("d");
+    let (after_join, took) = cluster
+        .wait_placement(&etcd, "d in the placement", |p| nodes_of(p).contains("d"))
+        .await;
+    let moved = after_join
+        .assignments
+        .iter()
+        .filter(|x| x.nodes.iter().any(|n| n == "d"))
+        .count();
+    println!("node d joined: placed after {took:?}, holds {moved} of 32 copies");
+    assert!(covers(&after_join) && after_join.epoch > after_kill.epoch);
+    assert!(
+        (6..=16).contains(&moved),
+        "a fair share, not a reshuffle: {moved}"
+    );
+    wait_following(&d.address, "d", &after_join).await;
+
+    // The leader SIGKILLed: the standby takes over and later placements have larger epochs.
+    let leader = cluster.leader(&etcd).await.expect("a leader");
+    let (dead, standby) = if leader == "co-1" {
+        (co1, co2)
+    } else {
+        (co2, co1)
+    };
+    let killed = Instant::now();
+    dead.kill();
+    loop {
+        if cluster.leader(&etcd).await.is_some_and(|l| l != leader) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "no standby took over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "leader {leader} SIGKILLed: the standby leads after {:?}",
+        killed.elapsed()
+    );
+    let e = cluster.node("e");
+    let (after_failover, _) = cluster
+        .wait_placement(&etcd, "e placed by the new leader", |p| {
+            nodes_of(p).contains("e")
+        })
+        .await;
+    assert!(after_failover.epoch > after_join.epoch);
+
+    // etcd restarted: coordinators and nodes carry on.
+    let mut server = cluster.etcd;
+    let stopped = Instant::now();
+    server.stop();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.restart().await;
+    let etcd = server.connect().await;
+    let cluster = Cluster {
+        etcd: server,
+        shards: cluster.shards,
+    };
+    let f = cluster.node("f");
+    let (after_restart, took) = cluster
+        .wait_placement(&etcd, "f placed after the etcd restart", |p| {
+            nodes_of(p).contains("f")
+        })
+        .await;
+    println!(
+        "etcd restarted: f placed {took:?} after the restart ({:?} after the stop), epoch {}",
+        stopped.elapsed(),
+        after_restart.epoch
+    );
+    assert!(after_restart.epoch > after_failover.epoch && covers(&after_restart));
+    for (id, node) in [("a", &a), ("b", &b), ("d", &d), ("e", &e), ("f", &f)] {
+        wait_following(&node.address, id, &after_restart).await;
+    }
+    drop(standby);
+}

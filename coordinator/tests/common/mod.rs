@@ -1,0 +1,302 @@
+//! A real etcd for integration tests: one `etcd` process per test on two free loopback ports
+//! with a temporary data directory, tuned for speed (`--heartbeat-interval 10
+//! --election-timeout 50`), waited on until a read succeeds, and killed on drop. It can be
+//! stopped and started again on the same ports and data, as an etcd restart. Also a TCP
+//! [`Proxy`] in front of it that a test can cut, as a network partition between one client and
+//! etcd.
+#![allow(dead_code)] // each test binary uses a part of the harness
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use moe_coordinator::registry::Etcd;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener as AsyncListener, TcpStream};
+use tokio::sync::watch;
+
+/// How long etcd may take to answer its first read.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
+/// Start attempts on fresh ports when etcd exits at once (another process took a port).
+const START_ATTEMPTS: usize = 5;
+/// The per-call deadline of clients made by [`EtcdServer::connect`].
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A running (or stopped) single-member etcd.
+pub struct EtcdServer {
+    binary: PathBuf,
+    root: tempfile::TempDir,
+    data_dir: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+impl EtcdServer {
+    /// Starts etcd on free ports and waits until it answers. Panics, saying what to install,
+    /// when there is no etcd binary.
+    pub async fn start() -> EtcdServer {
+        log_to_test_output();
+        let mut server = EtcdServer {
+            binary: etcd_binary(),
+            root: tempfile::tempdir().expect("a temporary directory for etcd"),
+            data_dir: PathBuf::new(),
+            client_port: 0,
+            peer_port: 0,
+            child: None,
+        };
+        let mut failures = Vec::new();
+        for attempt in 0..START_ATTEMPTS {
+            (server.client_port, server.peer_port) = free_ports();
+            server.data_dir = server.root.path().join(format!("data-{attempt}"));
+            match server.launch().await {
+                Ok(()) => return server,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("etcd did not start:\n{}", failures.join("\n---\n"));
+    }
+
+    /// `127.0.0.1:<client port>`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// `http://127.0.0.1:<client port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address())
+    }
+
+    /// A client of this etcd with the tests' per-call deadline.
+    pub async fn connect(&self) -> Etcd {
+        Etcd::connect(&[self.endpoint()], RPC_TIMEOUT)
+            .await
+            .expect("an etcd client")
+    }
+
+    /// Kills etcd (as a crash would) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts etcd again on the same ports and data directory and waits until it answers.
+    pub async fn restart(&mut self) {
+        self.stop();
+        if let Err(failure) = self.launch().await {
+            panic!("etcd did not restart: {failure}");
+        }
+    }
+
+    async fn launch(&mut self) -> Result<(), String> {
+        let log_path = self.root.path().join("etcd.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("the etcd log file");
+        let client_url = self.endpoint();
+        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--name=moe-test")
+            .arg(format!("--data-dir={}", self.data_dir.display()))
+            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--advertise-client-urls={client_url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=moe-test={peer_url}"))
+            .args(["--heartbeat-interval=10", "--election-timeout=50"])
+            .args(["--logger=zap", "--log-level=warn"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("the etcd log file"))
+            .stderr(log);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ETCD") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("could not run {}: {e}", self.binary.display()))?;
+        self.child = Some(child);
+
+        let started = Instant::now();
+        let probe = self.connect().await;
+        loop {
+            let answered = tokio::time::timeout(
+                Duration::from_millis(500),
+                probe.client().get("/moe/health-probe", None),
+            )
+            .await;
+            // Checked after the probe, so that an etcd that lost a port race and exited is
+            // never mistaken for whichever process answered on that port.
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(format!(
+                    "etcd exited with {status}:\n{}",
+                    log_tail(&log_path)
+                ));
+            }
+            if matches!(answered, Ok(Ok(_))) {
+                return Ok(());
+            }
+            if started.elapsed() > HEALTHY_WITHIN {
+                self.stop();
+                return Err(format!(
+                    "etcd did not answer within {HEALTHY_WITHIN:?}:\n{}",
+                    log_tail(&log_path)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sends the crate's logs (`RUST_LOG`, default `moe_coordinator=info`) to the test's captured
+/// output, shown when a test fails.
+fn log_to_test_output() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("moe_coordinator=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// The etcd binary: `/usr/bin/etcd`, or `etcd` on the `PATH`.
+fn etcd_binary() -> PathBuf {
+    let installed = Path::new("/usr/bin/etcd");
+    if installed.is_file() {
+        return installed.to_path_buf();
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("etcd"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "etcd is not installed: these tests need a real etcd. Install the Debian package \
+                 etcd-server (`apt-get install -y etcd-server`); scripts/test.sh installs it."
+            )
+        })
+}
+
+/// Two distinct loopback ports that were free a moment ago.
+fn free_ports() -> (u16, u16) {
+    let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free loopback port");
+    let (first, second) = (bind(), bind());
+    let port = |listener: &TcpListener| listener.local_addr().expect("a bound port").port();
+    (port(&first), port(&second))
+}
+
+fn log_tail(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let start = log.len().saturating_sub(4000);
+    let start = (start..log.len())
+        .find(|&i| log.is_char_boundary(i))
+        .unwrap_or(log.len());
+    log[start..].to_string()
+}
+
+/// A loopback TCP proxy to one upstream address. While cut, it closes every connection it
+/// carries and every new one at once, so clients behind it see etcd unreachable while others
+/// still reach it.
+pub struct Proxy {
+    port: u16,
+    cut: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// A proxy on a free loopback port forwarding to `upstream` (`host:port`).
+    pub async fn start(upstream: &str) -> Proxy {
+        let listener = AsyncListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("a loopback port for the proxy");
+        let port = listener.local_addr().expect("a bound port").port();
+        let (cut, cut_watch) = watch::channel(false);
+        let upstream = upstream.to_string();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if *cut_watch.borrow() {
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pipe(client_read, server_write, cut_watch.clone()));
+                tokio::spawn(pipe(server_read, client_write, cut_watch.clone()));
+            }
+        });
+        Proxy { port, cut, task }
+    }
+
+    /// `http://127.0.0.1:<proxy port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Closes every connection through the proxy and refuses new ones; no byte that reaches
+    /// the proxy after this returns is forwarded.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Forwards new connections again.
+    pub fn heal(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut.send_replace(true);
+    }
+}
+
+/// Copies bytes from `from` to `to` until either end closes or the proxy is cut.
+async fn pipe(from: OwnedReadHalf, to: OwnedWriteHalf, mut cut: watch::Receiver<bool>) {
+    let mut buffer = vec![0; 16 * 1024];
+    loop {
+        tokio::select! {
+            biased;
+            _ = cut.wait_for(|cut| *cut) => return,
+            readable = from.readable() => if readable.is_err() { return },
+        }
+        let read = match from.try_read(&mut buffer) {
+            Ok(0) => return,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        };
+        let mut sent = 0;
+        while sent < read {
+            if to.writable().await.is_err() {
+                return;
+            }
+            match to.try_write(&buffer[sent..read]) {
+                Ok(written) => sent += written,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
