@@ -17,9 +17,10 @@ use etcd_client::{
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::etcd::{Etcd, EtcdError};
 use crate::keys::{ClusterKeys, Name};
+use crate::lease::{Lease, LeaseState, publish_alive};
 use crate::records::Placement;
-use crate::registry::{Etcd, EtcdError, Lease, LeaseState, publish_alive};
 use crate::watch::Backoff;
 
 /// The lease TTL of a coordinator candidate unless configured otherwise: a dead leader is

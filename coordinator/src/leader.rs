@@ -14,11 +14,11 @@ use moe_model::moe::Expert;
 use tokio::sync::watch;
 
 use crate::election::{PlacementWrite, Role, Term};
+use crate::etcd::{Etcd, EtcdError};
 use crate::planner::{
     self, Hysteresis, ModelShape, NodeSpace, PlanRequest, Popularity, ReplanAdvice,
 };
 use crate::records::{Capacity, GatewayStats, NodeRecord, Placement};
-use crate::registry::{Etcd, EtcdError};
 use crate::watch::Snapshot;
 
 /// An upper bound on what a shard file adds to its expert's weights on a RAM disk: its header

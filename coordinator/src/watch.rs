@@ -16,9 +16,9 @@ use etcd_client::{Event, EventType, GetOptions, WatchOptions};
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::etcd::{Etcd, EtcdError};
 use crate::keys::{ClusterKeys, Name};
 use crate::records::{GatewayStats, NodeRecord, Placement};
-use crate::registry::{Etcd, EtcdError};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);

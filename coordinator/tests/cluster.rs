@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::EtcdServer;
 use moe_coordinator::keys::ClusterKeys;
 use moe_coordinator::records::Placement;
-use moe_coordinator::registry::Etcd;
+use moe_coordinator::etcd::Etcd;
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::{InfoRequest, NodeInfo};
 

@@ -14,9 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use moe_coordinator::etcd::{Etcd, EtcdError};
 use moe_coordinator::keys::ClusterKeys;
+use moe_coordinator::lease::LeaseState;
 use moe_coordinator::records::{Capacity, NodeRecord, Placement};
-use moe_coordinator::registry::{Etcd, EtcdError, LeaseState, Registration};
+use moe_coordinator::registry::Registration;
 use moe_coordinator::watch::Watcher;
 use tokio::sync::oneshot;
 

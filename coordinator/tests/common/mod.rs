@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use moe_coordinator::registry::Etcd;
+use moe_coordinator::etcd::Etcd;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener as AsyncListener, TcpStream};
 use tokio::sync::watch;
