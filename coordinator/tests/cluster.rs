@@ -17,9 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::EtcdServer;
+use moe_coordinator::etcd::Etcd;
 use moe_coordinator::keys::ClusterKeys;
 use moe_coordinator::records::Placement;
-use moe_coordinator::etcd::Etcd;
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::{InfoRequest, NodeInfo};
 
