@@ -14,7 +14,7 @@ use crate::config::{FeedForward, ModelConfig, config_path};
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
 use crate::layout::{ExpertMatrix, Layout};
-use crate::moe::{Expert, MoeBlock};
+use crate::moe::{Expert, MoeBlock, RoutedExperts};
 use crate::ops::{add_assign, rms_norm};
 use crate::rope::Rope;
 
@@ -31,6 +31,8 @@ pub struct LoadOptions {
     pub expert_overrides: HashMap<(usize, usize), Format>,
     /// Longest sequence a cache holds; defaults to `max_position_embeddings`.
     pub max_context: Option<usize>,
+    /// Leave the routed experts unread: they run elsewhere ([`Model::forward_with`]).
+    pub skip_routed_experts: bool,
 }
 
 impl LoadOptions {
@@ -113,6 +115,7 @@ impl Model {
                         l,
                         |e| options.expert_format(l, e),
                         options.dense_format,
+                        !options.skip_routed_experts,
                     )?),
                 };
                 Ok(Layer {
@@ -199,8 +202,14 @@ impl Model {
         }
     }
 
-    /// Embeddings and every decoder layer; appends to the cache without advancing it.
-    fn layers_forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+    /// Embeddings and every decoder layer; appends to the cache without advancing it. Routed
+    /// experts run on `routed`, or in this process when it is `None`.
+    fn layers_forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        mut routed: Option<&mut dyn RoutedExperts>,
+    ) -> Result<Vec<f32>> {
         let n = tokens.len();
         let hidden = self.cfg.hidden_size;
         let eps = self.cfg.rms_norm_eps;
@@ -219,7 +228,10 @@ impl Model {
             rms_norm(&mut h, &layer.post_norm, eps);
             let f = match &layer.feed_forward {
                 FeedForwardBlock::Dense(mlp) => mlp.forward(&self.pool, &h, n)?,
-                FeedForwardBlock::Moe(moe) => moe.forward(&self.pool, &h, n)?,
+                FeedForwardBlock::Moe(moe) => match routed.as_deref_mut() {
+                    Some(routed) => moe.forward_with(&self.pool, &h, n, l, routed)?,
+                    None => moe.forward(&self.pool, &h, n)?,
+                },
             };
             add_assign(&mut x, &f);
         }
@@ -228,6 +240,28 @@ impl Model {
 
     /// Runs `tokens` at positions `cache.len()..`, extending the cache, and returns logits.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Vec<f32>> {
+        self.forward_inner(tokens, cache, want, None)
+    }
+
+    /// As [`Model::forward`], with every MoE layer's routed experts run by `routed` (a
+    /// cluster's expert nodes); attention, routers, shared experts and the head run here.
+    pub fn forward_with(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        want: Logits,
+        routed: &mut dyn RoutedExperts,
+    ) -> Result<Vec<f32>> {
+        self.forward_inner(tokens, cache, want, Some(routed))
+    }
+
+    fn forward_inner(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        want: Logits,
+        routed: Option<&mut dyn RoutedExperts>,
+    ) -> Result<Vec<f32>> {
         if tokens.is_empty() {
             return Err(ModelError::InvalidArgument(
                 "forward needs at least one token".into(),
@@ -236,7 +270,7 @@ impl Model {
         self.check_tokens(tokens)?;
         cache.reserve(tokens.len())?;
         let pos0 = cache.len();
-        let x = self.layers_forward(tokens, cache);
+        let x = self.layers_forward(tokens, cache, routed);
         if x.is_err() {
             cache.truncate(pos0);
         }

@@ -127,6 +127,57 @@ pub fn route(logits: &[f32], top_k: usize, normalize: bool) -> Route {
     }
 }
 
+/// Runs a layer's routed experts: per token, the gate-weighted sum of its experts' outputs.
+/// The single-process model runs them here ([`LocalExperts`]); a cluster gateway sends them to
+/// the expert nodes that hold them.
+pub trait RoutedExperts {
+    /// `h` is `[n, hidden]`, `routes` one per token; returns `[n, hidden]`.
+    fn run(&mut self, layer: usize, h: &[f32], routes: &[Route]) -> Result<Vec<f32>>;
+}
+
+/// The routed experts of the [`MoeBlock`]s themselves, on a kernel pool.
+pub struct LocalExperts<'a> {
+    pub experts: &'a [Expert],
+    pub pool: &'a Pool,
+}
+
+impl RoutedExperts for LocalExperts<'_> {
+    fn run(&mut self, layer: usize, h: &[f32], routes: &[Route]) -> Result<Vec<f32>> {
+        if self.experts.is_empty() {
+            return Err(ModelError::InvalidArgument(format!(
+                "layer {layer}: this model was loaded without its routed experts"
+            )));
+        }
+        let n = routes.len();
+        let hidden = h.len() / n.max(1);
+        let mut out = vec![0.0; n * hidden];
+        // Group tokens by expert so each expert runs once on all of its rows.
+        let mut rows: Vec<Vec<(usize, f32)>> = vec![Vec::new(); self.experts.len()];
+        for (t, r) in routes.iter().enumerate() {
+            for (&e, &w) in r.experts.iter().zip(&r.weights) {
+                rows[e].push((t, w));
+            }
+        }
+        let mut x = Vec::new();
+        for (expert, picked) in self.experts.iter().zip(&rows) {
+            if picked.is_empty() {
+                continue;
+            }
+            x.clear();
+            for &(t, _) in picked {
+                x.extend_from_slice(&h[t * hidden..(t + 1) * hidden]);
+            }
+            let y = expert.forward(self.pool, &x, picked.len())?;
+            for (&(t, w), yr) in picked.iter().zip(y.chunks_exact(hidden)) {
+                for (o, v) in out[t * hidden..(t + 1) * hidden].iter_mut().zip(yr) {
+                    *o += w * v;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// A routed mixture of experts with an optional shared expert.
 #[derive(Debug, Clone)]
 pub struct MoeBlock {
@@ -139,16 +190,19 @@ pub struct MoeBlock {
 
 impl MoeBlock {
     /// Loads layer `layer`'s router and experts: routed expert `e` converted to `format(e)` if
-    /// given, the shared expert to `shared_format`; the router stays as stored.
+    /// given, the shared expert to `shared_format`; the router stays as stored. Without
+    /// `routed_experts` the routed experts are not read (they run elsewhere).
     pub fn load(
         ckpt: &Checkpoint,
         cfg: &ModelConfig,
         layer: usize,
         format: impl Fn(usize) -> Option<Format>,
         shared_format: Option<Format>,
+        routed_experts: bool,
     ) -> Result<MoeBlock> {
         let layout = Layout::new(cfg);
-        let experts = (0..cfg.num_experts)
+        let count = if routed_experts { cfg.num_experts } else { 0 };
+        let experts = (0..count)
             .map(|e| {
                 Expert::load(
                     ckpt,
@@ -187,7 +241,7 @@ impl MoeBlock {
             .shared
             .as_ref()
             .map_or(0, |(e, g)| e.weight_bytes() + g.nbytes());
-        self.router.nbytes() + experts * self.top_k / self.experts.len() + shared
+        self.router.nbytes() + experts * self.top_k / self.experts.len().max(1) + shared
     }
 
     /// Routing decisions for `n` tokens (`h` is `[n, hidden]`).
@@ -201,33 +255,34 @@ impl MoeBlock {
             .collect())
     }
 
-    /// `h` is `[n, hidden]`; returns the mixture output `[n, hidden]`.
+    /// `h` is `[n, hidden]`; returns the mixture output `[n, hidden]`, running the routed
+    /// experts of this block.
     pub fn forward(&self, pool: &Pool, h: &[f32], n: usize) -> Result<Vec<f32>> {
+        let mut local = LocalExperts {
+            experts: &self.experts,
+            pool,
+        };
+        self.forward_with(pool, h, n, 0, &mut local)
+    }
+
+    /// As [`MoeBlock::forward`], with the routed experts of layer `layer` run by `routed`; the
+    /// router and the shared expert run here, on `pool`.
+    pub fn forward_with(
+        &self,
+        pool: &Pool,
+        h: &[f32],
+        n: usize,
+        layer: usize,
+        routed: &mut dyn RoutedExperts,
+    ) -> Result<Vec<f32>> {
         let hidden = self.router.cols();
         let routes = self.route(pool, h, n)?;
-        let mut out = vec![0.0; n * hidden];
-        // Group tokens by expert so each expert runs once on all of its rows.
-        let mut rows: Vec<Vec<(usize, f32)>> = vec![Vec::new(); self.experts.len()];
-        for (t, r) in routes.iter().enumerate() {
-            for (&e, &w) in r.experts.iter().zip(&r.weights) {
-                rows[e].push((t, w));
-            }
-        }
-        let mut x = Vec::new();
-        for (expert, picked) in self.experts.iter().zip(&rows) {
-            if picked.is_empty() {
-                continue;
-            }
-            x.clear();
-            for &(t, _) in picked {
-                x.extend_from_slice(&h[t * hidden..(t + 1) * hidden]);
-            }
-            let y = expert.forward(pool, &x, picked.len())?;
-            for (&(t, w), yr) in picked.iter().zip(y.chunks_exact(hidden)) {
-                for (o, v) in out[t * hidden..(t + 1) * hidden].iter_mut().zip(yr) {
-                    *o += w * v;
-                }
-            }
+        let mut out = routed.run(layer, h, &routes)?;
+        if out.len() != n * hidden {
+            return Err(ModelError::InvalidArgument(format!(
+                "layer {layer}: routed experts returned {} values for {n} x {hidden}",
+                out.len()
+            )));
         }
         if let Some((expert, gate)) = &self.shared {
             let y = expert.forward(pool, h, n)?;
