@@ -62,6 +62,9 @@ pub enum ModelError {
     InvalidArgument(String),
     #[error("kernel: {0}")]
     Kernel(#[from] moe_kernels::KernelError),
+    /// The routed experts could not be run (locally: not loaded; in a cluster: no node could).
+    #[error("routed experts: {0}")]
+    RoutedExperts(String),
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -144,7 +144,7 @@ pub struct LocalExperts<'a> {
 impl RoutedExperts for LocalExperts<'_> {
     fn run(&mut self, layer: usize, h: &[f32], routes: &[Route]) -> Result<Vec<f32>> {
         if self.experts.is_empty() {
-            return Err(ModelError::InvalidArgument(format!(
+            return Err(ModelError::RoutedExperts(format!(
                 "layer {layer}: this model was loaded without its routed experts"
             )));
         }

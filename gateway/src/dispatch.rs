@@ -1,0 +1,374 @@
+//! Running one MoE layer's routed experts on the expert nodes that hold them. The (token,
+//! expert, gate weight) pairs are grouped by the node the placement names for each expert (its
+//! first live replica), and each node gets **one message for the layer**: the token rows its
+//! pairs need, once, and per expert the rows, weights, HOBBIT unimportance scores and precision.
+//! The nodes' per-token weighted sums are added up in node-id order. A node that fails, refuses
+//! with a retryable status or misses the deadline is left out for the rest of the layer and its
+//! experts go to their next replica in the same step (an expert call is idempotent: the KV cache
+//! stays here); the layer fails only when some expert has no replica left. A node whose epoch is
+//! ahead of this gateway's placement (ABORTED) is retried with the newest placement.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use moe_coordinator::records::{NodeRecord, Placement};
+use moe_coordinator::watch::Snapshot;
+use moe_model::ModelError;
+use moe_model::moe::{Route, RoutedExperts};
+use moe_proto::expert::{ExpertWork, LayerRequest, Precision as WirePrecision};
+use moe_proto::tensor::{self, Limits, WireDtype};
+use tokio::sync::{Mutex, watch};
+use tonic::Code;
+
+use crate::node_client::{CallError, NodeClient};
+
+/// Why a layer could not be run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DispatchError {
+    #[error("no placement is known yet")]
+    NoPlacement,
+    #[error("layer {layer} expert {expert}: no replica could serve it (last error: {last})")]
+    NoReplica {
+        layer: usize,
+        expert: usize,
+        last: String,
+    },
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("expert node {node}: a malformed reply: {reason}")]
+    BadReply { node: String, reason: String },
+}
+
+/// The precision a request asks its experts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// The nodes' high-precision copies, f32 activations both ways: the single-process result.
+    Exact,
+    /// The nodes' high-precision copies for now; the link-aware policy decides per pair later.
+    Auto,
+}
+
+/// One pair of a layer: a token row, its gate weight and unimportance.
+#[derive(Debug, Clone, Copy)]
+struct Pair {
+    token: usize,
+    weight: f32,
+    unimportance: f32,
+}
+
+/// The pairs of each expert, from the routes: HOBBIT's unimportance of a pair is the normalised
+/// gate mass of the token's heavier experts (0 for its top expert).
+fn pairs_by_expert(routes: &[Route]) -> BTreeMap<usize, Vec<Pair>> {
+    let mut by_expert: BTreeMap<usize, Vec<Pair>> = BTreeMap::new();
+    for (token, route) in routes.iter().enumerate() {
+        let total: f32 = route.weights.iter().sum();
+        let mut above = 0.0f32;
+        for (&expert, &weight) in route.experts.iter().zip(&route.weights) {
+            let unimportance = if total > 0.0 { above / total } else { 0.0 };
+            by_expert.entry(expert).or_default().push(Pair {
+                token,
+                weight,
+                unimportance: unimportance.clamp(0.0, 1.0),
+            });
+            above += weight;
+        }
+    }
+    by_expert
+}
+
+/// The message for one node: the rows its experts need (in token order) and their work.
+fn request(
+    layer: usize,
+    epoch: u64,
+    h: &[f32],
+    hidden: usize,
+    experts: &[(usize, &[Pair])],
+) -> (LayerRequest, Vec<usize>) {
+    let tokens: BTreeSet<usize> = experts
+        .iter()
+        .flat_map(|(_, pairs)| pairs.iter().map(|p| p.token))
+        .collect();
+    let tokens: Vec<usize> = tokens.into_iter().collect();
+    let row_of: HashMap<usize, u32> = tokens
+        .iter()
+        .enumerate()
+        .map(|(row, &t)| (t, row as u32))
+        .collect();
+    let mut rows = Vec::with_capacity(tokens.len() * hidden);
+    for &t in &tokens {
+        rows.extend_from_slice(&h[t * hidden..(t + 1) * hidden]);
+    }
+    let work = experts
+        .iter()
+        .map(|&(expert, pairs)| ExpertWork {
+            expert: expert as u32,
+            rows: pairs.iter().map(|p| row_of[&p.token]).collect(),
+            weights: pairs.iter().map(|p| p.weight).collect(),
+            precisions: vec![WirePrecision::High as i32],
+            unimportance: pairs.iter().map(|p| p.unimportance).collect(),
+        })
+        .collect();
+    let encoded = tensor::encode(&rows, tokens.len(), hidden, WireDtype::F32)
+        .expect("f32 rows always encode");
+    let request = LayerRequest {
+        batch_id: 0,
+        epoch,
+        layer: layer as u32,
+        tokens: Some(encoded),
+        experts: work,
+        reply_dtype: moe_proto::expert::Dtype::F32 as i32,
+    };
+    (request, tokens)
+}
+
+/// The gateway's view of the expert nodes, and its streams to them.
+pub struct Dispatcher {
+    placement: watch::Receiver<Snapshot<Placement>>,
+    nodes: watch::Receiver<Snapshot<NodeRecord>>,
+    clients: Mutex<HashMap<String, Arc<NodeClient>>>,
+    hidden: usize,
+    deadline: Duration,
+    limits: Limits,
+    retries: AtomicU64,
+}
+
+impl Dispatcher {
+    /// Routes by the placement and node records the receivers publish; every expert call gets
+    /// `deadline`.
+    pub fn new(
+        placement: watch::Receiver<Snapshot<Placement>>,
+        nodes: watch::Receiver<Snapshot<NodeRecord>>,
+        hidden: usize,
+        deadline: Duration,
+        limits: Limits,
+    ) -> Dispatcher {
+        Dispatcher {
+            placement,
+            nodes,
+            clients: Mutex::new(HashMap::new()),
+            hidden,
+            deadline,
+            limits,
+            retries: AtomicU64::new(0),
+        }
+    }
+
+    /// Expert calls retried on another replica so far.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// The stream to node `id`, opened (again) when there is none or it has ended.
+    async fn client(&self, id: &str) -> Result<Arc<NodeClient>, CallError> {
+        let address = self
+            .nodes
+            .borrow()
+            .get(id)
+            .map(|r| r.address.clone())
+            .ok_or_else(|| CallError::Connect {
+                address: id.to_string(),
+                reason: "the node is not registered".into(),
+            })?;
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(id)
+            && c.is_alive()
+            && c.address() == address
+        {
+            return Ok(Arc::clone(c));
+        }
+        let client =
+            Arc::new(NodeClient::connect(&address, self.deadline, self.limits.max_bytes).await?);
+        clients.insert(id.to_string(), Arc::clone(&client));
+        Ok(client)
+    }
+
+    fn placement(&self) -> Result<Placement, DispatchError> {
+        self.placement
+            .borrow()
+            .single()
+            .cloned()
+            .ok_or(DispatchError::NoPlacement)
+    }
+
+    /// Runs layer `layer`'s routed experts for `h` (`[n, hidden]`) and `routes` (one per token);
+    /// returns per token the gate-weighted sum of its experts' outputs.
+    pub async fn run_layer(
+        &self,
+        layer: usize,
+        h: &[f32],
+        routes: &[Route],
+        _precision: Precision,
+    ) -> Result<Vec<f32>, DispatchError> {
+        let hidden = self.hidden;
+        let mut out = vec![0.0f32; routes.len() * hidden];
+        let mut remaining = pairs_by_expert(routes);
+        let mut excluded: BTreeSet<String> = BTreeSet::new();
+        let mut placement = self.placement()?;
+        let mut last = String::from("none");
+        while !remaining.is_empty() {
+            let mut by_node: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+            for &expert in remaining.keys() {
+                let node = placement
+                    .nodes(layer as u32, expert as u32)
+                    .iter()
+                    .find(|n| !excluded.contains(*n))
+                    .ok_or_else(|| DispatchError::NoReplica {
+                        layer,
+                        expert,
+                        last: last.clone(),
+                    })?;
+                by_node.entry(node.clone()).or_default().push(expert);
+            }
+            let mut calls = tokio::task::JoinSet::new();
+            for (node, experts) in &by_node {
+                let work: Vec<(usize, &[Pair])> = experts
+                    .iter()
+                    .map(|e| (*e, remaining[e].as_slice()))
+                    .collect();
+                let (req, tokens) = request(layer, placement.epoch, h, hidden, &work);
+                let (node, deadline) = (node.clone(), self.deadline);
+                let client = self.client(&node).await;
+                calls.spawn(async move {
+                    let reply = match client {
+                        Ok(client) => client.call(req, deadline).await,
+                        Err(e) => Err(e),
+                    };
+                    (node, tokens, reply)
+                });
+            }
+            let mut answers = BTreeMap::new();
+            while let Some(joined) = calls.join_next().await {
+                let (node, tokens, reply) = joined.expect("an expert call does not panic");
+                answers.insert(node, (tokens, reply));
+            }
+            let mut refresh = false;
+            for (node, (tokens, reply)) in answers {
+                let reply = match reply {
+                    Ok(reply) => reply,
+                    Err(CallError::Refused {
+                        code: Code::Aborted,
+                        ..
+                    }) => {
+                        refresh = true;
+                        continue;
+                    }
+                    Err(e) if e.retryable() => {
+                        tracing::warn!(%node, layer, error = %e, "expert call failed; trying a replica");
+                        last = e.to_string();
+                        self.retries.fetch_add(1, Ordering::Relaxed);
+                        excluded.insert(node);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let bad = |reason: String| DispatchError::BadReply {
+                    node: node.clone(),
+                    reason,
+                };
+                let output = reply
+                    .output
+                    .as_ref()
+                    .ok_or_else(|| bad("no output".into()))?;
+                let sums =
+                    tensor::decode(output, hidden, &self.limits).map_err(|e| bad(e.to_string()))?;
+                if sums.rows != tokens.len() {
+                    return Err(bad(format!(
+                        "{} rows for {} tokens",
+                        sums.rows,
+                        tokens.len()
+                    )));
+                }
+                for (row, &t) in sums.data.chunks_exact(hidden).zip(&tokens) {
+                    for (o, v) in out[t * hidden..(t + 1) * hidden].iter_mut().zip(row) {
+                        *o += v;
+                    }
+                }
+                for e in &by_node[&node] {
+                    remaining.remove(e);
+                }
+            }
+            if refresh {
+                placement = self.placement()?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A layer's routed experts run by the cluster: what `Model::forward_with` calls on a blocking
+/// thread of `runtime` (it waits for the nodes there).
+pub struct RemoteExperts<'a> {
+    pub dispatcher: &'a Dispatcher,
+    pub runtime: tokio::runtime::Handle,
+    pub precision: Precision,
+}
+
+impl RoutedExperts for RemoteExperts<'_> {
+    fn run(&mut self, layer: usize, h: &[f32], routes: &[Route]) -> moe_model::Result<Vec<f32>> {
+        self.runtime
+            .block_on(self.dispatcher.run_layer(layer, h, routes, self.precision))
+            .map_err(|e| ModelError::RoutedExperts(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unimportance_is_the_normalised_mass_of_heavier_experts() {
+        let routes = [
+            Route {
+                experts: vec![3, 1],
+                weights: vec![0.6, 0.2],
+            },
+            Route {
+                experts: vec![1],
+                weights: vec![1.0],
+            },
+        ];
+        let pairs = pairs_by_expert(&routes);
+        let of = |e: usize| -> Vec<(usize, f32, f32)> {
+            pairs[&e]
+                .iter()
+                .map(|p| (p.token, p.weight, p.unimportance))
+                .collect()
+        };
+        assert_eq!(of(3), [(0, 0.6, 0.0)]);
+        assert_eq!(of(1), [(0, 0.2, 0.75), (1, 1.0, 0.0)]);
+    }
+
+    #[test]
+    fn a_request_carries_each_needed_row_once() {
+        let hidden = 2;
+        let h: Vec<f32> = (0..8).map(|v| v as f32).collect();
+        let a = [
+            Pair {
+                token: 3,
+                weight: 0.5,
+                unimportance: 0.0,
+            },
+            Pair {
+                token: 1,
+                weight: 0.25,
+                unimportance: 0.5,
+            },
+        ];
+        let b = [Pair {
+            token: 3,
+            weight: 0.75,
+            unimportance: 0.25,
+        }];
+        let (req, tokens) = request(4, 9, &h, hidden, &[(5, &a), (6, &b)]);
+        assert_eq!(tokens, [1, 3]);
+        assert_eq!((req.layer, req.epoch), (4, 9));
+        let rows =
+            tensor::decode(req.tokens.as_ref().unwrap(), hidden, &Limits::default()).unwrap();
+        assert_eq!(rows.data, [2.0, 3.0, 6.0, 7.0]);
+        assert_eq!(req.experts[0].rows, [1, 0]);
+        assert_eq!(req.experts[1].rows, [1]);
+        assert_eq!(req.experts[0].unimportance, [0.0, 0.5]);
+    }
+}

@@ -1,0 +1,241 @@
+//! The model's forward pass with its routed experts on expert nodes served over real gRPC (in
+//! this process, on 127.0.0.1:0): the logits and greedy tokens equal the single-process model's
+//! exactly (Mixtral fixture, experts at f16 on both sides); a node that goes away mid-run is
+//! replaced by the replica the placement names, with the same results; an expert without any
+//! live replica fails the step with a clear error.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moe_coordinator::records::{Assignment, Capacity, NodeRecord, Placement};
+use moe_coordinator::watch::Snapshot;
+use moe_expert_node::hot_set::Budget;
+use moe_expert_node::residency::Residency;
+use moe_expert_node::selection::ExpertSelection;
+use moe_expert_node::server::{Node, NodeService};
+use moe_expert_node::{PrecisionPair, store};
+use moe_gateway::dispatch::{Dispatcher, Precision, RemoteExperts};
+use moe_kernels::{Format, Pool};
+use moe_model::{LoadOptions, Logits, Model};
+use moe_proto::expert::expert_service_server::ExpertServiceServer;
+use moe_proto::tensor::Limits;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
+
+const PAIR: PrecisionPair = PrecisionPair {
+    high: Format::F16,
+    low: Format::Q4,
+};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral")
+}
+
+/// An expert node serving `selection` of the fixture on a runtime of its own, so that killing
+/// it closes its connections as a dead process would.
+struct TestNode {
+    address: SocketAddr,
+    runtime: tokio::runtime::Runtime,
+    _shards: tempfile::TempDir,
+}
+
+impl TestNode {
+    fn start(id: &str, selection: &str) -> TestNode {
+        let shards = tempfile::tempdir().unwrap();
+        let selection: ExpertSelection = selection.parse().unwrap();
+        let (catalog, resident, _) = store::open(
+            &fixture(),
+            shards.path(),
+            &selection,
+            PAIR,
+            Budget::Unlimited,
+        )
+        .unwrap();
+        let node = Arc::new(Node::new(id.into(), PAIR, Limits::default(), 64));
+        let residency = Arc::new(Residency::new(catalog, Budget::Unlimited, resident));
+        node.serve_experts(residency, Pool::new(1).unwrap(), None)
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.spawn(async move {
+            let listener = TcpListener::from_std(listener).unwrap();
+            let _ = tonic::transport::Server::builder()
+                .add_service(ExpertServiceServer::new(NodeService(node)))
+                .serve_with_incoming(TcpIncoming::from(listener))
+                .await;
+        });
+        TestNode {
+            address,
+            runtime,
+            _shards: shards,
+        }
+    }
+
+    /// Stops serving at once: every connection of the node closes.
+    fn kill(self) {
+        self.runtime.shutdown_background();
+    }
+}
+
+fn record(id: &str, address: SocketAddr) -> NodeRecord {
+    NodeRecord {
+        id: id.into(),
+        address: address.to_string(),
+        backend: "cpu".into(),
+        precisions: "f16+q4".into(),
+        capacity: Capacity {
+            ram_disk_bytes: 1 << 30,
+            host_memory_bytes: 0,
+            gpu_bytes: 0,
+            link_bytes_per_second: 0,
+        },
+    }
+}
+
+/// Node `x` holds every expert; `y` holds experts 4-7 of both layers and is their preferred
+/// node, with `x` as the replica.
+fn placement() -> Placement {
+    let assignments = (0..2)
+        .flat_map(|layer| {
+            (0..8).map(move |expert| Assignment {
+                layer,
+                expert,
+                nodes: if expert < 4 {
+                    vec!["x".into()]
+                } else {
+                    vec!["y".into(), "x".into()]
+                },
+            })
+        })
+        .collect();
+    Placement {
+        epoch: 1,
+        model: "mixtral".into(),
+        layers: 2,
+        experts_per_layer: 8,
+        assignments,
+    }
+}
+
+fn snapshot<T>(entries: Vec<(&str, T)>) -> Snapshot<T> {
+    Snapshot {
+        revision: 1,
+        entries: entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// Prefill `prompt`, then `steps` greedy tokens; with `dispatcher` the routed experts run on the
+/// nodes. Returns every position's logits of the prefill and the generated tokens.
+fn greedy(
+    model: &Model,
+    dispatcher: Option<&Dispatcher>,
+    prompt: &[u32],
+    steps: usize,
+) -> moe_model::Result<(Vec<f32>, Vec<u32>)> {
+    let mut cache = model.new_cache();
+    let runtime = tokio::runtime::Handle::current();
+    let forward = |tokens: &[u32], cache: &mut moe_model::kv_cache::KvCache, want| match dispatcher
+    {
+        Some(d) => {
+            let mut remote = RemoteExperts {
+                dispatcher: d,
+                runtime: runtime.clone(),
+                precision: Precision::Exact,
+            };
+            model.forward_with(tokens, cache, want, &mut remote)
+        }
+        None => model.forward(tokens, cache, want),
+    };
+    let prefill = forward(prompt, &mut cache, Logits::All)?;
+    let vocab = model.config().vocab_size;
+    let argmax = |l: &[f32]| {
+        l.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i as u32)
+            .unwrap()
+    };
+    let mut next = argmax(&prefill[prefill.len() - vocab..]);
+    let mut tokens = vec![next];
+    for _ in 1..steps {
+        let logits = forward(&[next], &mut cache, Logits::Last)?;
+        next = argmax(&logits);
+        tokens.push(next);
+    }
+    Ok((prefill, tokens))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn experts_on_nodes_give_the_single_process_results_and_fail_over_to_replicas() {
+    let x = TestNode::start("x", "all");
+    let y = TestNode::start("y", "0:4-7,1:4-7");
+    let (_placement_tx, placements) = watch::channel(snapshot(vec![("placement", placement())]));
+    let (_nodes_tx, nodes) = watch::channel(snapshot(vec![
+        ("x", record("x", x.address)),
+        ("y", record("y", y.address)),
+    ]));
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let whole = Model::load(
+        &fixture(),
+        &LoadOptions::with_expert_format(Some(Format::F16)),
+        Arc::clone(&pool),
+    )
+    .unwrap();
+    let options = LoadOptions {
+        expert_format: Some(Format::F16),
+        skip_routed_experts: true,
+        ..LoadOptions::default()
+    };
+    let dense = Model::load(&fixture(), &options, pool).unwrap();
+    let hidden = whole.config().hidden_size;
+    let dispatcher = Dispatcher::new(
+        placements,
+        nodes,
+        hidden,
+        Duration::from_secs(5),
+        Limits::default(),
+    );
+    let prompt = [1u32, 17, 42, 7, 99, 3];
+
+    let (whole, dense, dispatcher) = (Arc::new(whole), Arc::new(dense), Arc::new(dispatcher));
+    let run = |dispatcher: Option<Arc<Dispatcher>>, model: Arc<Model>| {
+        tokio::task::spawn_blocking(move || greedy(&model, dispatcher.as_deref(), &prompt, 12))
+    };
+    let want = run(None, Arc::clone(&whole)).await.unwrap().unwrap();
+    let got = run(Some(Arc::clone(&dispatcher)), Arc::clone(&dense))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.0, want.0, "prefill logits");
+    assert_eq!(got.1, want.1, "greedy tokens");
+
+    assert_eq!(dispatcher.retries(), 0);
+
+    // y goes away: its experts fail over to x within the same steps.
+    y.kill();
+    let failed_over = run(Some(Arc::clone(&dispatcher)), Arc::clone(&dense))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed_over, want, "the replica gives the same results");
+    assert!(dispatcher.retries() > 0, "y's experts were retried on x");
+
+    // x goes away too: experts 0-3 have no replica left.
+    x.kill();
+    let refused = run(Some(dispatcher), dense).await.unwrap().unwrap_err();
+    let message = refused.to_string();
+    assert!(message.contains("no replica could serve it"), "{message}");
+}
