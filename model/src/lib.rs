@@ -22,6 +22,6 @@ pub use arch::Arch;
 pub use config::ModelConfig;
 pub use error::{ModelError, Result};
 pub use generate::{FinishReason, GenerateParams, Generation, generate};
-pub use model::{LoadOptions, Logits, Model};
+pub use model::{LoadOptions, Logits, Model, SequenceStep};
 pub use sampling::SamplingParams;
 pub use tokenizer::Tokenizer;

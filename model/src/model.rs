@@ -51,6 +51,14 @@ impl LoadOptions {
     }
 }
 
+/// One sequence's part of a batched step ([`Model::forward_batch`]).
+pub struct SequenceStep<'a> {
+    /// The new tokens, at positions `cache.len()..`.
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    pub want: Logits,
+}
+
 /// Which logits a forward pass returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Logits {
@@ -202,40 +210,56 @@ impl Model {
         }
     }
 
-    /// Embeddings and every decoder layer; appends to the cache without advancing it. Routed
-    /// experts run on `routed`, or in this process when it is `None`.
+    /// Embeddings and every decoder layer for each sequence's new tokens; appends to the
+    /// caches without advancing them. Attention runs per sequence; the feed-forward blocks run on
+    /// every sequence's rows together, so a MoE layer makes one routed-experts call per step.
+    /// Routed experts run on `routed`, or in this process when it is `None`.
     fn layers_forward(
         &self,
-        tokens: &[u32],
-        cache: &mut KvCache,
+        steps: &mut [SequenceStep<'_>],
         mut routed: Option<&mut dyn RoutedExperts>,
-    ) -> Result<Vec<f32>> {
-        let n = tokens.len();
+    ) -> Result<Vec<Vec<f32>>> {
         let hidden = self.cfg.hidden_size;
         let eps = self.cfg.rms_norm_eps;
-        let mut x = vec![0.0; n * hidden];
-        for (row, &t) in x.chunks_exact_mut(hidden).zip(tokens) {
-            self.embed.dequantize_row(t as usize, row)?;
+        let mut xs = Vec::with_capacity(steps.len());
+        for step in steps.iter() {
+            let mut x = vec![0.0; step.tokens.len() * hidden];
+            for (row, &t) in x.chunks_exact_mut(hidden).zip(step.tokens) {
+                self.embed.dequantize_row(t as usize, row)?;
+            }
+            xs.push(x);
         }
+        let total: usize = steps.iter().map(|s| s.tokens.len()).sum();
         for (l, layer) in self.layers.iter().enumerate() {
-            let mut h = x.clone();
-            rms_norm(&mut h, &layer.input_norm, eps);
-            let a = layer
-                .attention
-                .forward(&self.pool, &h, n, &self.rope, cache, l)?;
-            add_assign(&mut x, &a);
-            let mut h = x.clone();
-            rms_norm(&mut h, &layer.post_norm, eps);
+            let mut h_all = Vec::with_capacity(total * hidden);
+            for (step, x) in steps.iter_mut().zip(&mut xs) {
+                let n = step.tokens.len();
+                let mut h = x.clone();
+                rms_norm(&mut h, &layer.input_norm, eps);
+                let a = layer
+                    .attention
+                    .forward(&self.pool, &h, n, &self.rope, step.cache, l)?;
+                add_assign(x, &a);
+                let mut h = x.clone();
+                rms_norm(&mut h, &layer.post_norm, eps);
+                h_all.extend_from_slice(&h);
+            }
             let f = match &layer.feed_forward {
-                FeedForwardBlock::Dense(mlp) => mlp.forward(&self.pool, &h, n)?,
+                FeedForwardBlock::Dense(mlp) => mlp.forward(&self.pool, &h_all, total)?,
                 FeedForwardBlock::Moe(moe) => match routed.as_deref_mut() {
-                    Some(routed) => moe.forward_with(&self.pool, &h, n, l, routed)?,
-                    None => moe.forward(&self.pool, &h, n)?,
+                    Some(routed) => moe.forward_with(&self.pool, &h_all, total, l, routed)?,
+                    None => moe.forward(&self.pool, &h_all, total)?,
                 },
             };
-            add_assign(&mut x, &f);
+            let mut rows = f.chunks_exact(hidden);
+            for x in &mut xs {
+                for xr in x.chunks_exact_mut(hidden) {
+                    let fr = rows.next().expect("one output row per input row");
+                    xr.iter_mut().zip(fr).for_each(|(a, b)| *a += b);
+                }
+            }
         }
-        Ok(x)
+        Ok(xs)
     }
 
     /// Runs `tokens` at positions `cache.len()..`, extending the cache, and returns logits.
@@ -262,31 +286,61 @@ impl Model {
         want: Logits,
         routed: Option<&mut dyn RoutedExperts>,
     ) -> Result<Vec<f32>> {
-        if tokens.is_empty() {
-            return Err(ModelError::InvalidArgument(
-                "forward needs at least one token".into(),
-            ));
+        let mut step = [SequenceStep {
+            tokens,
+            cache,
+            want,
+        }];
+        let mut logits = self.forward_batch(&mut step, routed)?;
+        Ok(logits.pop().expect("one sequence, one result"))
+    }
+
+    /// One model step over several sequences: each one's `tokens` at positions
+    /// `cache.len()..`, extending its cache; returns each sequence's logits (as its `want`
+    /// says), in order. Attention runs per sequence and every MoE layer's routed experts run once
+    /// on all sequences' tokens together, on `routed` (a cluster's expert nodes) or here.
+    /// A failure leaves every cache as it was.
+    pub fn forward_batch(
+        &self,
+        steps: &mut [SequenceStep<'_>],
+        routed: Option<&mut dyn RoutedExperts>,
+    ) -> Result<Vec<Vec<f32>>> {
+        for step in steps.iter() {
+            if step.tokens.is_empty() {
+                return Err(ModelError::InvalidArgument(
+                    "forward needs at least one token per sequence".into(),
+                ));
+            }
+            self.check_tokens(step.tokens)?;
+            step.cache.reserve(step.tokens.len())?;
         }
-        self.check_tokens(tokens)?;
-        cache.reserve(tokens.len())?;
-        let pos0 = cache.len();
-        let x = self.layers_forward(tokens, cache, routed);
-        if x.is_err() {
-            cache.truncate(pos0);
-        }
-        let mut x = x?;
-        let n = tokens.len();
+        let starts: Vec<usize> = steps.iter().map(|s| s.cache.len()).collect();
+        let xs = self.layers_forward(steps, routed);
+        let xs = match xs {
+            Ok(xs) => xs,
+            Err(e) => {
+                for (step, &pos0) in steps.iter_mut().zip(&starts) {
+                    step.cache.truncate(pos0);
+                }
+                return Err(e);
+            }
+        };
         let hidden = self.cfg.hidden_size;
         let eps = self.cfg.rms_norm_eps;
-        cache.advance(n);
-        let rows = match want {
-            Logits::Last => &mut x[(n - 1) * hidden..],
-            Logits::All => &mut x[..],
-        };
-        rms_norm(rows, &self.norm, eps);
-        let m = rows.len() / hidden;
-        let mut logits = vec![0.0; m * self.cfg.vocab_size];
-        self.pool.matmul(self.lm_head(), rows, m, &mut logits)?;
-        Ok(logits)
+        let mut out = Vec::with_capacity(steps.len());
+        for (step, mut x) in steps.iter_mut().zip(xs) {
+            let n = step.tokens.len();
+            step.cache.advance(n);
+            let rows = match step.want {
+                Logits::Last => &mut x[(n - 1) * hidden..],
+                Logits::All => &mut x[..],
+            };
+            rms_norm(rows, &self.norm, eps);
+            let m = rows.len() / hidden;
+            let mut logits = vec![0.0; m * self.cfg.vocab_size];
+            self.pool.matmul(self.lm_head(), rows, m, &mut logits)?;
+            out.push(logits);
+        }
+        Ok(out)
     }
 }
