@@ -147,52 +147,10 @@ fn default_id() -> String {
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let checked = match check(&config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(64);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(config, checked)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "no SIGTERM handler; only Ctrl-C stops the coordinator");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    moe_service::main(
+        || check(&config).map(|checked| (config.clone(), checked)),
+        |(config, checked)| run(config, checked),
+    )
 }
 
 async fn run(config: Config, checked: Checked) -> anyhow::Result<()> {
@@ -204,7 +162,7 @@ async fn run(config: Config, checked: Checked) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     let (stop, stopping) = watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        moe_service::shutdown_signal().await;
         let _ = stop.send(true);
     });
     let stopped = |mut rx: watch::Receiver<bool>| async move {

@@ -5,8 +5,11 @@
 //! node takes a share; the leader SIGKILLed is replaced by the standby and epochs only grow;
 //! etcd restarted, everyone carries on. The times each step took are printed.
 //!
-//! `expert-node` is taken from the directory `coordinator` was built into: `cargo test
-//! --workspace` (what `scripts/test.sh` runs) builds both.
+//! A second test puts a `gateway` in front and checks that greedy completions over HTTP equal the
+//! single-process model's, also after an expert node is SIGKILLed mid-run.
+//!
+//! `expert-node` and `gateway` are taken from the directory `coordinator` was built into: `cargo
+//! test --workspace` (what `scripts/test.sh` runs) builds them all.
 
 mod common;
 
@@ -33,17 +36,17 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral")
 }
 
-/// `expert-node`, next to the `coordinator` binary under test.
-fn expert_node_binary() -> PathBuf {
+/// A binary of the workspace, next to the `coordinator` binary under test.
+fn sibling_binary(name: &str, package: &str) -> PathBuf {
     let coordinator = PathBuf::from(env!("CARGO_BIN_EXE_coordinator"));
-    let node = coordinator.with_file_name("expert-node");
+    let binary = coordinator.with_file_name(name);
     assert!(
-        node.exists(),
-        "{} is missing: build it first (cargo build -p moe-expert-node; scripts/test.sh builds \
+        binary.exists(),
+        "{} is missing: build it first (cargo build -p {package}; scripts/test.sh builds \
          the whole workspace)",
-        node.display()
+        binary.display()
     );
-    node
+    binary
 }
 
 /// A child process killed on drop; its first stdout line must be `listening on ADDR`.
@@ -151,7 +154,10 @@ impl Cluster {
             "--backend",
             "cpu",
         ];
-        Process::start(&expert_node_binary(), &args.map(String::from))
+        Process::start(
+            &sibling_binary("expert-node", "moe-expert-node"),
+            &args.map(String::from),
+        )
     }
 
     async fn placement(&self, etcd: &Etcd) -> Option<Placement> {
@@ -368,4 +374,139 @@ async fn coordinators_place_every_expert_and_follow_failures() {
         wait_following(&node.address, id, &after_restart).await;
     }
     drop(standby);
+}
+
+/// `POST path` with a JSON body over HTTP/1.1; returns the status and the body.
+async fn post(address: &str, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.to_string();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut response))
+        .await
+        .expect("a response within 60 s")
+        .unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("headers end");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Waits until `GET /health/ready` answers 200.
+async fn wait_ready(address: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let start = Instant::now();
+    loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(address).await {
+            let request = format!(
+                "GET /health/ready HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+            );
+            let mut response = Vec::new();
+            if stream.write_all(request.as_bytes()).await.is_ok()
+                && stream.read_to_end(&mut response).await.is_ok()
+                && response.starts_with(b"HTTP/1.1 200")
+            {
+                return;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the gateway never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_completes_like_the_single_process_model_through_a_node_failure() {
+    let cluster = Cluster {
+        etcd: EtcdServer::start().await,
+        shards: tempfile::tempdir().unwrap(),
+    };
+    let etcd = cluster.etcd.connect().await;
+    let _coordinator = cluster.coordinator("co-1");
+    let a = cluster.node("a");
+    let b = cluster.node("b");
+    let (placement, _) = cluster
+        .wait_placement(&etcd, "a placement over a and b", |p| {
+            covers(p) && nodes_of(p).len() == 2
+        })
+        .await;
+    wait_following(&a.address, "a", &placement).await;
+    wait_following(&b.address, "b", &placement).await;
+    let model = fixture();
+    let args = [
+        "--model",
+        model.to_str().unwrap(),
+        "--etcd",
+        &cluster.etcd.endpoint(),
+        "--cluster",
+        CLUSTER,
+        "--http",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--expert-deadline-ms",
+        "2000",
+    ];
+    let gateway = Process::start(
+        &sibling_binary("gateway", "moe-gateway"),
+        &args.map(String::from),
+    );
+    wait_ready(&gateway.address).await;
+
+    // The single-process model with its experts at the nodes' high precision (f16).
+    let pool = std::sync::Arc::new(moe_kernels::Pool::new(1).unwrap());
+    let options = moe_model::LoadOptions::with_expert_format(Some(moe_kernels::Format::F16));
+    let reference = moe_model::Model::load(&model, &options, pool).unwrap();
+    let tokenizer = moe_model::Tokenizer::from_dir(&model).unwrap();
+    let prompts: [&[u32]; 2] = [&[1, 17, 42, 7, 99, 3], &[5, 9, 11]];
+    let expected: Vec<String> = prompts
+        .iter()
+        .map(|p| {
+            let params = moe_model::GenerateParams {
+                max_tokens: 12,
+                ..moe_model::GenerateParams::default()
+            };
+            let g = moe_model::generate(&reference, Some(&tokenizer), p, &params).unwrap();
+            g.text.unwrap()
+        })
+        .collect();
+    let complete = |prompt: &[u32]| serde_json::json!({"model": "mixtral", "prompt": prompt, "max_tokens": 12, "temperature": 0});
+    for (prompt, want) in prompts.iter().zip(&expected) {
+        let (status, body) = post(&gateway.address, "/v1/completions", &complete(prompt)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["choices"][0]["text"], want.as_str(), "{body}");
+        assert_eq!(body["usage"]["prompt_tokens"], prompt.len(), "{body}");
+        println!("completion of {prompt:?}: {:?}", body["choices"][0]["text"]);
+    }
+
+    // Node b dies: its experts are served by their replicas on a, within the same steps.
+    b.kill();
+    for (prompt, want) in prompts.iter().zip(&expected) {
+        let (status, body) = post(&gateway.address, "/v1/completions", &complete(prompt)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["choices"][0]["text"],
+            want.as_str(),
+            "after b died: {body}"
+        );
+    }
+    let (status, body) = post(
+        &gateway.address,
+        "/v1/completions",
+        &serde_json::json!({"model": "other", "prompt": "hi"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    drop(a);
 }

@@ -25,48 +25,7 @@ use tonic::transport::server::TcpIncoming;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(e) = config.validate() {
-        eprintln!("error: {e}");
-        return ExitCode::from(64);
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "no SIGTERM handler; only Ctrl-C stops the node");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    moe_service::main(|| config.validate().map(|()| config.clone()), run)
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
@@ -173,7 +132,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(joining.await?)
     };
 
-    shutdown_signal().await;
+    moe_service::shutdown_signal().await;
     if let Some(membership) = membership {
         let deadline = Duration::from_secs(2 * config.etcd_timeout_seconds);
         match tokio::time::timeout(deadline, membership.leave()).await {

@@ -4,11 +4,21 @@
 //!   errors as OpenAI error JSON with their HTTP status.
 //! * [`chat_template`]: HuggingFace chat templates (`tokenizer_config.json`) rendered with
 //!   Jinja and the Python-compatible helpers the templates use.
+//! * [`engine`]: the contract between the APIs and the generation engine (a job in, events out).
+//! * [`http`]: the OpenAI-compatible HTTP API (completions, chat, models, health) over an engine.
+//! * [`sequence`]: one sequence's decoding: sampling, end conditions, the text streamed.
+//! * [`generator`]: the engine: continuous batching over the cluster on one generation thread.
 //! * [`node_client`]: one persistent stream to an expert node, shared by every call.
 //! * [`dispatch`]: one MoE layer's routed experts run on the nodes the placement names, with
 //!   retries on replicas; [`dispatch::RemoteExperts`] plugs it into the model's forward pass.
+//! * [`scheduler`]: continuous batching: which sequences run each step, within the KV budget.
 
 pub mod chat_template;
 pub mod dispatch;
+pub mod engine;
+pub mod generator;
+pub mod http;
 pub mod node_client;
 pub mod openai;
+pub mod scheduler;
+pub mod sequence;

@@ -1,0 +1,54 @@
+//! The contract between the APIs (HTTP, gRPC) and the generation engine: a job in, a stream of
+//! events out. Dropping the receiver of a job's events cancels the job (a client that went away
+//! frees its sequence at once).
+
+use tokio::sync::mpsc;
+
+use crate::chat_template::Message;
+use crate::openai::{ApiError, FinishReason, SamplingParams, Usage};
+
+/// One generation to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// The prompt's token ids (chat requests arrive already templated and tokenized).
+    pub prompt: Vec<u32>,
+    /// Tokens to generate at most (already checked against the context).
+    pub max_tokens: usize,
+    pub params: SamplingParams,
+}
+
+/// One generated token, with its log-probability and the most likely alternatives when asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    pub id: u32,
+    /// The text this token adds (possibly empty while a multi-byte character is incomplete).
+    pub text: String,
+    pub logprob: Option<f32>,
+    /// The `logprobs` most likely tokens at this position, most likely first.
+    pub top: Vec<(String, f32)>,
+}
+
+/// What a job reports, in order: tokens, then exactly one `Finished` or `Failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Token(Token),
+    Finished { reason: FinishReason, usage: Usage },
+    Failed(ApiError),
+}
+
+/// The generation engine as the APIs see it.
+pub trait Engine: Send + Sync + 'static {
+    /// The served model's name (`model` in requests and responses).
+    fn model(&self) -> &str;
+    /// The longest sequence, prompt and completion together.
+    fn context_length(&self) -> usize;
+    /// The largest `max_tokens` a request may ask for.
+    fn max_tokens_limit(&self) -> usize;
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, ApiError>;
+    /// The prompt text of a chat conversation, by the model's chat template.
+    fn chat_prompt(&self, messages: &[Message]) -> Result<String, ApiError>;
+    /// Starts `job`; refuses at once with a 503 carrying a retry-after when the engine is full.
+    fn submit(&self, job: Job) -> Result<mpsc::Receiver<Event>, ApiError>;
+    /// Whether the engine can serve now (every expert has a serving node).
+    fn ready(&self) -> bool;
+}

@@ -1,0 +1,642 @@
+//! The OpenAI-compatible HTTP API over an [`Engine`]: `POST /v1/completions`,
+//! `POST /v1/chat/completions` (both with server-sent-event streaming), `GET /v1/models`, and the
+//! probes `GET /health/live` and `GET /health/ready`.
+//!
+//! Every refusal is OpenAI error JSON with its status (and `Retry-After` on overload); unknown
+//! routes are 404 and wrong methods 405 in the same shape. With an API key configured, every
+//! `/v1` path needs `Authorization: Bearer <key>`; the probes stay open. A client that goes away
+//! cancels its job: the response (streaming) or the handler (non-streaming) owns the job's event
+//! receiver, and dropping it cancels the job.
+//!
+//! Not here: request documents and their validation ([`crate::openai`]), tokenization and chat
+//! templates (the engine's), binding ports, TLS and graceful drain (the binary's).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Request, State};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tracing::{Instrument, Span};
+
+use crate::chat_template::Message;
+use crate::engine::{Engine, Event, Job, Token};
+use crate::openai::{
+    ApiError, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatLogprobs,
+    ChatMessage, ChatTokenLogprob, ChatTopLogprob, Completion, CompletionChunk, CompletionLogprobs,
+    CompletionRequest, Delta, ErrorKind, FinishReason, InputField, Limits, ModelCard, ModelList,
+    Prompt, ResponseMeta, Role, SSE_DONE, SamplingParams, TopLogprobs, Usage, Validated,
+    check_context, sse_event,
+};
+
+/// The largest request body accepted unless configured otherwise: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The log-probability written for an impossible token in chat logprobs, where JSON has no
+/// `-Infinity` (vLLM's stand-in).
+const LOGPROB_FLOOR: f32 = -9999.0;
+
+/// How the HTTP API is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// The key every `/v1` request must present as `Authorization: Bearer <key>`; `None` leaves
+    /// the API open.
+    pub api_key: Option<String>,
+    /// Larger request bodies are refused with a 413.
+    pub max_body_bytes: usize,
+    /// The model card's `created`, in Unix seconds.
+    pub created: u64,
+}
+
+impl Default for HttpOptions {
+    /// No API key, a 1 MiB body limit, and the model card created now.
+    fn default() -> Self {
+        Self {
+            api_key: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            created: unix_now(),
+        }
+    }
+}
+
+/// The HTTP API serving `engine`.
+pub fn router(engine: Arc<dyn Engine>, options: HttpOptions) -> Router {
+    let max_body_bytes = options.max_body_bytes;
+    let state = Arc::new(AppState {
+        engine,
+        options,
+        ids: RequestIds::new(),
+    });
+    Router::new()
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready_probe))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(state.clone(), trace))
+        .with_state(state)
+}
+
+/// What every handler shares.
+struct AppState {
+    engine: Arc<dyn Engine>,
+    options: HttpOptions,
+    ids: RequestIds,
+}
+
+impl AppState {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_tokens_limit: self.engine.max_tokens_limit(),
+            context_length: self.engine.context_length(),
+        }
+    }
+
+    /// The body, or a 413 past the limit.
+    fn body(&self, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+        body.map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                ApiError::payload_too_large(self.options.max_body_bytes)
+            }
+            other => {
+                ApiError::malformed_body(format!("The request body could not be read: {other}"))
+            }
+        })
+    }
+
+    fn check_model(&self, model: &str) -> Result<(), ApiError> {
+        if model == self.engine.model() {
+            Ok(())
+        } else {
+            Err(ApiError::not_found_model(model))
+        }
+    }
+
+    /// Checks the prompt against the context and starts the job.
+    fn submit(
+        &self,
+        input: InputField,
+        prompt: Vec<u32>,
+        params: &SamplingParams,
+    ) -> Result<mpsc::Receiver<Event>, ApiError> {
+        if prompt.is_empty() {
+            let param = match input {
+                InputField::Prompt => "prompt",
+                InputField::Messages => "messages",
+            };
+            return Err(ApiError::bad_request(
+                param,
+                "The prompt must not be empty.",
+            ));
+        }
+        let max_tokens = check_context(input, prompt.len(), params.max_tokens, &self.limits())?;
+        tracing::debug!(
+            prompt_tokens = prompt.len(),
+            max_tokens,
+            stream = params.stream,
+            "job submitted"
+        );
+        self.engine.submit(Job {
+            prompt,
+            max_tokens,
+            params: SamplingParams {
+                max_tokens: Some(max_tokens),
+                ..params.clone()
+            },
+        })
+    }
+
+    fn meta(&self, id: RequestId) -> ResponseMeta {
+        ResponseMeta {
+            request_id: id.0,
+            created: unix_now(),
+            model: self.engine.model().to_owned(),
+        }
+    }
+}
+
+/// A request's id, unique in this process and across restarts: the router's start time and a
+/// counter, in hex.
+#[derive(Debug, Clone)]
+struct RequestId(String);
+
+struct RequestIds {
+    start_millis: u64,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let start_millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        Self {
+            start_millis,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> RequestId {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        RequestId(format!("{:011x}{n:06x}", self.start_millis))
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+// --- Middleware ------------------------------------------------------------------------------
+
+/// Gives the request its id and runs it in a span naming the method, route and id.
+async fn trace(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    let id = state.ids.next();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let span = tracing::info_span!(
+        "http",
+        method = %request.method(),
+        route,
+        request_id = %id.0,
+    );
+    request.extensions_mut().insert(id);
+    async move {
+        let response = next.run(request).await;
+        tracing::info!(status = response.status().as_u16(), "answered");
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// Refuses `/v1` requests without the configured API key.
+async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let guarded = path == "/v1" || path.starts_with("/v1/");
+    match &state.options.api_key {
+        Some(key) if guarded && !bearer_matches(request.headers(), key) => {
+            ApiError::unauthorized().into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// Whether the request carries `Authorization: Bearer <key>`.
+fn bearer_matches(headers: &HeaderMap, key: &str) -> bool {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .is_some_and(|(scheme, given)| {
+            scheme.eq_ignore_ascii_case("bearer") && same_secret(given.trim(), key)
+        })
+}
+
+/// Compares in time that depends only on the expected key's length, not on where the given one
+/// first differs.
+fn same_secret(given: &str, expected: &str) -> bool {
+    let given = given.as_bytes();
+    let mut difference = given.len() ^ expected.len();
+    for (i, &byte) in expected.as_bytes().iter().enumerate() {
+        difference |= usize::from(given.get(i).copied().unwrap_or(0) ^ byte);
+    }
+    difference == 0
+}
+
+// --- Errors ----------------------------------------------------------------------------------
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(self.to_json())).into_response();
+        if let Some(seconds) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError {
+        kind: ErrorKind::NotFound,
+        message: format!("The route `{method} {}` does not exist.", uri.path()),
+        param: None,
+        code: None,
+        retry_after_secs: None,
+    }
+}
+
+/// 405 in OpenAI's error shape; [`ErrorKind`] has no 405, so the `"type"` is set here.
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let message = format!("The route `{}` does not allow {method}.", uri.path());
+    let mut body = ApiError::malformed_body(message).to_json();
+    body["error"]["type"] = "MethodNotAllowedError".into();
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+/// A job's events stopped before its end.
+fn ended_early() -> ApiError {
+    ApiError::internal("The generation ended without a result.")
+}
+
+// --- Probes and models -----------------------------------------------------------------------
+
+async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn ready_probe(State(state): State<Arc<AppState>>) -> Result<StatusCode, ApiError> {
+    if state.engine.ready() {
+        Ok(StatusCode::OK)
+    } else {
+        Err(ApiError {
+            kind: ErrorKind::ServiceUnavailable,
+            message: "Not ready: some experts have no serving node.".to_owned(),
+            param: None,
+            code: None,
+            retry_after_secs: None,
+        })
+    }
+}
+
+async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
+    let engine = &state.engine;
+    let card = ModelCard::new(
+        engine.model().to_owned(),
+        state.options.created,
+        engine.context_length(),
+    );
+    Json(ModelList::new(vec![card]))
+}
+
+// --- Completions -----------------------------------------------------------------------------
+
+async fn completions(
+    State(state): State<Arc<AppState>>,
+    Extension(id): Extension<RequestId>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request = CompletionRequest::from_json(&state.body(body)?)?;
+    state.check_model(&request.model)?;
+    let Validated { input, params, .. } = request.validate(&state.limits())?;
+    let (prompt, echo) = completion_prompt(&state.engine, input, &params).await?;
+    let events = state.submit(InputField::Prompt, prompt, &params)?;
+    let meta = state.meta(id);
+    let logprobs = params.logprobs.is_some();
+    if params.stream {
+        let opening = (!echo.is_empty())
+            .then(|| sse_event(&CompletionChunk::text(&meta, echo.clone(), None, None)));
+        let frames = CompletionFrames {
+            offset: echo.chars().count(),
+            meta,
+            logprobs,
+            include_usage: params.include_usage,
+        };
+        return Ok(event_stream(events, opening, frames));
+    }
+    let Generated {
+        tokens,
+        reason,
+        usage,
+    } = collect(events).await?;
+    let logprobs = logprobs.then(|| completion_logprobs(&tokens, echo.chars().count()));
+    let text = echo + &concatenated(&tokens);
+    Ok(Json(Completion::new(&meta, text, logprobs, reason, usage)).into_response())
+}
+
+/// The prompt's token ids, and with `echo` its text (empty otherwise).
+async fn completion_prompt(
+    engine: &Arc<dyn Engine>,
+    input: Prompt,
+    params: &SamplingParams,
+) -> Result<(Vec<u32>, String), ApiError> {
+    if params.echo && params.logprobs.is_some() {
+        return Err(ApiError::bad_request(
+            "echo",
+            "echo together with logprobs is not supported yet.",
+        ));
+    }
+    match input {
+        Prompt::Text(text) if params.echo => {
+            let ids = tokenize(engine, text.clone()).await?;
+            Ok((ids, text))
+        }
+        Prompt::Text(text) => Ok((tokenize(engine, text).await?, String::new())),
+        Prompt::Tokens(_) if params.echo => Err(ApiError::bad_request(
+            "echo",
+            "echo is supported for text prompts only.",
+        )),
+        Prompt::Tokens(ids) => Ok((ids, String::new())),
+    }
+}
+
+async fn tokenize(engine: &Arc<dyn Engine>, text: String) -> Result<Vec<u32>, ApiError> {
+    off_runtime(engine, move |engine| engine.tokenize(&text)).await
+}
+
+/// Runs CPU-bound engine work (templating, tokenizing) on the blocking pool.
+async fn off_runtime<T: Send + 'static>(
+    engine: &Arc<dyn Engine>,
+    work: impl FnOnce(&dyn Engine) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let engine = Arc::clone(engine);
+    tokio::task::spawn_blocking(move || work(engine.as_ref()))
+        .await
+        .map_err(|error| ApiError::internal(format!("Preparing the prompt failed: {error}")))?
+}
+
+/// `tokens`' log-probabilities, their text offsets counted from `offset` characters.
+fn completion_logprobs(tokens: &[Token], mut offset: usize) -> CompletionLogprobs {
+    let mut logprobs = CompletionLogprobs::default();
+    for token in tokens {
+        logprobs.tokens.push(token.text.clone());
+        logprobs.token_logprobs.push(token.logprob);
+        logprobs
+            .top_logprobs
+            .push(Some(TopLogprobs(token.top.clone())));
+        logprobs.text_offset.push(offset);
+        offset += token.text.chars().count();
+    }
+    logprobs
+}
+
+// --- Chat completions ------------------------------------------------------------------------
+
+async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    Extension(id): Extension<RequestId>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request = ChatCompletionRequest::from_json(&state.body(body)?)?;
+    state.check_model(&request.model)?;
+    let Validated { input, params, .. } = request.validate(&state.limits())?;
+    let messages: Vec<Message> = input.iter().map(template_message).collect();
+    let prompt = off_runtime(&state.engine, move |engine| {
+        engine.tokenize(&engine.chat_prompt(&messages)?)
+    })
+    .await?;
+    let events = state.submit(InputField::Messages, prompt, &params)?;
+    let meta = state.meta(id);
+    let logprobs = params.logprobs.is_some();
+    if params.stream {
+        let opening = ChatCompletionChunk::delta(&meta, Delta::assistant(), None, None);
+        let opening = Some(sse_event(&opening));
+        let frames = ChatFrames {
+            meta,
+            logprobs,
+            include_usage: params.include_usage,
+        };
+        return Ok(event_stream(events, opening, frames));
+    }
+    let Generated {
+        tokens,
+        reason,
+        usage,
+    } = collect(events).await?;
+    let logprobs = logprobs.then(|| ChatLogprobs {
+        content: tokens.iter().map(chat_logprob).collect(),
+    });
+    let content = concatenated(&tokens);
+    Ok(Json(ChatCompletion::new(&meta, content, logprobs, reason, usage)).into_response())
+}
+
+fn template_message(message: &ChatMessage) -> Message {
+    let role = match message.role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    };
+    Message::new(role, message.content.clone())
+}
+
+fn chat_logprob(token: &Token) -> ChatTokenLogprob {
+    let top_logprobs = token
+        .top
+        .iter()
+        .map(|(text, logprob)| ChatTopLogprob {
+            token: text.clone(),
+            logprob: logprob.max(LOGPROB_FLOOR),
+            bytes: text.as_bytes().to_vec(),
+        })
+        .collect();
+    ChatTokenLogprob {
+        token: token.text.clone(),
+        logprob: token.logprob.unwrap_or(LOGPROB_FLOOR).max(LOGPROB_FLOOR),
+        bytes: token.text.as_bytes().to_vec(),
+        top_logprobs,
+    }
+}
+
+// --- Non-streaming ---------------------------------------------------------------------------
+
+/// A finished job's tokens.
+struct Generated {
+    tokens: Vec<Token>,
+    reason: FinishReason,
+    usage: Usage,
+}
+
+/// Waits for a job's end; a failed job is its error.
+async fn collect(mut events: mpsc::Receiver<Event>) -> Result<Generated, ApiError> {
+    let mut tokens = Vec::new();
+    loop {
+        match events.recv().await {
+            Some(Event::Token(token)) => tokens.push(token),
+            Some(Event::Finished { reason, usage }) => {
+                return Ok(Generated {
+                    tokens,
+                    reason,
+                    usage,
+                });
+            }
+            Some(Event::Failed(error)) => return Err(error),
+            None => return Err(ended_early()),
+        }
+    }
+}
+
+fn concatenated(tokens: &[Token]) -> String {
+    tokens.iter().map(|token| token.text.as_str()).collect()
+}
+
+// --- Streaming -------------------------------------------------------------------------------
+
+/// How one endpoint writes a job's events as server-sent events.
+trait Frames: Send + Unpin + 'static {
+    /// The event for one new token.
+    fn token(&mut self, token: Token) -> String;
+    /// The events that end a finished job (without `[DONE]`).
+    fn finished(&mut self, reason: FinishReason, usage: Usage) -> String;
+}
+
+struct CompletionFrames {
+    meta: ResponseMeta,
+    logprobs: bool,
+    /// Characters streamed so far, the offset of the next token's text.
+    offset: usize,
+    include_usage: bool,
+}
+
+impl Frames for CompletionFrames {
+    fn token(&mut self, token: Token) -> String {
+        let logprobs = self
+            .logprobs
+            .then(|| completion_logprobs(std::slice::from_ref(&token), self.offset));
+        self.offset += token.text.chars().count();
+        sse_event(&CompletionChunk::text(
+            &self.meta, token.text, logprobs, None,
+        ))
+    }
+
+    fn finished(&mut self, reason: FinishReason, usage: Usage) -> String {
+        let last = CompletionChunk::text(&self.meta, String::new(), None, Some(reason));
+        let usage = self
+            .include_usage
+            .then(|| sse_event(&CompletionChunk::usage(&self.meta, usage)));
+        sse_event(&last) + usage.as_deref().unwrap_or_default()
+    }
+}
+
+struct ChatFrames {
+    meta: ResponseMeta,
+    logprobs: bool,
+    include_usage: bool,
+}
+
+impl Frames for ChatFrames {
+    fn token(&mut self, token: Token) -> String {
+        let logprobs = self.logprobs.then(|| ChatLogprobs {
+            content: vec![chat_logprob(&token)],
+        });
+        let delta = Delta::text(token.text);
+        sse_event(&ChatCompletionChunk::delta(
+            &self.meta, delta, logprobs, None,
+        ))
+    }
+
+    fn finished(&mut self, reason: FinishReason, usage: Usage) -> String {
+        let last = ChatCompletionChunk::delta(&self.meta, Delta::default(), None, Some(reason));
+        let usage = self
+            .include_usage
+            .then(|| sse_event(&ChatCompletionChunk::usage(&self.meta, usage)));
+        sse_event(&last) + usage.as_deref().unwrap_or_default()
+    }
+}
+
+/// A streaming response: `opening`, one event per token, the end (or the error as an event),
+/// then `[DONE]`.
+fn event_stream(
+    events: mpsc::Receiver<Event>,
+    opening: Option<String>,
+    frames: impl Frames,
+) -> Response {
+    let stream = EventStream {
+        opening,
+        events: Some(events),
+        frames,
+        span: Span::current(),
+    };
+    let headers = [
+        (CONTENT_TYPE, "text/event-stream"),
+        (CACHE_CONTROL, "no-cache"),
+    ];
+    (headers, Body::from_stream(stream)).into_response()
+}
+
+/// A job's events as server-sent events. It owns the job's receiver: when the client goes away
+/// the response body, and with it the receiver, is dropped, which cancels the job.
+struct EventStream<F> {
+    opening: Option<String>,
+    /// `None` once the job ended.
+    events: Option<mpsc::Receiver<Event>>,
+    frames: F,
+    span: Span,
+}
+
+impl<F: Frames> Stream for EventStream<F> {
+    type Item = Result<String, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let _entered = this.span.enter();
+        if let Some(opening) = this.opening.take() {
+            return Poll::Ready(Some(Ok(opening)));
+        }
+        let Some(events) = &mut this.events else {
+            return Poll::Ready(None);
+        };
+        let last = match ready!(events.poll_recv(cx)) {
+            Some(Event::Token(token)) => return Poll::Ready(Some(Ok(this.frames.token(token)))),
+            Some(Event::Finished { reason, usage }) => this.frames.finished(reason, usage),
+            Some(Event::Failed(error)) => sse_event(&error.to_json()),
+            None => sse_event(&ended_early().to_json()),
+        };
+        this.events = None;
+        tracing::debug!("stream ended");
+        Poll::Ready(Some(Ok(last + SSE_DONE)))
+    }
+}

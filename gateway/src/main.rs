@@ -1,0 +1,179 @@
+//! `gateway`: serves the OpenAI-compatible HTTP API for a model whose experts run on the expert
+//! nodes of a cluster. Loads the checkpoint without its routed experts, follows the placement and
+//! the node records in etcd, and prints `listening on ADDR` once the HTTP port is bound. A bad
+//! configuration exits with status 64; SIGTERM stops accepting and finishes open responses.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use moe_coordinator::etcd::Etcd;
+use moe_coordinator::keys::ClusterKeys;
+use moe_coordinator::watch::Watcher;
+use moe_gateway::chat_template::{ChatTemplate, TemplateError};
+use moe_gateway::dispatch::Dispatcher;
+use moe_gateway::generator::{Generator, GeneratorConfig};
+use moe_gateway::http::{self, HttpOptions};
+use moe_gateway::scheduler::SchedulerConfig;
+use moe_kernels::Pool;
+use moe_model::{LoadOptions, Model, Tokenizer};
+use moe_proto::tensor::Limits;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Serve the OpenAI-compatible API for a model whose experts run on expert nodes"
+)]
+struct Config {
+    /// HuggingFace checkpoint directory (the routed experts are not read).
+    #[arg(long, env = "MOE_MODEL")]
+    model: PathBuf,
+    /// The model's name in the API (default: the checkpoint directory's name).
+    #[arg(long, env = "MOE_MODEL_NAME")]
+    model_name: Option<String>,
+    /// etcd endpoints, comma-separated.
+    #[arg(long, env = "MOE_ETCD", value_delimiter = ',', required = true)]
+    etcd: Vec<String>,
+    /// The cluster's name: its keys live under /moe/v1/<cluster>/.
+    #[arg(long, env = "MOE_CLUSTER", default_value = "default")]
+    cluster: String,
+    /// Address of the HTTP API; port 0 picks one.
+    #[arg(long, env = "MOE_HTTP", default_value = "127.0.0.1:8000")]
+    http: SocketAddr,
+    /// A bearer key every /v1 request must carry.
+    #[arg(long, env = "MOE_API_KEY")]
+    api_key: Option<String>,
+    /// The largest max_tokens a request may ask for.
+    #[arg(long, env = "MOE_MAX_TOKENS_LIMIT", default_value_t = 4096)]
+    max_tokens_limit: usize,
+    /// Tokens of KV cache all running sequences share.
+    #[arg(long, env = "MOE_KV_TOKENS", default_value_t = 65536)]
+    kv_tokens: usize,
+    /// Requests waiting to start at most; beyond it, 503 with Retry-After.
+    #[arg(long, env = "MOE_MAX_WAITING", default_value_t = 256)]
+    max_waiting: usize,
+    /// Sequences running at once at most.
+    #[arg(long, env = "MOE_MAX_RUNNING", default_value_t = 64)]
+    max_running: usize,
+    /// Tokens fed to the model per step at most (decodes plus prefill chunks).
+    #[arg(long, env = "MOE_MAX_BATCH_TOKENS", default_value_t = 512)]
+    max_batch_tokens: usize,
+    /// Deadline of each expert call; a late node is replaced by a replica within the step.
+    #[arg(long, env = "MOE_EXPERT_DEADLINE_MS", default_value_t = 5000)]
+    expert_deadline_ms: u64,
+    /// Kernel threads for attention and the dense layers (0 = one per core).
+    #[arg(long, env = "MOE_THREADS", default_value_t = 0)]
+    threads: usize,
+    /// Deadline of every etcd call.
+    #[arg(long, env = "MOE_ETCD_TIMEOUT_SECONDS", default_value_t = 5)]
+    etcd_timeout_seconds: u64,
+}
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    moe_service::main(|| check(&config).map(|()| config.clone()), run)
+}
+
+/// What the flags alone can tell.
+fn check(config: &Config) -> Result<(), String> {
+    ClusterKeys::new(&config.cluster).map_err(|e| format!("--cluster: {e}"))?;
+    if config.kv_tokens < 16 || config.max_waiting == 0 || config.max_running == 0 {
+        return Err(
+            "--kv-tokens must be at least 16, --max-waiting and --max-running positive".into(),
+        );
+    }
+    Ok(())
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let name = match &config.model_name {
+        Some(name) => name.clone(),
+        None => config
+            .model
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into()),
+    };
+    let options = LoadOptions {
+        skip_routed_experts: true,
+        ..LoadOptions::default()
+    };
+    let model_dir = config.model.clone();
+    let threads = config.threads;
+    let (model, tokenizer, template) = tokio::task::spawn_blocking(move || {
+        let pool = Arc::new(Pool::new(threads)?);
+        let model = Model::load(&model_dir, &options, pool)?;
+        let tokenizer = Tokenizer::from_dir(&model_dir)?;
+        let template = match ChatTemplate::from_checkpoint(&model_dir) {
+            Ok(t) => Some(t),
+            Err(TemplateError::Missing { .. }) => None,
+            Err(e) => return Err(anyhow::Error::new(e)),
+        };
+        anyhow::Ok((model, tokenizer, template))
+    })
+    .await
+    .context("the loading task failed")?
+    .with_context(|| format!("loading {}", config.model.display()))?;
+    if template.is_none() {
+        tracing::warn!("the model has no chat template: /v1/chat/completions answers 400");
+    }
+
+    let keys = ClusterKeys::new(&config.cluster)?;
+    let timeout = Duration::from_secs(config.etcd_timeout_seconds);
+    let etcd = Etcd::connect_patiently(&config.etcd, timeout).await;
+    let placement = Watcher::placement(&etcd, &keys)
+        .await
+        .context("watching the placement")?;
+    let nodes = Watcher::nodes(&etcd, &keys)
+        .await
+        .context("watching the nodes")?;
+    let dispatcher = Arc::new(Dispatcher::new(
+        placement.subscribe(),
+        nodes.subscribe(),
+        model.config().hidden_size,
+        Duration::from_millis(config.expert_deadline_ms),
+        Limits::default(),
+    ));
+    let scheduler = SchedulerConfig {
+        max_waiting: config.max_waiting,
+        max_running: config.max_running,
+        max_batch_tokens: config.max_batch_tokens.max(config.max_running),
+        ..SchedulerConfig::new(config.kv_tokens / 16)
+    };
+    let generator = Generator::start(
+        Arc::new(model),
+        Arc::new(tokenizer),
+        template,
+        dispatcher,
+        tokio::runtime::Handle::current(),
+        GeneratorConfig {
+            name,
+            max_tokens_limit: config.max_tokens_limit,
+            scheduler,
+        },
+    )?;
+    let router = http::router(
+        Arc::new(generator),
+        HttpOptions {
+            api_key: config.api_key.clone(),
+            ..HttpOptions::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("binding {}", config.http))?;
+    println!("listening on {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(moe_service::shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    drop((placement, nodes));
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! One sequence's decoding, after each model step: sample the next token from the last
+//! position's logits, decide whether generation ends (an end-of-sequence token, a stop string,
+//! `max_tokens`), and turn the tokens into the text the client sees.
+//!
+//! Text is streamed as it becomes final: the whole completion is decoded after each token and
+//! only the part past what was already sent goes out, held back while it ends in an incomplete
+//! UTF-8 character (the decoder's U+FFFD) or in what could be the beginning of a stop string, so
+//! that a stop string never reaches the client, not even in part. The end-of-sequence token is
+//! not part of the text; a stop string ends the text before it.
+
+use moe_model::ops::log_softmax;
+use moe_model::sampling::{Sampler, SamplingParams as ModelSampling};
+use moe_model::{ModelError, Tokenizer};
+
+use crate::engine::{Event, Token};
+use crate::openai::{FinishReason, SamplingParams, Usage};
+
+/// A sequence being decoded.
+pub struct Decoding {
+    sampler: Sampler,
+    eos: Vec<u32>,
+    stop: Vec<String>,
+    max_tokens: usize,
+    logprobs: Option<usize>,
+    prompt_tokens: usize,
+    generated: Vec<u32>,
+    /// Bytes of the decoded completion already sent.
+    sent: usize,
+}
+
+impl Decoding {
+    pub fn new(
+        params: &SamplingParams,
+        max_tokens: usize,
+        prompt_tokens: usize,
+        eos: Vec<u32>,
+    ) -> Result<Decoding, ModelError> {
+        let sampler = Sampler::new(ModelSampling {
+            temperature: params.temperature,
+            top_p: params.top_p,
+            top_k: 0,
+            seed: params.seed.unwrap_or(0),
+        })?;
+        Ok(Decoding {
+            sampler,
+            eos,
+            stop: params.stop.clone(),
+            max_tokens,
+            logprobs: params.logprobs,
+            prompt_tokens,
+            generated: Vec::new(),
+            sent: 0,
+        })
+    }
+
+    /// The tokens generated so far (the next model step's input is the last one).
+    pub fn generated(&self) -> &[u32] {
+        &self.generated
+    }
+
+    /// Samples from `logits` (the last position's) and returns the events for the client; the
+    /// last event is `Finished` when generation ends with this token.
+    pub fn advance(
+        &mut self,
+        logits: &[f32],
+        tokenizer: &Tokenizer,
+    ) -> Result<Vec<Event>, ModelError> {
+        let id = self.sampler.sample(logits);
+        let (logprob, top) = match self.logprobs {
+            Some(k) => {
+                let (lp, top) = self.logprobs_of(logits, id, k, tokenizer)?;
+                (Some(lp), top)
+            }
+            None => (None, Vec::new()),
+        };
+        if self.eos.contains(&id) {
+            let text = self.flush(tokenizer)?;
+            return Ok(self.finish(text, FinishReason::Stop));
+        }
+        self.generated.push(id);
+        let decoded = tokenizer.decode(&self.generated)?;
+        let stop_at = self
+            .stop
+            .iter()
+            .filter_map(|s| decoded.find(s.as_str()))
+            .min();
+        let mut events = Vec::new();
+        if let Some(cut) = stop_at {
+            let text = decoded[self.sent.min(cut)..cut].to_string();
+            self.sent = cut;
+            events.push(Event::Token(Token {
+                id,
+                text,
+                logprob,
+                top,
+            }));
+            events.push(self.finished(FinishReason::Stop));
+            return Ok(events);
+        }
+        let ready = self.ready_len(&decoded);
+        let text = decoded[self.sent.min(ready)..ready].to_string();
+        self.sent = self.sent.max(ready);
+        events.push(Event::Token(Token {
+            id,
+            text,
+            logprob,
+            top,
+        }));
+        if self.generated.len() >= self.max_tokens {
+            let rest = decoded[self.sent..].to_string();
+            self.sent = decoded.len();
+            if let Some(Event::Token(t)) = events.last_mut() {
+                t.text.push_str(&rest);
+            }
+            events.push(self.finished(FinishReason::Length));
+        }
+        Ok(events)
+    }
+
+    /// How much of `decoded` can be sent: all of it but an incomplete character at the end and
+    /// the longest ending that begins a stop string.
+    fn ready_len(&self, decoded: &str) -> usize {
+        let mut end = decoded.len();
+        if decoded.ends_with('\u{FFFD}') {
+            end -= '\u{FFFD}'.len_utf8();
+        }
+        let held = self
+            .stop
+            .iter()
+            .flat_map(|s| {
+                (1..s.len())
+                    .filter(|&k| s.is_char_boundary(k))
+                    .map(move |k| &s[..k])
+            })
+            .filter(|prefix| decoded[..end].ends_with(prefix))
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        end - held
+    }
+
+    /// The text not sent yet, when the sequence ends on an end-of-sequence token.
+    fn flush(&mut self, tokenizer: &Tokenizer) -> Result<String, ModelError> {
+        let decoded = tokenizer.decode(&self.generated)?;
+        let rest = decoded.get(self.sent..).unwrap_or("").to_string();
+        self.sent = decoded.len();
+        Ok(rest)
+    }
+
+    fn finish(&self, text: String, reason: FinishReason) -> Vec<Event> {
+        let mut events = Vec::new();
+        if !text.is_empty() {
+            events.push(Event::Token(Token {
+                id: *self.generated.last().unwrap_or(&0),
+                text,
+                logprob: None,
+                top: Vec::new(),
+            }));
+        }
+        events.push(self.finished(reason));
+        events
+    }
+
+    fn finished(&self, reason: FinishReason) -> Event {
+        Event::Finished {
+            reason,
+            usage: Usage::new(self.prompt_tokens, self.generated.len()),
+        }
+    }
+
+    /// The log-probability of `id` and the `k` most likely tokens with theirs.
+    fn logprobs_of(
+        &self,
+        logits: &[f32],
+        id: u32,
+        k: usize,
+        tokenizer: &Tokenizer,
+    ) -> Result<(f32, Vec<(String, f32)>), ModelError> {
+        let lp = log_softmax(logits);
+        let mut order: Vec<usize> = (0..lp.len()).collect();
+        order.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]).then(a.cmp(&b)));
+        let top = order
+            .into_iter()
+            .take(k)
+            .map(|i| Ok((tokenizer.decode(&[i as u32])?, lp[i] as f32)))
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        Ok((lp[id as usize] as f32, top))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::openai::Precision;
+
+    fn tokenizer() -> Tokenizer {
+        Tokenizer::from_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral"),
+        )
+        .unwrap()
+    }
+
+    fn params(stop: &[&str], logprobs: Option<usize>) -> SamplingParams {
+        SamplingParams {
+            max_tokens: None,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: None,
+            stop: stop.iter().map(|s| s.to_string()).collect(),
+            logprobs,
+            echo: false,
+            precision: Precision::Exact,
+            stream: true,
+            include_usage: false,
+        }
+    }
+
+    /// Logits that make greedy sampling pick `id`.
+    fn pick(id: u32, vocab: usize) -> Vec<f32> {
+        let mut logits: Vec<f32> = (0..vocab).map(|i| (i % 7) as f32 * 0.1).collect();
+        logits[id as usize] = 10.0;
+        logits
+    }
+
+    /// Feeds `ids` one by one; returns the streamed text and the last event.
+    fn run(d: &mut Decoding, ids: &[u32], tok: &Tokenizer) -> (String, Option<Event>) {
+        let vocab = tok.vocab_size();
+        let mut text = String::new();
+        for &id in ids {
+            for event in d.advance(&pick(id, vocab), tok).unwrap() {
+                match event {
+                    Event::Token(t) => text.push_str(&t.text),
+                    other => return (text, Some(other)),
+                }
+            }
+        }
+        (text, None)
+    }
+
+    #[test]
+    fn streamed_text_is_the_decoded_completion_and_ends_at_max_tokens() {
+        let tok = tokenizer();
+        let ids = tok.encode("hello brave new world").unwrap();
+        let mut d = Decoding::new(&params(&[], None), ids.len(), 3, vec![]).unwrap();
+        let (text, last) = run(&mut d, &ids, &tok);
+        assert_eq!(text, tok.decode(&ids).unwrap());
+        assert_eq!(
+            last,
+            Some(Event::Finished {
+                reason: FinishReason::Length,
+                usage: Usage::new(3, ids.len()),
+            })
+        );
+    }
+
+    #[test]
+    fn an_end_of_sequence_token_ends_without_adding_text() {
+        let tok = tokenizer();
+        let ids = tok.encode("abc").unwrap();
+        let eos = 2;
+        let mut d = Decoding::new(&params(&[], None), 64, 1, vec![eos]).unwrap();
+        let mut all = ids.clone();
+        all.push(eos);
+        let (text, last) = run(&mut d, &all, &tok);
+        assert_eq!(text, tok.decode(&ids).unwrap());
+        assert_eq!(
+            last,
+            Some(Event::Finished {
+                reason: FinishReason::Stop,
+                usage: Usage::new(1, ids.len()),
+            })
+        );
+    }
+
+    #[test]
+    fn no_part_of_a_stop_string_is_ever_streamed() {
+        let tok = tokenizer();
+        let ids = tok.encode("one two END three").unwrap();
+        let mut d = Decoding::new(&params(&["END"], None), 64, 1, vec![]).unwrap();
+        let vocab = tok.vocab_size();
+        let mut streamed = Vec::new();
+        let mut finished = None;
+        for &id in &ids {
+            for event in d.advance(&pick(id, vocab), &tok).unwrap() {
+                match event {
+                    Event::Token(t) => streamed.push(t.text),
+                    other => finished = Some(other),
+                }
+            }
+            if finished.is_some() {
+                break;
+            }
+        }
+        let text: String = streamed.concat();
+        assert_eq!(text, "one two ");
+        assert!(streamed.iter().all(|t| !t.contains('E')), "{streamed:?}");
+        assert!(matches!(
+            finished,
+            Some(Event::Finished {
+                reason: FinishReason::Stop,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn log_probabilities_come_with_the_most_likely_alternatives() {
+        let tok = tokenizer();
+        let mut d = Decoding::new(&params(&[], Some(3)), 8, 1, vec![]).unwrap();
+        let events = d.advance(&pick(7, tok.vocab_size()), &tok).unwrap();
+        let Event::Token(t) = &events[0] else {
+            panic!("{events:?}");
+        };
+        assert_eq!(t.id, 7);
+        assert_eq!(t.top.len(), 3);
+        assert_eq!(t.top[0], (tok.decode(&[7]).unwrap(), t.logprob.unwrap()));
+        assert!(t.top[0].1 >= t.top[1].1 && t.top[1].1 >= t.top[2].1);
+        assert!(t.logprob.unwrap() < 0.0 && t.logprob.unwrap() > -0.1);
+    }
+}

@@ -1,0 +1,880 @@
+//! The OpenAI-compatible HTTP API served on 127.0.0.1:0 over a scripted engine, driven by a
+//! minimal HTTP/1.1 client: response documents and stream chunks, probes, the model list, every
+//! refusal as OpenAI error JSON with its status, API keys, the body limit, and a streaming client
+//! that goes away cancelling its job.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moe_gateway::chat_template::Message;
+use moe_gateway::engine::{Engine, Event, Job, Token};
+use moe_gateway::http::{HttpOptions, router};
+use moe_gateway::openai::{ApiError, FinishReason, Usage};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep, timeout};
+
+const MODEL: &str = "test-moe";
+const CONTEXT_LENGTH: usize = 32;
+const MAX_TOKENS_LIMIT: usize = 16;
+const CREATED: u64 = 1_700_000_000;
+/// How long any one exchange with the server may take.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+// --- The scripted engine ---------------------------------------------------------------------
+
+/// How a job's events end.
+#[derive(Clone)]
+enum Ending {
+    Finish,
+    Fail(ApiError),
+    /// No end: the job stays open until its receiver is dropped.
+    Hang,
+}
+
+/// Tokenizes by splitting on whitespace (a word's id is its length), renders chat as
+/// `role: content` lines, and answers every job with the scripted tokens (at most `max_tokens`
+/// of them) and ending.
+struct ScriptedEngine {
+    reply: Vec<Token>,
+    ending: Ending,
+    refuse: bool,
+    ready: AtomicBool,
+    jobs: Mutex<Vec<Job>>,
+    /// Jobs whose event receiver was dropped.
+    dropped: Arc<AtomicUsize>,
+}
+
+impl ScriptedEngine {
+    fn new() -> ScriptedEngine {
+        ScriptedEngine {
+            reply: vec![
+                token(5, "Hello", -0.5),
+                token(1, ",", -0.25),
+                token(6, " world", -1.0),
+                token(1, "!", -2.0),
+            ],
+            ending: Ending::Finish,
+            refuse: false,
+            ready: AtomicBool::new(true),
+            jobs: Mutex::new(Vec::new()),
+            dropped: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn jobs(&self) -> Vec<Job> {
+        self.jobs.lock().unwrap().clone()
+    }
+}
+
+fn token(id: u32, text: &str, logprob: f32) -> Token {
+    Token {
+        id,
+        text: text.to_owned(),
+        logprob: Some(logprob),
+        top: vec![(text.to_owned(), logprob), ("~".to_owned(), -4.0)],
+    }
+}
+
+impl Engine for ScriptedEngine {
+    fn model(&self) -> &str {
+        MODEL
+    }
+
+    fn context_length(&self) -> usize {
+        CONTEXT_LENGTH
+    }
+
+    fn max_tokens_limit(&self) -> usize {
+        MAX_TOKENS_LIMIT
+    }
+
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, ApiError> {
+        Ok(text
+            .split_whitespace()
+            .map(|word| word.len() as u32)
+            .collect())
+    }
+
+    fn chat_prompt(&self, messages: &[Message]) -> Result<String, ApiError> {
+        Ok(messages
+            .iter()
+            .map(|message| format!("{}: {}\n", message.role, message.content))
+            .collect())
+    }
+
+    fn submit(&self, job: Job) -> Result<mpsc::Receiver<Event>, ApiError> {
+        if self.refuse {
+            return Err(ApiError::overloaded(2));
+        }
+        let tokens: Vec<Token> = self.reply.iter().take(job.max_tokens).cloned().collect();
+        let reason = if tokens.len() == job.max_tokens {
+            FinishReason::Length
+        } else {
+            FinishReason::Stop
+        };
+        let usage = Usage::new(job.prompt.len(), tokens.len());
+        let end = match &self.ending {
+            Ending::Finish => Some(Event::Finished { reason, usage }),
+            Ending::Fail(error) => Some(Event::Failed(error.clone())),
+            Ending::Hang => None,
+        };
+        self.jobs.lock().unwrap().push(job);
+        let (sender, receiver) = mpsc::channel(8);
+        let dropped = Arc::clone(&self.dropped);
+        tokio::spawn(async move {
+            for event in tokens.into_iter().map(Event::Token).chain(end) {
+                if sender.send(event).await.is_err() {
+                    break;
+                }
+            }
+            sender.closed().await;
+            dropped.fetch_add(1, Ordering::SeqCst);
+        });
+        Ok(receiver)
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+// --- The server and a minimal HTTP/1.1 client ------------------------------------------------
+
+/// The API served on 127.0.0.1:0 until dropped.
+struct Server {
+    address: SocketAddr,
+    _shutdown: oneshot::Sender<()>,
+}
+
+async fn serve(engine: &Arc<ScriptedEngine>, options: HttpOptions) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (shutdown, signal) = oneshot::channel::<()>();
+    let app = router(Arc::clone(engine) as Arc<dyn Engine>, options);
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = signal.await;
+            })
+            .await
+    });
+    Server {
+        address,
+        _shutdown: shutdown,
+    }
+}
+
+fn options() -> HttpOptions {
+    HttpOptions {
+        created: CREATED,
+        ..HttpOptions::default()
+    }
+}
+
+/// A server over the default scripted engine.
+async fn start() -> (Arc<ScriptedEngine>, Server) {
+    let engine = Arc::new(ScriptedEngine::new());
+    let server = serve(&engine, options()).await;
+    (engine, server)
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    /// Names in lower case.
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|error| {
+            panic!("the body is not JSON ({error}): {}", self.body);
+        })
+    }
+
+    /// The `data:` payloads of a server-sent-event body.
+    fn events(&self) -> Vec<&str> {
+        self.body
+            .split_terminator("\n\n")
+            .map(|event| event.strip_prefix("data: ").expect("a data event"))
+            .collect()
+    }
+
+    /// The JSON chunks of a stream, checking that it ends with `[DONE]`.
+    fn chunks(&self) -> Vec<Value> {
+        let events = self.events();
+        let (done, chunks) = events.split_last().expect("a non-empty stream");
+        assert_eq!(*done, "[DONE]");
+        chunks
+            .iter()
+            .map(|chunk| serde_json::from_str(chunk).unwrap())
+            .collect()
+    }
+}
+
+fn request_text(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let mut text = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        text += &format!("{name}: {value}\r\n");
+    }
+    text + "\r\n" + body
+}
+
+/// Sends one request and reads the whole response (the connection closes after it).
+async fn call(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let exchange = async {
+        let mut stream = TcpStream::connect(server.address).await.unwrap();
+        let request = request_text(method, path, headers, body);
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        parse_reply(&raw)
+    };
+    timeout(DEADLINE, exchange)
+        .await
+        .expect("the server answered within the deadline")
+}
+
+async fn post(server: &Server, path: &str, body: &Value) -> Reply {
+    call(server, "POST", path, &[], &body.to_string()).await
+}
+
+async fn get(server: &Server, path: &str) -> Reply {
+    call(server, "GET", path, &[], "").await
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+fn parse_reply(raw: &[u8]) -> Reply {
+    let head_end = find(raw, b"\r\n\r\n").expect("a complete response head");
+    let head = std::str::from_utf8(&raw[..head_end]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|line| {
+            let (name, value) = line.split_once(':').unwrap();
+            (name.to_ascii_lowercase(), value.trim().to_owned())
+        })
+        .collect();
+    let rest = &raw[head_end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(name, value)| name == "transfer-encoding" && value == "chunked");
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        let length = headers
+            .iter()
+            .find(|(name, _)| name == "content-length")
+            .map_or(rest.len(), |(_, value)| value.parse().unwrap());
+        rest[..length].to_vec()
+    };
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(body).unwrap(),
+    }
+}
+
+/// Decodes a chunked transfer encoding: hex size lines, each followed by that many bytes.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = find(raw, b"\r\n").expect("a chunk size line");
+        let line = std::str::from_utf8(&raw[..line_end]).unwrap();
+        let size_text = line.split(';').next().unwrap().trim();
+        let size = usize::from_str_radix(size_text, 16).unwrap();
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&raw[..size]);
+        assert_eq!(&raw[size..size + 2], b"\r\n", "a chunk ends with CRLF");
+        raw = &raw[size + 2..];
+    }
+}
+
+/// `body` without the fields that differ between requests, after checking their form.
+fn without_id(mut body: Value, prefix: &str) -> Value {
+    let object = body.as_object_mut().unwrap();
+    let id = object.remove("id").unwrap();
+    assert!(id.as_str().unwrap().starts_with(prefix), "{id}");
+    assert!(object.remove("created").unwrap().as_u64().unwrap() > CREATED);
+    body
+}
+
+fn error_json(kind: &str, message: &str, param: Value, code: Value) -> Value {
+    json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
+}
+
+// --- Completions -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_completion_has_the_generated_text_and_usage() {
+    let (engine, server) = start().await;
+    let reply = post(
+        &server,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "say hello to me"}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let expected = json!({
+        "object": "text_completion",
+        "model": MODEL,
+        "choices": [{"index": 0, "text": "Hello, world!", "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8},
+    });
+    assert_eq!(without_id(reply.json(), "cmpl-"), expected);
+
+    let jobs = engine.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].prompt, [3, 5, 2, 2]);
+    assert_eq!(jobs[0].max_tokens, 16);
+    assert_eq!(jobs[0].params.max_tokens, Some(16));
+}
+
+#[tokio::test]
+async fn token_id_prompts_are_used_as_given_and_max_tokens_cuts_the_text() {
+    let (engine, server) = start().await;
+    let reply = post(
+        &server,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": [7, 8, 9], "max_tokens": 2}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["choices"][0]["text"], "Hello,");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    assert_eq!(body["usage"]["prompt_tokens"], 3);
+    assert_eq!(engine.jobs()[0].prompt, [7, 8, 9]);
+    assert_eq!(engine.jobs()[0].max_tokens, 2);
+}
+
+#[tokio::test]
+async fn completion_logprobs_list_every_token_with_its_offset() {
+    let (_engine, server) = start().await;
+    let reply = post(
+        &server,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "hi", "logprobs": 1}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let expected = json!({
+        "tokens": ["Hello", ",", " world", "!"],
+        "token_logprobs": [-0.5, -0.25, -1.0, -2.0],
+        "top_logprobs": [
+            {"Hello": -0.5, "~": -4.0},
+            {",": -0.25, "~": -4.0},
+            {" world": -1.0, "~": -4.0},
+            {"!": -2.0, "~": -4.0},
+        ],
+        "text_offset": [0, 5, 6, 12],
+    });
+    assert_eq!(reply.json()["choices"][0]["logprobs"], expected);
+}
+
+#[tokio::test]
+async fn echo_prepends_the_prompt_but_not_together_with_logprobs() {
+    let (_engine, server) = start().await;
+    let body = json!({"model": MODEL, "prompt": "Say: ", "echo": true});
+    let reply = post(&server, "/v1/completions", &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["choices"][0]["text"], "Say: Hello, world!");
+
+    let body = json!({"model": MODEL, "prompt": "Say: ", "echo": true, "stream": true});
+    let chunks = post(&server, "/v1/completions", &body).await.chunks();
+    let texts: Vec<&str> = chunks
+        .iter()
+        .map(|chunk| chunk["choices"][0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["Say: ", "Hello", ",", " world", "!", ""]);
+
+    let body = json!({"model": MODEL, "prompt": "Say: ", "echo": true, "logprobs": 1});
+    let reply = post(&server, "/v1/completions", &body).await;
+    assert_eq!(reply.status, 400);
+    let message = "echo together with logprobs is not supported yet.";
+    assert_eq!(
+        reply.json(),
+        error_json("BadRequestError", message, json!("echo"), Value::Null)
+    );
+}
+
+#[tokio::test]
+async fn a_completion_stream_sends_each_token_then_the_end_usage_and_done() {
+    let (_engine, server) = start().await;
+    let whole = post(
+        &server,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "say hello"}),
+    )
+    .await
+    .json();
+    let body = json!({
+        "model": MODEL,
+        "prompt": "say hello",
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    let reply = post(&server, "/v1/completions", &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.header("content-type"), Some("text/event-stream"));
+
+    let chunks = reply.chunks();
+    assert_eq!(chunks.len(), 6, "4 tokens, the end, the usage: {chunks:?}");
+    let id = chunks[0]["id"].as_str().unwrap();
+    assert!(id.starts_with("cmpl-"));
+    for chunk in &chunks {
+        assert_eq!(chunk["id"], id);
+        assert_eq!(chunk["object"], "text_completion");
+        assert_eq!(chunk["model"], MODEL);
+    }
+    let text: String = chunks[..5]
+        .iter()
+        .map(|chunk| chunk["choices"][0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, whole["choices"][0]["text"].as_str().unwrap());
+    for chunk in &chunks[..4] {
+        assert_eq!(chunk["choices"][0]["finish_reason"], Value::Null);
+        assert!(chunk.get("usage").is_none());
+    }
+    assert_eq!(
+        chunks[4]["choices"][0],
+        json!({"index": 0, "text": "", "logprobs": null, "finish_reason": "stop"})
+    );
+    assert_eq!(chunks[5]["choices"], json!([]));
+    assert_eq!(
+        chunks[5]["usage"],
+        json!({"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6})
+    );
+}
+
+#[tokio::test]
+async fn a_failure_mid_stream_is_an_error_event_before_done() {
+    let engine = Arc::new(ScriptedEngine {
+        ending: Ending::Fail(ApiError::internal("An expert node was lost.")),
+        ..ScriptedEngine::new()
+    });
+    let server = serve(&engine, options()).await;
+    let body = json!({"model": MODEL, "prompt": "go", "stream": true});
+    let reply = post(&server, "/v1/completions", &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let chunks = reply.chunks();
+    assert_eq!(chunks.len(), 5);
+    let error = error_json(
+        "InternalServerError",
+        "An expert node was lost.",
+        Value::Null,
+        Value::Null,
+    );
+    assert_eq!(chunks[4], error);
+
+    let body = json!({"model": MODEL, "prompt": "go"});
+    let reply = post(&server, "/v1/completions", &body).await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.json(), error);
+}
+
+// --- Chat completions ------------------------------------------------------------------------
+
+fn chat_body() -> Value {
+    json!({
+        "model": MODEL,
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hi there"},
+        ],
+    })
+}
+
+#[tokio::test]
+async fn a_chat_completion_is_the_assistant_message() {
+    let (engine, server) = start().await;
+    let reply = post(&server, "/v1/chat/completions", &chat_body()).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let expected = json!({
+        "object": "chat.completion",
+        "model": MODEL,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello, world!"},
+            "logprobs": null,
+            "finish_reason": "stop",
+        }],
+        "usage": {"prompt_tokens": 6, "completion_tokens": 4, "total_tokens": 10},
+    });
+    assert_eq!(without_id(reply.json(), "chatcmpl-"), expected);
+
+    // "system: be brief\nuser: hi there\n", one id per word; no max_tokens: what fits.
+    let jobs = engine.jobs();
+    assert_eq!(jobs[0].prompt, [7, 2, 5, 5, 2, 5]);
+    assert_eq!(jobs[0].max_tokens, MAX_TOKENS_LIMIT.min(CONTEXT_LENGTH - 6));
+}
+
+#[tokio::test]
+async fn chat_logprobs_give_each_token_with_its_alternatives() {
+    let (_engine, server) = start().await;
+    let mut body = chat_body();
+    body["logprobs"] = json!(true);
+    body["top_logprobs"] = json!(1);
+    body["max_tokens"] = json!(1);
+    let reply = post(&server, "/v1/chat/completions", &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let hello = b"Hello".to_vec();
+    let expected = json!({"content": [{
+        "token": "Hello",
+        "logprob": -0.5,
+        "bytes": hello,
+        "top_logprobs": [
+            {"token": "Hello", "logprob": -0.5, "bytes": hello},
+            {"token": "~", "logprob": -4.0, "bytes": [126]},
+        ],
+    }]});
+    assert_eq!(reply.json()["choices"][0]["logprobs"], expected);
+}
+
+#[tokio::test]
+async fn a_chat_stream_sends_the_role_first_then_content_the_end_and_usage() {
+    let (_engine, server) = start().await;
+    let mut body = chat_body();
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let reply = post(&server, "/v1/chat/completions", &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.header("content-type"), Some("text/event-stream"));
+
+    let chunks = reply.chunks();
+    assert_eq!(
+        chunks.len(),
+        7,
+        "role, 4 tokens, the end, the usage: {chunks:?}"
+    );
+    for chunk in &chunks {
+        assert_eq!(chunk["id"], chunks[0]["id"]);
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+    }
+    assert!(chunks[0]["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(
+        chunks[0]["choices"][0]["delta"],
+        json!({"role": "assistant", "content": ""})
+    );
+    let content: Vec<&str> = chunks[1..5]
+        .iter()
+        .map(|chunk| chunk["choices"][0]["delta"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(content, ["Hello", ",", " world", "!"]);
+    assert_eq!(
+        chunks[5]["choices"][0],
+        json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"})
+    );
+    assert_eq!(chunks[6]["choices"], json!([]));
+    assert_eq!(chunks[6]["usage"]["total_tokens"], 10);
+}
+
+#[tokio::test]
+async fn a_streaming_client_that_goes_away_cancels_its_job() {
+    let engine = Arc::new(ScriptedEngine {
+        ending: Ending::Hang,
+        ..ScriptedEngine::new()
+    });
+    let server = serve(&engine, options()).await;
+    let mut body = chat_body();
+    body["stream"] = json!(true);
+    let request = request_text("POST", "/v1/chat/completions", &[], &body.to_string());
+
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let first_token = async {
+        while find(&received, b"\"content\":\"!\"").is_none() {
+            let mut buffer = [0; 4096];
+            let read = stream.read(&mut buffer).await.unwrap();
+            assert_ne!(read, 0, "the stream ended early");
+            received.extend_from_slice(&buffer[..read]);
+        }
+    };
+    timeout(DEADLINE, first_token)
+        .await
+        .expect("the tokens arrive within the deadline");
+    assert_eq!(
+        engine.dropped.load(Ordering::SeqCst),
+        0,
+        "the job is running"
+    );
+    drop(stream);
+
+    let deadline = Instant::now() + DEADLINE;
+    while engine.dropped.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the job was not cancelled");
+        sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_client_that_goes_away_cancels_its_job() {
+    let engine = Arc::new(ScriptedEngine {
+        ending: Ending::Hang,
+        ..ScriptedEngine::new()
+    });
+    let server = serve(&engine, options()).await;
+    let request = request_text(
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        &chat_body().to_string(),
+    );
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+
+    let deadline = Instant::now() + DEADLINE;
+    while engine.jobs().is_empty() {
+        assert!(Instant::now() < deadline, "the job was not submitted");
+        sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        engine.dropped.load(Ordering::SeqCst),
+        0,
+        "the job is running"
+    );
+    drop(stream);
+    while engine.dropped.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the job was not cancelled");
+        sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// --- Models and probes -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_model_list_names_the_served_model() {
+    let (_engine, server) = start().await;
+    let reply = get(&server, "/v1/models").await;
+    assert_eq!(reply.status, 200);
+    let expected = json!({"object": "list", "data": [{
+        "id": MODEL,
+        "object": "model",
+        "created": CREATED,
+        "owned_by": "moe-cluster",
+        "max_model_len": CONTEXT_LENGTH,
+    }]});
+    assert_eq!(reply.json(), expected);
+}
+
+#[tokio::test]
+async fn liveness_is_always_and_readiness_follows_the_engine() {
+    let (engine, server) = start().await;
+    assert_eq!(get(&server, "/health/live").await.status, 200);
+    assert_eq!(get(&server, "/health/ready").await.status, 200);
+
+    engine.ready.store(false, Ordering::SeqCst);
+    assert_eq!(get(&server, "/health/live").await.status, 200);
+    let reply = get(&server, "/health/ready").await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json()["error"]["type"], "ServiceUnavailableError");
+}
+
+// --- Refusals --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn another_model_is_not_found() {
+    let (engine, server) = start().await;
+    let reply = post(
+        &server,
+        "/v1/completions",
+        &json!({"model": "gpt-4", "prompt": "hi"}),
+    )
+    .await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let expected = error_json(
+        "NotFoundError",
+        "The model `gpt-4` does not exist.",
+        json!("model"),
+        json!("model_not_found"),
+    );
+    assert_eq!(reply.json(), expected);
+    assert!(engine.jobs().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_bad_request() {
+    let (_engine, server) = start().await;
+    let reply = call(&server, "POST", "/v1/chat/completions", &[], "{\"model\": ").await;
+    assert_eq!(reply.status, 400);
+    let body = reply.json();
+    assert_eq!(body["error"]["type"], "BadRequestError");
+    assert_eq!(body["error"]["param"], Value::Null);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("The request body is not valid JSON"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_temperature_out_of_range_is_refused_by_name() {
+    let (_engine, server) = start().await;
+    let mut body = chat_body();
+    body["temperature"] = json!(3);
+    let reply = post(&server, "/v1/chat/completions", &body).await;
+    assert_eq!(reply.status, 400);
+    let expected = error_json(
+        "BadRequestError",
+        "temperature must be between 0 and 2, got 3.",
+        json!("temperature"),
+        Value::Null,
+    );
+    assert_eq!(reply.json(), expected);
+}
+
+#[tokio::test]
+async fn a_prompt_longer_than_the_context_gets_the_vllm_message() {
+    let (engine, server) = start().await;
+    let prompt = vec!["word"; 30].join(" ");
+    let body = json!({"model": MODEL, "prompt": prompt, "max_tokens": 5});
+    let reply = post(&server, "/v1/completions", &body).await;
+    assert_eq!(reply.status, 400);
+    let message = "This model's maximum context length is 32 tokens. However, you requested \
+                   35 tokens (30 in the messages, 5 in the completion). Please reduce the \
+                   length of the messages or completion.";
+    let expected = error_json("BadRequestError", message, json!("prompt"), Value::Null);
+    assert_eq!(reply.json(), expected);
+    assert!(engine.jobs().is_empty());
+}
+
+#[tokio::test]
+async fn a_full_engine_answers_503_with_retry_after() {
+    let engine = Arc::new(ScriptedEngine {
+        refuse: true,
+        ..ScriptedEngine::new()
+    });
+    let server = serve(&engine, options()).await;
+    let reply = post(&server, "/v1/chat/completions", &chat_body()).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("retry-after"), Some("2"));
+    let expected = error_json(
+        "ServiceUnavailableError",
+        "The server is at capacity. Please retry after 2 seconds.",
+        Value::Null,
+        Value::Null,
+    );
+    assert_eq!(reply.json(), expected);
+}
+
+#[tokio::test]
+async fn an_api_key_guards_the_api_but_not_the_probes() {
+    let engine = Arc::new(ScriptedEngine::new());
+    let options = HttpOptions {
+        api_key: Some("sk-secret".to_owned()),
+        ..options()
+    };
+    let server = serve(&engine, options).await;
+    let unauthorized = error_json(
+        "AuthenticationError",
+        "Incorrect API key provided.",
+        Value::Null,
+        json!("invalid_api_key"),
+    );
+    for headers in [
+        &[][..],
+        &[("authorization", "Bearer sk-secreT")],
+        &[("authorization", "Bearer sk-secret-and-more")],
+        &[("authorization", "sk-secret")],
+    ] {
+        let reply = call(&server, "GET", "/v1/models", headers, "").await;
+        assert_eq!(reply.status, 401, "{headers:?}");
+        assert_eq!(reply.json(), unauthorized);
+    }
+    let body = chat_body().to_string();
+    let reply = call(&server, "POST", "/v1/chat/completions", &[], &body).await;
+    assert_eq!(reply.status, 401);
+    assert!(engine.jobs().is_empty());
+
+    let key = [("authorization", "Bearer sk-secret")];
+    assert_eq!(
+        call(&server, "GET", "/v1/models", &key, "").await.status,
+        200
+    );
+    let reply = call(&server, "POST", "/v1/chat/completions", &key, &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(get(&server, "/health/live").await.status, 200);
+    assert_eq!(get(&server, "/health/ready").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_too_large() {
+    let engine = Arc::new(ScriptedEngine::new());
+    let options = HttpOptions {
+        max_body_bytes: 1024,
+        ..options()
+    };
+    let server = serve(&engine, options).await;
+    let body = json!({"model": MODEL, "prompt": "x".repeat(2000)});
+    let reply = post(&server, "/v1/completions", &body).await;
+    assert_eq!(reply.status, 413);
+    let expected = error_json(
+        "PayloadTooLargeError",
+        "The request body is larger than the limit of 1024 bytes.",
+        Value::Null,
+        Value::Null,
+    );
+    assert_eq!(reply.json(), expected);
+    assert!(engine.jobs().is_empty());
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_answer_openai_errors() {
+    let (_engine, server) = start().await;
+    let reply = get(&server, "/v2/nothing").await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let expected = error_json(
+        "NotFoundError",
+        "The route `GET /v2/nothing` does not exist.",
+        Value::Null,
+        Value::Null,
+    );
+    assert_eq!(reply.json(), expected);
+
+    let reply = get(&server, "/v1/completions").await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("POST"));
+    let expected = error_json(
+        "MethodNotAllowedError",
+        "The route `/v1/completions` does not allow GET.",
+        Value::Null,
+        Value::Null,
+    );
+    assert_eq!(reply.json(), expected);
+}

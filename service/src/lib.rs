@@ -1,0 +1,65 @@
+//! What the server binaries (`expert-node`, `coordinator`, `gateway`) share around their own
+//! work: logs to stderr (`RUST_LOG`, default `info`), exit status 64 for a bad configuration, a
+//! multi-threaded runtime, `error: ...` and a failure status when the work fails, and the
+//! shutdown signal (SIGTERM or Ctrl-C).
+
+use std::future::Future;
+use std::process::ExitCode;
+
+/// Exit status for a configuration refused before anything started (`EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// Runs a server: sets up logging, checks the configuration with `check` (exit 64 with its
+/// message when it fails), then runs `run` with what `check` returned on a new runtime.
+pub fn main<C, F>(check: impl FnOnce() -> Result<C, String>, run: impl FnOnce(C) -> F) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let checked = match check() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(checked)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (only Ctrl-C where no SIGTERM handler can be installed).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGTERM handler; only Ctrl-C stops this server");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
