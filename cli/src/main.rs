@@ -9,6 +9,7 @@ mod gen_model;
 mod kernel_bench;
 mod model_args;
 mod run_model;
+mod up;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,8 @@ enum Command {
     BenchKernels(kernel_bench::KernelBenchArgs),
     /// Measure expert-node throughput in process and over loopback gRPC.
     BenchNode(bench_node::BenchNodeArgs),
+    /// Start a whole cluster on this machine: etcd, a coordinator, expert nodes and a gateway.
+    Up(up::UpArgs),
     /// Compile the CUDA expert kernels for GPU architectures (no GPU needed) and report
     /// registers and spills per kernel.
     #[cfg(feature = "cuda")]
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::BenchDecode(args) => bench_decode::run(args),
         Command::BenchKernels(args) => kernel_bench::run(args),
         Command::BenchNode(args) => bench_node::run(args),
+        Command::Up(args) => up::run(args),
         #[cfg(feature = "cuda")]
         Command::CheckKernels(args) => check_kernels::run(args),
     };

@@ -1,0 +1,313 @@
+//! `moe up`: a whole cluster on this machine, on loopback — etcd (unless `--etcd` names one), a
+//! coordinator, `--nodes` expert nodes and a gateway, as child processes of this one. Prints the
+//! endpoints, says when the gateway is ready (`/health/ready` answers 200), and on SIGINT or
+//! SIGTERM stops everything it started, the gateway first. The children's logs go to files under
+//! the run directory.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// Options of `moe up`.
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// HuggingFace checkpoint directory to serve.
+    #[arg(long, env = "MOE_MODEL")]
+    model: PathBuf,
+    /// Expert nodes to start.
+    #[arg(long, default_value_t = 2)]
+    nodes: usize,
+    /// Address of the gateway's OpenAI-compatible HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    http: SocketAddr,
+    /// An etcd to use instead of starting one (endpoints, comma-separated).
+    #[arg(long)]
+    etcd: Option<String>,
+    /// The cluster's name in etcd.
+    #[arg(long, default_value = "local")]
+    cluster: String,
+    /// Where shards, etcd's data and the logs go (default: a directory under /dev/shm, or the
+    /// system's temporary directory where there is no /dev/shm).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Seconds to wait for the cluster to become ready.
+    #[arg(long, default_value_t = 300)]
+    ready_timeout: u64,
+}
+
+/// A started child, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Started {
+    name: String,
+    child: Child,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{} did not stop within 15 s; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A binary built next to `moe`.
+fn sibling(name: &str, package: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build it next to moe (cargo build --release -p {package})",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Starts `program` with its stderr in `<logs>/<name>.log`; waits for its first stdout line
+/// `listening on ADDR` when `listens`, and returns the address.
+fn start(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    logs: &Path,
+    listens: bool,
+) -> anyhow::Result<(Started, Option<String>)> {
+    let log = File::create(logs.join(format!("{name}.log")))?;
+    let mut out = log.try_clone()?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdout(if listens {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    let address = if listens {
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut first = String::new();
+        stdout.read_line(&mut first)?;
+        // The rest of stdout goes to the log, so the child never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut out));
+        let address = first
+            .trim()
+            .strip_prefix("listening on ")
+            .map(str::to_string);
+        if address.is_none() {
+            let _ = child.kill();
+            bail!(
+                "{name} did not start; see {}",
+                logs.join(format!("{name}.log")).display()
+            );
+        }
+        address
+    } else {
+        None
+    };
+    let started = Started {
+        name: name.to_string(),
+        child,
+    };
+    Ok((started, address))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The status line of `GET path` on `address`, or `None` when nothing answers.
+fn http_get(address: &str, path: &str) -> Option<String> {
+    let mut stream =
+        TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut said = Instant::now();
+    while !ready() {
+        if start.elapsed() > timeout {
+            bail!("{what} was not ready after {:?}", timeout);
+        }
+        if said.elapsed() > Duration::from_secs(5) {
+            eprintln!(
+                "waiting for {what} ({:.0} s)",
+                start.elapsed().as_secs_f64()
+            );
+            said = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// An etcd on free loopback ports with its data in `dir`.
+fn start_etcd(dir: &Path, logs: &Path) -> anyhow::Result<(Started, String)> {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join("etcd").is_file()))
+        .unwrap_or(false);
+    if !found {
+        bail!(
+            "etcd is not installed: install it (Debian/Ubuntu: apt-get install etcd-server) or \
+             point --etcd at a running one"
+        );
+    }
+    let (client, peer) = (free_port()?, free_port()?);
+    let endpoint = format!("http://127.0.0.1:{client}");
+    let args = [
+        "--name".to_string(),
+        "moe-up".into(),
+        "--data-dir".into(),
+        dir.join("etcd").display().to_string(),
+        "--listen-client-urls".into(),
+        endpoint.clone(),
+        "--advertise-client-urls".into(),
+        endpoint.clone(),
+        "--listen-peer-urls".into(),
+        format!("http://127.0.0.1:{peer}"),
+        "--initial-advertise-peer-urls".into(),
+        format!("http://127.0.0.1:{peer}"),
+        "--initial-cluster".into(),
+        format!("moe-up=http://127.0.0.1:{peer}"),
+    ];
+    let (etcd, _) = start("etcd", Path::new("etcd"), &args, logs, false)?;
+    let address = format!("127.0.0.1:{client}");
+    wait_for("etcd", Duration::from_secs(30), || {
+        http_get(&address, "/health").is_some_and(|r| r.contains("\"health\":\"true\""))
+    })?;
+    Ok((etcd, endpoint))
+}
+
+pub fn run(args: &UpArgs) -> anyhow::Result<()> {
+    let (coordinator, node, gateway) = (
+        sibling("coordinator", "moe-coordinator")?,
+        sibling("expert-node", "moe-expert-node")?,
+        sibling("gateway", "moe-gateway")?,
+    );
+    if !args.model.join("config.json").is_file() {
+        bail!("--model {}: no config.json there", args.model.display());
+    }
+    let dir = match &args.dir {
+        Some(dir) => dir.clone(),
+        None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm/moe-up"),
+        None => std::env::temp_dir().join("moe-up"),
+    };
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let model = args.model.display().to_string();
+    // Everything started is stopped, in reverse order, when `started` is dropped.
+    let mut started: Vec<Started> = Vec::new();
+    let etcd = match &args.etcd {
+        Some(etcd) => etcd.clone(),
+        None => {
+            let (process, endpoint) = start_etcd(&dir, &logs)?;
+            started.push(process);
+            endpoint
+        }
+    };
+    let common = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--etcd",
+            &etcd,
+            "--cluster",
+            &args.cluster,
+            "--model",
+            &model,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let (process, health) = start(
+        "coordinator",
+        &coordinator,
+        &common(&["--listen", "127.0.0.1:0"]),
+        &logs,
+        true,
+    )?;
+    started.push(process);
+    let mut node_addresses = Vec::new();
+    for i in 0..args.nodes {
+        let id = format!("node-{i}");
+        let shards = dir.join("shards").join(&id);
+        let extra = ["--listen", "127.0.0.1:0", "--node-id", &id, "--shard-dir"];
+        let mut a = common(&extra);
+        a.push(shards.display().to_string());
+        let (process, address) = start(&id, &node, &a, &logs, true)?;
+        started.push(process);
+        node_addresses.push(address.unwrap_or_default());
+    }
+    let http = args.http.to_string();
+    let (process, address) = start(
+        "gateway",
+        &gateway,
+        &common(&["--http", &http]),
+        &logs,
+        true,
+    )?;
+    started.push(process);
+    let address = address.unwrap_or(http);
+    println!("etcd        {etcd}");
+    println!("coordinator {} (health)", health.unwrap_or_default());
+    for (i, a) in node_addresses.iter().enumerate() {
+        println!("node-{i}      {a}");
+    }
+    println!("gateway     http://{address}  (OpenAI-compatible API)");
+    println!("logs        {}", logs.display());
+    std::io::stdout().flush()?;
+    let timeout = Duration::from_secs(args.ready_timeout);
+    wait_for("the gateway", timeout, || {
+        http_get(&address, "/health/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    })?;
+    let name = args
+        .model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    println!(
+        "ready: curl http://{address}/v1/completions -H 'Content-Type: application/json' -d '{{\"model\": \"{name}\", \"prompt\": \"Hello\", \"max_tokens\": 16}}'"
+    );
+    std::io::stdout().flush()?;
+    wait_for_signal()?;
+    eprintln!("stopping");
+    while let Some(process) = started.pop() {
+        drop(process);
+    }
+    Ok(())
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_signal() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        anyhow::Ok(())
+    })
+}
