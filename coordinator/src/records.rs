@@ -29,6 +29,10 @@ pub struct NodeRecord {
     /// The node's precision pair, e.g. `f16+q4`.
     pub precisions: String,
     pub capacity: Capacity,
+    /// The placement epoch whose experts the node has loaded (0 before the first): gateways
+    /// count a node as serving a placement once this reaches its epoch.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// Which nodes serve one (layer, expert).
@@ -212,6 +216,7 @@ mod tests {
                 gpu_bytes: 0,
                 link_bytes_per_second: 1_250_000_000,
             },
+            epoch: 4,
         };
         assert_eq!(NodeRecord::from_json(&node.to_json()).unwrap(), node);
         let stats = GatewayStats {

@@ -40,6 +40,7 @@ fn node(id: &str) -> NodeRecord {
             gpu_bytes: 0,
             link_bytes_per_second: 0,
         },
+        epoch: 1,
     }
 }
 

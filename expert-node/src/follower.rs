@@ -58,6 +58,8 @@ pub struct Follower {
     pub grace: Duration,
     /// Serialises catalog changes (loads and delayed releases).
     changing: Mutex<()>,
+    /// The epoch whose experts are loaded, published for the node's record.
+    loaded: watch::Sender<u64>,
 }
 
 impl Follower {
@@ -68,6 +70,7 @@ impl Follower {
         node_id: String,
         pair: PrecisionPair,
         grace: Duration,
+        loaded: watch::Sender<u64>,
     ) -> Arc<Follower> {
         Arc::new(Follower {
             node,
@@ -77,6 +80,7 @@ impl Follower {
             pair,
             grace,
             changing: Mutex::new(()),
+            loaded,
         })
     }
 
@@ -118,6 +122,7 @@ impl Follower {
             wanted
         };
         self.node.set_placement_epoch(Epoch(placement.epoch));
+        self.loaded.send_replace(placement.epoch);
         tracing::info!(
             epoch = placement.epoch,
             added = wanted.add.len(),

@@ -1,7 +1,8 @@
 //! The node's place in a cluster (with `--etcd`): its record registered under a lease, kept
-//! alive by a thread of its own; the placement followed (see `follower`); the registration
-//! renewed when its lease is lost; and revoked when the node drains, so that the coordinator
-//! moves its experts at once.
+//! alive by a thread of its own; the placement followed (see `follower`), the record updated
+//! with each epoch whose experts are loaded (gateways route to the node from then on); the
+//! registration renewed when its lease is lost; and revoked when the node drains, so that the
+//! coordinator moves its experts at once.
 //!
 //! A lost lease does not stop the node serving. While etcd cannot be reached nobody can change
 //! the placement, so the experts the node holds are still the ones gateways route to it; once
@@ -20,7 +21,7 @@ use moe_coordinator::lease::LeaseState;
 use moe_coordinator::records::{Capacity, NodeRecord, Placement};
 use moe_coordinator::registry::Registration;
 use moe_coordinator::watch::Watcher;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
 use crate::follower::Follower;
@@ -62,6 +63,7 @@ pub fn record(
             gpu_bytes,
             link_bytes_per_second: 0,
         },
+        epoch: 0,
     })
 }
 
@@ -82,6 +84,7 @@ pub async fn join(
     let placements = Watcher::placement(&etcd, &keys)
         .await
         .context("watching the placement")?;
+    let (loaded, epochs) = watch::channel(0);
     let follower = Follower::new(
         node,
         residency,
@@ -89,10 +92,11 @@ pub async fn join(
         config.node_id.clone(),
         config.precisions.0,
         Duration::from_secs(config.release_grace_seconds),
+        loaded,
     );
     tokio::spawn(follower.run(placements.subscribe()));
     let (leave, left) = oneshot::channel();
-    tokio::spawn(keep_registered(registration, left));
+    tokio::spawn(keep_registered(registration, epochs, left));
     tracing::info!(cluster = %config.cluster, node = %config.node_id, "joined the cluster");
     Ok(Membership {
         leave,
@@ -100,14 +104,25 @@ pub async fn join(
     })
 }
 
-/// Registers again whenever the lease is lost, until asked to leave; then deregisters.
+/// Registers again whenever the lease is lost, records each placement epoch the node has
+/// loaded, until asked to leave; then deregisters.
 async fn keep_registered(
     mut registration: Registration,
+    mut epochs: watch::Receiver<u64>,
     mut leave: oneshot::Receiver<oneshot::Sender<Result<(), EtcdError>>>,
 ) {
     let mut state = registration.state();
     loop {
         tokio::select! {
+            changed = epochs.changed(), if !epochs.is_closed() => {
+                if changed.is_ok() {
+                    let mut record = registration.record().clone();
+                    record.epoch = *epochs.borrow_and_update();
+                    if let Err(e) = registration.update(record).await {
+                        tracing::warn!(error = %e, "recording the loaded epoch failed");
+                    }
+                }
+            }
             changed = state.changed() => {
                 if changed.is_err() {
                     return;

@@ -1,6 +1,6 @@
 //! Running one MoE layer's routed experts on the expert nodes that hold them. The (token,
 //! expert, gate weight) pairs are grouped by the node the placement names for each expert (its
-//! first live replica), and each node gets **one message for the layer**: the token rows its
+//! first live replica that has loaded the placement, else its first live replica), and each node gets **one message for the layer**: the token rows its
 //! pairs need, once, and per expert the rows, weights, HOBBIT unimportance scores and precision.
 //! The nodes' per-token weighted sums are added up in node-id order. A node that fails, refuses
 //! with a retryable status or misses the deadline is left out for the rest of the layer and its
@@ -224,16 +224,28 @@ impl Dispatcher {
         while !remaining.is_empty() {
             let mut by_node: BTreeMap<String, Vec<usize>> = BTreeMap::new();
             for &expert in remaining.keys() {
-                let node = placement
+                // The first replica that has loaded this placement, else the first one left.
+                let candidates: Vec<&String> = placement
                     .nodes(layer as u32, expert as u32)
                     .iter()
-                    .find(|n| !excluded.contains(*n))
+                    .filter(|n| !excluded.contains(*n))
+                    .collect();
+                let loaded = |n: &&String| {
+                    self.nodes
+                        .borrow()
+                        .get(n)
+                        .is_some_and(|r| r.epoch >= placement.epoch)
+                };
+                let node = candidates
+                    .iter()
+                    .find(|n| loaded(n))
+                    .or(candidates.first())
                     .ok_or_else(|| DispatchError::NoReplica {
                         layer,
                         expert,
                         last: last.clone(),
                     })?;
-                by_node.entry(node.clone()).or_default().push(expert);
+                by_node.entry((*node).clone()).or_default().push(expert);
             }
             let mut calls = tokio::task::JoinSet::new();
             for (node, experts) in &by_node {

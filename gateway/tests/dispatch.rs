@@ -99,6 +99,7 @@ fn record(id: &str, address: SocketAddr) -> NodeRecord {
             gpu_bytes: 0,
             link_bytes_per_second: 0,
         },
+        epoch: 1,
     }
 }
 
