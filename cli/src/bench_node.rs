@@ -66,6 +66,7 @@ fn wire(
         batch_id,
         epoch: 0,
         reply_dtype: 0,
+        per_pair: false,
         layer: work.layer,
         tokens: Some(tensor::encode(
             &work.tokens,

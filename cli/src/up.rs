@@ -1,8 +1,8 @@
 //! `moe up`: a whole cluster on this machine, on loopback — etcd (unless `--etcd` names one), a
 //! coordinator, `--nodes` expert nodes and a gateway, as child processes of this one. Prints the
 //! endpoints, says when the gateway is ready (`/health/ready` answers 200), and on SIGINT or
-//! SIGTERM stops everything it started, the gateway first. The children's logs go to files under
-//! the run directory.
+//! SIGTERM stops everything it started, the gateway first. The children's logs (stderr) go to
+//! `<name>.log` and their standard output to `<name>.out` under the run directory.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -85,7 +85,7 @@ fn start(
     listens: bool,
 ) -> anyhow::Result<(Started, Option<String>)> {
     let log = File::create(logs.join(format!("{name}.log")))?;
-    let mut out = log.try_clone()?;
+    let mut out = File::create(logs.join(format!("{name}.out")))?;
     let mut child = Command::new(program)
         .args(args)
         .stdout(if listens {
@@ -100,7 +100,7 @@ fn start(
         let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
         let mut first = String::new();
         stdout.read_line(&mut first)?;
-        // The rest of stdout goes to the log, so the child never writes into a closed pipe.
+        // The rest of stdout goes to `<name>.out`, so the child never writes into a closed pipe.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut out));
         let address = first
             .trim()

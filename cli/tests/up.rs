@@ -92,7 +92,17 @@ fn moe_up_serves_a_completion_and_stops_everything_it_started() {
         &gateway,
         r#"{"model": "demo", "prompt": "Hello", "max_tokens": 8, "temperature": 0}"#,
     );
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    if !response.starts_with("HTTP/1.1 200") {
+        for log in std::fs::read_dir(dir.join("logs")).unwrap() {
+            let log = log.unwrap().path();
+            eprintln!(
+                "--- {}\n{}",
+                log.display(),
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        panic!("{response}");
+    }
     assert!(response.contains("\"completion_tokens\":8"), "{response}");
 
     let pid = up.id().to_string();

@@ -154,6 +154,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config, checked: Checked) -> anyhow::Result<()> {
+    let shutdown = moe_service::shutdown_signal();
     let Checked { keys, id, settings } = checked;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -162,7 +163,7 @@ async fn run(config: Config, checked: Checked) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     let (stop, stopping) = watch::channel(false);
     tokio::spawn(async move {
-        moe_service::shutdown_signal().await;
+        shutdown.await;
         let _ = stop.send(true);
     });
     let stopped = |mut rx: watch::Receiver<bool>| async move {

@@ -481,7 +481,7 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
             g.text.unwrap()
         })
         .collect();
-    let complete = |prompt: &[u32]| serde_json::json!({"model": "mixtral", "prompt": prompt, "max_tokens": 12, "temperature": 0});
+    let complete = |prompt: &[u32]| serde_json::json!({"model": "mixtral", "prompt": prompt, "max_tokens": 12, "temperature": 0, "precision": "exact"});
     for (prompt, want) in prompts.iter().zip(&expected) {
         let (status, body) = post(&gateway.address, "/v1/completions", &complete(prompt)).await;
         assert_eq!(status, 200, "{body}");

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = moe_service::shutdown_signal();
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -132,7 +133,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(joining.await?)
     };
 
-    moe_service::shutdown_signal().await;
+    shutdown.await;
     if let Some(membership) = membership {
         let deadline = Duration::from_secs(2 * config.etcd_timeout_seconds);
         match tokio::time::timeout(deadline, membership.leave()).await {

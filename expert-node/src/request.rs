@@ -142,8 +142,8 @@ impl From<WorkError> for Status {
     }
 }
 
-/// Packs the weighted sums `out` (`[n_tokens, hidden]`) of `work` into a reply; `used` is the
-/// format each of `work`'s groups ran at.
+/// Packs the output of `work` — weighted sums per token, or outputs per pair — into a reply;
+/// `used` is the format each of `work`'s groups ran at.
 pub fn reply(
     batch_id: u64,
     work: &LayerWork,
@@ -153,7 +153,7 @@ pub fn reply(
     dtype: WireDtype,
     timings: Timings,
 ) -> Result<LayerReply, Status> {
-    let output: Tensor = tensor::encode(out, work.n_tokens, hidden, dtype)?;
+    let output: Tensor = tensor::encode(out, out.len() / hidden.max(1), hidden, dtype)?;
     let precisions = work
         .experts
         .iter()
@@ -190,6 +190,7 @@ mod tests {
             tokens: Some(tensor::encode(&tokens, 3, HIDDEN, WireDtype::F32).unwrap()),
             experts,
             reply_dtype: 0,
+            per_pair: false,
         }
     }
 

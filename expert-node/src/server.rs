@@ -35,6 +35,8 @@ type Replies = mpsc::Sender<Result<ServerMessage, Status>>;
 struct Job {
     batch_id: u64,
     work: LayerWork,
+    /// Reply with each pair's unweighted output (see `LayerRequest.per_pair`).
+    per_pair: bool,
     reply_dtype: WireDtype,
     arrived: Instant,
     replies: Replies,
@@ -137,12 +139,18 @@ impl Compute {
     }
 
     /// Runs `work` on the GPU when there is one and it takes the batch, else on the CPU; returns
-    /// the sums and the format each group ran at.
+    /// the sums (or the per-pair outputs, which only the CPU path gives) and the format each
+    /// group ran at.
     fn execute(
         &self,
         experts: &ExpertSet,
         work: &LayerWork,
+        per_pair: bool,
     ) -> Result<(Vec<f32>, Vec<Format>), WorkError> {
+        if per_pair {
+            let out = experts.execute_pairs(work, self.pair, &self.pool)?;
+            return Ok((out, ExpertSet::formats(work, self.pair)));
+        }
         if let Some(gpu) = &self.gpu {
             let catalog = self.residency.catalog();
             let fetch = |key| match experts.shared(key) {
@@ -169,7 +177,7 @@ impl Compute {
             .residency
             .gather(&job.work, self.pair)
             .and_then(|batch| {
-                let (out, used) = self.execute(&batch.experts, &job.work)?;
+                let (out, used) = self.execute(&batch.experts, &job.work, job.per_pair)?;
                 Ok((batch, out, used))
             });
         let (message, batch) = match ran {
@@ -314,6 +322,7 @@ impl Node {
         let job = Job {
             batch_id: req.batch_id,
             work,
+            per_pair: req.per_pair,
             reply_dtype,
             arrived,
             replies: replies.clone(),
@@ -512,6 +521,7 @@ mod tests {
                 unimportance: Vec::new(),
             }],
             reply_dtype: 0,
+            per_pair: false,
         }
     }
 

@@ -283,9 +283,45 @@ impl ExpertSet {
         pair: PrecisionPair,
         pool: &Pool,
     ) -> Result<Vec<f32>, WorkError> {
-        self.validate(work, pair)?;
         let hidden = self.hidden;
         let mut out = vec![0.0; work.n_tokens * hidden];
+        self.run_groups(work, pair, pool, |e, y| {
+            for ((&r, &w), yr) in e.rows.iter().zip(&e.weights).zip(y.chunks_exact(hidden)) {
+                let r = r as usize;
+                for (o, v) in out[r * hidden..(r + 1) * hidden].iter_mut().zip(yr) {
+                    *o += w * v;
+                }
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Runs `work` like [`ExpertSet::execute`] but returns every pair's unweighted output,
+    /// `[n_pairs, hidden]`: the groups in order, each group's rows in order. The caller adds
+    /// them up in whatever order it must reproduce.
+    pub fn execute_pairs(
+        &self,
+        work: &LayerWork,
+        pair: PrecisionPair,
+        pool: &Pool,
+    ) -> Result<Vec<f32>, WorkError> {
+        let pairs: usize = work.experts.iter().map(|e| e.rows.len()).sum();
+        let mut out = Vec::with_capacity(pairs * self.hidden);
+        self.run_groups(work, pair, pool, |_, y| out.extend_from_slice(y))?;
+        Ok(out)
+    }
+
+    /// Validates `work`, then runs each group's expert once on all of its rows and hands the
+    /// outputs (`[rows, hidden]`) to `take`, group by group in order.
+    fn run_groups(
+        &self,
+        work: &LayerWork,
+        pair: PrecisionPair,
+        pool: &Pool,
+        mut take: impl FnMut(&ExpertRows, &[f32]),
+    ) -> Result<(), WorkError> {
+        self.validate(work, pair)?;
+        let hidden = self.hidden;
         let mut x = Vec::new();
         for e in &work.experts {
             if e.rows.is_empty() {
@@ -307,13 +343,8 @@ impl ExpertSet {
             let y = expert
                 .forward(pool, &x, e.rows.len())
                 .map_err(|err| WorkError::Expert(err.to_string()))?;
-            for ((&r, &w), yr) in e.rows.iter().zip(&e.weights).zip(y.chunks_exact(hidden)) {
-                let r = r as usize;
-                for (o, v) in out[r * hidden..(r + 1) * hidden].iter_mut().zip(yr) {
-                    *o += w * v;
-                }
-            }
+            take(e, &y);
         }
-        Ok(out)
+        Ok(())
     }
 }

@@ -1,13 +1,16 @@
 //! Running one MoE layer's routed experts on the expert nodes that hold them. The (token,
 //! expert, gate weight) pairs are grouped by the node the placement names for each expert (its
-//! first live replica that has loaded the placement, else its first live replica), and each node gets **one message for the layer**: the token rows its
-//! pairs need, once, and per expert the rows, weights, HOBBIT unimportance scores and precision.
-//! The nodes' per-token weighted sums are added up in node-id order. A node that fails, refuses
-//! with a retryable status or misses the deadline is left out for the rest of the layer and its
+//! first live replica that has loaded the placement, else its first live replica), and each
+//! node gets **one message for the layer**: the token rows its pairs need, once, and per expert
+//! the rows, weights, HOBBIT unimportance scores and precision. The nodes' per-token weighted
+//! sums are added up in node-id order (for `exact` requests, each pair's output instead, added
+//! per token in expert order as the single-process model does). A node that fails, refuses with
+//! a retryable status or misses the deadline is left out for the rest of the layer and its
 //! experts go to their next replica in the same step (an expert call is idempotent: the KV cache
-//! stays here); the layer fails only when some expert has no replica left. A node whose epoch is
-//! ahead of this gateway's placement (ABORTED) is retried with the newest placement.
-
+//! stays here); the layer fails only when some expert has no replica left. Replicas that refused
+//! because they do not hold an expert yet (still loading what a new placement gave them) are
+//! tried again, every 20 ms within the call deadline, before the layer gives up. A node whose
+//! epoch is ahead of this gateway's placement (ABORTED) is retried with the newest placement.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,7 +47,9 @@ pub enum DispatchError {
 /// The precision a request asks its experts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
-    /// The nodes' high-precision copies, f32 activations both ways: the single-process result.
+    /// The nodes' high-precision copies, f32 activations both ways, and every pair's output
+    /// returned on its own so the sums are taken in the single-process model's order: its result
+    /// bit for bit, at top_k times the reply bytes.
     Exact,
     /// The nodes' high-precision copies for now; the link-aware policy decides per pair later.
     Auto,
@@ -85,6 +90,7 @@ fn request(
     h: &[f32],
     hidden: usize,
     experts: &[(usize, &[Pair])],
+    per_pair: bool,
 ) -> (LayerRequest, Vec<usize>) {
     let tokens: BTreeSet<usize> = experts
         .iter()
@@ -119,6 +125,7 @@ fn request(
         tokens: Some(encoded),
         experts: work,
         reply_dtype: moe_proto::expert::Dtype::F32 as i32,
+        per_pair,
     };
     (request, tokens)
 }
@@ -213,15 +220,22 @@ impl Dispatcher {
         layer: usize,
         h: &[f32],
         routes: &[Route],
-        _precision: Precision,
+        precision: Precision,
     ) -> Result<Vec<f32>, DispatchError> {
         let hidden = self.hidden;
+        let per_pair = precision == Precision::Exact;
         let mut out = vec![0.0f32; routes.len() * hidden];
-        let mut remaining = pairs_by_expert(routes);
+        let all = pairs_by_expert(routes);
+        let mut remaining = all.clone();
+        // With per-pair replies: each expert's unweighted outputs, one row per pair.
+        let mut outputs: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
         let mut excluded: BTreeSet<String> = BTreeSet::new();
+        // Nodes that did not hold an expert yet (still loading what a new placement gave them).
+        let mut loading: BTreeSet<String> = BTreeSet::new();
         let mut placement = self.placement()?;
         let mut last = String::from("none");
-        while !remaining.is_empty() {
+        let started = std::time::Instant::now();
+        'layer: while !remaining.is_empty() {
             let mut by_node: BTreeMap<String, Vec<usize>> = BTreeMap::new();
             for &expert in remaining.keys() {
                 // The first replica that has loaded this placement, else the first one left.
@@ -236,15 +250,22 @@ impl Dispatcher {
                         .get(n)
                         .is_some_and(|r| r.epoch >= placement.epoch)
                 };
-                let node = candidates
-                    .iter()
-                    .find(|n| loaded(n))
-                    .or(candidates.first())
-                    .ok_or_else(|| DispatchError::NoReplica {
+                let Some(node) = candidates.iter().find(|n| loaded(n)).or(candidates.first())
+                else {
+                    // Replicas still loading get a little time, within the call deadline.
+                    if !loading.is_empty() && started.elapsed() < self.deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        excluded.retain(|n| !loading.contains(n));
+                        loading.clear();
+                        placement = self.placement()?;
+                        continue 'layer;
+                    }
+                    return Err(DispatchError::NoReplica {
                         layer,
                         expert,
                         last: last.clone(),
-                    })?;
+                    });
+                };
                 by_node.entry((*node).clone()).or_default().push(expert);
             }
             let mut calls = tokio::task::JoinSet::new();
@@ -253,7 +274,7 @@ impl Dispatcher {
                     .iter()
                     .map(|e| (*e, remaining[e].as_slice()))
                     .collect();
-                let (req, tokens) = request(layer, placement.epoch, h, hidden, &work);
+                let (req, tokens) = request(layer, placement.epoch, h, hidden, &work, per_pair);
                 let (node, deadline) = (node.clone(), self.deadline);
                 let client = self.client(&node).await;
                 calls.spawn(async move {
@@ -282,6 +303,13 @@ impl Dispatcher {
                     }
                     Err(e) if e.retryable() => {
                         tracing::warn!(%node, layer, error = %e, "expert call failed; trying a replica");
+                        if let CallError::Refused {
+                            code: Code::FailedPrecondition,
+                            ..
+                        } = e
+                        {
+                            loading.insert(node.clone());
+                        }
                         last = e.to_string();
                         self.retries.fetch_add(1, Ordering::Relaxed);
                         excluded.insert(node);
@@ -297,26 +325,48 @@ impl Dispatcher {
                     .output
                     .as_ref()
                     .ok_or_else(|| bad("no output".into()))?;
-                let sums =
+                let rows =
                     tensor::decode(output, hidden, &self.limits).map_err(|e| bad(e.to_string()))?;
-                if sums.rows != tokens.len() {
-                    return Err(bad(format!(
-                        "{} rows for {} tokens",
-                        sums.rows,
-                        tokens.len()
-                    )));
+                let experts = &by_node[&node];
+                let expected = if per_pair {
+                    experts.iter().map(|e| remaining[e].len()).sum()
+                } else {
+                    tokens.len()
+                };
+                if rows.rows != expected {
+                    return Err(bad(format!("{} rows, expected {expected}", rows.rows)));
                 }
-                for (row, &t) in sums.data.chunks_exact(hidden).zip(&tokens) {
-                    for (o, v) in out[t * hidden..(t + 1) * hidden].iter_mut().zip(row) {
-                        *o += v;
+                if per_pair {
+                    let mut data = rows.data.as_slice();
+                    for e in experts {
+                        let (mine, rest) = data.split_at(remaining[e].len() * hidden);
+                        outputs.insert(*e, mine.to_vec());
+                        data = rest;
+                    }
+                } else {
+                    for (row, &t) in rows.data.chunks_exact(hidden).zip(&tokens) {
+                        for (o, v) in out[t * hidden..(t + 1) * hidden].iter_mut().zip(row) {
+                            *o += v;
+                        }
                     }
                 }
-                for e in &by_node[&node] {
+                for e in experts {
                     remaining.remove(e);
                 }
             }
             if refresh {
                 placement = self.placement()?;
+            }
+        }
+        // Per-pair outputs are added per token in expert order, weight times output, as the
+        // single-process model adds them.
+        for (expert, pairs) in &all {
+            let Some(ys) = outputs.get(expert) else {
+                continue;
+            };
+            for (p, y) in pairs.iter().zip(ys.chunks_exact(hidden)) {
+                let o = &mut out[p.token * hidden..(p.token + 1) * hidden];
+                o.iter_mut().zip(y).for_each(|(o, v)| *o += p.weight * v);
             }
         }
         Ok(out)
@@ -387,7 +437,8 @@ mod tests {
             weight: 0.75,
             unimportance: 0.25,
         }];
-        let (req, tokens) = request(4, 9, &h, hidden, &[(5, &a), (6, &b)]);
+        let (req, tokens) = request(4, 9, &h, hidden, &[(5, &a), (6, &b)], true);
+        assert!(req.per_pair);
         assert_eq!(tokens, [1, 3]);
         assert_eq!((req.layer, req.epoch), (4, 9));
         let rows =

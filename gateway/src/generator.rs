@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::chat_template::{ChatTemplate, Message};
 use crate::dispatch::{Dispatcher, Precision, RemoteExperts};
 use crate::engine::{Engine, Event, Job};
-use crate::openai::{ApiError, ErrorKind, Usage};
+use crate::openai::{ApiError, ErrorKind, Precision as OpenAiPrecision, Usage};
 use crate::scheduler::{AdmitError, Scheduler, SchedulerConfig, SeqId, Step};
 use crate::sequence::Decoding;
 
@@ -46,6 +46,8 @@ struct Active {
     decoding: Decoding,
     cache: KvCache,
     events: mpsc::Sender<Event>,
+    /// The request wants the single-process model's result bit for bit.
+    exact: bool,
 }
 
 /// The engine's settings.
@@ -221,6 +223,7 @@ impl Thread {
         match Decoding::new(&job.params, job.max_tokens, job.prompt.len(), eos) {
             Ok(decoding) => {
                 let active = Active {
+                    exact: job.params.precision == OpenAiPrecision::Exact,
                     prompt_tokens: job.prompt.len(),
                     tokens: job.prompt,
                     decoding,
@@ -245,6 +248,13 @@ impl Thread {
             .filter(|c| self.active.contains_key(&c.id))
             .copied()
             .collect();
+        // One exact request makes the whole step exact: its sums must be taken in order.
+        let exact = chunks.iter().any(|c| self.active[&c.id].exact);
+        let precision = if exact {
+            Precision::Exact
+        } else {
+            Precision::Auto
+        };
         let result = {
             let mut by_id: HashMap<SeqId, &mut Active> =
                 self.active.iter_mut().map(|(id, a)| (*id, a)).collect();
@@ -262,7 +272,7 @@ impl Thread {
             let mut remote = RemoteExperts {
                 dispatcher: &self.dispatcher,
                 runtime: self.runtime.clone(),
-                precision: Precision::Exact,
+                precision,
             };
             self.model.forward_batch(&mut seqs, Some(&mut remote))
         };

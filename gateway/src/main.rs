@@ -92,6 +92,7 @@ fn check(config: &Config) -> Result<(), String> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = moe_service::shutdown_signal();
     let name = match &config.model_name {
         Some(name) => name.clone(),
         None => config
@@ -171,7 +172,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     println!("listening on {}", listener.local_addr()?);
     std::io::stdout().flush()?;
     axum::serve(listener, router)
-        .with_graceful_shutdown(moe_service::shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")?;
     drop((placement, nodes));

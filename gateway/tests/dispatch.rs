@@ -1,8 +1,9 @@
 //! The model's forward pass with its routed experts on expert nodes served over real gRPC (in
 //! this process, on 127.0.0.1:0): the logits and greedy tokens equal the single-process model's
-//! exactly (Mixtral fixture, experts at f16 on both sides); a node that goes away mid-run is
-//! replaced by the replica the placement names, with the same results; an expert without any
-//! live replica fails the step with a clear error.
+//! exactly on every fixture architecture (experts at f16 on both sides; `exact` requests, so
+//! top-4 and top-8 sums are taken in the same order); a node that goes away mid-run is replaced
+//! by the replica the placement names, with the same results; an expert without any live
+//! replica fails the step with a clear error.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use moe_expert_node::server::{Node, NodeService};
 use moe_expert_node::{PrecisionPair, store};
 use moe_gateway::dispatch::{Dispatcher, Precision, RemoteExperts};
 use moe_kernels::{Format, Pool};
-use moe_model::{LoadOptions, Logits, Model};
+use moe_model::{LoadOptions, Logits, Model, ModelConfig};
 use moe_proto::expert::expert_service_server::ExpertServiceServer;
 use moe_proto::tensor::Limits;
 use tokio::net::TcpListener;
@@ -31,24 +32,42 @@ const PAIR: PrecisionPair = PrecisionPair {
     low: Format::Q4,
 };
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral")
+const ARCHS: [&str; 5] = [
+    "mixtral",
+    "qwen2-moe",
+    "qwen3-moe",
+    "olmoe",
+    "mixtral-window",
+];
+
+fn fixture(arch: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(arch)
 }
 
 /// An expert node serving `selection` of the fixture on a runtime of its own, so that killing
 /// it closes its connections as a dead process would.
 struct TestNode {
     address: SocketAddr,
-    runtime: tokio::runtime::Runtime,
+    runtime: Option<tokio::runtime::Runtime>,
     _shards: tempfile::TempDir,
 }
 
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 impl TestNode {
-    fn start(id: &str, selection: &str) -> TestNode {
+    fn start(arch: &str, id: &str, selection: &str) -> TestNode {
         let shards = tempfile::tempdir().unwrap();
         let selection: ExpertSelection = selection.parse().unwrap();
         let (catalog, resident, _) = store::open(
-            &fixture(),
+            &fixture(arch),
             shards.path(),
             &selection,
             PAIR,
@@ -76,14 +95,14 @@ impl TestNode {
         });
         TestNode {
             address,
-            runtime,
+            runtime: Some(runtime),
             _shards: shards,
         }
     }
 
     /// Stops serving at once: every connection of the node closes.
     fn kill(self) {
-        self.runtime.shutdown_background();
+        drop(self);
     }
 }
 
@@ -103,15 +122,19 @@ fn record(id: &str, address: SocketAddr) -> NodeRecord {
     }
 }
 
-/// Node `x` holds every expert; `y` holds experts 4-7 of both layers and is their preferred
-/// node, with `x` as the replica.
-fn placement() -> Placement {
-    let assignments = (0..2)
-        .flat_map(|layer| {
-            (0..8).map(move |expert| Assignment {
+/// Node `x` holds every expert; `y` holds the upper half of each MoE layer's experts and is
+/// their preferred node, with `x` as the replica. Also `y`'s `--experts` selection.
+fn placement(arch: &str) -> (Placement, String) {
+    let cfg = ModelConfig::from_file(&fixture(arch).join("config.json")).unwrap();
+    let experts = cfg.num_experts as u32;
+    let layers: Vec<u32> = cfg.moe_layers().map(|l| l as u32).collect();
+    let assignments = layers
+        .iter()
+        .flat_map(|&layer| {
+            (0..experts).map(move |expert| Assignment {
                 layer,
                 expert,
-                nodes: if expert < 4 {
+                nodes: if expert < experts / 2 {
                     vec!["x".into()]
                 } else {
                     vec!["y".into(), "x".into()]
@@ -119,13 +142,18 @@ fn placement() -> Placement {
             })
         })
         .collect();
-    Placement {
+    let upper: Vec<String> = layers
+        .iter()
+        .map(|l| format!("{l}:{}-{}", experts / 2, experts - 1))
+        .collect();
+    let placement = Placement {
         epoch: 1,
-        model: "mixtral".into(),
-        layers: 2,
-        experts_per_layer: 8,
+        model: arch.into(),
+        layers: cfg.num_layers as u32,
+        experts_per_layer: experts,
         assignments,
-    }
+    };
+    (placement, upper.join(","))
 }
 
 fn snapshot<T>(entries: Vec<(&str, T)>) -> Snapshot<T> {
@@ -179,28 +207,37 @@ fn greedy(
     Ok((prefill, tokens))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn experts_on_nodes_give_the_single_process_results_and_fail_over_to_replicas() {
-    let x = TestNode::start("x", "all");
-    let y = TestNode::start("y", "0:4-7,1:4-7");
-    let (_placement_tx, placements) = watch::channel(snapshot(vec![("placement", placement())]));
-    let (_nodes_tx, nodes) = watch::channel(snapshot(vec![
+/// A cluster of two in-process nodes for `arch`, the whole model and the model without its
+/// routed experts, and a dispatcher over the nodes.
+struct Setup {
+    x: TestNode,
+    y: TestNode,
+    whole: Arc<Model>,
+    dense: Arc<Model>,
+    dispatcher: Arc<Dispatcher>,
+    _channels: (
+        watch::Sender<Snapshot<Placement>>,
+        watch::Sender<Snapshot<NodeRecord>>,
+    ),
+}
+
+fn setup(arch: &str) -> Setup {
+    let (placement, upper) = placement(arch);
+    let x = TestNode::start(arch, "x", "all");
+    let y = TestNode::start(arch, "y", &upper);
+    let (placement_tx, placements) = watch::channel(snapshot(vec![("placement", placement)]));
+    let (nodes_tx, nodes) = watch::channel(snapshot(vec![
         ("x", record("x", x.address)),
         ("y", record("y", y.address)),
     ]));
     let pool = Arc::new(Pool::new(2).unwrap());
-    let whole = Model::load(
-        &fixture(),
-        &LoadOptions::with_expert_format(Some(Format::F16)),
-        Arc::clone(&pool),
-    )
-    .unwrap();
+    let f16 = LoadOptions::with_expert_format(Some(Format::F16));
+    let whole = Model::load(&fixture(arch), &f16, Arc::clone(&pool)).unwrap();
     let options = LoadOptions {
-        expert_format: Some(Format::F16),
         skip_routed_experts: true,
-        ..LoadOptions::default()
+        ..f16
     };
-    let dense = Model::load(&fixture(), &options, pool).unwrap();
+    let dense = Model::load(&fixture(arch), &options, pool).unwrap();
     let hidden = whole.config().hidden_size;
     let dispatcher = Dispatcher::new(
         placements,
@@ -209,34 +246,57 @@ async fn experts_on_nodes_give_the_single_process_results_and_fail_over_to_repli
         Duration::from_secs(5),
         Limits::default(),
     );
-    let prompt = [1u32, 17, 42, 7, 99, 3];
+    Setup {
+        x,
+        y,
+        whole: Arc::new(whole),
+        dense: Arc::new(dense),
+        dispatcher: Arc::new(dispatcher),
+        _channels: (placement_tx, nodes_tx),
+    }
+}
 
-    let (whole, dense, dispatcher) = (Arc::new(whole), Arc::new(dense), Arc::new(dispatcher));
-    let run = |dispatcher: Option<Arc<Dispatcher>>, model: Arc<Model>| {
-        tokio::task::spawn_blocking(move || greedy(&model, dispatcher.as_deref(), &prompt, 12))
-    };
-    let want = run(None, Arc::clone(&whole)).await.unwrap().unwrap();
-    let got = run(Some(Arc::clone(&dispatcher)), Arc::clone(&dense))
+const PROMPT: [u32; 6] = [1, 17, 42, 7, 99, 3];
+
+async fn run(
+    dispatcher: Option<Arc<Dispatcher>>,
+    model: Arc<Model>,
+) -> moe_model::Result<(Vec<f32>, Vec<u32>)> {
+    tokio::task::spawn_blocking(move || greedy(&model, dispatcher.as_deref(), &PROMPT, 12))
         .await
         .unwrap()
-        .unwrap();
-    assert_eq!(got.0, want.0, "prefill logits");
-    assert_eq!(got.1, want.1, "greedy tokens");
+}
 
-    assert_eq!(dispatcher.retries(), 0);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_architecture_through_nodes_equals_the_single_process_model() {
+    for arch in ARCHS {
+        let s = setup(arch);
+        let want = run(None, Arc::clone(&s.whole)).await.unwrap();
+        let got = run(Some(Arc::clone(&s.dispatcher)), Arc::clone(&s.dense))
+            .await
+            .unwrap();
+        assert_eq!(got.0, want.0, "{arch}: prefill logits");
+        assert_eq!(got.1, want.1, "{arch}: greedy tokens");
+        assert_eq!(s.dispatcher.retries(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_fails_over_to_its_replicas_with_the_same_results() {
+    let s = setup("mixtral");
+    let want = run(None, Arc::clone(&s.whole)).await.unwrap();
 
     // y goes away: its experts fail over to x within the same steps.
-    y.kill();
-    let failed_over = run(Some(Arc::clone(&dispatcher)), Arc::clone(&dense))
+    s.y.kill();
+    let failed_over = run(Some(Arc::clone(&s.dispatcher)), Arc::clone(&s.dense))
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(failed_over, want, "the replica gives the same results");
-    assert!(dispatcher.retries() > 0, "y's experts were retried on x");
+    assert!(s.dispatcher.retries() > 0, "y's experts were retried on x");
 
-    // x goes away too: experts 0-3 have no replica left.
-    x.kill();
-    let refused = run(Some(dispatcher), dense).await.unwrap().unwrap_err();
+    // x goes away too: the lower experts have no replica left.
+    s.x.kill();
+    let refused = run(Some(s.dispatcher), s.dense).await.unwrap_err();
     let message = refused.to_string();
     assert!(message.contains("no replica could serve it"), "{message}");
 }

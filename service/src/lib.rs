@@ -47,19 +47,24 @@ where
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C (only Ctrl-C where no SIGTERM handler can be installed).
-pub async fn shutdown_signal() {
+/// Starts catching SIGTERM now and returns a future that resolves on SIGTERM or Ctrl-C (only
+/// Ctrl-C where no SIGTERM handler can be installed). Call it before announcing anything, so
+/// that a SIGTERM sent right after the announcement is caught rather than fatal. Needs a runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let term = signal(SignalKind::terminate());
+    async move {
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
             }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "no SIGTERM handler; only Ctrl-C stops this server");
-            let _ = tokio::signal::ctrl_c().await;
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGTERM handler; only Ctrl-C stops this server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -55,6 +55,7 @@ pub fn request(
         tokens: Some(tensor::encode(tokens, n, tokens.len() / n.max(1), WireDtype::F32).unwrap()),
         experts,
         reply_dtype: 0,
+        per_pair: false,
     }
 }
 
