@@ -457,6 +457,10 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         "1",
         "--expert-deadline-ms",
         "2000",
+        "--gateway-id",
+        "gw-test",
+        "--stats-seconds",
+        "1",
     ];
     let gateway = Process::start(
         &sibling_binary("gateway", "moe-gateway"),
@@ -508,5 +512,31 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
     )
     .await;
     assert_eq!(status, 404, "{body}");
+
+    // The gateway reports the tokens it routed, under its lease, for the leader's rebalancing.
+    let key = ClusterKeys::new(CLUSTER)
+        .unwrap()
+        .stats(&moe_coordinator::keys::Name::new("gateway", "gw-test").unwrap());
+    let start = Instant::now();
+    let stats = loop {
+        if let Some(value) = get(&etcd, key.clone()).await {
+            let stats = moe_coordinator::records::GatewayStats::from_json(&value).unwrap();
+            if !stats.counts.is_empty() {
+                break stats;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no popularity report"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stats.gateway, "gw-test");
+    assert!(
+        stats
+            .counts
+            .iter()
+            .all(|c| c.layer < 2 && c.expert < EXPERTS && c.tokens > 0)
+    );
     drop(a);
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use moe_coordinator::records::{NodeRecord, Placement};
+use moe_coordinator::records::{ExpertCount, NodeRecord, Placement};
 use moe_coordinator::watch::Snapshot;
 use moe_model::ModelError;
 use moe_model::moe::{Route, RoutedExperts};
@@ -139,6 +139,8 @@ pub struct Dispatcher {
     deadline: Duration,
     limits: Limits,
     retries: AtomicU64,
+    /// Tokens routed to each (layer, expert) since the counts were last taken.
+    routed: std::sync::Mutex<BTreeMap<(u32, u32), u64>>,
 }
 
 impl Dispatcher {
@@ -159,7 +161,22 @@ impl Dispatcher {
             deadline,
             limits,
             retries: AtomicU64::new(0),
+            routed: std::sync::Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The tokens routed to each (layer, expert) since the last call: the gateway's popularity
+    /// report for the coordinator.
+    pub fn take_counts(&self) -> Vec<ExpertCount> {
+        let mut routed = self.routed.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *routed)
+            .into_iter()
+            .map(|((layer, expert), tokens)| ExpertCount {
+                layer,
+                expert,
+                tokens,
+            })
+            .collect()
     }
 
     /// Expert calls retried on another replica so far.
@@ -226,6 +243,12 @@ impl Dispatcher {
         let per_pair = precision == Precision::Exact;
         let mut out = vec![0.0f32; routes.len() * hidden];
         let all = pairs_by_expert(routes);
+        {
+            let mut routed = self.routed.lock().unwrap_or_else(|p| p.into_inner());
+            for (&expert, pairs) in &all {
+                *routed.entry((layer as u32, expert as u32)).or_default() += pairs.len() as u64;
+            }
+        }
         let mut remaining = all.clone();
         // With per-pair replies: each expert's unweighted outputs, one row per pair.
         let mut outputs: BTreeMap<usize, Vec<f32>> = BTreeMap::new();

@@ -13,7 +13,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use moe_coordinator::etcd::Etcd;
-use moe_coordinator::keys::ClusterKeys;
+use moe_coordinator::keys::{ClusterKeys, Name};
+use moe_coordinator::records::GatewayStats;
+use moe_coordinator::stats::StatsPublisher;
 use moe_coordinator::watch::Watcher;
 use moe_gateway::chat_template::{ChatTemplate, TemplateError};
 use moe_gateway::dispatch::Dispatcher;
@@ -73,6 +75,12 @@ struct Config {
     /// Deadline of every etcd call.
     #[arg(long, env = "MOE_ETCD_TIMEOUT_SECONDS", default_value_t = 5)]
     etcd_timeout_seconds: u64,
+    /// This gateway's name for its popularity report (default: host name and process id).
+    #[arg(long, env = "MOE_GATEWAY_ID")]
+    gateway_id: Option<String>,
+    /// How often the tokens routed per expert are reported to etcd for the coordinator.
+    #[arg(long, env = "MOE_STATS_SECONDS", default_value_t = 30)]
+    stats_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +91,10 @@ fn main() -> ExitCode {
 /// What the flags alone can tell.
 fn check(config: &Config) -> Result<(), String> {
     ClusterKeys::new(&config.cluster).map_err(|e| format!("--cluster: {e}"))?;
+    Name::new("gateway id", &gateway_id(config)).map_err(|e| format!("--gateway-id: {e}"))?;
+    if config.stats_seconds == 0 {
+        return Err("--stats-seconds must be positive".into());
+    }
     if config.kv_tokens < 16 || config.max_waiting == 0 || config.max_running == 0 {
         return Err(
             "--kv-tokens must be at least 16, --max-waiting and --max-running positive".into(),
@@ -141,6 +153,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Duration::from_millis(config.expert_deadline_ms),
         Limits::default(),
     ));
+    let every = Duration::from_secs(config.stats_seconds);
+    let stats = StatsPublisher::start(&etcd, &keys, &gateway_id(&config), 3 * every)
+        .await
+        .context("starting the popularity report")?;
+    tokio::spawn(report(
+        stats,
+        Arc::clone(&dispatcher),
+        gateway_id(&config),
+        every,
+    ));
     let scheduler = SchedulerConfig {
         max_waiting: config.max_waiting,
         max_running: config.max_running,
@@ -177,4 +199,41 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("serving HTTP")?;
     drop((placement, nodes));
     Ok(())
+}
+
+/// `--gateway-id`, or the host name and process id.
+fn gateway_id(config: &Config) -> String {
+    config.gateway_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        let host: String = host
+            .trim()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(40)
+            .collect();
+        format!("gw-{host}-{}", std::process::id())
+    })
+}
+
+/// Publishes the tokens routed per expert every `every`, for the coordinator's rebalancing.
+async fn report(
+    mut stats: StatsPublisher,
+    dispatcher: Arc<Dispatcher>,
+    gateway: String,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let counts = dispatcher.take_counts();
+        let report = GatewayStats {
+            gateway: gateway.clone(),
+            window_seconds: every.as_secs(),
+            counts,
+        };
+        if let Err(e) = stats.publish(&report).await {
+            tracing::warn!(error = %e, "publishing the popularity report failed");
+        }
+    }
 }

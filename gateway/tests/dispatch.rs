@@ -278,6 +278,16 @@ async fn every_architecture_through_nodes_equals_the_single_process_model() {
         assert_eq!(got.0, want.0, "{arch}: prefill logits");
         assert_eq!(got.1, want.1, "{arch}: greedy tokens");
         assert_eq!(s.dispatcher.retries(), 0);
+        // Every token of every step went to top_k experts of every MoE layer.
+        let cfg = s.whole.config();
+        let steps = PROMPT.len() + 11;
+        let routed: u64 = s.dispatcher.take_counts().iter().map(|c| c.tokens).sum();
+        let layers = cfg.moe_layers().count();
+        assert_eq!(routed as usize, steps * cfg.top_k * layers, "{arch}");
+        assert!(
+            s.dispatcher.take_counts().is_empty(),
+            "taking the counts resets them"
+        );
     }
 }
 
