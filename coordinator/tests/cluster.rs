@@ -6,7 +6,7 @@
 //! etcd restarted, everyone carries on. The times each step took are printed.
 //!
 //! A second test puts a `gateway` in front and checks that greedy completions over HTTP equal the
-//! single-process model's, also after an expert node is SIGKILLed mid-run.
+//! single-process model's — one at a time, 16 at once, and after an expert node is SIGKILLed.
 //!
 //! `expert-node` and `gateway` are taken from the directory `coordinator` was built into: `cargo
 //! test --workspace` (what `scripts/test.sh` runs) builds them all.
@@ -401,22 +401,29 @@ async fn post(address: &str, path: &str, body: &serde_json::Value) -> (u16, serd
     )
 }
 
+/// The whole response to `GET path`, or `None` when nothing answers.
+async fn get_text(address: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    String::from_utf8(response).ok()
+}
+
 /// Waits until `GET /health/ready` answers 200.
 async fn wait_ready(address: &str) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let start = Instant::now();
     loop {
-        if let Ok(mut stream) = tokio::net::TcpStream::connect(address).await {
-            let request = format!(
-                "GET /health/ready HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-            );
-            let mut response = Vec::new();
-            if stream.write_all(request.as_bytes()).await.is_ok()
-                && stream.read_to_end(&mut response).await.is_ok()
-                && response.starts_with(b"HTTP/1.1 200")
-            {
-                return;
-            }
+        if get_text(address, "/health/ready")
+            .await
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+        {
+            return;
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
@@ -486,13 +493,59 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         })
         .collect();
     let complete = |prompt: &[u32]| serde_json::json!({"model": "mixtral", "prompt": prompt, "max_tokens": 12, "temperature": 0, "precision": "exact"});
+    let mut completion_tokens = 0;
     for (prompt, want) in prompts.iter().zip(&expected) {
         let (status, body) = post(&gateway.address, "/v1/completions", &complete(prompt)).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["choices"][0]["text"], want.as_str(), "{body}");
         assert_eq!(body["usage"]["prompt_tokens"], prompt.len(), "{body}");
+        completion_tokens += body["usage"]["completion_tokens"].as_u64().unwrap();
         println!("completion of {prompt:?}: {:?}", body["choices"][0]["text"]);
     }
+
+    // 16 concurrent requests, batched together by the gateway: each equals its sequential result.
+    let many: Vec<Vec<u32>> = (0..16u32)
+        .map(|i| vec![1 + i, 40 + 3 * i, 7, i % 5 + 2])
+        .collect();
+    let sequential: Vec<String> = many
+        .iter()
+        .map(|p| {
+            let params = moe_model::GenerateParams {
+                max_tokens: 12,
+                ..moe_model::GenerateParams::default()
+            };
+            let g = moe_model::generate(&reference, Some(&tokenizer), p, &params).unwrap();
+            g.text.unwrap()
+        })
+        .collect();
+    let started = Instant::now();
+    let calls: Vec<_> = many
+        .iter()
+        .map(|p| {
+            let (address, body) = (gateway.address.clone(), complete(p));
+            tokio::spawn(async move { post(&address, "/v1/completions", &body).await })
+        })
+        .collect();
+    for (i, (call, want)) in calls.into_iter().zip(&sequential).enumerate() {
+        let (status, body) = call.await.unwrap();
+        assert_eq!(status, 200, "request {i}: {body}");
+        assert_eq!(
+            body["choices"][0]["text"],
+            want.as_str(),
+            "request {i}: {body}"
+        );
+        completion_tokens += body["usage"]["completion_tokens"].as_u64().unwrap();
+    }
+    println!(
+        "16 concurrent completions of 12 tokens in {:?}",
+        started.elapsed()
+    );
+    let metrics = get_text(&gateway.address, "/metrics").await.unwrap();
+    let generated = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("moe:generation_tokens_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(generated, Some(completion_tokens), "{metrics}");
 
     // Node b dies: its experts are served by their replicas on a, within the same steps.
     b.kill();

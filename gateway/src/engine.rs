@@ -51,4 +51,8 @@ pub trait Engine: Send + Sync + 'static {
     fn submit(&self, job: Job) -> Result<mpsc::Receiver<Event>, ApiError>;
     /// Whether the engine can serve now (every expert has a serving node).
     fn ready(&self) -> bool;
+    /// Its metrics in the Prometheus text format (`GET /metrics`); none by default.
+    fn metrics(&self) -> String {
+        String::new()
+    }
 }

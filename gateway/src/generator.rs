@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use moe_model::kv_cache::KvCache;
 use moe_model::{Logits, Model, SequenceStep, Tokenizer};
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::chat_template::{ChatTemplate, Message};
 use crate::dispatch::{Dispatcher, Precision, RemoteExperts};
 use crate::engine::{Engine, Event, Job};
+use crate::metrics::{Gauges, Metrics};
 use crate::openai::{ApiError, ErrorKind, Precision as OpenAiPrecision, Usage};
 use crate::scheduler::{AdmitError, Scheduler, SchedulerConfig, SeqId, Step};
 use crate::sequence::Decoding;
@@ -48,6 +50,9 @@ struct Active {
     events: mpsc::Sender<Event>,
     /// The request wants the single-process model's result bit for bit.
     exact: bool,
+    arrived: Instant,
+    /// When its last token was sent, `None` before the first.
+    last_token: Option<Instant>,
 }
 
 /// The engine's settings.
@@ -60,6 +65,7 @@ pub struct GeneratorConfig {
 
 /// The engine: the API side ([`Engine`]) of one generation thread.
 pub struct Generator {
+    metrics: Arc<Metrics>,
     name: String,
     context: usize,
     max_tokens_limit: usize,
@@ -90,7 +96,9 @@ impl Generator {
             wake: Condvar::new(),
         });
         let context = model.max_context();
+        let metrics = Arc::new(Metrics::default());
         let thread = Thread {
+            metrics: Arc::clone(&metrics),
             model,
             tokenizer: Arc::clone(&tokenizer),
             dispatcher: Arc::clone(&dispatcher),
@@ -102,6 +110,7 @@ impl Generator {
             .name("generation".into())
             .spawn(move || thread.run())?;
         Ok(Generator {
+            metrics,
             name: config.name,
             context,
             max_tokens_limit: config.max_tokens_limit,
@@ -173,10 +182,22 @@ impl Engine for Generator {
     fn ready(&self) -> bool {
         self.dispatcher.ready()
     }
+
+    fn metrics(&self) -> String {
+        let stats = self.shared.lock().scheduler.stats();
+        self.metrics.render(Gauges {
+            running: stats.running,
+            waiting: stats.waiting,
+            kv_usage: stats.kv_usage(),
+            preemptions: stats.preemptions,
+            expert_retries: self.dispatcher.retries(),
+        })
+    }
 }
 
 /// The generation thread's own state.
 struct Thread {
+    metrics: Arc<Metrics>,
     model: Arc<Model>,
     tokenizer: Arc<Tokenizer>,
     dispatcher: Arc<Dispatcher>,
@@ -222,8 +243,11 @@ impl Thread {
         let eos = self.model.config().eos_token_ids.clone();
         match Decoding::new(&job.params, job.max_tokens, job.prompt.len(), eos) {
             Ok(decoding) => {
+                self.metrics.prompt(job.prompt.len());
                 let active = Active {
                     exact: job.params.precision == OpenAiPrecision::Exact,
+                    arrived: Instant::now(),
+                    last_token: None,
                     prompt_tokens: job.prompt.len(),
                     tokens: job.prompt,
                     decoding,
@@ -309,8 +333,19 @@ impl Thread {
                 && let Some(&id) = a.decoding.generated().last()
             {
                 a.tokens.push(id);
+                let now = Instant::now();
+                let since = a.last_token.unwrap_or(a.arrived);
+                self.metrics
+                    .token(a.last_token.is_none(), (now - since).as_secs_f64());
+                a.last_token = Some(now);
             }
             for event in events {
+                let took = a.arrived.elapsed().as_secs_f64();
+                match &event {
+                    Event::Token(_) => {}
+                    Event::Finished { reason, .. } => self.metrics.finished(Some(*reason), took),
+                    Event::Failed(_) => self.metrics.finished(None, took),
+                }
                 let done = !matches!(event, Event::Token(_));
                 if a.events.try_send(event).is_err() {
                     gone.push(c.id);
@@ -335,6 +370,8 @@ impl Thread {
             if let Some(a) = self.active.remove(&f.id)
                 && !stopped.contains(&f.id)
             {
+                self.metrics
+                    .finished(Some(f.reason), a.arrived.elapsed().as_secs_f64());
                 let usage = Usage::new(a.prompt_tokens, a.decoding.generated().len());
                 let _ = a.events.try_send(Event::Finished {
                     reason: f.reason,
@@ -346,6 +383,8 @@ impl Thread {
 
     fn fail(&mut self, id: SeqId, error: ApiError) {
         if let Some(a) = self.active.remove(&id) {
+            self.metrics
+                .finished(None, a.arrived.elapsed().as_secs_f64());
             let _ = a.events.try_send(Event::Failed(error));
         }
         self.shared.lock().scheduler.cancel(id);

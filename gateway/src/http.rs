@@ -85,6 +85,7 @@ pub fn router(engine: Arc<dyn Engine>, options: HttpOptions) -> Router {
         .route("/v1/models", get(models))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready_probe))
+        .route("/metrics", get(metrics))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -320,6 +321,17 @@ async fn ready_probe(State(state): State<Arc<AppState>>) -> Result<StatusCode, A
             retry_after_secs: None,
         })
     }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let text = state.engine.metrics();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {

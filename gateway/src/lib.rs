@@ -6,6 +6,7 @@
 //!   Jinja and the Python-compatible helpers the templates use.
 //! * [`engine`]: the contract between the APIs and the generation engine (a job in, events out).
 //! * [`http`]: the OpenAI-compatible HTTP API (completions, chat, models, health) over an engine.
+//! * [`metrics`]: the engine's metrics in the Prometheus text format, with vLLM's names.
 //! * [`sequence`]: one sequence's decoding: sampling, end conditions, the text streamed.
 //! * [`generator`]: the engine: continuous batching over the cluster on one generation thread.
 //! * [`node_client`]: one persistent stream to an expert node, shared by every call.
@@ -18,6 +19,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod generator;
 pub mod http;
+pub mod metrics;
 pub mod node_client;
 pub mod openai;
 pub mod scheduler;

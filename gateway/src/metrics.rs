@@ -1,0 +1,239 @@
+//! The gateway's metrics in the Prometheus text format, named as vLLM names its own (with the
+//! `moe:` prefix) so existing dashboards map over: requests running and waiting, KV cache usage,
+//! prompt and generated tokens, finished requests by reason, time to first token, inter-token
+//! latency and end-to-end latency as histograms, and the expert calls' retries.
+
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::openai::FinishReason;
+
+/// Upper bounds (seconds) of the latency histograms' buckets, as vLLM's.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram of durations in seconds.
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (bound, n) in BUCKETS.iter().zip(&mut self.counts) {
+            if seconds <= *bound {
+                *n += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, n) in BUCKETS.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", self.sum, self.count);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Latencies {
+    first_token: Histogram,
+    inter_token: Histogram,
+    end_to_end: Histogram,
+}
+
+/// The engine's counters; cheap to update from the generation thread.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    prompt_tokens: AtomicU64,
+    generation_tokens: AtomicU64,
+    finished_stop: AtomicU64,
+    finished_length: AtomicU64,
+    failed: AtomicU64,
+    latencies: Mutex<Latencies>,
+}
+
+/// The engine's state at the moment of a scrape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gauges {
+    pub running: usize,
+    pub waiting: usize,
+    /// Fraction of the KV budget in use, 0 to 1.
+    pub kv_usage: f64,
+    pub preemptions: u64,
+    pub expert_retries: u64,
+}
+
+impl Metrics {
+    fn latencies(&self) -> std::sync::MutexGuard<'_, Latencies> {
+        self.latencies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn prompt(&self, tokens: usize) {
+        self.prompt_tokens
+            .fetch_add(tokens as u64, Ordering::Relaxed);
+    }
+
+    /// A generated token, `since` seconds after the request arrived (first token) or after the
+    /// request's previous token.
+    pub fn token(&self, first: bool, since: f64) {
+        self.generation_tokens.fetch_add(1, Ordering::Relaxed);
+        let mut l = self.latencies();
+        if first {
+            l.first_token.observe(since);
+        } else {
+            l.inter_token.observe(since);
+        }
+    }
+
+    /// A request that ended, `seconds` after it arrived.
+    pub fn finished(&self, reason: Option<FinishReason>, seconds: f64) {
+        let counter = match reason {
+            Some(FinishReason::Stop) => &self.finished_stop,
+            Some(FinishReason::Length) => &self.finished_length,
+            None => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.latencies().end_to_end.observe(seconds);
+    }
+
+    /// Everything, in the Prometheus text exposition format.
+    pub fn render(&self, gauges: Gauges) -> String {
+        let mut out = String::new();
+        let gauge = |out: &mut String, name: &str, help: &str, value: f64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        gauge(
+            &mut out,
+            "moe:num_requests_running",
+            "Requests in the running batch.",
+            gauges.running as f64,
+        );
+        gauge(
+            &mut out,
+            "moe:num_requests_waiting",
+            "Requests waiting to start.",
+            gauges.waiting as f64,
+        );
+        gauge(
+            &mut out,
+            "moe:kv_cache_usage_perc",
+            "Fraction of the KV cache budget in use.",
+            gauges.kv_usage,
+        );
+        counter(
+            &mut out,
+            "moe:num_preemptions_total",
+            "Sequences preempted to free KV blocks.",
+            gauges.preemptions,
+        );
+        counter(
+            &mut out,
+            "moe:expert_call_retries_total",
+            "Expert calls retried on a replica.",
+            gauges.expert_retries,
+        );
+        counter(
+            &mut out,
+            "moe:prompt_tokens_total",
+            "Prompt tokens admitted.",
+            self.prompt_tokens.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "moe:generation_tokens_total",
+            "Tokens generated.",
+            self.generation_tokens.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP moe:request_success_total Requests finished, by reason.\n# TYPE moe:request_success_total counter\n\
+             moe:request_success_total{{finished_reason=\"stop\"}} {}\n\
+             moe:request_success_total{{finished_reason=\"length\"}} {}",
+            self.finished_stop.load(Ordering::Relaxed),
+            self.finished_length.load(Ordering::Relaxed)
+        );
+        counter(
+            &mut out,
+            "moe:request_failure_total",
+            "Requests that failed.",
+            self.failed.load(Ordering::Relaxed),
+        );
+        let l = self.latencies();
+        l.first_token.render(
+            &mut out,
+            "moe:time_to_first_token_seconds",
+            "Time to the first token.",
+        );
+        l.inter_token.render(
+            &mut out,
+            "moe:inter_token_latency_seconds",
+            "Time between tokens.",
+        );
+        l.end_to_end.render(
+            &mut out,
+            "moe:e2e_request_latency_seconds",
+            "Arrival to the last token.",
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_gauges_and_cumulative_histograms() {
+        let m = Metrics::default();
+        m.prompt(5);
+        m.token(true, 0.03);
+        m.token(false, 0.007);
+        m.token(false, 3.0);
+        m.finished(Some(FinishReason::Length), 3.2);
+        let text = m.render(Gauges {
+            running: 2,
+            waiting: 1,
+            kv_usage: 0.25,
+            preemptions: 0,
+            expert_retries: 3,
+        });
+        for line in [
+            "moe:num_requests_running 2",
+            "moe:num_requests_waiting 1",
+            "moe:kv_cache_usage_perc 0.25",
+            "moe:expert_call_retries_total 3",
+            "moe:prompt_tokens_total 5",
+            "moe:generation_tokens_total 3",
+            "moe:request_success_total{finished_reason=\"length\"} 1",
+            "moe:time_to_first_token_seconds_bucket{le=\"0.04\"} 1",
+            "moe:time_to_first_token_seconds_bucket{le=\"0.02\"} 0",
+            "moe:inter_token_latency_seconds_bucket{le=\"0.01\"} 1",
+            "moe:inter_token_latency_seconds_bucket{le=\"5\"} 2",
+            "moe:inter_token_latency_seconds_count 2",
+            "moe:e2e_request_latency_seconds_bucket{le=\"+Inf\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+}
