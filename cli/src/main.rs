@@ -1,6 +1,7 @@
 //! `moe`: the command-line tool. Each subcommand lives in its own module; this file only parses
 //! the command line, sets up logging and maps errors to an exit status.
 
+mod bench_cluster;
 mod bench_decode;
 mod bench_node;
 #[cfg(feature = "cuda")]
@@ -42,6 +43,9 @@ enum Command {
     BenchNode(bench_node::BenchNodeArgs),
     /// Start a whole cluster on this machine: etcd, a coordinator, expert nodes and a gateway.
     Up(up::UpArgs),
+    /// Measure a local cluster against the single-process model: decode speed, throughput,
+    /// time to first token and inter-token latency at several concurrencies.
+    BenchCluster(bench_cluster::BenchClusterArgs),
     /// Compile the CUDA expert kernels for GPU architectures (no GPU needed) and report
     /// registers and spills per kernel.
     #[cfg(feature = "cuda")]
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::BenchKernels(args) => kernel_bench::run(args),
         Command::BenchNode(args) => bench_node::run(args),
         Command::Up(args) => up::run(args),
+        Command::BenchCluster(args) => bench_cluster::run(args),
         #[cfg(feature = "cuda")]
         Command::CheckKernels(args) => check_kernels::run(args),
     };

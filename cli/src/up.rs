@@ -196,103 +196,171 @@ fn start_etcd(dir: &Path, logs: &Path) -> anyhow::Result<(Started, String)> {
     Ok((etcd, endpoint))
 }
 
-pub fn run(args: &UpArgs) -> anyhow::Result<()> {
-    let (coordinator, node, gateway) = (
-        sibling("coordinator", "moe-coordinator")?,
-        sibling("expert-node", "moe-expert-node")?,
-        sibling("gateway", "moe-gateway")?,
-    );
-    if !args.model.join("config.json").is_file() {
-        bail!("--model {}: no config.json there", args.model.display());
-    }
-    let dir = match &args.dir {
-        Some(dir) => dir.clone(),
-        None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm/moe-up"),
-        None => std::env::temp_dir().join("moe-up"),
-    };
-    let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let model = args.model.display().to_string();
-    // Everything started is stopped, in reverse order, when `started` is dropped.
-    let mut started: Vec<Started> = Vec::new();
-    let etcd = match &args.etcd {
-        Some(etcd) => etcd.clone(),
-        None => {
-            let (process, endpoint) = start_etcd(&dir, &logs)?;
-            started.push(process);
-            endpoint
+/// A cluster of child processes on loopback; dropping it stops them all, the last started first.
+pub struct LocalCluster {
+    started: Vec<Started>,
+    /// The gateway's HTTP address (`host:port`).
+    pub gateway: String,
+    /// One line per endpoint, for people.
+    pub endpoints: Vec<String>,
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        while let Some(process) = self.started.pop() {
+            drop(process);
         }
-    };
-    let common = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = [
-            "--etcd",
-            &etcd,
-            "--cluster",
-            &args.cluster,
-            "--model",
-            &model,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
-    };
-    let (process, health) = start(
-        "coordinator",
-        &coordinator,
-        &common(&["--listen", "127.0.0.1:0"]),
-        &logs,
-        true,
-    )?;
-    started.push(process);
-    let mut node_addresses = Vec::new();
-    for i in 0..args.nodes {
-        let id = format!("node-{i}");
-        let shards = dir.join("shards").join(&id);
-        let extra = ["--listen", "127.0.0.1:0", "--node-id", &id, "--shard-dir"];
-        let mut a = common(&extra);
-        a.push(shards.display().to_string());
-        let (process, address) = start(&id, &node, &a, &logs, true)?;
-        started.push(process);
-        node_addresses.push(address.unwrap_or_default());
     }
-    let http = args.http.to_string();
-    let (process, address) = start(
-        "gateway",
-        &gateway,
-        &common(&["--http", &http]),
-        &logs,
-        true,
-    )?;
-    started.push(process);
-    let address = address.unwrap_or(http);
-    println!("etcd        {etcd}");
-    println!("coordinator {} (health)", health.unwrap_or_default());
-    for (i, a) in node_addresses.iter().enumerate() {
-        println!("node-{i}      {a}");
+}
+
+/// What to start.
+pub struct ClusterSpec<'a> {
+    pub model: &'a Path,
+    pub nodes: usize,
+    pub http: SocketAddr,
+    pub etcd: Option<&'a str>,
+    pub cluster: &'a str,
+    pub dir: &'a Path,
+    /// Extra flags for every expert node.
+    pub node_flags: &'a [String],
+}
+
+impl LocalCluster {
+    /// Starts etcd (unless given), a coordinator, the nodes and a gateway, and waits until the
+    /// gateway is ready.
+    pub fn start(spec: &ClusterSpec<'_>, ready_timeout: Duration) -> anyhow::Result<LocalCluster> {
+        let (coordinator, node, gateway) = (
+            sibling("coordinator", "moe-coordinator")?,
+            sibling("expert-node", "moe-expert-node")?,
+            sibling("gateway", "moe-gateway")?,
+        );
+        if !spec.model.join("config.json").is_file() {
+            bail!("--model {}: no config.json there", spec.model.display());
+        }
+        let logs = spec.dir.join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        let model = spec.model.display().to_string();
+        let mut cluster = LocalCluster {
+            started: Vec::new(),
+            gateway: String::new(),
+            endpoints: Vec::new(),
+        };
+        let etcd = match spec.etcd {
+            Some(etcd) => etcd.to_string(),
+            None => {
+                let (process, endpoint) = start_etcd(spec.dir, &logs)?;
+                cluster.started.push(process);
+                endpoint
+            }
+        };
+        cluster.endpoints.push(format!("etcd        {etcd}"));
+        let common = |extra: &[&str]| -> Vec<String> {
+            [
+                "--etcd",
+                &etcd,
+                "--cluster",
+                spec.cluster,
+                "--model",
+                &model,
+            ]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+        };
+        let (process, health) = start(
+            "coordinator",
+            &coordinator,
+            &common(&["--listen", "127.0.0.1:0"]),
+            &logs,
+            true,
+        )?;
+        cluster.started.push(process);
+        cluster.endpoints.push(format!(
+            "coordinator {} (health)",
+            health.unwrap_or_default()
+        ));
+        for i in 0..spec.nodes {
+            let id = format!("node-{i}");
+            let shards = spec.dir.join("shards").join(&id);
+            let shards = shards.display().to_string();
+            let mut a = common(&[
+                "--listen",
+                "127.0.0.1:0",
+                "--node-id",
+                &id,
+                "--shard-dir",
+                &shards,
+            ]);
+            a.extend(spec.node_flags.iter().cloned());
+            let (process, address) = start(&id, &node, &a, &logs, true)?;
+            cluster.started.push(process);
+            cluster
+                .endpoints
+                .push(format!("{id:<11} {}", address.unwrap_or_default()));
+        }
+        let http = spec.http.to_string();
+        let (process, address) = start(
+            "gateway",
+            &gateway,
+            &common(&["--http", &http]),
+            &logs,
+            true,
+        )?;
+        cluster.started.push(process);
+        cluster.gateway = address.unwrap_or(http);
+        cluster.endpoints.push(format!(
+            "gateway     http://{}  (OpenAI-compatible API)",
+            cluster.gateway
+        ));
+        cluster
+            .endpoints
+            .push(format!("logs        {}", logs.display()));
+        let address = cluster.gateway.clone();
+        wait_for("the gateway", ready_timeout, || {
+            http_get(&address, "/health/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+        })?;
+        Ok(cluster)
     }
-    println!("gateway     http://{address}  (OpenAI-compatible API)");
-    println!("logs        {}", logs.display());
-    std::io::stdout().flush()?;
-    let timeout = Duration::from_secs(args.ready_timeout);
-    wait_for("the gateway", timeout, || {
-        http_get(&address, "/health/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
-    })?;
+}
+
+/// Where a run's shards, etcd data and logs go by default.
+pub fn default_dir(name: &str) -> PathBuf {
+    if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm").join(name)
+    } else {
+        std::env::temp_dir().join(name)
+    }
+}
+
+pub fn run(args: &UpArgs) -> anyhow::Result<()> {
+    let dir = args.dir.clone().unwrap_or_else(|| default_dir("moe-up"));
+    let spec = ClusterSpec {
+        model: &args.model,
+        nodes: args.nodes,
+        http: args.http,
+        etcd: args.etcd.as_deref(),
+        cluster: &args.cluster,
+        dir: &dir,
+        node_flags: &[],
+    };
+    let cluster = LocalCluster::start(&spec, Duration::from_secs(args.ready_timeout))?;
+    for line in &cluster.endpoints {
+        println!("{line}");
+    }
     let name = args
         .model
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     println!(
-        "ready: curl http://{address}/v1/completions -H 'Content-Type: application/json' -d '{{\"model\": \"{name}\", \"prompt\": \"Hello\", \"max_tokens\": 16}}'"
+        "ready: curl http://{}/v1/completions -H 'Content-Type: application/json' -d '{{\"model\": \"{name}\", \"prompt\": \"Hello\", \"max_tokens\": 16}}'",
+        cluster.gateway
     );
     std::io::stdout().flush()?;
     wait_for_signal()?;
     eprintln!("stopping");
-    while let Some(process) = started.pop() {
-        drop(process);
-    }
+    drop(cluster);
     Ok(())
 }
 

@@ -1,0 +1,274 @@
+//! `moe bench-cluster`: the whole cluster on this machine against the single-process model, in
+//! one run. Starts a local cluster (etcd, a coordinator, `--nodes` expert nodes, a gateway, as
+//! `moe up` does), then measures greedy decoding of the same prompts:
+//!
+//! * single stream: decode tokens per second of the single-process model (in this process) and
+//!   of the cluster (streamed over HTTP), and their ratio;
+//! * at each `--concurrency`: aggregate generated tokens per second, time to first token and
+//!   inter-token latency (p50 and p99), from the arrival times of the streamed chunks.
+//!
+//! Prints a table, then one JSON object as the last line.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use moe_kernels::Pool;
+use moe_model::{GenerateParams, LoadOptions, Model, generate};
+
+use crate::up::{ClusterSpec, LocalCluster, default_dir};
+
+/// Options of `moe bench-cluster`.
+#[derive(clap::Args, Debug)]
+pub struct BenchClusterArgs {
+    /// HuggingFace checkpoint directory.
+    #[arg(long, env = "MOE_MODEL")]
+    model: PathBuf,
+    /// Expert nodes to start.
+    #[arg(long, default_value_t = 2)]
+    nodes: usize,
+    /// Comma-separated numbers of concurrent streams.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    concurrency: Vec<usize>,
+    /// Prompt tokens per request.
+    #[arg(long, default_value_t = 32)]
+    prompt_tokens: usize,
+    /// Tokens generated per request.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Kernel threads of each process (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Where shards, etcd's data and the logs go.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Also write the JSON object to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// One streamed completion: when each chunk with text arrived, from the request's start.
+struct Streamed {
+    chunk_times: Vec<Duration>,
+    total: Duration,
+}
+
+/// Reads one HTTP/1.1 chunked body's chunks, calling `each` with the time every `data:` event
+/// completed.
+fn read_events(
+    stream: TcpStream,
+    start: Instant,
+    mut each: impl FnMut(Duration, &str),
+) -> anyhow::Result<()> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        if line == "\r\n" {
+            break;
+        }
+        if line.is_empty() {
+            bail!("the gateway closed the connection before the body");
+        }
+    }
+    let mut pending = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let size = usize::from_str_radix(line.trim(), 16).context("a chunk size")?;
+        if size == 0 {
+            return Ok(());
+        }
+        let mut chunk = vec![0u8; size + 2];
+        reader.read_exact(&mut chunk)?;
+        pending.push_str(&String::from_utf8_lossy(&chunk[..size]));
+        while let Some(end) = pending.find("\n\n") {
+            let event: String = pending.drain(..end + 2).collect();
+            if let Some(data) = event.trim().strip_prefix("data: ") {
+                each(start.elapsed(), data);
+            }
+        }
+    }
+}
+
+/// One streamed greedy completion of `prompt` from the gateway at `address`.
+fn stream_completion(
+    address: &str,
+    model: &str,
+    prompt: &[u32],
+    max_tokens: usize,
+) -> anyhow::Result<Streamed> {
+    let body = serde_json::json!({
+        "model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+        "stream": true, "precision": "exact",
+    })
+    .to_string();
+    let start = Instant::now();
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(600)))?;
+    let request = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut chunk_times = Vec::new();
+    let mut failure = None;
+    read_events(stream, start, |at, data| {
+        if data.contains("\"error\"") {
+            failure = Some(data.to_string());
+        } else if data.contains("\"text\"") && !data.contains("\"finish_reason\":\"") {
+            chunk_times.push(at);
+        }
+    })?;
+    if let Some(f) = failure {
+        bail!("the gateway failed a request: {f}");
+    }
+    Ok(Streamed {
+        chunk_times,
+        total: start.elapsed(),
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// A prompt of `n` token ids, different for each `seed`.
+fn prompt(n: usize, seed: usize, vocab: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| ((seed * 7919 + i * 104_729) % (vocab - 3) + 3) as u32)
+        .collect()
+}
+
+pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
+    let name = args
+        .model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+
+    // The single-process model, at the nodes' high precision.
+    let pool = Arc::new(Pool::new(args.threads)?);
+    let options = LoadOptions::with_expert_format(Some(moe_kernels::Format::F16));
+    let model = Model::load(&args.model, &options, pool).context("loading the model")?;
+    let vocab = model.config().vocab_size;
+    let params = GenerateParams {
+        max_tokens: args.max_tokens,
+        ignore_eos: true,
+        ..GenerateParams::default()
+    };
+    let single = generate(&model, None, &prompt(args.prompt_tokens, 0, vocab), &params)?;
+    let single_tps = single.decode_tokens_per_second();
+    drop(model);
+
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| default_dir("moe-bench-cluster"));
+    let threads = args.threads.to_string();
+    let node_flags = ["--threads".to_string(), threads];
+    let spec = ClusterSpec {
+        model: &args.model,
+        nodes: args.nodes,
+        http: "127.0.0.1:0".parse()?,
+        etcd: None,
+        cluster: "bench",
+        dir: &dir,
+        node_flags: &node_flags,
+    };
+    eprintln!(
+        "starting a local cluster ({} nodes) in {}",
+        args.nodes,
+        dir.display()
+    );
+    let cluster = LocalCluster::start(&spec, Duration::from_secs(600))?;
+
+    println!(
+        "{:>7} {:>10} {:>12} {:>10} {:>10} {:>10} {:>10}",
+        "streams", "tokens", "tok/s", "ttft p50", "ttft p99", "itl p50", "itl p99"
+    );
+    let mut rows = Vec::new();
+    let mut cluster_single = 0.0;
+    for &c in &args.concurrency {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..c)
+            .map(|i| {
+                let (address, model) = (cluster.gateway.clone(), name.clone());
+                let p = prompt(args.prompt_tokens, i + 1, vocab);
+                let max = args.max_tokens;
+                std::thread::spawn(move || stream_completion(&address, &model, &p, max))
+            })
+            .collect();
+        let mut results = Vec::new();
+        for h in handles {
+            results.push(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a client thread panicked"))??,
+            );
+        }
+        let wall = start.elapsed().as_secs_f64();
+        let tokens: usize = results.iter().map(|r| r.chunk_times.len()).sum();
+        let mut ttft: Vec<f64> = results
+            .iter()
+            .filter_map(|r| r.chunk_times.first())
+            .map(|t| t.as_secs_f64())
+            .collect();
+        let mut itl: Vec<f64> = results
+            .iter()
+            .flat_map(|r| {
+                r.chunk_times
+                    .windows(2)
+                    .map(|w| (w[1] - w[0]).as_secs_f64())
+            })
+            .collect();
+        ttft.sort_by(f64::total_cmp);
+        itl.sort_by(f64::total_cmp);
+        let tps = tokens as f64 / wall;
+        if c == 1 {
+            let r = &results[0];
+            let decode = r.total - r.chunk_times.first().copied().unwrap_or_default();
+            cluster_single = (r.chunk_times.len().saturating_sub(1)) as f64 / decode.as_secs_f64();
+        }
+        println!(
+            "{c:>7} {tokens:>10} {tps:>12.1} {:>9.1}ms {:>9.1}ms {:>9.1}ms {:>9.1}ms",
+            percentile(&ttft, 0.5) * 1e3,
+            percentile(&ttft, 0.99) * 1e3,
+            percentile(&itl, 0.5) * 1e3,
+            percentile(&itl, 0.99) * 1e3
+        );
+        rows.push(serde_json::json!({
+            "streams": c, "tokens": tokens, "tokens_per_second": tps,
+            "ttft_p50_s": percentile(&ttft, 0.5), "ttft_p99_s": percentile(&ttft, 0.99),
+            "itl_p50_s": percentile(&itl, 0.5), "itl_p99_s": percentile(&itl, 0.99),
+        }));
+    }
+    drop(cluster);
+    let ratio = if single_tps > 0.0 {
+        cluster_single / single_tps
+    } else {
+        0.0
+    };
+    println!(
+        "single stream decode: single-process {single_tps:.1} tok/s, cluster {cluster_single:.1} tok/s, ratio {ratio:.2}"
+    );
+    let report = serde_json::json!({
+        "model": name, "nodes": args.nodes, "prompt_tokens": args.prompt_tokens,
+        "max_tokens": args.max_tokens, "single_process_decode_tps": single_tps,
+        "cluster_single_stream_decode_tps": cluster_single, "ratio": ratio, "concurrency": rows,
+    });
+    let line = serde_json::to_string(&report)?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, &line).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("{line}");
+    Ok(())
+}
