@@ -208,17 +208,14 @@ impl Dispatcher {
         Ok(client)
     }
 
-    /// Whether every expert of the placement has a registered node: the gateway can serve.
+    /// Whether every expert of the placement has a registered node that has loaded it (its
+    /// record's epoch has reached the placement's): the gateway can serve.
     pub fn ready(&self) -> bool {
         let placement = self.placement.borrow();
         let nodes = self.nodes.borrow();
         placement.single().is_some_and(|p| {
-            let experts = p.layers as usize * p.experts_per_layer as usize;
-            !p.assignments.is_empty()
-                && p.assignments.len() <= experts
-                && p.assignments
-                    .iter()
-                    .all(|a| a.nodes.iter().any(|n| nodes.get(n).is_some()))
+            let serving = |n: &String| nodes.get(n).is_some_and(|r| r.epoch >= p.epoch);
+            !p.assignments.is_empty() && p.assignments.iter().all(|a| a.nodes.iter().any(serving))
         })
     }
 

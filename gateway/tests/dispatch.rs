@@ -215,7 +215,7 @@ struct Setup {
     whole: Arc<Model>,
     dense: Arc<Model>,
     dispatcher: Arc<Dispatcher>,
-    _channels: (
+    channels: (
         watch::Sender<Snapshot<Placement>>,
         watch::Sender<Snapshot<NodeRecord>>,
     ),
@@ -252,7 +252,7 @@ fn setup(arch: &str) -> Setup {
         whole: Arc::new(whole),
         dense: Arc::new(dense),
         dispatcher: Arc::new(dispatcher),
-        _channels: (placement_tx, nodes_tx),
+        channels: (placement_tx, nodes_tx),
     }
 }
 
@@ -309,4 +309,23 @@ async fn a_dead_node_fails_over_to_its_replicas_with_the_same_results() {
     let refused = run(Some(s.dispatcher), s.dense).await.unwrap_err();
     let message = refused.to_string();
     assert!(message.contains("no replica could serve it"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_until_every_expert_has_a_node_that_loaded_the_placement() {
+    let s = setup("mixtral");
+    assert!(
+        s.dispatcher.ready(),
+        "both nodes report epoch 1, the placement's"
+    );
+    let (_, nodes) = &s.channels;
+    // x has not loaded epoch 1 yet: the lower experts, on x alone, have no serving node.
+    nodes.send_modify(|snapshot| {
+        snapshot.entries.get_mut("x").unwrap().epoch = 0;
+    });
+    assert!(!s.dispatcher.ready());
+    nodes.send_modify(|snapshot| {
+        snapshot.entries.get_mut("x").unwrap().epoch = 1;
+    });
+    assert!(s.dispatcher.ready());
 }
