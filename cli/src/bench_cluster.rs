@@ -3,7 +3,7 @@
 //! `moe up` does), then measures greedy decoding of the same prompts:
 //!
 //! * single stream: decode tokens per second of the single-process model (in this process) and
-//!   of the cluster (streamed over HTTP), and their ratio;
+//!   of the cluster (streamed over HTTP, after one warm-up request), and their ratio;
 //! * at each `--concurrency`: aggregate generated tokens per second, time to first token and
 //!   inter-token latency (p50 and p99), from the arrival times of the streamed chunks.
 //!
@@ -191,6 +191,13 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
         dir.display()
     );
     let cluster = LocalCluster::start(&spec, Duration::from_secs(600))?;
+    // One short request first: connections to the nodes, first-touch page faults.
+    stream_completion(
+        &cluster.gateway,
+        &name,
+        &prompt(args.prompt_tokens, 0, vocab),
+        2,
+    )?;
 
     println!(
         "{:>7} {:>10} {:>12} {:>10} {:>10} {:>10} {:>10}",
