@@ -5,7 +5,9 @@
 //! * single stream: decode tokens per second of the single-process model (in this process) and
 //!   of the cluster (streamed over HTTP, after one warm-up request), and their ratio;
 //! * at each `--concurrency`: aggregate generated tokens per second, time to first token and
-//!   inter-token latency (p50 and p99), from the arrival times of the streamed chunks.
+//!   inter-token latency (p50 and p99), from the arrival times of the streamed chunks; the
+//!   protobuf bytes sent to and received from the nodes per generated token, and the share of the
+//!   gateway's step time spent waiting for the experts (from the gateway's `/metrics`).
 //!
 //! Prints a table, then one JSON object as the last line.
 
@@ -19,7 +21,7 @@ use anyhow::{Context, bail};
 use moe_kernels::Pool;
 use moe_model::{GenerateParams, LoadOptions, Model, generate};
 
-use crate::up::{ClusterSpec, LocalCluster, default_dir};
+use crate::up::{ClusterSpec, LocalCluster, default_dir, http_get};
 
 /// Options of `moe bench-cluster`.
 #[derive(clap::Args, Debug)]
@@ -134,6 +136,41 @@ fn stream_completion(
     })
 }
 
+/// The gateway's counters that say where a step's time and bytes go.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    bytes_sent: f64,
+    bytes_received: f64,
+    expert_seconds: f64,
+    step_seconds: f64,
+}
+
+impl Counters {
+    fn scrape(address: &str) -> anyhow::Result<Counters> {
+        let text = http_get(address, "/metrics").context("scraping /metrics")?;
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        Ok(Counters {
+            bytes_sent: value("moe:expert_bytes_sent_total"),
+            bytes_received: value("moe:expert_bytes_received_total"),
+            expert_seconds: value("moe:expert_seconds_total"),
+            step_seconds: value("moe:step_seconds_total"),
+        })
+    }
+
+    fn since(self, before: Counters) -> Counters {
+        Counters {
+            bytes_sent: self.bytes_sent - before.bytes_sent,
+            bytes_received: self.bytes_received - before.bytes_received,
+            expert_seconds: self.expert_seconds - before.expert_seconds,
+            step_seconds: self.step_seconds - before.step_seconds,
+        }
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -200,12 +237,22 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
     )?;
 
     println!(
-        "{:>7} {:>10} {:>12} {:>10} {:>10} {:>10} {:>10}",
-        "streams", "tokens", "tok/s", "ttft p50", "ttft p99", "itl p50", "itl p99"
+        "{:>7} {:>7} {:>9} {:>10} {:>10} {:>9} {:>9} {:>10} {:>10} {:>9}",
+        "streams",
+        "tokens",
+        "tok/s",
+        "ttft p50",
+        "ttft p99",
+        "itl p50",
+        "itl p99",
+        "KB/tok out",
+        "KB/tok in",
+        "experts %"
     );
     let mut rows = Vec::new();
     let mut cluster_single = 0.0;
     for &c in &args.concurrency {
+        let before = Counters::scrape(&cluster.gateway)?;
         let start = Instant::now();
         let handles: Vec<_> = (0..c)
             .map(|i| {
@@ -223,6 +270,7 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
             );
         }
         let wall = start.elapsed().as_secs_f64();
+        let used = Counters::scrape(&cluster.gateway)?.since(before);
         let tokens: usize = results.iter().map(|r| r.chunk_times.len()).sum();
         let mut ttft: Vec<f64> = results
             .iter()
@@ -245,17 +293,29 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
             let decode = r.total - r.chunk_times.first().copied().unwrap_or_default();
             cluster_single = (r.chunk_times.len().saturating_sub(1)) as f64 / decode.as_secs_f64();
         }
+        let per_token = |bytes: f64| bytes / tokens.max(1) as f64 / 1e3;
+        let expert_share = if used.step_seconds > 0.0 {
+            used.expert_seconds / used.step_seconds
+        } else {
+            0.0
+        };
         println!(
-            "{c:>7} {tokens:>10} {tps:>12.1} {:>9.1}ms {:>9.1}ms {:>9.1}ms {:>9.1}ms",
+            "{c:>7} {tokens:>7} {tps:>9.1} {:>8.1}ms {:>8.1}ms {:>7.1}ms {:>7.1}ms {:>10.1} {:>10.1} {:>8.0}%",
             percentile(&ttft, 0.5) * 1e3,
             percentile(&ttft, 0.99) * 1e3,
             percentile(&itl, 0.5) * 1e3,
-            percentile(&itl, 0.99) * 1e3
+            percentile(&itl, 0.99) * 1e3,
+            per_token(used.bytes_sent),
+            per_token(used.bytes_received),
+            expert_share * 100.0
         );
         rows.push(serde_json::json!({
             "streams": c, "tokens": tokens, "tokens_per_second": tps,
             "ttft_p50_s": percentile(&ttft, 0.5), "ttft_p99_s": percentile(&ttft, 0.99),
             "itl_p50_s": percentile(&itl, 0.5), "itl_p99_s": percentile(&itl, 0.99),
+            "bytes_sent_per_token": per_token(used.bytes_sent) * 1e3,
+            "bytes_received_per_token": per_token(used.bytes_received) * 1e3,
+            "step_seconds": used.step_seconds, "expert_seconds": used.expert_seconds,
         }));
     }
     drop(cluster);

@@ -129,7 +129,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// The status line of `GET path` on `address`, or `None` when nothing answers.
-fn http_get(address: &str, path: &str) -> Option<String> {
+pub fn http_get(address: &str, path: &str) -> Option<String> {
     let mut stream =
         TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;

@@ -22,6 +22,7 @@ use moe_model::ModelError;
 use moe_model::moe::{Route, RoutedExperts};
 use moe_proto::expert::{ExpertWork, LayerRequest, Precision as WirePrecision};
 use moe_proto::tensor::{self, Limits, WireDtype};
+use prost::Message;
 use tokio::sync::{Mutex, watch};
 use tonic::Code;
 
@@ -53,6 +54,22 @@ pub enum Precision {
     Exact,
     /// The nodes' high-precision copies for now; the link-aware policy decides per pair later.
     Auto,
+}
+
+/// What crossed the wire to the nodes, and how long the layers' expert calls took.
+#[derive(Debug, Default)]
+struct Wire {
+    sent: AtomicU64,
+    received: AtomicU64,
+    nanos: AtomicU64,
+}
+
+/// The dispatcher's traffic so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Traffic {
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+    pub seconds: f64,
 }
 
 /// One pair of a layer: a token row, its gate weight and unimportance.
@@ -139,6 +156,7 @@ pub struct Dispatcher {
     deadline: Duration,
     limits: Limits,
     retries: AtomicU64,
+    wire: Wire,
     /// Tokens routed to each (layer, expert) since the counts were last taken.
     routed: std::sync::Mutex<BTreeMap<(u32, u32), u64>>,
 }
@@ -161,6 +179,7 @@ impl Dispatcher {
             deadline,
             limits,
             retries: AtomicU64::new(0),
+            wire: Wire::default(),
             routed: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
@@ -182,6 +201,16 @@ impl Dispatcher {
     /// Expert calls retried on another replica so far.
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Protobuf bytes of the layer requests sent and the replies received so far, and the time
+    /// spent running layers' routed experts (network and node compute), in seconds.
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            sent_bytes: self.wire.sent.load(Ordering::Relaxed),
+            received_bytes: self.wire.received.load(Ordering::Relaxed),
+            seconds: self.wire.nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        }
     }
 
     /// The stream to node `id`, opened (again) when there is none or it has ended.
@@ -230,6 +259,21 @@ impl Dispatcher {
     /// Runs layer `layer`'s routed experts for `h` (`[n, hidden]`) and `routes` (one per token);
     /// returns per token the gate-weighted sum of its experts' outputs.
     pub async fn run_layer(
+        &self,
+        layer: usize,
+        h: &[f32],
+        routes: &[Route],
+        precision: Precision,
+    ) -> Result<Vec<f32>, DispatchError> {
+        let started = std::time::Instant::now();
+        let out = self.dispatch_layer(layer, h, routes, precision).await;
+        self.wire
+            .nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        out
+    }
+
+    async fn dispatch_layer(
         &self,
         layer: usize,
         h: &[f32],
@@ -295,6 +339,9 @@ impl Dispatcher {
                     .map(|e| (*e, remaining[e].as_slice()))
                     .collect();
                 let (req, tokens) = request(layer, placement.epoch, h, hidden, &work, per_pair);
+                self.wire
+                    .sent
+                    .fetch_add(req.encoded_len() as u64, Ordering::Relaxed);
                 let (node, deadline) = (node.clone(), self.deadline);
                 let client = self.client(&node).await;
                 calls.spawn(async move {
@@ -313,7 +360,12 @@ impl Dispatcher {
             let mut refresh = false;
             for (node, (tokens, reply)) in answers {
                 let reply = match reply {
-                    Ok(reply) => reply,
+                    Ok(reply) => {
+                        self.wire
+                            .received
+                            .fetch_add(reply.encoded_len() as u64, Ordering::Relaxed);
+                        reply
+                    }
                     Err(CallError::Refused {
                         code: Code::Aborted,
                         ..

@@ -185,12 +185,16 @@ impl Engine for Generator {
 
     fn metrics(&self) -> String {
         let stats = self.shared.lock().scheduler.stats();
+        let traffic = self.dispatcher.traffic();
         self.metrics.render(Gauges {
             running: stats.running,
             waiting: stats.waiting,
             kv_usage: stats.kv_usage(),
             preemptions: stats.preemptions,
             expert_retries: self.dispatcher.retries(),
+            expert_bytes_sent: traffic.sent_bytes,
+            expert_bytes_received: traffic.received_bytes,
+            expert_seconds: traffic.seconds,
         })
     }
 }
@@ -298,7 +302,10 @@ impl Thread {
                 runtime: self.runtime.clone(),
                 precision,
             };
-            self.model.forward_batch(&mut seqs, Some(&mut remote))
+            let started = Instant::now();
+            let result = self.model.forward_batch(&mut seqs, Some(&mut remote));
+            self.metrics.step(started.elapsed().as_secs_f64());
+            result
         };
         let logits = match result {
             Ok(logits) => logits,

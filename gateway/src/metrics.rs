@@ -58,6 +58,8 @@ pub struct Metrics {
     finished_stop: AtomicU64,
     finished_length: AtomicU64,
     failed: AtomicU64,
+    steps: AtomicU64,
+    step_nanos: AtomicU64,
     latencies: Mutex<Latencies>,
 }
 
@@ -70,11 +72,24 @@ pub struct Gauges {
     pub kv_usage: f64,
     pub preemptions: u64,
     pub expert_retries: u64,
+    /// Protobuf bytes of layer requests sent to nodes and replies received.
+    pub expert_bytes_sent: u64,
+    pub expert_bytes_received: u64,
+    /// Time spent waiting for the nodes' experts (network and node compute).
+    pub expert_seconds: f64,
 }
 
 impl Metrics {
     fn latencies(&self) -> std::sync::MutexGuard<'_, Latencies> {
         self.latencies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A model step over the running batch, `seconds` long (attention, routing and the expert
+    /// calls together).
+    pub fn step(&self, seconds: f64) {
+        self.steps.fetch_add(1, Ordering::Relaxed);
+        self.step_nanos
+            .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
     }
 
     pub fn prompt(&self, tokens: usize) {
@@ -152,6 +167,42 @@ impl Metrics {
         );
         counter(
             &mut out,
+            "moe:expert_bytes_sent_total",
+            "Protobuf bytes of layer requests sent to expert nodes.",
+            gauges.expert_bytes_sent,
+        );
+        counter(
+            &mut out,
+            "moe:expert_bytes_received_total",
+            "Protobuf bytes of the expert nodes' replies.",
+            gauges.expert_bytes_received,
+        );
+        let seconds = |out: &mut String, name: &str, help: &str, value: f64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        seconds(
+            &mut out,
+            "moe:expert_seconds_total",
+            "Time waiting for expert nodes (network and their compute).",
+            gauges.expert_seconds,
+        );
+        counter(
+            &mut out,
+            "moe:steps_total",
+            "Model steps over the running batch.",
+            self.steps.load(Ordering::Relaxed),
+        );
+        seconds(
+            &mut out,
+            "moe:step_seconds_total",
+            "Time in model steps (attention, routing and expert calls).",
+            self.step_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        );
+        counter(
+            &mut out,
             "moe:prompt_tokens_total",
             "Prompt tokens admitted.",
             self.prompt_tokens.load(Ordering::Relaxed),
@@ -208,18 +259,27 @@ mod tests {
         m.token(false, 0.007);
         m.token(false, 3.0);
         m.finished(Some(FinishReason::Length), 3.2);
+        m.step(0.25);
         let text = m.render(Gauges {
             running: 2,
             waiting: 1,
             kv_usage: 0.25,
             preemptions: 0,
             expert_retries: 3,
+            expert_bytes_sent: 1000,
+            expert_bytes_received: 2000,
+            expert_seconds: 0.5,
         });
         for line in [
             "moe:num_requests_running 2",
             "moe:num_requests_waiting 1",
             "moe:kv_cache_usage_perc 0.25",
             "moe:expert_call_retries_total 3",
+            "moe:expert_bytes_sent_total 1000",
+            "moe:expert_bytes_received_total 2000",
+            "moe:expert_seconds_total 0.5",
+            "moe:steps_total 1",
+            "moe:step_seconds_total 0.25",
             "moe:prompt_tokens_total 5",
             "moe:generation_tokens_total 3",
             "moe:request_success_total{finished_reason=\"length\"} 1",

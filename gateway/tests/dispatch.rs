@@ -288,6 +288,12 @@ async fn every_architecture_through_nodes_equals_the_single_process_model() {
             s.dispatcher.take_counts().is_empty(),
             "taking the counts resets them"
         );
+        let traffic = s.dispatcher.traffic();
+        assert!(
+            traffic.sent_bytes > 0 && traffic.received_bytes > 0,
+            "{arch}: {traffic:?}"
+        );
+        assert!(traffic.seconds > 0.0, "{arch}: {traffic:?}");
     }
 }
 
