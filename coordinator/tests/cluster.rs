@@ -378,8 +378,12 @@ async fn coordinators_place_every_expert_and_follow_failures() {
 
 /// `POST path` with a JSON body over HTTP/1.1; returns the status and the body.
 async fn post(address: &str, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    post_raw(address, path, &body.to_string()).await
+}
+
+/// `POST path` with `body` as it is.
+async fn post_raw(address: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = body.to_string();
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
@@ -565,6 +569,34 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
     )
     .await;
     assert_eq!(status, 404, "{body}");
+
+    // Bad requests get OpenAI error JSON with the right status, and the gateway goes on serving.
+    let (status, body) = post_raw(&gateway.address, "/v1/completions", "{\"model\": ").await;
+    assert_eq!(
+        (status, body["error"]["type"].as_str()),
+        (400, Some("BadRequestError"))
+    );
+    let too_hot = serde_json::json!({"model": "mixtral", "prompt": [1, 2], "temperature": 5});
+    let (status, body) = post(&gateway.address, "/v1/completions", &too_hot).await;
+    assert_eq!(
+        (status, body["error"]["param"].as_str()),
+        (400, Some("temperature")),
+        "{body}"
+    );
+    let long: Vec<u32> = (0..400).map(|i| 3 + i % 200).collect();
+    let too_long = serde_json::json!({"model": "mixtral", "prompt": long, "max_tokens": 8});
+    let (status, body) = post(&gateway.address, "/v1/completions", &too_long).await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("This model's maximum context length is"),
+        "{body}"
+    );
+    let (status, body) = post(&gateway.address, "/v1/completions", &complete(prompts[0])).await;
+    assert_eq!(
+        (status, body["choices"][0]["text"].as_str()),
+        (200, Some(expected[0].as_str()))
+    );
 
     // The gateway reports the tokens it routed, under its lease, for the leader's rebalancing.
     let key = ClusterKeys::new(CLUSTER)
