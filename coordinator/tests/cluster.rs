@@ -381,8 +381,17 @@ async fn post(address: &str, path: &str, body: &serde_json::Value) -> (u16, serd
     post_raw(address, path, &body.to_string()).await
 }
 
-/// `POST path` with `body` as it is.
+/// `POST path` with `body` as it is; the status and the body as JSON.
 async fn post_raw(address: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let (status, body) = post_bytes(address, path, body).await;
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// `POST path` with `body` as it is; the status and the raw body.
+async fn post_bytes(address: &str, path: &str, body: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let request = format!(
@@ -399,10 +408,38 @@ async fn post_raw(address: &str, path: &str, body: &str) -> (u16, serde_json::Va
     let response = String::from_utf8(response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("headers end");
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
+    (status, body.to_string())
+}
+
+/// The text of a streamed completion: the `text` of every SSE event of the chunked body, in
+/// order, until `data: [DONE]`.
+async fn post_streamed(address: &str, body: &serde_json::Value) -> String {
+    let (status, raw) = post_bytes(address, "/v1/completions", &body.to_string()).await;
+    assert_eq!(status, 200, "{raw}");
+    let mut events = String::new();
+    let mut rest = raw.as_str();
+    // Chunked transfer coding: a hex size line, that many bytes, CRLF; a 0 size ends the body.
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        events.push_str(&tail[..size]);
+        rest = &tail[size + 2..];
+    }
+    assert!(events.ends_with("data: [DONE]\n\n"), "{events}");
+    events
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .map(|data| {
+            let chunk: serde_json::Value = serde_json::from_str(data).unwrap();
+            chunk["choices"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
 }
 
 /// The whole response to `GET path`, or `None` when nothing answers.
@@ -569,6 +606,14 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
     )
     .await;
     assert_eq!(status, 404, "{body}");
+
+    // A streamed completion adds up to the same text.
+    let mut streamed = complete(prompts[0]);
+    streamed["stream"] = serde_json::Value::Bool(true);
+    assert_eq!(
+        post_streamed(&gateway.address, &streamed).await,
+        expected[0]
+    );
 
     // Bad requests get OpenAI error JSON with the right status, and the gateway goes on serving.
     let (status, body) = post_raw(&gateway.address, "/v1/completions", "{\"model\": ").await;
