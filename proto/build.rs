@@ -2,7 +2,10 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=moe");
-    let fds = protox::compile(["moe/expert/v1/expert.proto"], ["."])?;
+    let fds = protox::compile(
+        ["moe/expert/v1/expert.proto", "moe/gateway/v1/gateway.proto"],
+        ["."],
+    )?;
     // The descriptor set, for gRPC reflection.
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(

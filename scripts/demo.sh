@@ -22,7 +22,7 @@ cargo build --release --locked -p moe-cli -p moe-coordinator -p moe-expert-node 
 [ -f "$dir/config.json" ] || target/release/moe gen-model --arch mixtral --preset "$preset" --seed 1 --out "$dir"
 
 run="$(mktemp -d)"
-target/release/moe up --model "$dir" --http 127.0.0.1:0 --dir "$run" >"$run/up.out" 2>"$run/up.err" &
+target/release/moe up --model "$dir" --http 127.0.0.1:0 --grpc 127.0.0.1:0 --dir "$run" >"$run/up.out" 2>"$run/up.err" &
 up=$!
 trap 'kill -TERM $up 2>/dev/null; wait $up 2>/dev/null; rm -rf "$run"' EXIT
 for _ in $(seq 600); do

@@ -217,6 +217,7 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
         model: &args.model,
         nodes: args.nodes,
         http: "127.0.0.1:0".parse()?,
+        grpc: "127.0.0.1:0".parse()?,
         etcd: None,
         cluster: "bench",
         dir: &dir,

@@ -25,6 +25,9 @@ pub struct UpArgs {
     /// Address of the gateway's OpenAI-compatible HTTP API.
     #[arg(long, default_value = "127.0.0.1:8000")]
     http: SocketAddr,
+    /// Address of the gateway's gRPC API (moe.gateway.v1.GatewayService).
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    grpc: SocketAddr,
     /// An etcd to use instead of starting one (endpoints, comma-separated).
     #[arg(long)]
     etcd: Option<String>,
@@ -218,6 +221,7 @@ pub struct ClusterSpec<'a> {
     pub model: &'a Path,
     pub nodes: usize,
     pub http: SocketAddr,
+    pub grpc: SocketAddr,
     pub etcd: Option<&'a str>,
     pub cluster: &'a str,
     pub dir: &'a Path,
@@ -299,14 +303,9 @@ impl LocalCluster {
                 .endpoints
                 .push(format!("{id:<11} {}", address.unwrap_or_default()));
         }
-        let http = spec.http.to_string();
-        let (process, address) = start(
-            "gateway",
-            &gateway,
-            &common(&["--http", &http]),
-            &logs,
-            true,
-        )?;
+        let (http, grpc) = (spec.http.to_string(), spec.grpc.to_string());
+        let flags = common(&["--http", &http, "--grpc", &grpc]);
+        let (process, address) = start("gateway", &gateway, &flags, &logs, true)?;
         cluster.started.push(process);
         cluster.gateway = address.unwrap_or(http);
         cluster.endpoints.push(format!(
@@ -339,6 +338,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         model: &args.model,
         nodes: args.nodes,
         http: args.http,
+        grpc: args.grpc,
         etcd: args.etcd.as_deref(),
         cluster: &args.cluster,
         dir: &dir,

@@ -53,6 +53,8 @@ fn moe_up_serves_a_completion_and_stops_everything_it_started() {
             "2",
             "--http",
             "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
             "--ready-timeout",
             "120",
         ])

@@ -25,6 +25,8 @@ use moe_coordinator::keys::ClusterKeys;
 use moe_coordinator::records::Placement;
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::{InfoRequest, NodeInfo};
+use moe_proto::gateway::gateway_service_client::GatewayServiceClient;
+use moe_proto::gateway::{GenerateRequest, TokenIds, generate_request, generate_response};
 
 const CLUSTER: &str = "e2e";
 /// Lease TTL of nodes and coordinators.
@@ -492,6 +494,12 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
     wait_following(&a.address, "a", &placement).await;
     wait_following(&b.address, "b", &placement).await;
     let model = fixture();
+    let grpc_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let grpc = format!("127.0.0.1:{grpc_port}");
     let args = [
         "--model",
         model.to_str().unwrap(),
@@ -501,6 +509,8 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         CLUSTER,
         "--http",
         "127.0.0.1:0",
+        "--grpc",
+        &grpc,
         "--threads",
         "1",
         "--expert-deadline-ms",
@@ -606,6 +616,43 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
     )
     .await;
     assert_eq!(status, 404, "{body}");
+
+    // The same through the gRPC API.
+    let mut client = GatewayServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let request = GenerateRequest {
+        model: "mixtral".into(),
+        prompt: Some(generate_request::Prompt::TokenIds(TokenIds {
+            ids: prompts[0].to_vec(),
+        })),
+        max_tokens: 12,
+        temperature: Some(0.0),
+        precision: "exact".into(),
+        ..GenerateRequest::default()
+    };
+    let mut stream = client.generate(request).await.unwrap().into_inner();
+    let (mut text, mut finished) = (String::new(), None);
+    while let Some(message) = stream.message().await.unwrap() {
+        match message.kind {
+            Some(generate_response::Kind::Token(t)) => text.push_str(&t.text),
+            Some(generate_response::Kind::Finished(f)) => finished = Some(f),
+            None => {}
+        }
+    }
+    assert_eq!(text, expected[0]);
+    let finished = finished.expect("a final message");
+    assert_eq!(
+        finished.usage.unwrap().prompt_tokens as usize,
+        prompts[0].len()
+    );
+    let other = GenerateRequest {
+        model: "other".into(),
+        prompt: Some(generate_request::Prompt::Text("hi".into())),
+        ..GenerateRequest::default()
+    };
+    let refused = client.generate(other).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused}");
 
     // A streamed completion adds up to the same text.
     let mut streamed = complete(prompts[0]);

@@ -5,6 +5,7 @@
 //! * [`chat_template`]: HuggingFace chat templates (`tokenizer_config.json`) rendered with
 //!   Jinja and the Python-compatible helpers the templates use.
 //! * [`engine`]: the contract between the APIs and the generation engine (a job in, events out).
+//! * [`grpc`]: `moe.gateway.v1.GatewayService`, streamed generation for other services.
 //! * [`http`]: the OpenAI-compatible HTTP API (completions, chat, models, health) over an engine.
 //! * [`metrics`]: the engine's metrics in the Prometheus text format, with vLLM's names.
 //! * [`sequence`]: one sequence's decoding: sampling, end conditions, the text streamed.
@@ -18,6 +19,7 @@ pub mod chat_template;
 pub mod dispatch;
 pub mod engine;
 pub mod generator;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod node_client;

@@ -1,7 +1,8 @@
 //! `gateway`: serves the OpenAI-compatible HTTP API for a model whose experts run on the expert
 //! nodes of a cluster. Loads the checkpoint without its routed experts, follows the placement and
-//! the node records in etcd, and prints `listening on ADDR` once the HTTP port is bound. A bad
-//! configuration exits with status 64; SIGTERM stops accepting and finishes open responses.
+//! the node records in etcd, and prints `listening on ADDR` (HTTP) and `grpc on ADDR` once its
+//! ports are bound. A bad configuration exits with status 64; SIGTERM stops accepting and
+//! finishes open responses.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -19,11 +20,14 @@ use moe_coordinator::stats::StatsPublisher;
 use moe_coordinator::watch::Watcher;
 use moe_gateway::chat_template::{ChatTemplate, TemplateError};
 use moe_gateway::dispatch::Dispatcher;
+use moe_gateway::engine::Engine;
 use moe_gateway::generator::{Generator, GeneratorConfig};
+use moe_gateway::grpc::GrpcApi;
 use moe_gateway::http::{self, HttpOptions};
 use moe_gateway::scheduler::SchedulerConfig;
 use moe_kernels::Pool;
 use moe_model::{LoadOptions, Model, Tokenizer};
+use moe_proto::gateway::gateway_service_server::GatewayServiceServer;
 use moe_proto::tensor::Limits;
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -48,6 +52,10 @@ struct Config {
     /// Address of the HTTP API; port 0 picks one.
     #[arg(long, env = "MOE_HTTP", default_value = "127.0.0.1:8000")]
     http: SocketAddr,
+    /// Address of the gRPC API (moe.gateway.v1.GatewayService, health, reflection); port 0 picks
+    /// one, printed as `grpc on ADDR`.
+    #[arg(long, env = "MOE_GRPC", default_value = "127.0.0.1:8001")]
+    grpc: SocketAddr,
     /// A bearer key every /v1 request must carry.
     #[arg(long, env = "MOE_API_KEY")]
     api_key: Option<String>,
@@ -181,8 +189,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             scheduler,
         },
     )?;
+    let engine: Arc<dyn Engine> = Arc::new(generator);
     let router = http::router(
-        Arc::new(generator),
+        Arc::clone(&engine),
         HttpOptions {
             api_key: config.api_key.clone(),
             ..HttpOptions::default()
@@ -191,12 +200,40 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding {}", config.http))?;
-    println!("listening on {}", listener.local_addr()?);
-    std::io::stdout().flush()?;
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc)
         .await
-        .context("serving HTTP")?;
+        .with_context(|| format!("binding {}", config.grpc))?;
+    println!("listening on {}", listener.local_addr()?);
+    println!("grpc on {}", grpc_listener.local_addr()?);
+    std::io::stdout().flush()?;
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let (_, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(moe_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(GatewayServiceServer::new(GrpcApi {
+            engine: Arc::clone(&engine),
+        }))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            stopped(stopping.clone()),
+        );
+    let http = axum::serve(listener, router).with_graceful_shutdown(stopped(stopping));
+    let (http, grpc) = tokio::join!(http, grpc);
+    http.context("serving HTTP")?;
+    grpc.context("serving gRPC")?;
     drop((placement, nodes));
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! The wire protocol between gateways and expert nodes: the generated gRPC service and messages
-//! (`moe.expert.v1`), and the validated conversion between `Tensor` messages and f32 rows.
+//! The wire protocols: between gateways and expert nodes (`moe.expert.v1`, with the validated
+//! conversion between `Tensor` messages and f32 rows), and the gateway's own API for services
+//! (`moe.gateway.v1`).
 
 pub mod tensor;
 
@@ -7,6 +8,12 @@ pub mod tensor;
 pub mod expert {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("moe.expert.v1");
+}
+
+/// Generated from `proto/moe/gateway/v1/gateway.proto`.
+pub mod gateway {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("moe.gateway.v1");
 }
 
 pub use tensor::{Limits, WireDtype, WireError};
