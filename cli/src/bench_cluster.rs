@@ -187,11 +187,7 @@ fn prompt(n: usize, seed: usize, vocab: usize) -> Vec<u32> {
 }
 
 pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
-    let name = args
-        .model
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = moe_model::config::served_name(&args.model);
 
     // The single-process model, at the nodes' high precision.
     let pool = Arc::new(Pool::new(args.threads)?);

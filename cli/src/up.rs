@@ -348,11 +348,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     for line in &cluster.endpoints {
         println!("{line}");
     }
-    let name = args
-        .model
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = moe_model::config::served_name(&args.model);
     println!(
         "ready: curl http://{}/v1/completions -H 'Content-Type: application/json' -d '{{\"model\": \"{name}\", \"prompt\": \"Hello\", \"max_tokens\": 16}}'",
         cluster.gateway

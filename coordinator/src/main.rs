@@ -20,6 +20,7 @@ use moe_coordinator::planner::{DEFAULT_REPLICATION, Hysteresis};
 use moe_coordinator::records::{GatewayStats, NodeRecord};
 use moe_coordinator::watch::Watcher;
 use moe_kernels::Format;
+use moe_model::config::served_name;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
@@ -41,7 +42,7 @@ struct Config {
     /// Address of the health endpoint (grpc.health.v1); port 0 picks one.
     #[arg(long, env = "MOE_LISTEN", default_value = "127.0.0.1:50071")]
     listen: SocketAddr,
-    /// This coordinator's name in the election (default: host name and process id).
+    /// This coordinator's name in the election (default: coordinator-<host>-<pid>).
     #[arg(long, env = "MOE_COORDINATOR_ID")]
     id: Option<String>,
     /// HuggingFace checkpoint directory of the served model (only config.json is read).
@@ -81,7 +82,7 @@ fn check(config: &Config) -> Result<Checked, String> {
     let keys = ClusterKeys::new(&config.cluster).map_err(|e| format!("--cluster: {e}"))?;
     let id = match &config.id {
         Some(id) => id.clone(),
-        None => default_id(),
+        None => moe_service::instance_name("coordinator"),
     };
     Name::new("coordinator id", &id).map_err(|e| format!("--id: {e}"))?;
     let (high, low) = config
@@ -95,14 +96,10 @@ fn check(config: &Config) -> Result<Checked, String> {
                 config.precisions
             )
         })?;
-    let name = match &config.model_name {
-        Some(name) => name.clone(),
-        None => config
-            .model
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into()),
-    };
+    let name = config
+        .model_name
+        .clone()
+        .unwrap_or_else(|| served_name(&config.model));
     let shape = leader::model_shape(&config.model, &name, high, low)
         .map_err(|e| format!("--model {}: {e}", config.model.display()))?;
     if config.replication == 0 || config.lease_ttl_seconds == 0 || config.replan_seconds == 0 {
@@ -122,27 +119,6 @@ fn check(config: &Config) -> Result<Checked, String> {
             balance_moves: config.balance_moves,
         },
     })
-}
-
-/// `<host name>-<process id>`, kept to the characters etcd names allow.
-fn default_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "coordinator".into());
-    let host: String = host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(40)
-        .collect();
-    format!("{host}-{}", std::process::id())
 }
 
 fn main() -> ExitCode {

@@ -26,6 +26,7 @@ use moe_gateway::grpc::GrpcApi;
 use moe_gateway::http::{self, HttpOptions};
 use moe_gateway::scheduler::SchedulerConfig;
 use moe_kernels::Pool;
+use moe_model::config::served_name;
 use moe_model::{LoadOptions, Model, Tokenizer};
 use moe_proto::gateway::gateway_service_server::GatewayServiceServer;
 use moe_proto::tensor::Limits;
@@ -113,14 +114,10 @@ fn check(config: &Config) -> Result<(), String> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = moe_service::shutdown_signal();
-    let name = match &config.model_name {
-        Some(name) => name.clone(),
-        None => config
-            .model
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into()),
-    };
+    let name = config
+        .model_name
+        .clone()
+        .unwrap_or_else(|| served_name(&config.model));
     let options = LoadOptions {
         skip_routed_experts: true,
         ..LoadOptions::default()
@@ -162,15 +159,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Limits::default(),
     ));
     let every = Duration::from_secs(config.stats_seconds);
-    let stats = StatsPublisher::start(&etcd, &keys, &gateway_id(&config), 3 * every)
+    let id = gateway_id(&config);
+    let stats = StatsPublisher::start(&etcd, &keys, &id, 3 * every)
         .await
         .context("starting the popularity report")?;
-    tokio::spawn(report(
-        stats,
-        Arc::clone(&dispatcher),
-        gateway_id(&config),
-        every,
-    ));
+    tokio::spawn(report(stats, Arc::clone(&dispatcher), id, every));
     let scheduler = SchedulerConfig {
         max_waiting: config.max_waiting,
         max_running: config.max_running,
@@ -238,18 +231,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--gateway-id`, or the host name and process id.
+/// `--gateway-id`, or `gw-<host>-<pid>`.
 fn gateway_id(config: &Config) -> String {
-    config.gateway_id.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        let host: String = host
-            .trim()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .take(40)
-            .collect();
-        format!("gw-{host}-{}", std::process::id())
-    })
+    config
+        .gateway_id
+        .clone()
+        .unwrap_or_else(|| moe_service::instance_name("gw"))
 }
 
 /// Publishes the tokens routed per expert every `every`, for the coordinator's rebalancing.

@@ -433,6 +433,14 @@ pub fn config_path(dir: &Path) -> PathBuf {
     dir.join("config.json")
 }
 
+/// The name a checkpoint directory is served under when none is given: its last path component,
+/// or `model` when it has none.
+pub fn served_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,5 +543,14 @@ mod tests {
         let mut v = mixtral();
         v["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0});
         assert!(parse(v).unwrap_err().to_string().contains("yarn"));
+    }
+
+    #[test]
+    fn a_checkpoint_is_served_under_its_directory_name() {
+        assert_eq!(
+            served_name(Path::new("/models/mixtral-small")),
+            "mixtral-small"
+        );
+        assert_eq!(served_name(Path::new("/")), "model");
     }
 }

@@ -47,6 +47,28 @@ where
     }
 }
 
+/// `<prefix>-<host name>-<process id>`, kept to the characters etcd names allow: a default name
+/// for a server instance that is unique on its host.
+pub fn instance_name(prefix: &str) -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host = match host.trim() {
+        "" => "localhost",
+        h => h,
+    };
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("{prefix}-{host}-{}", std::process::id())
+}
+
 /// Starts catching SIGTERM now and returns a future that resolves on SIGTERM or Ctrl-C (only
 /// Ctrl-C where no SIGTERM handler can be installed). Call it before announcing anything, so
 /// that a SIGTERM sent right after the announcement is caught rather than fatal. Needs a runtime.
@@ -66,5 +88,25 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_names_are_safe_and_carry_the_process_id() {
+        let name = instance_name("gw");
+        assert!(name.starts_with("gw-"), "{name}");
+        assert!(
+            name.ends_with(&format!("-{}", std::process::id())),
+            "{name}"
+        );
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+            "{name}"
+        );
     }
 }
