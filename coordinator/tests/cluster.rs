@@ -104,6 +104,14 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// A fresh etcd and an empty shard directory.
+    async fn start() -> Cluster {
+        Cluster {
+            etcd: EtcdServer::start().await,
+            shards: tempfile::tempdir().unwrap(),
+        }
+    }
+
     fn coordinator(&self, id: &str) -> Process {
         let model = fixture();
         let args = [
@@ -251,10 +259,7 @@ async fn wait_following(address: &str, id: &str, placement: &Placement) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinators_place_every_expert_and_follow_failures() {
-    let cluster = Cluster {
-        etcd: EtcdServer::start().await,
-        shards: tempfile::tempdir().unwrap(),
-    };
+    let cluster = Cluster::start().await;
     let etcd = cluster.etcd.connect().await;
     let co1 = cluster.coordinator("co-1");
     let co2 = cluster.coordinator("co-2");
@@ -478,10 +483,7 @@ async fn wait_ready(address: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_completes_like_the_single_process_model_through_a_node_failure() {
-    let cluster = Cluster {
-        etcd: EtcdServer::start().await,
-        shards: tempfile::tempdir().unwrap(),
-    };
+    let cluster = Cluster::start().await;
     let etcd = cluster.etcd.connect().await;
     let _coordinator = cluster.coordinator("co-1");
     let a = cluster.node("a");
