@@ -26,6 +26,9 @@ if [ ! -e "$nvrtc_lib/libnvrtc.so.12" ]; then
 fi
 export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export MOE_REQUIRE_NVRTC=1
+# NVRTC 12.9+ may serve a repeated compile from its cache, without the ptxas report the kernel
+# checks read.
+export CUDA_CACHE_DISABLE=1
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

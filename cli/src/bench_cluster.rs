@@ -329,10 +329,6 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
         "max_tokens": args.max_tokens, "single_process_decode_tps": single_tps,
         "cluster_single_stream_decode_tps": cluster_single, "ratio": ratio, "concurrency": rows,
     });
-    let line = serde_json::to_string(&report)?;
-    if let Some(path) = &args.json {
-        std::fs::write(path, &line).with_context(|| format!("writing {}", path.display()))?;
-    }
-    println!("{line}");
+    crate::report::emit(&report, args.json.as_deref())?;
     Ok(())
 }

@@ -26,6 +26,8 @@ pub fn run(args: &CheckKernelsArgs) -> anyhow::Result<()> {
         .iter()
         .map(|a| a.parse::<Arch>())
         .collect::<Result<Vec<_>, _>>()?;
+    let (major, minor) = cuda::nvrtc_version()?;
+    println!("NVRTC {major}.{minor}");
     println!(
         "{:<6} {:<16} {:>9} {:>12} {:>11} {:>11} {:>10}",
         "arch", "kernel", "registers", "spill st (B)", "spill ld (B)", "stack (B)", "smem (B)"
@@ -35,6 +37,11 @@ pub fn run(args: &CheckKernelsArgs) -> anyhow::Result<()> {
         let start = Instant::now();
         let cubin = cuda::compile(arch).with_context(|| format!("compiling for {arch}"))?;
         let compile_ms = start.elapsed().as_secs_f64() * 1e3;
+        if cubin.kernels.is_empty() {
+            bail!(
+                "{arch}: NVRTC returned no ptxas report (it served the cubin from its cache); run again with CUDA_CACHE_DISABLE=1"
+            );
+        }
         for name in cuda::KERNELS {
             if !cubin.kernels.iter().any(|k| k.name == name) {
                 bail!(
@@ -81,10 +88,9 @@ pub fn run(args: &CheckKernelsArgs) -> anyhow::Result<()> {
             "kernels": kernels,
         }));
     }
-    let line = serde_json::to_string(&serde_json::json!({ "archs": reports }))?;
-    if let Some(path) = &args.json {
-        std::fs::write(path, &line).with_context(|| format!("writing {}", path.display()))?;
-    }
-    println!("{line}");
+    crate::report::emit(
+        &serde_json::json!({ "nvrtc": format!("{major}.{minor}"), "archs": reports }),
+        args.json.as_deref(),
+    )?;
     Ok(())
 }

@@ -60,7 +60,7 @@ impl Case {
 }
 
 /// Deterministic weights in roughly the range of trained ones.
-fn weights(rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn weights(rows: usize, cols: usize) -> Vec<f32> {
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
     (0..rows * cols)
         .map(|_| {
@@ -171,11 +171,6 @@ pub fn run(args: &KernelBenchArgs) -> anyhow::Result<()> {
         "isa": pool.isa().name(),
         "results": results,
     });
-    let line = serde_json::to_string(&report)?;
-    if let Some(path) = &args.json {
-        std::fs::write(path, format!("{line}\n"))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    println!("{line}");
+    crate::report::emit(&report, args.json.as_deref())?;
     Ok(())
 }

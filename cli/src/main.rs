@@ -7,8 +7,11 @@ mod bench_node;
 #[cfg(feature = "cuda")]
 mod check_kernels;
 mod gen_model;
+#[cfg(feature = "cuda")]
+mod gpu_bench;
 mod kernel_bench;
 mod model_args;
+mod report;
 mod run_model;
 mod up;
 
@@ -50,6 +53,10 @@ enum Command {
     /// registers and spills per kernel.
     #[cfg(feature = "cuda")]
     CheckKernels(check_kernels::CheckKernelsArgs),
+    /// Measure one layer's expert batch on the GPU per weight format against the device's
+    /// memory bandwidth and the CPU kernels.
+    #[cfg(feature = "cuda")]
+    BenchGpu(gpu_bench::GpuBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +78,8 @@ fn main() -> ExitCode {
         Command::BenchCluster(args) => bench_cluster::run(args),
         #[cfg(feature = "cuda")]
         Command::CheckKernels(args) => check_kernels::run(args),
+        #[cfg(feature = "cuda")]
+        Command::BenchGpu(args) => gpu_bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use moe_kernels::cuda::Availability;
 use moe_kernels::{Format, Pool};
+use moe_model::moe::Route;
 use moe_model::{LoadOptions, Model};
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::{
@@ -170,6 +171,33 @@ async fn reflected_services(address: &str) -> Vec<String> {
     }
 }
 
+/// The fixture's 8 experts of one layer with the rows and gate weights `routes` send them, all at
+/// `precision`.
+fn routed_work(routes: &[Route], precision: Precision) -> Vec<ExpertWork> {
+    (0..8u32)
+        .map(|e| {
+            let (rows, weights): (Vec<u32>, Vec<f32>) = routes
+                .iter()
+                .enumerate()
+                .flat_map(|(t, r)| {
+                    r.experts
+                        .iter()
+                        .zip(&r.weights)
+                        .filter(|(x, _)| **x == e as usize)
+                        .map(move |(_, w)| (t as u32, *w))
+                })
+                .unzip();
+            ExpertWork {
+                expert: e,
+                rows,
+                weights,
+                precisions: vec![precision as i32],
+                unimportance: Vec::new(),
+            }
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_serves_the_models_experts_and_survives_bad_input_and_restarts() {
     let shards = tempfile::tempdir().unwrap();
@@ -218,29 +246,7 @@ async fn a_node_serves_the_models_experts_and_survives_bad_input_and_restarts() 
         .unwrap();
         for layer in 0..2 {
             let block = model.moe_block(layer).unwrap();
-            let routes = block.route(&pool, &h, n).unwrap();
-            let experts = (0..8u32)
-                .map(|e| {
-                    let (rows, weights): (Vec<u32>, Vec<f32>) = routes
-                        .iter()
-                        .enumerate()
-                        .flat_map(|(t, r)| {
-                            r.experts
-                                .iter()
-                                .zip(&r.weights)
-                                .filter(|(x, _)| **x == e as usize)
-                                .map(move |(_, w)| (t as u32, *w))
-                        })
-                        .unzip();
-                    ExpertWork {
-                        expert: e,
-                        rows,
-                        weights,
-                        precisions: vec![precision as i32],
-                        unimportance: Vec::new(),
-                    }
-                })
-                .collect();
+            let experts = routed_work(&block.route(&pool, &h, n).unwrap(), precision);
             batch += 1;
             let server_message::Kind::Reply(reply) = stream
                 .call(request(batch, layer as u32, &h, n, experts))
@@ -434,6 +440,61 @@ async fn the_backend_follows_the_flag_and_the_machine() {
             let info = client.info(InfoRequest {}).await.unwrap().into_inner();
             assert_eq!(info.backend, "cuda");
             assert!(info.gpu_memory_bytes > 0);
+            // Each layer's weighted sum from the GPU kernels equals the model's MoE block on
+            // the weights each expert actually ran at (a low-precision request may be served by
+            // a resident high-precision copy), up to f32 summation order.
+            let pool = Arc::new(Pool::new(1).unwrap());
+            let models: Vec<(Format, Model)> = [Format::F16, Format::Q4]
+                .into_iter()
+                .map(|format| {
+                    let options = LoadOptions::with_expert_format(Some(format));
+                    let model = Model::load(&fixture(), &options, Arc::clone(&pool)).unwrap();
+                    (format, model)
+                })
+                .collect();
+            let mut stream = Stream::open(&mut client).await;
+            let n = 7;
+            let h = hidden_states(n);
+            let mut batch = 0;
+            for precision in [Precision::High, Precision::Low] {
+                for layer in 0..2u32 {
+                    let routes = models[0].1.moe_block(layer as usize).unwrap();
+                    let experts = routed_work(&routes.route(&pool, &h, n).unwrap(), precision);
+                    batch += 1;
+                    let kind = stream.call(request(batch, layer, &h, n, experts)).await;
+                    let server_message::Kind::Reply(reply) = kind else {
+                        panic!("layer {layer} {precision:?}: refused");
+                    };
+                    let used: Vec<Precision> = reply
+                        .precisions
+                        .iter()
+                        .flat_map(|p| &p.used)
+                        .map(|&u| Precision::try_from(u).unwrap())
+                        .collect();
+                    let format = match used[..] {
+                        [Precision::F16, ..] => Format::F16,
+                        [Precision::Q4, ..] => Format::Q4,
+                        _ => panic!("layer {layer} {precision:?}: used {used:?}"),
+                    };
+                    assert!(used.iter().all(|&u| u == used[0]), "{used:?}");
+                    let model = &models.iter().find(|(f, _)| *f == format).unwrap().1;
+                    let block = model.moe_block(layer as usize).unwrap();
+                    let output = reply.output.as_ref().unwrap();
+                    let got = tensor::decode(output, HIDDEN, &Limits::default())
+                        .unwrap()
+                        .data;
+                    let want = block.forward(&pool, &h, n).unwrap();
+                    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    let worst = max_difference(&got, &want);
+                    println!(
+                        "GPU layer {layer}, {precision:?} asked, {format} used: max difference {worst:.2e} (largest output {scale:.2e})"
+                    );
+                    assert!(
+                        worst <= 1e-5 * scale + 1e-6,
+                        "layer {layer} {format}: {worst}"
+                    );
+                }
+            }
             assert!(cuda.terminate().success());
         }
     }

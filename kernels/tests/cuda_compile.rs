@@ -3,7 +3,8 @@
 //!
 //! Needs `libnvrtc.so.12` on the library path (`scripts/test.sh` installs the
 //! `nvidia-cuda-nvrtc-cu12` wheel and sets `LD_LIBRARY_PATH`). Without it the test says why and
-//! passes, unless `MOE_REQUIRE_NVRTC=1` (as `scripts/test.sh` sets), where it fails.
+//! passes, unless `MOE_REQUIRE_NVRTC=1` (as `scripts/test.sh` sets), where it fails. The report
+//! comes from ptxas, which a cached NVRTC compile skips: run with `CUDA_CACHE_DISABLE=1`.
 #![cfg(feature = "cuda")]
 
 use moe_kernels::cuda::{self, Arch, CudaError};

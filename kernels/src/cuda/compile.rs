@@ -90,7 +90,21 @@ pub(crate) fn nvrtc_present() -> bool {
     unsafe { sys::is_culib_present() }
 }
 
+/// The loaded NVRTC's `(major, minor)` version.
+pub fn nvrtc_version() -> Result<(u32, u32), CudaError> {
+    if !nvrtc_present() {
+        return Err(CudaError::NvrtcMissing);
+    }
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: the library is present; both are valid out pointers.
+    unsafe { sys::nvrtcVersion(&mut major, &mut minor) }.result()?;
+    Ok((major as u32, minor as u32))
+}
+
 /// Compiles [`SOURCE`] to a cubin for `arch`, with ptxas' verbose resource report.
+///
+/// NVRTC 12.9 and later may serve a repeated compile from their cache without running ptxas;
+/// the report is then empty. `CUDA_CACHE_DISABLE=1` turns that cache off.
 pub fn compile(arch: Arch) -> Result<Cubin, CudaError> {
     if !nvrtc_present() {
         return Err(CudaError::NvrtcMissing);

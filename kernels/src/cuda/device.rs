@@ -3,7 +3,8 @@
 //! `cuda/experts.cu`). Weights are copied on a stream of their own, so uploads overlap compute.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg, sys,
@@ -89,6 +90,39 @@ pub struct CudaExperts {
     combine: CudaFunction,
     name: String,
     arch: Arch,
+    /// Device memory for a batch's inputs, intermediates and output, grown as needed.
+    scratch: Mutex<Option<CudaSlice<u8>>>,
+}
+
+/// A batch's host-side inputs laid out as one byte buffer, each array 16-byte aligned, followed
+/// by the sizes of the device-only arrays; offsets are in bytes.
+#[derive(Default)]
+struct Staging {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl Staging {
+    fn align(&mut self) -> usize {
+        self.len = self.len.next_multiple_of(16);
+        self.len
+    }
+
+    /// Appends an array (before any [`Staging::reserve`]); returns its offset.
+    fn push<T: bytemuck::Pod>(&mut self, values: impl Iterator<Item = T>) -> usize {
+        let at = self.align();
+        self.bytes.resize(at, 0);
+        values.for_each(|v| self.bytes.extend_from_slice(bytemuck::bytes_of(&v)));
+        self.len = self.bytes.len();
+        at
+    }
+
+    /// Reserves room for `n` values on the device only; returns its offset.
+    fn reserve<T>(&mut self, n: usize) -> usize {
+        let at = self.align();
+        self.len += n.max(1) * std::mem::size_of::<T>();
+        at
+    }
 }
 
 fn to_i32(v: usize, what: &str) -> Result<i32, CudaError> {
@@ -104,6 +138,11 @@ impl CudaExperts {
             return Err(e);
         }
         let context = CudaContext::new(ordinal)?;
+        // SAFETY: nothing is allocated yet. Streams are synchronised by hand instead of through
+        // an event per use of every buffer: `upload` waits for its copies before returning, and
+        // `run` for its stream, so no buffer is ever freed, or read on one stream, while another
+        // stream still uses it.
+        unsafe { context.disable_event_tracking() };
         let (major, minor) = context.compute_capability()?;
         let arch = Arch::new(major as u32, minor as u32);
         let image = compile_cached(arch, cache_dir)?;
@@ -126,6 +165,7 @@ impl CudaExperts {
             formats,
             context,
             arch,
+            scratch: Mutex::new(None),
         })
     }
 
@@ -135,6 +175,22 @@ impl CudaExperts {
 
     pub fn arch(&self) -> Arch {
         self.arch
+    }
+
+    /// Device-to-device copy bandwidth in bytes per second over a `bytes`-long buffer, counting
+    /// bytes read and written: the memory bound the expert kernels are compared with.
+    pub fn copy_bandwidth(&self, bytes: usize, reps: usize) -> Result<f64, CudaError> {
+        let s = &self.stream;
+        let src = s.alloc_zeros::<u8>(bytes)?;
+        let mut dst = s.alloc_zeros::<u8>(bytes)?;
+        s.memcpy_dtod(&src, &mut dst)?;
+        s.synchronize()?;
+        let start = Instant::now();
+        for _ in 0..reps {
+            s.memcpy_dtod(&src, &mut dst)?;
+        }
+        s.synchronize()?;
+        Ok(2.0 * (bytes * reps) as f64 / start.elapsed().as_secs_f64())
     }
 
     /// `(free, total)` device memory in bytes.
@@ -149,8 +205,8 @@ impl CudaExperts {
             .ok_or(CudaError::UnsupportedFormat(format))
     }
 
-    /// Copies an expert to the device on the copy stream; compute launches that use it wait for
-    /// the copy.
+    /// Copies an expert to the device on the copy stream, so an upload from another thread
+    /// overlaps a running batch; returns once the copy has landed.
     pub fn upload(&self, gate_up: &Matrix, down: &Matrix) -> Result<DeviceExpert, CudaError> {
         let format = gate_up.format();
         self.kernels(format)?;
@@ -171,13 +227,15 @@ impl CudaExperts {
                 down.format()
             )));
         }
-        Ok(DeviceExpert {
+        let expert = DeviceExpert {
             format,
             hidden,
             inter,
             gate_up: self.copies.clone_htod(gate_up.as_bytes())?,
             down: self.copies.clone_htod(down.as_bytes())?,
-        })
+        };
+        self.copies.synchronize()?;
+        Ok(expert)
     }
 
     /// Runs one layer's batch: `x` is `[n_tokens, hidden]`; returns, per token, the gate-weighted
@@ -223,7 +281,6 @@ impl CudaExperts {
                 batch.n_experts()
             )));
         }
-        let s = &self.stream;
         let (hidden_i, inter_i) = (
             to_i32(hidden, "hidden size")?,
             to_i32(inter, "intermediate size")?,
@@ -232,24 +289,38 @@ impl CudaExperts {
             batch.n_pairs().max(n_tokens) * hidden.max(inter),
             "buffer length",
         )?;
-        let mut gate_up_ptrs = Vec::with_capacity(order.len());
-        let mut down_ptrs = Vec::with_capacity(order.len());
-        for &i in &order {
-            let e = experts[i].expert;
-            gate_up_ptrs.push(e.gate_up.device_ptr(s).0);
-            down_ptrs.push(e.down.device_ptr(s).0);
+        let s = &self.stream;
+        // Everything the kernels read goes up in one copy, into a scratch buffer that also holds
+        // h (n_pairs x inter), y (n_pairs x hidden) and the output, every element of which the
+        // kernels write; the scratch is kept for the next batch.
+        let mut staging = Staging::default();
+        let gate_up_ptrs = staging.push(order.iter().map(|&i| {
+            let (ptr, _read) = experts[i].expert.gate_up.device_ptr(s);
+            ptr
+        }));
+        let down_ptrs = staging.push(order.iter().map(|&i| {
+            let (ptr, _read) = experts[i].expert.down.device_ptr(s);
+            ptr
+        }));
+        let pair_offsets = staging.push(batch.pair_offsets.iter().copied());
+        let pair_rows = staging.push(batch.pair_rows.iter().copied());
+        let pair_weights = staging.push(batch.pair_weights.iter().copied());
+        let token_offsets = staging.push(batch.token_offsets.iter().copied());
+        let token_pairs = staging.push(batch.token_pairs.iter().copied());
+        let x_at = staging.push(x.iter().copied());
+        let h_at = staging.reserve::<f32>(batch.n_pairs() * inter);
+        let y_at = staging.reserve::<f32>(batch.n_pairs() * hidden);
+        let out_at = staging.reserve::<f32>(x.len());
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if scratch.as_ref().is_none_or(|b| b.len() < staging.len) {
+            *scratch = None;
+            // SAFETY: the buffer is only read where this call's copy or kernels wrote first.
+            *scratch = Some(unsafe { s.alloc::<u8>(staging.len.next_power_of_two()) }?);
         }
-        let x_d = s.clone_htod(x)?;
-        let gate_up_d = s.clone_htod(&gate_up_ptrs)?;
-        let down_d = s.clone_htod(&down_ptrs)?;
-        let offsets_d = s.clone_htod(&batch.pair_offsets)?;
-        let rows_d = s.clone_htod(&batch.pair_rows)?;
-        let weights_d = s.clone_htod(&batch.pair_weights)?;
-        let token_offsets_d = s.clone_htod(&batch.token_offsets)?;
-        let token_pairs_d = s.clone_htod(&batch.token_pairs)?;
-        let mut h_d = s.alloc_zeros::<f32>(batch.n_pairs().max(1) * inter)?;
-        let mut y_d = s.alloc_zeros::<f32>(batch.n_pairs().max(1) * hidden)?;
-        let mut out_d = s.alloc_zeros::<f32>(x.len())?;
+        let buffer = scratch.as_mut().expect("allocated above");
+        s.memcpy_htod(&staging.bytes, &mut buffer.slice_mut(..staging.bytes.len()))?;
+        let (base, _written) = buffer.device_ptr(s);
+        let at = |offset: usize| base + offset as u64;
         let block = (THREADS, 1, 1);
         let mut start = 0;
         while start < order.len() {
@@ -270,30 +341,30 @@ impl CudaExperts {
                 grid_dim: ((hidden as u32).div_ceil(ROWS_PER_BLOCK), n, 1),
                 ..gate_up_cfg
             };
-            let (ptrs, offsets) = (gate_up_d.slice(start..end), offsets_d.slice(start..=end));
-            // SAFETY: the arguments match `moe_gate_up_<fmt>` in experts.cu; every index array
-            // was built by `ExpertBatch`, whose rows are below n_tokens, and the buffers have
-            // the lengths the kernels index (h: n_pairs x inter).
+            let offsets = at(pair_offsets + 4 * start);
+            // SAFETY: the arguments match `moe_gate_up_<fmt>` in experts.cu (pointers passed as
+            // 64-bit device addresses into the scratch buffer laid out above); every index array
+            // was built by `ExpertBatch`, whose rows are below n_tokens, and h has the length the
+            // kernel indexes (n_pairs x inter).
             unsafe {
                 s.launch_builder(&kernels.gate_up)
-                    .arg(&ptrs)
+                    .arg(&at(gate_up_ptrs + 8 * start))
                     .arg(&offsets)
-                    .arg(&rows_d)
-                    .arg(&x_d)
-                    .arg(&mut h_d)
+                    .arg(&at(pair_rows))
+                    .arg(&at(x_at))
+                    .arg(&at(h_at))
                     .arg(&hidden_i)
                     .arg(&inter_i)
                     .launch(gate_up_cfg)?;
             }
-            let ptrs = down_d.slice(start..end);
             // SAFETY: as above for `moe_down_<fmt>` (y: n_pairs x hidden).
             unsafe {
                 s.launch_builder(&kernels.down)
-                    .arg(&ptrs)
+                    .arg(&at(down_ptrs + 8 * start))
                     .arg(&offsets)
-                    .arg(&weights_d)
-                    .arg(&h_d)
-                    .arg(&mut y_d)
+                    .arg(&at(pair_weights))
+                    .arg(&at(h_at))
+                    .arg(&at(y_at))
                     .arg(&hidden_i)
                     .arg(&inter_i)
                     .launch(down_cfg)?;
@@ -309,14 +380,19 @@ impl CudaExperts {
         // and writes out (n_tokens x hidden).
         unsafe {
             s.launch_builder(&self.combine)
-                .arg(&token_offsets_d)
-                .arg(&token_pairs_d)
-                .arg(&y_d)
-                .arg(&mut out_d)
+                .arg(&at(token_offsets))
+                .arg(&at(token_pairs))
+                .arg(&at(y_at))
+                .arg(&at(out_at))
                 .arg(&hidden_i)
                 .launch(combine_cfg)?;
         }
-        let out = s.clone_dtoh(&out_d)?;
+        let mut out = vec![0.0f32; x.len()];
+        let out_bytes = out_at..out_at + 4 * x.len();
+        s.memcpy_dtoh(
+            &buffer.slice(out_bytes),
+            bytemuck::cast_slice_mut::<f32, u8>(&mut out),
+        )?;
         s.synchronize()?;
         Ok(out)
     }

@@ -9,7 +9,9 @@ mod compile;
 mod device;
 mod error;
 
-pub use compile::{Arch, Cubin, KernelResources, compile, compile_cached, parse_ptxas_log};
+pub use compile::{
+    Arch, Cubin, KernelResources, compile, compile_cached, nvrtc_version, parse_ptxas_log,
+};
 pub use device::{Availability, CudaExperts, DeviceExpert, ExpertInput};
 pub use error::CudaError;
 

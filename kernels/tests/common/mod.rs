@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: a small deterministic RNG and data generators.
 #![allow(dead_code)]
 
+pub mod experts;
+
 /// xorshift64* generator: deterministic, no dependencies.
 pub struct Rng(u64);
 
