@@ -6,8 +6,10 @@
 //!   of the cluster (streamed over HTTP, after one warm-up request), and their ratio;
 //! * at each `--concurrency`: aggregate generated tokens per second, time to first token and
 //!   inter-token latency (p50 and p99), from the arrival times of the streamed chunks; the
-//!   protobuf bytes sent to and received from the nodes per generated token, and the share of the
-//!   gateway's step time spent waiting for the experts (from the gateway's `/metrics`).
+//!   protobuf bytes sent to and received from the nodes per generated token, the share of the
+//!   gateway's step time spent waiting for the experts, and how the nodes' round trips split into
+//!   the nodes' compute, their queue and the rest (network and (de)serialisation), from the
+//!   gateway's per-node series (all from its `/metrics`).
 //!
 //! Prints a table, then one JSON object as the last line.
 
@@ -33,7 +35,7 @@ pub struct BenchClusterArgs {
     #[arg(long, default_value_t = 2)]
     nodes: usize,
     /// Comma-separated numbers of concurrent streams.
-    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     concurrency: Vec<usize>,
     /// Prompt tokens per request.
     #[arg(long, default_value_t = 32)]
@@ -143,6 +145,11 @@ struct Counters {
     bytes_received: f64,
     expert_seconds: f64,
     step_seconds: f64,
+    /// Summed over nodes: round trips of layer requests, and what the nodes report of them
+    /// spent waiting for their compute thread and computing.
+    node_rtt_seconds: f64,
+    node_queue_seconds: f64,
+    node_compute_seconds: f64,
 }
 
 impl Counters {
@@ -153,11 +160,21 @@ impl Counters {
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
+        // The per-node series, `name{node="..."} value`, summed over nodes.
+        let total = |name: &str| -> f64 {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum()
+        };
         Ok(Counters {
             bytes_sent: value("moe:expert_bytes_sent_total"),
             bytes_received: value("moe:expert_bytes_received_total"),
             expert_seconds: value("moe:expert_seconds_total"),
             step_seconds: value("moe:step_seconds_total"),
+            node_rtt_seconds: total("moe:expert_node_rtt_seconds_total"),
+            node_queue_seconds: total("moe:expert_node_queue_seconds_total"),
+            node_compute_seconds: total("moe:expert_node_compute_seconds_total"),
         })
     }
 
@@ -167,7 +184,21 @@ impl Counters {
             bytes_received: self.bytes_received - before.bytes_received,
             expert_seconds: self.expert_seconds - before.expert_seconds,
             step_seconds: self.step_seconds - before.step_seconds,
+            node_rtt_seconds: self.node_rtt_seconds - before.node_rtt_seconds,
+            node_queue_seconds: self.node_queue_seconds - before.node_queue_seconds,
+            node_compute_seconds: self.node_compute_seconds - before.node_compute_seconds,
         }
+    }
+
+    /// The shares of the nodes' round trips spent computing, queued on the node, and in the
+    /// rest (network and both ends' (de)serialisation).
+    fn round_trip_split(&self) -> (f64, f64, f64) {
+        if self.node_rtt_seconds <= 0.0 {
+            return (0.0, 0.0, 0.0);
+        }
+        let compute = self.node_compute_seconds / self.node_rtt_seconds;
+        let queue = self.node_queue_seconds / self.node_rtt_seconds;
+        (compute, queue, (1.0 - compute - queue).max(0.0))
     }
 }
 
@@ -234,7 +265,7 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
     )?;
 
     println!(
-        "{:>7} {:>7} {:>9} {:>10} {:>10} {:>9} {:>9} {:>10} {:>10} {:>9}",
+        "{:>7} {:>7} {:>9} {:>10} {:>10} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9} {:>7} {:>7}",
         "streams",
         "tokens",
         "tok/s",
@@ -244,7 +275,10 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
         "itl p99",
         "KB/tok out",
         "KB/tok in",
-        "experts %"
+        "experts %",
+        "compute %",
+        "queue %",
+        "wire %"
     );
     let mut rows = Vec::new();
     let mut cluster_single = 0.0;
@@ -296,15 +330,19 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
         } else {
             0.0
         };
+        let (compute, queue, wire) = used.round_trip_split();
         println!(
-            "{c:>7} {tokens:>7} {tps:>9.1} {:>8.1}ms {:>8.1}ms {:>7.1}ms {:>7.1}ms {:>10.1} {:>10.1} {:>8.0}%",
+            "{c:>7} {tokens:>7} {tps:>9.1} {:>8.1}ms {:>8.1}ms {:>7.1}ms {:>7.1}ms {:>10.1} {:>10.1} {:>8.0}% {:>8.0}% {:>6.0}% {:>6.0}%",
             percentile(&ttft, 0.5) * 1e3,
             percentile(&ttft, 0.99) * 1e3,
             percentile(&itl, 0.5) * 1e3,
             percentile(&itl, 0.99) * 1e3,
             per_token(used.bytes_sent),
             per_token(used.bytes_received),
-            expert_share * 100.0
+            expert_share * 100.0,
+            compute * 100.0,
+            queue * 100.0,
+            wire * 100.0
         );
         rows.push(serde_json::json!({
             "streams": c, "tokens": tokens, "tokens_per_second": tps,
@@ -313,6 +351,10 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
             "bytes_sent_per_token": per_token(used.bytes_sent) * 1e3,
             "bytes_received_per_token": per_token(used.bytes_received) * 1e3,
             "step_seconds": used.step_seconds, "expert_seconds": used.expert_seconds,
+            "node_rtt_seconds": used.node_rtt_seconds, "node_queue_seconds": used.node_queue_seconds,
+            "node_compute_seconds": used.node_compute_seconds,
+            "round_trip_compute_share": compute, "round_trip_queue_share": queue,
+            "round_trip_wire_share": wire,
         }));
     }
     drop(cluster);

@@ -599,6 +599,39 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         .find_map(|l| l.strip_prefix("moe:generation_tokens_total "))
         .and_then(|v| v.parse::<u64>().ok());
     assert_eq!(generated, Some(completion_tokens), "{metrics}");
+    // Per-node series for both nodes, and the next layer's experts predicted and hinted.
+    let series = |name: &str| -> Vec<(String, f64)> {
+        metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+            .filter_map(|l| {
+                let (labels, value) = l.rsplit_once(' ')?;
+                Some((
+                    labels.trim_end_matches('}').to_string(),
+                    value.parse().ok()?,
+                ))
+            })
+            .collect()
+    };
+    // The nodes the placement names first served every layer request.
+    let calls = series("moe:expert_node_calls_total");
+    assert!(!calls.is_empty(), "{metrics}");
+    for (labels, n) in &calls {
+        assert!(
+            ["node=\"a\"", "node=\"b\""].contains(&labels.as_str()),
+            "{metrics}"
+        );
+        assert!(*n > 0.0, "{metrics}");
+    }
+    let received = series("moe:expert_node_bytes_received_total");
+    assert!(received.iter().all(|(_, n)| *n > 0.0), "{metrics}");
+    let accuracy = series("moe:expert_prediction_accuracy");
+    assert_eq!(accuracy.len(), 1, "{metrics}");
+    assert!((0.0..=1.0).contains(&accuracy[0].1), "{metrics}");
+    println!("next-layer prediction accuracy: {}", accuracy[0].1);
+    let hints = info(&a.address).await.prefetch_hints_received
+        + info(&b.address).await.prefetch_hints_received;
+    assert!(hints > 0, "the nodes received prefetch hints");
 
     // Node b dies: its experts are served by their replicas on a, within the same steps.
     b.kill();

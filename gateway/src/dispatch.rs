@@ -18,15 +18,18 @@ use std::time::Duration;
 
 use moe_coordinator::records::{ExpertCount, NodeRecord, Placement};
 use moe_coordinator::watch::Snapshot;
+use moe_model::Model;
 use moe_model::ModelError;
 use moe_model::moe::{Route, RoutedExperts};
-use moe_proto::expert::{ExpertWork, LayerRequest, Precision as WirePrecision};
+use moe_proto::expert::{ExpertWork, LayerRequest, Precision as WirePrecision, PrefetchHint};
 use moe_proto::tensor::{self, Limits, WireDtype};
 use prost::Message;
 use tokio::sync::{Mutex, watch};
 use tonic::Code;
 
+use crate::links::Links;
 use crate::node_client::{CallError, NodeClient};
+use crate::prediction::{Accuracy, Lookahead, MAX_DISTANCE, experts_of};
 
 /// Why a layer could not be run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -147,6 +150,27 @@ fn request(
     (request, tokens)
 }
 
+/// The node to send `expert` of `layer` to: its first replica not `excluded` that has loaded
+/// the placement, else its first replica not excluded. The placement's order of replicas is the
+/// coordinator's choice of primary; the others take over when it fails.
+fn replica<'p>(
+    placement: &'p Placement,
+    nodes: &Snapshot<NodeRecord>,
+    layer: usize,
+    expert: usize,
+    excluded: &BTreeSet<String>,
+) -> Option<&'p String> {
+    let mut candidates = placement
+        .nodes(layer as u32, expert as u32)
+        .iter()
+        .filter(|n| !excluded.contains(*n));
+    let loaded = |n: &&String| nodes.get(n).is_some_and(|r| r.epoch >= placement.epoch);
+    candidates
+        .clone()
+        .find(loaded)
+        .or_else(|| candidates.next())
+}
+
 /// The gateway's view of the expert nodes, and its streams to them.
 pub struct Dispatcher {
     placement: watch::Receiver<Snapshot<Placement>>,
@@ -157,6 +181,11 @@ pub struct Dispatcher {
     limits: Limits,
     retries: AtomicU64,
     wire: Wire,
+    links: Links,
+    /// Layers ahead whose experts are predicted and hinted to the nodes (0 = none).
+    prefetch_layers: usize,
+    hints: AtomicU64,
+    accuracy: Accuracy,
     /// Tokens routed to each (layer, expert) since the counts were last taken.
     routed: std::sync::Mutex<BTreeMap<(u32, u32), u64>>,
 }
@@ -180,6 +209,10 @@ impl Dispatcher {
             limits,
             retries: AtomicU64::new(0),
             wire: Wire::default(),
+            links: Links::default(),
+            prefetch_layers: 0,
+            hints: AtomicU64::new(0),
+            accuracy: Accuracy::default(),
             routed: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
@@ -211,6 +244,61 @@ impl Dispatcher {
             received_bytes: self.wire.received.load(Ordering::Relaxed),
             seconds: self.wire.nanos.load(Ordering::Relaxed) as f64 / 1e9,
         }
+    }
+
+    /// Predicts the experts of the next `layers` MoE layers (at most [`MAX_DISTANCE`]) at each
+    /// MoE layer and sends the nodes that hold them prefetch hints.
+    pub fn with_prefetch_layers(mut self, layers: usize) -> Dispatcher {
+        self.prefetch_layers = layers.min(MAX_DISTANCE);
+        self
+    }
+
+    /// How well the predictions behind the hints matched the routing, per distance.
+    pub fn accuracy(&self) -> &Accuracy {
+        &self.accuracy
+    }
+
+    /// Prefetch hints queued to nodes so far.
+    pub fn hints(&self) -> u64 {
+        self.hints.load(Ordering::Relaxed)
+    }
+
+    /// Tells the nodes that serve `experts` of `layer` (by the placement, as [`Self::run_layer`]
+    /// would pick them) to stage those experts. Only streams already open get hints: a hint
+    /// never connects, waits or fails.
+    pub async fn hint(&self, layer: usize, experts: &BTreeSet<usize>) {
+        let Ok(placement) = self.placement() else {
+            return;
+        };
+        let mut by_node: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        {
+            let nodes = self.nodes.borrow();
+            for &expert in experts {
+                if let Some(node) = replica(&placement, &nodes, layer, expert, &BTreeSet::new()) {
+                    by_node.entry(node.clone()).or_default().push(expert as u32);
+                }
+            }
+        }
+        let clients = self.clients.lock().await;
+        for (node, experts) in by_node {
+            let Some(client) = clients.get(&node).filter(|c| c.is_alive()) else {
+                continue;
+            };
+            let hint = PrefetchHint {
+                epoch: placement.epoch,
+                layer: layer as u32,
+                experts,
+                precision: WirePrecision::High as i32,
+            };
+            if client.hint(hint) {
+                self.hints.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Per node: calls, bytes, round-trip times and the node's own queue and compute time.
+    pub fn links(&self) -> &Links {
+        &self.links
     }
 
     /// The stream to node `id`, opened (again) when there is none or it has ended.
@@ -302,20 +390,8 @@ impl Dispatcher {
         'layer: while !remaining.is_empty() {
             let mut by_node: BTreeMap<String, Vec<usize>> = BTreeMap::new();
             for &expert in remaining.keys() {
-                // The first replica that has loaded this placement, else the first one left.
-                let candidates: Vec<&String> = placement
-                    .nodes(layer as u32, expert as u32)
-                    .iter()
-                    .filter(|n| !excluded.contains(*n))
-                    .collect();
-                let loaded = |n: &&String| {
-                    self.nodes
-                        .borrow()
-                        .get(n)
-                        .is_some_and(|r| r.epoch >= placement.epoch)
-                };
-                let Some(node) = candidates.iter().find(|n| loaded(n)).or(candidates.first())
-                else {
+                let chosen = replica(&placement, &self.nodes.borrow(), layer, expert, &excluded);
+                let Some(node) = chosen.cloned() else {
                     // Replicas still loading get a little time, within the call deadline.
                     if !loading.is_empty() && started.elapsed() < self.deadline {
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -330,7 +406,7 @@ impl Dispatcher {
                         last: last.clone(),
                     });
                 };
-                by_node.entry((*node).clone()).or_default().push(expert);
+                by_node.entry(node).or_default().push(expert);
             }
             let mut calls = tokio::task::JoinSet::new();
             for (node, experts) in &by_node {
@@ -339,33 +415,38 @@ impl Dispatcher {
                     .map(|e| (*e, remaining[e].as_slice()))
                     .collect();
                 let (req, tokens) = request(layer, placement.epoch, h, hidden, &work, per_pair);
-                self.wire
-                    .sent
-                    .fetch_add(req.encoded_len() as u64, Ordering::Relaxed);
+                let sent = req.encoded_len() as u64;
+                self.wire.sent.fetch_add(sent, Ordering::Relaxed);
                 let (node, deadline) = (node.clone(), self.deadline);
                 let client = self.client(&node).await;
                 calls.spawn(async move {
+                    let called = std::time::Instant::now();
                     let reply = match client {
                         Ok(client) => client.call(req, deadline).await,
                         Err(e) => Err(e),
                     };
-                    (node, tokens, reply)
+                    (node, tokens, sent, called.elapsed(), reply)
                 });
             }
             let mut answers = BTreeMap::new();
             while let Some(joined) = calls.join_next().await {
-                let (node, tokens, reply) = joined.expect("an expert call does not panic");
+                let (node, tokens, sent, rtt, reply) =
+                    joined.expect("an expert call does not panic");
+                match &reply {
+                    Ok(r) => {
+                        let received = r.encoded_len() as u64;
+                        self.wire.received.fetch_add(received, Ordering::Relaxed);
+                        self.links
+                            .answered(&node, sent, received, rtt, r.timings.as_ref());
+                    }
+                    Err(_) => self.links.failed(&node, sent, rtt),
+                }
                 answers.insert(node, (tokens, reply));
             }
             let mut refresh = false;
             for (node, (tokens, reply)) in answers {
                 let reply = match reply {
-                    Ok(reply) => {
-                        self.wire
-                            .received
-                            .fetch_add(reply.encoded_len() as u64, Ordering::Relaxed);
-                        reply
-                    }
+                    Ok(reply) => reply,
                     Err(CallError::Refused {
                         code: Code::Aborted,
                         ..
@@ -446,15 +527,57 @@ impl Dispatcher {
 }
 
 /// A layer's routed experts run by the cluster: what `Model::forward_with` calls on a blocking
-/// thread of `runtime` (it waits for the nodes there).
+/// thread of `runtime` (it waits for the nodes there). With the dispatcher's prefetch layers on,
+/// each layer first predicts the next layers' experts from its gate input with their routers
+/// (`model` holds them), hints them to the nodes and scores the earlier predictions for itself.
 pub struct RemoteExperts<'a> {
-    pub dispatcher: &'a Dispatcher,
-    pub runtime: tokio::runtime::Handle,
-    pub precision: Precision,
+    dispatcher: &'a Dispatcher,
+    runtime: tokio::runtime::Handle,
+    precision: Precision,
+    model: &'a Model,
+    lookahead: Lookahead,
+}
+
+impl<'a> RemoteExperts<'a> {
+    /// One forward pass's routed experts; `model` is the one whose forward pass this is.
+    pub fn new(
+        dispatcher: &'a Dispatcher,
+        runtime: tokio::runtime::Handle,
+        precision: Precision,
+        model: &'a Model,
+    ) -> RemoteExperts<'a> {
+        RemoteExperts {
+            dispatcher,
+            runtime,
+            precision,
+            model,
+            lookahead: Lookahead::default(),
+        }
+    }
+
+    /// Predicts and hints the next `prefetch_layers` MoE layers after `layer` from `h`, the
+    /// gate input of `layer`.
+    fn predict(&mut self, layer: usize, h: &[f32], n: usize) -> moe_model::Result<()> {
+        let ahead = self.model.config().moe_layers().filter(|&l| l > layer);
+        for (i, target) in ahead.take(self.dispatcher.prefetch_layers).enumerate() {
+            let Some(block) = self.model.moe_block(target) else {
+                continue;
+            };
+            let predicted = block.route(self.model.pool(), h, n)?;
+            self.runtime
+                .block_on(self.dispatcher.hint(target, &experts_of(&predicted)));
+            self.lookahead.predict(target, i + 1, &predicted);
+        }
+        Ok(())
+    }
 }
 
 impl RoutedExperts for RemoteExperts<'_> {
     fn run(&mut self, layer: usize, h: &[f32], routes: &[Route]) -> moe_model::Result<Vec<f32>> {
+        for score in self.lookahead.score(layer, routes) {
+            self.dispatcher.accuracy.add(score);
+        }
+        self.predict(layer, h, routes.len())?;
         self.runtime
             .block_on(self.dispatcher.run_layer(layer, h, routes, self.precision))
             .map_err(|e| ModelError::RoutedExperts(e.to_string()))
@@ -463,7 +586,59 @@ impl RoutedExperts for RemoteExperts<'_> {
 
 #[cfg(test)]
 mod tests {
+    use moe_coordinator::records::{Assignment, Capacity};
+
     use super::*;
+
+    fn nodes(epochs: &[(&str, u64)]) -> Snapshot<NodeRecord> {
+        let record = |id: &str, epoch| NodeRecord {
+            id: id.into(),
+            address: format!("{id}:1"),
+            backend: "cpu".into(),
+            precisions: "f16+q4".into(),
+            capacity: Capacity {
+                ram_disk_bytes: 0,
+                host_memory_bytes: 0,
+                gpu_bytes: 0,
+                link_bytes_per_second: 0,
+            },
+            epoch,
+        };
+        Snapshot {
+            revision: 1,
+            entries: epochs
+                .iter()
+                .map(|&(id, epoch)| (id.to_string(), record(id, epoch)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_first_replica_that_loaded_the_placement_serves() {
+        let placement = Placement {
+            epoch: 2,
+            model: "m".into(),
+            layers: 1,
+            experts_per_layer: 1,
+            assignments: vec![Assignment {
+                layer: 0,
+                expert: 0,
+                nodes: vec!["a".into(), "b".into(), "c".into()],
+            }],
+        };
+        let pick = |nodes: &Snapshot<NodeRecord>, excluded: &[&str]| {
+            let excluded = excluded.iter().map(|n| n.to_string()).collect();
+            replica(&placement, nodes, 0, 0, &excluded).cloned()
+        };
+        // a has not loaded epoch 2 yet: b serves, then c when b is out.
+        let loading = nodes(&[("a", 1), ("b", 2), ("c", 2)]);
+        assert_eq!(pick(&loading, &[]).as_deref(), Some("b"));
+        assert_eq!(pick(&loading, &["b"]).as_deref(), Some("c"));
+        // Nobody has loaded it: the first replica left; none left: none.
+        let stale = nodes(&[("a", 1), ("b", 1), ("c", 1)]);
+        assert_eq!(pick(&stale, &["a"]).as_deref(), Some("b"));
+        assert_eq!(pick(&stale, &["a", "b", "c"]), None);
+    }
 
     #[test]
     fn unimportance_is_the_normalised_mass_of_heavier_experts() {

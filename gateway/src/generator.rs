@@ -186,7 +186,7 @@ impl Engine for Generator {
     fn metrics(&self) -> String {
         let stats = self.shared.lock().scheduler.stats();
         let traffic = self.dispatcher.traffic();
-        self.metrics.render(Gauges {
+        let mut text = self.metrics.render(Gauges {
             running: stats.running,
             waiting: stats.waiting,
             kv_usage: stats.kv_usage(),
@@ -195,7 +195,20 @@ impl Engine for Generator {
             expert_bytes_sent: traffic.sent_bytes,
             expert_bytes_received: traffic.received_bytes,
             expert_seconds: traffic.seconds,
-        })
+        });
+        self.dispatcher.links().render(&mut text);
+        self.dispatcher.accuracy().render(&mut text);
+        crate::metrics::header(
+            &mut text,
+            "moe:expert_prefetch_hints_total",
+            "Prefetch hints sent to expert nodes.",
+            "counter",
+        );
+        text.push_str(&format!(
+            "moe:expert_prefetch_hints_total {}\n",
+            self.dispatcher.hints()
+        ));
+        text
     }
 }
 
@@ -297,11 +310,12 @@ impl Thread {
                     }
                 })
                 .collect();
-            let mut remote = RemoteExperts {
-                dispatcher: &self.dispatcher,
-                runtime: self.runtime.clone(),
+            let mut remote = RemoteExperts::new(
+                &self.dispatcher,
+                self.runtime.clone(),
                 precision,
-            };
+                &self.model,
+            );
             let started = Instant::now();
             let result = self.model.forward_batch(&mut seqs, Some(&mut remote));
             self.metrics.step(started.elapsed().as_secs_f64());

@@ -10,9 +10,13 @@
 //! * [`metrics`]: the engine's metrics in the Prometheus text format, with vLLM's names.
 //! * [`sequence`]: one sequence's decoding: sampling, end conditions, the text streamed.
 //! * [`generator`]: the engine: continuous batching over the cluster on one generation thread.
+//! * [`links`]: per expert node, calls, bytes, round-trip times and the node's own queue and
+//!   compute time, as Prometheus series labelled by node.
 //! * [`node_client`]: one persistent stream to an expert node, shared by every call.
 //! * [`dispatch`]: one MoE layer's routed experts run on the nodes the placement names, with
 //!   retries on replicas; [`dispatch::RemoteExperts`] plugs it into the model's forward pass.
+//! * [`prediction`]: HOBBIT's stacked gating: the next layers' experts predicted from the current
+//!   gate input, for prefetch hints, and the predictions' accuracy per distance.
 //! * [`scheduler`]: continuous batching: which sequences run each step, within the KV budget.
 
 pub mod chat_template;
@@ -21,8 +25,10 @@ pub mod engine;
 pub mod generator;
 pub mod grpc;
 pub mod http;
+pub mod links;
 pub mod metrics;
 pub mod node_client;
 pub mod openai;
+pub mod prediction;
 pub mod scheduler;
 pub mod sequence;

@@ -24,6 +24,7 @@ use moe_gateway::engine::Engine;
 use moe_gateway::generator::{Generator, GeneratorConfig};
 use moe_gateway::grpc::GrpcApi;
 use moe_gateway::http::{self, HttpOptions};
+use moe_gateway::prediction::MAX_DISTANCE;
 use moe_gateway::scheduler::SchedulerConfig;
 use moe_kernels::Pool;
 use moe_model::config::served_name;
@@ -78,6 +79,11 @@ struct Config {
     /// Deadline of each expert call; a late node is replaced by a replica within the step.
     #[arg(long, env = "MOE_EXPERT_DEADLINE_MS", default_value_t = 5000)]
     expert_deadline_ms: u64,
+    /// MoE layers ahead (0 to 3) whose experts each MoE layer predicts with their routers
+    /// (HOBBIT's stacked gating) and hints to the nodes that hold them, so they stage them before
+    /// use; 0 sends no hints.
+    #[arg(long, env = "MOE_PREFETCH_LAYERS", default_value_t = 1)]
+    prefetch_layers: usize,
     /// Kernel threads for attention and the dense layers (0 = one per core).
     #[arg(long, env = "MOE_THREADS", default_value_t = 0)]
     threads: usize,
@@ -101,6 +107,9 @@ fn main() -> ExitCode {
 fn check(config: &Config) -> Result<(), String> {
     ClusterKeys::new(&config.cluster).map_err(|e| format!("--cluster: {e}"))?;
     Name::new("gateway id", &gateway_id(config)).map_err(|e| format!("--gateway-id: {e}"))?;
+    if config.prefetch_layers > MAX_DISTANCE {
+        return Err(format!("--prefetch-layers must be at most {MAX_DISTANCE}"));
+    }
     if config.stats_seconds == 0 {
         return Err("--stats-seconds must be positive".into());
     }
@@ -151,13 +160,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let nodes = Watcher::nodes(&etcd, &keys)
         .await
         .context("watching the nodes")?;
-    let dispatcher = Arc::new(Dispatcher::new(
-        placement.subscribe(),
-        nodes.subscribe(),
-        model.config().hidden_size,
-        Duration::from_millis(config.expert_deadline_ms),
-        Limits::default(),
-    ));
+    let dispatcher = Arc::new(
+        Dispatcher::new(
+            placement.subscribe(),
+            nodes.subscribe(),
+            model.config().hidden_size,
+            Duration::from_millis(config.expert_deadline_ms),
+            Limits::default(),
+        )
+        .with_prefetch_layers(config.prefetch_layers),
+    );
     let every = Duration::from_secs(config.stats_seconds);
     let id = gateway_id(&config);
     let stats = StatsPublisher::start(&etcd, &keys, &id, 3 * every)

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
-use moe_proto::expert::{ClientMessage, LayerReply, LayerRequest, client_message, server_message};
+use moe_proto::expert::{
+    ClientMessage, LayerReply, LayerRequest, PrefetchHint, client_message, server_message,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -128,6 +130,15 @@ impl NodeClient {
     /// Whether the stream is still open.
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
+    }
+
+    /// Queues a prefetch hint without waiting: a hint is advice, so one that finds the stream's
+    /// queue full or the stream closed is dropped. Returns whether it was queued.
+    pub fn hint(&self, hint: PrefetchHint) -> bool {
+        let message = ClientMessage {
+            kind: Some(client_message::Kind::Prefetch(hint)),
+        };
+        self.send.try_send(message).is_ok()
     }
 
     /// Sends `request` (its batch id is replaced by a fresh one) and waits for its reply.

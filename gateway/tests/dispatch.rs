@@ -21,6 +21,7 @@ use moe_expert_node::{PrecisionPair, store};
 use moe_gateway::dispatch::{Dispatcher, Precision, RemoteExperts};
 use moe_kernels::{Format, Pool};
 use moe_model::{LoadOptions, Logits, Model, ModelConfig};
+use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::expert_service_server::ExpertServiceServer;
 use moe_proto::tensor::Limits;
 use tokio::net::TcpListener;
@@ -179,11 +180,7 @@ fn greedy(
     let forward = |tokens: &[u32], cache: &mut moe_model::kv_cache::KvCache, want| match dispatcher
     {
         Some(d) => {
-            let mut remote = RemoteExperts {
-                dispatcher: d,
-                runtime: runtime.clone(),
-                precision: Precision::Exact,
-            };
+            let mut remote = RemoteExperts::new(d, runtime.clone(), Precision::Exact, model);
             model.forward_with(tokens, cache, want, &mut remote)
         }
         None => model.forward(tokens, cache, want),
@@ -245,7 +242,8 @@ fn setup(arch: &str) -> Setup {
         hidden,
         Duration::from_secs(5),
         Limits::default(),
-    );
+    )
+    .with_prefetch_layers(2);
     Setup {
         x,
         y,
@@ -294,7 +292,40 @@ async fn every_architecture_through_nodes_equals_the_single_process_model() {
             "{arch}: {traffic:?}"
         );
         assert!(traffic.seconds > 0.0, "{arch}: {traffic:?}");
+        // Both nodes answered, and the per-node series account for every byte.
+        let links = s.dispatcher.links().snapshot();
+        assert_eq!(links.keys().collect::<Vec<_>>(), ["x", "y"], "{arch}");
+        assert!(
+            links
+                .values()
+                .all(|l| l.calls > 0 && l.failures == 0 && l.rtt_seconds > 0.0)
+        );
+        let sent: u64 = links.values().map(|l| l.sent_bytes).sum();
+        assert_eq!(sent, traffic.sent_bytes, "{arch}");
+        // Each layer predicted the next MoE layer's experts, hinted them, and was scored.
+        let (hits, pairs) = s.dispatcher.accuracy().at(1);
+        println!("{arch}: next-layer prediction {hits} of {pairs} pairs");
+        if layers > 1 {
+            assert!(pairs > 0 && hits <= pairs, "{arch}: {hits} of {pairs}");
+            assert!(s.dispatcher.hints() > 0, "{arch}");
+            let mut received = 0;
+            for node in [&s.x, &s.y] {
+                received += node_info(node.address).await.prefetch_hints_received;
+            }
+            assert!(received > 0, "{arch}: the nodes received the hints");
+        }
     }
+}
+
+async fn node_info(address: SocketAddr) -> moe_proto::expert::NodeInfo {
+    let mut client = ExpertServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    client
+        .info(moe_proto::expert::InfoRequest {})
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,193 @@
+//! The expert nodes' links as the gateway measures them, per node: calls and failures, protobuf
+//! bytes each way, the round-trip time of each call, and the time the node says it spent
+//! queueing and computing. A round trip minus the node's queue and compute is the network and
+//! both ends' (de)serialisation: the part a faster link would shrink.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use moe_proto::expert::Timings;
+
+use crate::metrics::{Histogram, header};
+
+/// One node's calls so far.
+#[derive(Debug, Default, Clone)]
+pub struct Link {
+    pub calls: u64,
+    pub failures: u64,
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+    pub rtt: Histogram,
+    pub rtt_seconds: f64,
+    pub queue_seconds: f64,
+    pub compute_seconds: f64,
+}
+
+/// Every node's [`Link`], by node id.
+#[derive(Debug, Default)]
+pub struct Links(Mutex<BTreeMap<String, Link>>);
+
+impl Links {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Link>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(
+        &self,
+        node: &str,
+        sent: u64,
+        rtt: Duration,
+    ) -> MutexGuard<'_, BTreeMap<String, Link>> {
+        let mut links = self.lock();
+        let link = links.entry(node.to_string()).or_default();
+        link.calls += 1;
+        link.sent_bytes += sent;
+        link.rtt.observe(rtt.as_secs_f64());
+        link.rtt_seconds += rtt.as_secs_f64();
+        links
+    }
+
+    /// A call to `node` answered after `rtt` with a reply of `received` bytes.
+    pub fn answered(
+        &self,
+        node: &str,
+        sent: u64,
+        received: u64,
+        rtt: Duration,
+        timings: Option<&Timings>,
+    ) {
+        let mut links = self.record(node, sent, rtt);
+        let link = links.get_mut(node).expect("recorded above");
+        link.received_bytes += received;
+        if let Some(t) = timings {
+            link.queue_seconds += t.queue_us as f64 / 1e6;
+            link.compute_seconds += t.compute_us as f64 / 1e6;
+        }
+    }
+
+    /// A call to `node` that failed (refused, timed out or lost its stream) after `rtt`.
+    pub fn failed(&self, node: &str, sent: u64, rtt: Duration) {
+        let mut links = self.record(node, sent, rtt);
+        links.get_mut(node).expect("recorded above").failures += 1;
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, Link> {
+        self.lock().clone()
+    }
+
+    /// Every node's series in the Prometheus text format, labelled `node="<id>"`.
+    pub fn render(&self, out: &mut String) {
+        let links = self.snapshot();
+        let label = |node: &str| {
+            format!(
+                "node=\"{}\"",
+                node.replace('\\', "\\\\").replace('"', "\\\"")
+            )
+        };
+        type Value = fn(&Link) -> f64;
+        let families: [(&str, &str, &str, Value); 7] = [
+            (
+                "moe:expert_node_calls_total",
+                "Layer requests sent to the node.",
+                "counter",
+                |l| l.calls as f64,
+            ),
+            (
+                "moe:expert_node_failures_total",
+                "Layer requests the node failed, refused or did not answer in time.",
+                "counter",
+                |l| l.failures as f64,
+            ),
+            (
+                "moe:expert_node_bytes_sent_total",
+                "Protobuf bytes of layer requests sent to the node.",
+                "counter",
+                |l| l.sent_bytes as f64,
+            ),
+            (
+                "moe:expert_node_bytes_received_total",
+                "Protobuf bytes of the node's replies.",
+                "counter",
+                |l| l.received_bytes as f64,
+            ),
+            (
+                "moe:expert_node_queue_seconds_total",
+                "Time the node reports its requests waited for its compute thread.",
+                "counter",
+                |l| l.queue_seconds,
+            ),
+            (
+                "moe:expert_node_compute_seconds_total",
+                "Time the node reports computing its requests.",
+                "counter",
+                |l| l.compute_seconds,
+            ),
+            (
+                "moe:expert_node_rtt_seconds_total",
+                "Round-trip time of layer requests to the node, summed.",
+                "counter",
+                |l| l.rtt_seconds,
+            ),
+        ];
+        for (name, help, kind, value) in families {
+            header(out, name, help, kind);
+            for (node, link) in &links {
+                let _ = writeln!(out, "{name}{{{}}} {}", label(node), value(link));
+            }
+        }
+        let name = "moe:expert_node_rtt_seconds";
+        header(
+            out,
+            name,
+            "Round-trip time of layer requests to the node.",
+            "histogram",
+        );
+        for (node, link) in &links {
+            link.rtt.render_series(out, name, &label(node));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_each_nodes_series_with_its_label() {
+        let links = Links::default();
+        let timings = Timings {
+            queue_us: 1_000,
+            compute_us: 4_000,
+            load_us: 0,
+        };
+        links.answered("node-0", 100, 300, Duration::from_millis(7), Some(&timings));
+        links.answered("node-0", 100, 300, Duration::from_millis(3), None);
+        links.failed("node-1", 50, Duration::from_millis(30));
+        let mut text = String::new();
+        links.render(&mut text);
+        for line in [
+            "moe:expert_node_calls_total{node=\"node-0\"} 2",
+            "moe:expert_node_calls_total{node=\"node-1\"} 1",
+            "moe:expert_node_failures_total{node=\"node-0\"} 0",
+            "moe:expert_node_failures_total{node=\"node-1\"} 1",
+            "moe:expert_node_bytes_sent_total{node=\"node-0\"} 200",
+            "moe:expert_node_bytes_received_total{node=\"node-0\"} 600",
+            "moe:expert_node_bytes_received_total{node=\"node-1\"} 0",
+            "moe:expert_node_queue_seconds_total{node=\"node-0\"} 0.001",
+            "moe:expert_node_compute_seconds_total{node=\"node-0\"} 0.004",
+            "moe:expert_node_rtt_seconds_bucket{node=\"node-0\",le=\"0.005\"} 1",
+            "moe:expert_node_rtt_seconds_bucket{node=\"node-0\",le=\"0.01\"} 2",
+            "moe:expert_node_rtt_seconds_bucket{node=\"node-1\",le=\"0.04\"} 1",
+            "moe:expert_node_rtt_seconds_count{node=\"node-1\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        let rtt = links.snapshot()["node-0"].rtt_seconds;
+        assert!((rtt - 0.010).abs() < 1e-9, "{rtt}");
+    }
+}
