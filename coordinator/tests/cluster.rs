@@ -521,6 +521,10 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         "gw-test",
         "--stats-seconds",
         "1",
+        // Two groups per step, so every result below also checks that running a step's
+        // sequences as concurrent micro-batches changes nothing.
+        "--micro-batches",
+        "2",
     ];
     let gateway = Process::start(
         &sibling_binary("gateway", "moe-gateway"),

@@ -61,6 +61,8 @@ pub struct GeneratorConfig {
     pub name: String,
     pub max_tokens_limit: usize,
     pub scheduler: SchedulerConfig,
+    /// Groups a step's sequences are split into, run at once (1 = the whole step together).
+    pub micro_batches: usize,
 }
 
 /// The engine: the API side ([`Engine`]) of one generation thread.
@@ -105,6 +107,7 @@ impl Generator {
             runtime,
             shared: Arc::clone(&shared),
             active: HashMap::new(),
+            micro_batches: config.micro_batches.max(1),
         };
         std::thread::Builder::new()
             .name("generation".into())
@@ -221,6 +224,7 @@ struct Thread {
     runtime: tokio::runtime::Handle,
     shared: Arc<Shared>,
     active: HashMap<SeqId, Active>,
+    micro_batches: usize,
 }
 
 impl Thread {
@@ -296,10 +300,10 @@ impl Thread {
         } else {
             Precision::Auto
         };
-        let result = {
+        let results = {
             let mut by_id: HashMap<SeqId, &mut Active> =
                 self.active.iter_mut().map(|(id, a)| (*id, a)).collect();
-            let mut seqs: Vec<SequenceStep> = chunks
+            let seqs: Vec<SequenceStep> = chunks
                 .iter()
                 .map(|c| {
                     let a = by_id.remove(&c.id).expect("one chunk per sequence");
@@ -310,37 +314,29 @@ impl Thread {
                     }
                 })
                 .collect();
-            let mut remote = RemoteExperts::new(
-                &self.dispatcher,
-                self.runtime.clone(),
-                precision,
-                &self.model,
-            );
             let started = Instant::now();
-            let result = self.model.forward_batch(&mut seqs, Some(&mut remote));
+            let results = forward_micro_batches(
+                &self.model,
+                &self.dispatcher,
+                &self.runtime,
+                self.micro_batches,
+                seqs,
+                precision,
+            );
             self.metrics.step(started.elapsed().as_secs_f64());
-            result
-        };
-        let logits = match result {
-            Ok(logits) => logits,
-            Err(e) => {
-                tracing::error!(error = %e, "a model step failed; its requests fail");
-                for c in &chunks {
-                    let error = ApiError {
-                        kind: ErrorKind::ServiceUnavailable,
-                        message: format!("The expert nodes could not run this step: {e}"),
-                        param: None,
-                        code: None,
-                        retry_after_secs: Some(1),
-                    };
-                    self.fail(c.id, error);
-                }
-                return;
-            }
+            results
         };
         let mut stopped = Vec::new();
         let mut gone = Vec::new();
-        for (c, logits) in chunks.iter().zip(logits) {
+        let mut failed = Vec::new();
+        for (c, result) in chunks.iter().zip(results) {
+            let logits = match result {
+                Ok(logits) => logits,
+                Err(e) => {
+                    failed.push((c.id, e));
+                    continue;
+                }
+            };
             if !c.samples {
                 continue;
             }
@@ -377,6 +373,17 @@ impl Thread {
                 }
             }
         }
+        for (id, e) in failed {
+            tracing::error!(error = %e, "a model step failed; its requests fail");
+            let error = ApiError {
+                kind: ErrorKind::ServiceUnavailable,
+                message: format!("The expert nodes could not run this step: {e}"),
+                param: None,
+                code: None,
+                retry_after_secs: Some(1),
+            };
+            self.fail(id, error);
+        }
         let finished = {
             let mut state = self.shared.lock();
             for id in &gone {
@@ -409,5 +416,92 @@ impl Thread {
             let _ = a.events.try_send(Event::Failed(error));
         }
         self.shared.lock().scheduler.cancel(id);
+    }
+}
+
+/// One forward pass over `seqs` split into up to `micro_batches` groups that run at once,
+/// the first on this thread and the others on threads of their own, so that one group's
+/// attention overlaps the others' expert round trips. Returns per sequence its last
+/// position's logits, or its group's error (a failed group leaves its caches as they were).
+fn forward_micro_batches(
+    model: &Model,
+    dispatcher: &Dispatcher,
+    runtime: &tokio::runtime::Handle,
+    micro_batches: usize,
+    mut seqs: Vec<SequenceStep<'_>>,
+    precision: Precision,
+) -> Vec<Result<Vec<f32>, String>> {
+    let tokens: Vec<usize> = seqs.iter().map(|s| s.tokens.len()).collect();
+    let sizes = split(&tokens, micro_batches);
+    let run = |group: &mut [SequenceStep<'_>]| -> Vec<Result<Vec<f32>, String>> {
+        let mut remote = RemoteExperts::new(dispatcher, runtime.clone(), precision, model);
+        match model.forward_batch(group, Some(&mut remote)) {
+            Ok(logits) => logits.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e.to_string()); group.len()],
+        }
+    };
+    let mut groups: Vec<&mut [SequenceStep<'_>]> = Vec::with_capacity(sizes.len());
+    let mut rest = seqs.as_mut_slice();
+    for &size in &sizes {
+        let (group, tail) = rest.split_at_mut(size);
+        groups.push(group);
+        rest = tail;
+    }
+    let mut groups = groups.into_iter();
+    let Some(first) = groups.next() else {
+        return Vec::new();
+    };
+    std::thread::scope(|scope| {
+        let others: Vec<_> = groups.map(|g| scope.spawn(|| run(g))).collect();
+        let mut results = run(first);
+        for other in others {
+            results.extend(other.join().expect("a micro-batch does not panic"));
+        }
+        results
+    })
+}
+
+/// How many consecutive sequences each of at most `groups` micro-batches takes, given each
+/// sequence's tokens this step: every group at least one sequence, the groups' token counts as
+/// even as a split in order allows.
+fn split(tokens: &[usize], groups: usize) -> Vec<usize> {
+    let groups = groups.clamp(1, tokens.len().max(1));
+    let total: usize = tokens.iter().sum();
+    let mut sizes = Vec::with_capacity(groups);
+    let (mut start, mut before) = (0, 0);
+    for g in 1..groups {
+        // The group ends where the running total first reaches g / groups of all tokens, but
+        // leaves one sequence for each group after it.
+        let target = total * g / groups;
+        let mut end = start + 1;
+        let mut sum = before + tokens[start];
+        while end < tokens.len() - (groups - g) && sum < target {
+            sum += tokens[end];
+            end += 1;
+        }
+        sizes.push(end - start);
+        (start, before) = (end, sum);
+    }
+    if start < tokens.len() {
+        sizes.push(tokens.len() - start);
+    }
+    sizes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn micro_batches_split_in_order_by_tokens() {
+        assert_eq!(split(&[1, 1, 1, 1], 2), [2, 2]);
+        assert_eq!(split(&[1, 1, 1], 2), [1, 2]);
+        assert_eq!(split(&[100, 1, 1, 1], 2), [1, 3]);
+        assert_eq!(split(&[1, 1, 1, 100], 2), [3, 1]);
+        assert_eq!(split(&[5], 2), [1]);
+        assert_eq!(split(&[5, 5], 1), [2]);
+        assert_eq!(split(&[], 2), Vec::<usize>::new());
+        assert_eq!(split(&[1, 1, 1, 1, 1, 1], 3), [2, 2, 2]);
+        assert_eq!(split(&[9, 1, 1], 3), [1, 1, 1]);
     }
 }

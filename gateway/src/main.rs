@@ -73,6 +73,11 @@ struct Config {
     /// Sequences running at once at most.
     #[arg(long, env = "MOE_MAX_RUNNING", default_value_t = 64)]
     max_running: usize,
+    /// Groups each step's sequences are split into and run at once, so one group's attention
+    /// overlaps the others' expert round trips (1 = the whole step as one batch). Pays when the
+    /// gateway's own step time is a large share and the nodes have capacity to spare.
+    #[arg(long, env = "MOE_MICRO_BATCHES", default_value_t = 1)]
+    micro_batches: usize,
     /// Tokens fed to the model per step at most (decodes plus prefill chunks).
     #[arg(long, env = "MOE_MAX_BATCH_TOKENS", default_value_t = 512)]
     max_batch_tokens: usize,
@@ -107,6 +112,9 @@ fn main() -> ExitCode {
 fn check(config: &Config) -> Result<(), String> {
     ClusterKeys::new(&config.cluster).map_err(|e| format!("--cluster: {e}"))?;
     Name::new("gateway id", &gateway_id(config)).map_err(|e| format!("--gateway-id: {e}"))?;
+    if config.micro_batches == 0 {
+        return Err("--micro-batches must be at least 1".into());
+    }
     if config.prefetch_layers > MAX_DISTANCE {
         return Err(format!("--prefetch-layers must be at most {MAX_DISTANCE}"));
     }
@@ -192,6 +200,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             name,
             max_tokens_limit: config.max_tokens_limit,
             scheduler,
+            micro_batches: config.micro_batches,
         },
     )?;
     let engine: Arc<dyn Engine> = Arc::new(generator);
