@@ -67,6 +67,7 @@ fn wire(
         epoch: 0,
         reply_dtype: 0,
         per_pair: false,
+        traceparent: String::new(),
         layer: work.layer,
         tokens: Some(tensor::encode(
             &work.tokens,

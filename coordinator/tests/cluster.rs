@@ -6,7 +6,9 @@
 //! etcd restarted, everyone carries on. The times each step took are printed.
 //!
 //! A second test puts a `gateway` in front and checks that greedy completions over HTTP equal the
-//! single-process model's — one at a time, 16 at once, and after an expert node is SIGKILLed.
+//! single-process model's — one at a time, 16 at once, and after an expert node is SIGKILLed —
+//! and that the processes' spans reach an OTLP collector with the nodes' spans inside the
+//! gateway's traces.
 //!
 //! `expert-node` and `gateway` are taken from the directory `coordinator` was built into: `cargo
 //! test --workspace` (what `scripts/test.sh` runs) builds them all.
@@ -20,6 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::EtcdServer;
+use common::collector::Collector;
 use moe_coordinator::etcd::Etcd;
 use moe_coordinator::keys::ClusterKeys;
 use moe_coordinator::records::Placement;
@@ -58,9 +61,10 @@ struct Process {
 }
 
 impl Process {
-    fn start(program: &Path, args: &[String]) -> Process {
+    fn start(program: &Path, args: &[String], env: &[(&str, String)]) -> Process {
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -101,14 +105,17 @@ impl Drop for Process {
 struct Cluster {
     etcd: EtcdServer,
     shards: tempfile::TempDir,
+    /// Where every process of the cluster exports its spans.
+    collector: Collector,
 }
 
 impl Cluster {
-    /// A fresh etcd and an empty shard directory.
+    /// A fresh etcd, an empty shard directory and a trace collector.
     async fn start() -> Cluster {
         Cluster {
             etcd: EtcdServer::start().await,
             shards: tempfile::tempdir().unwrap(),
+            collector: Collector::start().await,
         }
     }
 
@@ -133,6 +140,7 @@ impl Cluster {
         Process::start(
             Path::new(env!("CARGO_BIN_EXE_coordinator")),
             &args.map(String::from),
+            &self.collector.env(),
         )
     }
 
@@ -167,6 +175,7 @@ impl Cluster {
         Process::start(
             &sibling_binary("expert-node", "moe-expert-node"),
             &args.map(String::from),
+            &self.collector.env(),
         )
     }
 
@@ -364,6 +373,7 @@ async fn coordinators_place_every_expert_and_follow_failures() {
     let cluster = Cluster {
         etcd: server,
         shards: cluster.shards,
+        collector: cluster.collector,
     };
     let f = cluster.node("f");
     let (after_restart, took) = cluster
@@ -529,6 +539,7 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
     let gateway = Process::start(
         &sibling_binary("gateway", "moe-gateway"),
         &args.map(String::from),
+        &cluster.collector.env(),
     );
     wait_ready(&gateway.address).await;
 
@@ -636,6 +647,32 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
     let hints = info(&a.address).await.prefetch_hints_received
         + info(&b.address).await.prefetch_hints_received;
     assert!(hints > 0, "the nodes received prefetch hints");
+
+    // Each expert call's span in the gateway is the parent of the node's span for it, in the
+    // same trace, across the two processes, both exported to the collector.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let joined = loop {
+        let spans = cluster.collector.spans();
+        let calls: Vec<_> = spans
+            .iter()
+            .filter(|s| s.service == "moe-gateway" && s.name == "expert_call")
+            .collect();
+        let joined = spans
+            .iter()
+            .filter(|s| s.service == "moe-expert-node" && s.name == "layer_request")
+            .filter(|s| {
+                calls
+                    .iter()
+                    .any(|c| c.trace_id == s.trace_id && c.span_id == s.parent_span_id)
+            })
+            .count();
+        if joined > 0 || Instant::now() > deadline {
+            break joined;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(joined > 0, "no node span joined a gateway trace");
+    println!("{joined} node spans joined the gateway's traces");
 
     // Node b dies: its experts are served by their replicas on a, within the same steps.
     b.kill();

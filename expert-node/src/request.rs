@@ -191,6 +191,7 @@ mod tests {
             experts,
             reply_dtype: 0,
             per_pair: false,
+            traceparent: String::new(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! answered with a `BatchError` and the stream goes on. Prefetch hints are checked on the stream's
 //! task and handed to the staging thread; they never fail a stream.
 
+use moe_service::telemetry::set_remote_parent;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -40,6 +41,9 @@ struct Job {
     reply_dtype: WireDtype,
     arrived: Instant,
     replies: Replies,
+    /// This request's span, a child of the gateway's when the request carried a traceparent;
+    /// entered while the compute thread runs it.
+    span: tracing::Span,
 }
 
 /// Work for the compute thread, in arrival order.
@@ -171,6 +175,7 @@ impl Compute {
 
     /// Runs one batch, replies, then records what ran.
     fn layer(&self, job: Job) {
+        let _running = job.span.enter();
         let started = Instant::now();
         let hidden = self.residency.catalog().hidden();
         let ran = self
@@ -313,6 +318,13 @@ impl Node {
     /// Checks, decodes, validates and queues one request; `Err` is the batch's refusal.
     fn submit(&self, loaded: &Loaded, req: &LayerRequest, replies: &Replies) -> Result<(), Status> {
         let arrived = Instant::now();
+        let span = tracing::info_span!(
+            "layer_request",
+            batch = req.batch_id,
+            layer = req.layer,
+            experts = req.experts.len()
+        );
+        set_remote_parent(&span, &req.traceparent);
         self.placement_epoch().admits(Epoch(req.epoch))?;
         let reply_dtype = reply_dtype(req)?;
         let catalog = loaded.residency.catalog();
@@ -326,6 +338,7 @@ impl Node {
             reply_dtype,
             arrived,
             replies: replies.clone(),
+            span,
         };
         loaded.jobs.try_send(Task::Layer(job)).map_err(|e| {
             self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -522,6 +535,7 @@ mod tests {
             }],
             reply_dtype: 0,
             per_pair: false,
+            traceparent: String::new(),
         }
     }
 

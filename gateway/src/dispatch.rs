@@ -23,9 +23,11 @@ use moe_model::ModelError;
 use moe_model::moe::{Route, RoutedExperts};
 use moe_proto::expert::{ExpertWork, LayerRequest, Precision as WirePrecision, PrefetchHint};
 use moe_proto::tensor::{self, Limits, WireDtype};
+use moe_service::telemetry::traceparent;
 use prost::Message;
 use tokio::sync::{Mutex, watch};
 use tonic::Code;
+use tracing::Instrument;
 
 use crate::links::Links;
 use crate::node_client::{CallError, NodeClient};
@@ -146,6 +148,7 @@ fn request(
         experts: work,
         reply_dtype: moe_proto::expert::Dtype::F32 as i32,
         per_pair,
+        traceparent: String::new(),
     };
     (request, tokens)
 }
@@ -354,7 +357,11 @@ impl Dispatcher {
         precision: Precision,
     ) -> Result<Vec<f32>, DispatchError> {
         let started = std::time::Instant::now();
-        let out = self.dispatch_layer(layer, h, routes, precision).await;
+        let span = tracing::info_span!("layer", layer, tokens = routes.len(), ?precision);
+        let out = self
+            .dispatch_layer(layer, h, routes, precision)
+            .instrument(span)
+            .await;
         self.wire
             .nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -414,19 +421,29 @@ impl Dispatcher {
                     .iter()
                     .map(|e| (*e, remaining[e].as_slice()))
                     .collect();
-                let (req, tokens) = request(layer, placement.epoch, h, hidden, &work, per_pair);
+                let (mut req, tokens) = request(layer, placement.epoch, h, hidden, &work, per_pair);
+                let span = tracing::info_span!(
+                    "expert_call",
+                    node = %node,
+                    experts = work.len(),
+                    rows = tokens.len()
+                );
+                req.traceparent = traceparent(&span);
                 let sent = req.encoded_len() as u64;
                 self.wire.sent.fetch_add(sent, Ordering::Relaxed);
                 let (node, deadline) = (node.clone(), self.deadline);
                 let client = self.client(&node).await;
-                calls.spawn(async move {
-                    let called = std::time::Instant::now();
-                    let reply = match client {
-                        Ok(client) => client.call(req, deadline).await,
-                        Err(e) => Err(e),
-                    };
-                    (node, tokens, sent, called.elapsed(), reply)
-                });
+                calls.spawn(
+                    async move {
+                        let called = std::time::Instant::now();
+                        let reply = match client {
+                            Ok(client) => client.call(req, deadline).await,
+                            Err(e) => Err(e),
+                        };
+                        (node, tokens, sent, called.elapsed(), reply)
+                    }
+                    .instrument(span),
+                );
             }
             let mut answers = BTreeMap::new();
             while let Some(joined) = calls.join_next().await {

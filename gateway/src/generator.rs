@@ -315,6 +315,9 @@ impl Thread {
                 })
                 .collect();
             let started = Instant::now();
+            let tokens: usize = chunks.iter().map(|c| c.tokens).sum();
+            let span = tracing::info_span!("step", sequences = chunks.len(), tokens);
+            let _step = span.enter();
             let results = forward_micro_batches(
                 &self.model,
                 &self.dispatcher,
@@ -451,8 +454,11 @@ fn forward_micro_batches(
     let Some(first) = groups.next() else {
         return Vec::new();
     };
+    let step = tracing::Span::current();
     std::thread::scope(|scope| {
-        let others: Vec<_> = groups.map(|g| scope.spawn(|| run(g))).collect();
+        let others: Vec<_> = groups
+            .map(|g| scope.spawn(|| step.in_scope(|| run(g))))
+            .collect();
         let mut results = run(first);
         for other in others {
             results.extend(other.join().expect("a micro-batch does not panic"));

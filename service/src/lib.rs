@@ -1,10 +1,14 @@
 //! What the server binaries (`expert-node`, `coordinator`, `gateway`) share around their own
-//! work: logs to stderr (`RUST_LOG`, default `info`), exit status 64 for a bad configuration, a
-//! multi-threaded runtime, `error: ...` and a failure status when the work fails, and the
-//! shutdown signal (SIGTERM or Ctrl-C).
+//! work: logs to stderr (`RUST_LOG`, default `info`) and traces over OTLP ([`telemetry`]), exit
+//! status 64 for a bad configuration, a multi-threaded runtime, `error: ...` and a failure
+//! status when the work fails, and the shutdown signal (SIGTERM or Ctrl-C).
 
 use std::future::Future;
 use std::process::ExitCode;
+
+pub mod telemetry;
+
+use telemetry::Telemetry;
 
 /// Exit status for a configuration refused before anything started (`EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
@@ -15,19 +19,6 @@ pub fn main<C, F>(check: impl FnOnce() -> Result<C, String>, run: impl FnOnce(C)
 where
     F: Future<Output = anyhow::Result<()>>,
 {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let checked = match check() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -38,7 +29,17 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(checked)) {
+    let telemetry = Telemetry::init(&runtime);
+    let checked = match check() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let result = runtime.block_on(run(checked));
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

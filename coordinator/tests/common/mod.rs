@@ -6,6 +6,8 @@
 //! etcd.
 #![allow(dead_code)] // each test binary uses a part of the harness
 
+pub mod collector;
+
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -56,6 +56,7 @@ pub fn request(
         experts,
         reply_dtype: 0,
         per_pair: false,
+        traceparent: String::new(),
     }
 }
 
