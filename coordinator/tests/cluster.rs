@@ -614,6 +614,17 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         .find_map(|l| l.strip_prefix("moe:generation_tokens_total "))
         .and_then(|v| v.parse::<u64>().ok());
     assert_eq!(generated, Some(completion_tokens), "{metrics}");
+    // Every finished sequence gives its KV blocks back (the engine drops a sequence just after
+    // sending its last event, so the count may lag the responses by a moment).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = get_text(&gateway.address, "/metrics").await.unwrap();
+        if now.lines().any(|l| l == "moe:kv_cache_blocks_in_use 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "KV blocks still held:\n{now}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Per-node series for both nodes, and the next layer's experts predicted and hinted.
     let series = |name: &str| -> Vec<(String, f64)> {
         metrics

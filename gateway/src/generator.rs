@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use moe_model::kv_cache::KvCache;
+use moe_model::kv_cache::{BlockPool, KvCache};
 use moe_model::{Logits, Model, SequenceStep, Tokenizer};
 use tokio::sync::mpsc;
 
@@ -68,6 +68,7 @@ pub struct GeneratorConfig {
 /// The engine: the API side ([`Engine`]) of one generation thread.
 pub struct Generator {
     metrics: Arc<Metrics>,
+    kv: Arc<BlockPool>,
     name: String,
     context: usize,
     max_tokens_limit: usize,
@@ -88,6 +89,8 @@ impl Generator {
         runtime: tokio::runtime::Handle,
         config: GeneratorConfig,
     ) -> std::io::Result<Generator> {
+        let kv =
+            model.new_block_pool(config.scheduler.block_tokens * config.scheduler.total_blocks);
         let scheduler = Scheduler::new(config.scheduler)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let shared = Arc::new(Shared {
@@ -108,12 +111,14 @@ impl Generator {
             shared: Arc::clone(&shared),
             active: HashMap::new(),
             micro_batches: config.micro_batches.max(1),
+            kv: Arc::clone(&kv),
         };
         std::thread::Builder::new()
             .name("generation".into())
             .spawn(move || thread.run())?;
         Ok(Generator {
             metrics,
+            kv,
             name: config.name,
             context,
             max_tokens_limit: config.max_tokens_limit,
@@ -193,6 +198,7 @@ impl Engine for Generator {
             running: stats.running,
             waiting: stats.waiting,
             kv_usage: stats.kv_usage(),
+            kv_blocks_in_use: self.kv.blocks_in_use(),
             preemptions: stats.preemptions,
             expert_retries: self.dispatcher.retries(),
             expert_bytes_sent: traffic.sent_bytes,
@@ -225,6 +231,8 @@ struct Thread {
     shared: Arc<Shared>,
     active: HashMap<SeqId, Active>,
     micro_batches: usize,
+    /// The KV memory every sequence's cache takes its blocks from: the scheduler's budget.
+    kv: Arc<BlockPool>,
 }
 
 impl Thread {
@@ -251,7 +259,7 @@ impl Thread {
             }
             for id in &step.preempted {
                 if let Some(a) = self.active.get_mut(id) {
-                    a.cache = self.model.new_cache();
+                    a.cache = self.model.new_cache_in(&self.kv);
                 }
             }
             if !step.is_empty() {
@@ -272,7 +280,7 @@ impl Thread {
                     prompt_tokens: job.prompt.len(),
                     tokens: job.prompt,
                     decoding,
-                    cache: self.model.new_cache(),
+                    cache: self.model.new_cache_in(&self.kv),
                     events,
                 };
                 self.active.insert(id, active);

@@ -92,6 +92,8 @@ pub struct Gauges {
     pub waiting: usize,
     /// Fraction of the KV budget in use, 0 to 1.
     pub kv_usage: f64,
+    /// KV blocks held by sequences' caches now (the memory behind `kv_usage`).
+    pub kv_blocks_in_use: usize,
     pub preemptions: u64,
     pub expert_retries: u64,
     /// Protobuf bytes of layer requests sent to nodes and replies received.
@@ -174,6 +176,12 @@ impl Metrics {
             "moe:kv_cache_usage_perc",
             "Fraction of the KV cache budget in use.",
             gauges.kv_usage,
+        );
+        gauge(
+            &mut out,
+            "moe:kv_cache_blocks_in_use",
+            "KV cache blocks held by sequences.",
+            gauges.kv_blocks_in_use as f64,
         );
         counter(
             &mut out,
@@ -286,6 +294,7 @@ mod tests {
             running: 2,
             waiting: 1,
             kv_usage: 0.25,
+            kv_blocks_in_use: 7,
             preemptions: 0,
             expert_retries: 3,
             expert_bytes_sent: 1000,
@@ -296,6 +305,7 @@ mod tests {
             "moe:num_requests_running 2",
             "moe:num_requests_waiting 1",
             "moe:kv_cache_usage_perc 0.25",
+            "moe:kv_cache_blocks_in_use 7",
             "moe:expert_call_retries_total 3",
             "moe:expert_bytes_sent_total 1000",
             "moe:expert_bytes_received_total 2000",

@@ -40,6 +40,7 @@
 //! it prefills prompt and generated tokens again from position 0. The oldest sequence is never preempted while others run, so it always progresses.
 //! A step that preempted admits nobody, so a victim is not readmitted only to be evicted again.
 
+use moe_model::kv_cache::BLOCK_POSITIONS;
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -81,7 +82,7 @@ impl SchedulerConfig {
     /// running, 512 tokens per step, a prompt chunk as large as the step.
     pub fn new(total_blocks: usize) -> Self {
         Self {
-            block_tokens: 16,
+            block_tokens: BLOCK_POSITIONS,
             total_blocks,
             max_waiting: 256,
             max_running: 64,

@@ -151,7 +151,6 @@ impl Attention {
             rope.apply(&mut k[t * kv_dim..(t + 1) * kv_dim], pos0 + t);
         }
         cache.append(layer, &k, &v);
-        let (keys, values) = cache.layer(layer);
 
         let group = self.num_heads / self.num_kv_heads;
         let scale = 1.0 / (self.head_dim as f32).sqrt();
@@ -165,13 +164,13 @@ impl Attention {
                 let qh = &q[t * q_dim + head * self.head_dim..][..self.head_dim];
                 scores.clear();
                 scores.extend((first..=pos).map(|j| {
-                    let kh = &keys[j * kv_dim + kv_off..][..self.head_dim];
+                    let kh = &cache.key(layer, j)[kv_off..][..self.head_dim];
                     dot(qh, kh) * scale
                 }));
                 softmax(&mut scores);
                 let oh = &mut out[t * q_dim + head * self.head_dim..][..self.head_dim];
                 for (j, &w) in (first..=pos).zip(&scores) {
-                    let vh = &values[j * kv_dim + kv_off..][..self.head_dim];
+                    let vh = &cache.value(layer, j)[kv_off..][..self.head_dim];
                     for (o, x) in oh.iter_mut().zip(vh) {
                         *o += w * x;
                     }

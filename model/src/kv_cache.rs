@@ -1,25 +1,113 @@
-//! The key/value cache of one sequence: per layer, the rotated keys and the values of every past
-//! position, in f32, growing up to a fixed capacity.
+//! Key/value caches in fixed-size blocks, as vLLM pages them. A [`BlockPool`] is the KV memory
+//! that sequences share, in blocks of [`BLOCK_POSITIONS`] positions, each holding those
+//! positions' rotated keys and values for every layer (f32). A sequence's [`KvCache`] holds the
+//! blocks its positions live in: it takes blocks from the pool as it grows (never copying what it
+//! has), gives back the ones past its length when truncated, and all of them when dropped. A pool
+//! never holds more than its budget: a cache that cannot get a block fails with
+//! [`ModelError::KvCacheFull`] and keeps what it had.
+
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{ModelError, Result};
 
-#[derive(Debug, Clone)]
-pub struct KvCache {
+/// Positions per block.
+pub const BLOCK_POSITIONS: usize = 16;
+
+/// One block: `[layer][keys, values][position in block][kv_dim]`.
+type Block = Box<[f32]>;
+
+/// KV memory shared by sequences, in blocks, bounded by a budget.
+#[derive(Debug)]
+pub struct BlockPool {
+    layers: usize,
     kv_dim: usize,
-    capacity: usize,
+    max_blocks: usize,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    /// Blocks given back, reused before any new one is allocated.
+    free: Vec<Block>,
+    /// Blocks allocated so far (held by caches or free).
+    allocated: usize,
+}
+
+impl BlockPool {
+    /// A pool for a model of `layers` layers and `kv_dim` key (and value) values per position,
+    /// holding at most `max_positions` positions (rounded up to whole blocks). Blocks are
+    /// allocated as first needed and reused afterwards.
+    pub fn new(layers: usize, kv_dim: usize, max_positions: usize) -> Arc<BlockPool> {
+        Arc::new(BlockPool {
+            layers,
+            kv_dim,
+            max_blocks: max_positions.div_ceil(BLOCK_POSITIONS),
+            state: Mutex::new(PoolState::default()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn block_len(&self) -> usize {
+        self.layers * 2 * BLOCK_POSITIONS * self.kv_dim
+    }
+
+    fn take(&self) -> Option<Block> {
+        let mut state = self.lock();
+        if let Some(block) = state.free.pop() {
+            return Some(block);
+        }
+        if state.allocated == self.max_blocks {
+            return None;
+        }
+        state.allocated += 1;
+        drop(state);
+        Some(vec![0.0; self.block_len()].into_boxed_slice())
+    }
+
+    fn give(&self, blocks: impl IntoIterator<Item = Block>) {
+        self.lock().free.extend(blocks);
+    }
+
+    /// Blocks the pool may hold.
+    pub fn max_blocks(&self) -> usize {
+        self.max_blocks
+    }
+
+    /// Blocks held by caches now.
+    pub fn blocks_in_use(&self) -> usize {
+        let state = self.lock();
+        state.allocated - state.free.len()
+    }
+}
+
+/// One sequence's keys and values, in blocks of its pool.
+#[derive(Debug)]
+pub struct KvCache {
+    pool: Arc<BlockPool>,
+    blocks: Vec<Block>,
+    /// Positions committed by [`KvCache::advance`].
     len: usize,
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    /// The model's context: positions this cache may ever hold.
+    capacity: usize,
+}
+
+impl Drop for KvCache {
+    fn drop(&mut self) {
+        self.pool.give(self.blocks.drain(..));
+    }
 }
 
 impl KvCache {
-    pub fn new(num_layers: usize, kv_dim: usize, capacity: usize) -> KvCache {
+    /// An empty cache of at most `capacity` positions, its blocks from `pool`.
+    pub fn new(pool: Arc<BlockPool>, capacity: usize) -> KvCache {
         KvCache {
-            kv_dim,
-            capacity,
+            pool,
+            blocks: Vec::new(),
             len: 0,
-            keys: vec![Vec::new(); num_layers],
-            values: vec![Vec::new(); num_layers],
+            capacity,
         }
     }
 
@@ -36,30 +124,73 @@ impl KvCache {
         self.capacity
     }
 
-    /// Checks that `n` more positions fit.
-    pub fn reserve(&self, n: usize) -> Result<()> {
-        if self.len + n > self.capacity {
+    pub fn kv_dim(&self) -> usize {
+        self.pool.kv_dim
+    }
+
+    /// Blocks this cache holds.
+    pub fn blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Makes room for `n` more positions: checks the context and takes the blocks they need.
+    /// On failure the cache is as it was.
+    pub fn reserve(&mut self, n: usize) -> Result<()> {
+        let needed = self.len + n;
+        if needed > self.capacity {
             return Err(ModelError::ContextOverflow {
-                len: self.len + n,
+                len: needed,
                 max: self.capacity,
             });
+        }
+        let held = self.blocks.len();
+        while self.blocks.len() * BLOCK_POSITIONS < needed {
+            match self.pool.take() {
+                Some(block) => self.blocks.push(block),
+                None => {
+                    self.pool.give(self.blocks.drain(held..));
+                    return Err(ModelError::KvCacheFull {
+                        blocks: self.pool.max_blocks,
+                    });
+                }
+            }
         }
         Ok(())
     }
 
-    /// Appends `n` positions of keys and values to `layer` (the cache length moves on `advance`).
+    /// Where position `pos`'s keys (`values` false) or values of `layer` start in its block.
+    fn offset(&self, layer: usize, values: bool, pos: usize) -> (usize, usize) {
+        let kv_dim = self.pool.kv_dim;
+        let half = BLOCK_POSITIONS * kv_dim;
+        let at = (2 * layer + usize::from(values)) * half + (pos % BLOCK_POSITIONS) * kv_dim;
+        (pos / BLOCK_POSITIONS, at)
+    }
+
+    /// Writes the keys and values of the positions `len()..len() + n` of `layer`
+    /// (`[n, kv_dim]` each), reserved beforehand; they count once [`KvCache::advance`] commits
+    /// them.
     pub fn append(&mut self, layer: usize, keys: &[f32], values: &[f32]) {
-        self.keys[layer].extend_from_slice(keys);
-        self.values[layer].extend_from_slice(values);
+        let kv_dim = self.pool.kv_dim;
+        let rows = keys.chunks_exact(kv_dim).zip(values.chunks_exact(kv_dim));
+        for (i, (k, v)) in rows.enumerate() {
+            let pos = self.len + i;
+            let (block, at) = self.offset(layer, false, pos);
+            self.blocks[block][at..at + kv_dim].copy_from_slice(k);
+            let (block, at) = self.offset(layer, true, pos);
+            self.blocks[block][at..at + kv_dim].copy_from_slice(v);
+        }
     }
 
-    /// Keys and values of `layer`, `[positions, kv_dim]` each, including appended positions.
-    pub fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
-        (&self.keys[layer], &self.values[layer])
+    /// The keys of position `pos` of `layer` (`kv_dim` values).
+    pub fn key(&self, layer: usize, pos: usize) -> &[f32] {
+        let (block, at) = self.offset(layer, false, pos);
+        &self.blocks[block][at..at + self.pool.kv_dim]
     }
 
-    pub fn kv_dim(&self) -> usize {
-        self.kv_dim
+    /// The values of position `pos` of `layer` (`kv_dim` values).
+    pub fn value(&self, layer: usize, pos: usize) -> &[f32] {
+        let (block, at) = self.offset(layer, true, pos);
+        &self.blocks[block][at..at + self.pool.kv_dim]
     }
 
     /// Commits `n` appended positions.
@@ -67,13 +198,86 @@ impl KvCache {
         self.len += n;
     }
 
-    /// Drops positions from `len` on (e.g. to reuse a prompt prefix).
+    /// Drops positions from `len` on and gives back the blocks no longer needed.
     pub fn truncate(&mut self, len: usize) {
-        let len = len.min(self.len);
-        for layer in 0..self.keys.len() {
-            self.keys[layer].truncate(len * self.kv_dim);
-            self.values[layer].truncate(len * self.kv_dim);
+        self.len = len.min(self.len);
+        let keep = self.len.div_ceil(BLOCK_POSITIONS);
+        self.pool
+            .give(self.blocks.drain(keep.min(self.blocks.len())..));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(n: usize, kv_dim: usize, base: f32) -> Vec<f32> {
+        (0..n * kv_dim).map(|i| base + i as f32).collect()
+    }
+
+    #[test]
+    fn positions_span_blocks_and_read_back_per_layer() {
+        let pool = BlockPool::new(2, 3, 64);
+        let mut cache = KvCache::new(Arc::clone(&pool), 64);
+        for (n, base) in [(5, 0.0), (20, 1000.0)] {
+            cache.reserve(n).unwrap();
+            cache.append(0, &rows(n, 3, base), &rows(n, 3, base + 500.0));
+            cache.append(1, &rows(n, 3, -base), &rows(n, 3, -base - 500.0));
+            cache.advance(n);
         }
-        self.len = len;
+        assert_eq!((cache.len(), cache.blocks()), (25, 2));
+        assert_eq!(cache.key(0, 0), [0.0, 1.0, 2.0]);
+        assert_eq!(cache.value(0, 4), [512.0, 513.0, 514.0]);
+        // Position 17 is the 13th of the second append, in the second block.
+        assert_eq!(cache.key(0, 17), [1036.0, 1037.0, 1038.0]);
+        assert_eq!(cache.key(1, 17), [-964.0, -963.0, -962.0]);
+        assert_eq!(cache.value(1, 24), [-1443.0, -1442.0, -1441.0]);
+        assert_eq!(pool.blocks_in_use(), 2);
+    }
+
+    #[test]
+    fn a_full_pool_refuses_and_the_cache_keeps_what_it_had() {
+        let pool = BlockPool::new(1, 2, 40);
+        assert_eq!(pool.max_blocks(), 3);
+        let mut a = KvCache::new(Arc::clone(&pool), 100);
+        let mut b = KvCache::new(Arc::clone(&pool), 100);
+        a.reserve(20).unwrap();
+        a.advance(20);
+        let refused = b.reserve(17);
+        assert!(
+            matches!(refused, Err(ModelError::KvCacheFull { blocks: 3 })),
+            "{refused:?}"
+        );
+        assert_eq!((b.blocks(), pool.blocks_in_use()), (0, 2));
+        b.reserve(16).unwrap();
+        assert_eq!(pool.blocks_in_use(), 3);
+        let overflow = a.reserve(81);
+        assert!(matches!(
+            overflow,
+            Err(ModelError::ContextOverflow { len: 101, max: 100 })
+        ));
+    }
+
+    #[test]
+    fn truncating_and_dropping_give_blocks_back_for_reuse() {
+        let pool = BlockPool::new(1, 2, 64);
+        let mut a = KvCache::new(Arc::clone(&pool), 64);
+        a.reserve(40).unwrap();
+        a.advance(40);
+        assert_eq!(pool.blocks_in_use(), 3);
+        a.truncate(17);
+        assert_eq!((a.len(), a.blocks(), pool.blocks_in_use()), (17, 2, 2));
+        a.truncate(0);
+        assert_eq!((a.blocks(), pool.blocks_in_use()), (0, 0));
+        a.reserve(33).unwrap();
+        drop(a);
+        assert_eq!(pool.blocks_in_use(), 0);
+        let mut b = KvCache::new(Arc::clone(&pool), 64);
+        b.reserve(64).unwrap();
+        assert_eq!(
+            pool.blocks_in_use(),
+            4,
+            "freed blocks are reused within the budget"
+        );
     }
 }

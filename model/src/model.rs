@@ -12,7 +12,7 @@ use crate::attention::Attention;
 use crate::checkpoint::Checkpoint;
 use crate::config::{FeedForward, ModelConfig, config_path};
 use crate::error::{ModelError, Result};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{BlockPool, KvCache};
 use crate::layout::{ExpertMatrix, Layout};
 use crate::moe::{Expert, MoeBlock, RoutedExperts};
 use crate::ops::{add_assign, rms_norm};
@@ -165,9 +165,19 @@ impl Model {
         self.max_context
     }
 
-    /// An empty cache for one sequence.
+    /// An empty cache for one sequence, with a pool of its own for the whole context.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.cfg.num_layers, self.cfg.kv_dim(), self.max_context)
+        self.new_cache_in(&self.new_block_pool(self.max_context))
+    }
+
+    /// KV memory for `max_positions` positions, in blocks, for caches to share.
+    pub fn new_block_pool(&self, max_positions: usize) -> Arc<BlockPool> {
+        BlockPool::new(self.cfg.num_layers, self.cfg.kv_dim(), max_positions)
+    }
+
+    /// An empty cache for one sequence, its blocks from `pool`.
+    pub fn new_cache_in(&self, pool: &Arc<BlockPool>) -> KvCache {
+        KvCache::new(Arc::clone(pool), self.max_context)
     }
 
     /// The routed experts of `layer`, or `None` for a dense layer.
@@ -312,9 +322,17 @@ impl Model {
                 ));
             }
             self.check_tokens(step.tokens)?;
-            step.cache.reserve(step.tokens.len())?;
         }
         let starts: Vec<usize> = steps.iter().map(|s| s.cache.len()).collect();
+        for i in 0..steps.len() {
+            let n = steps[i].tokens.len();
+            if let Err(e) = steps[i].cache.reserve(n) {
+                for (step, &pos0) in steps[..i].iter_mut().zip(&starts) {
+                    step.cache.truncate(pos0);
+                }
+                return Err(e);
+            }
+        }
         let xs = self.layers_forward(steps, routed);
         let xs = match xs {
             Ok(xs) => xs,
