@@ -1,6 +1,7 @@
 //! Running one MoE layer's routed experts on the expert nodes that hold them. The (token,
-//! expert, gate weight) pairs are grouped by the node the placement names for each expert (its
-//! first live replica that has loaded the placement, else its first live replica), and each
+//! expert, gate weight) pairs are grouped by the node chosen for each expert among its replicas
+//! (loaded the placement, then no recent failure, then fewest calls in flight, then the
+//! placement's order), and each
 //! node gets **one message for the layer**: the token rows its pairs need, once, and per expert
 //! the rows, weights, HOBBIT unimportance scores and precision. The nodes' per-token weighted
 //! sums are added up in node-id order (for `exact` requests, each pair's output instead, added
@@ -29,7 +30,7 @@ use tokio::sync::{Mutex, watch};
 use tonic::Code;
 use tracing::Instrument;
 
-use crate::links::Links;
+use crate::links::{Health, Links};
 use crate::node_client::{CallError, NodeClient};
 use crate::prediction::{Accuracy, Lookahead, MAX_DISTANCE, experts_of};
 
@@ -153,25 +154,30 @@ fn request(
     (request, tokens)
 }
 
-/// The node to send `expert` of `layer` to: its first replica not `excluded` that has loaded
-/// the placement, else its first replica not excluded. The placement's order of replicas is the
-/// coordinator's choice of primary; the others take over when it fails.
+/// The node to send `expert` of `layer` to, among its replicas not `excluded`: one that has
+/// loaded the placement before one that has not, then one whose calls have not failed lately,
+/// then the one with the fewest calls in flight, then the placement's order (the coordinator's
+/// choice of primary). Under light load with healthy nodes that is always the first replica;
+/// a replica takes over from a busy or failing one.
 fn replica<'p>(
     placement: &'p Placement,
     nodes: &Snapshot<NodeRecord>,
+    health: &dyn Fn(&str) -> Health,
     layer: usize,
     expert: usize,
     excluded: &BTreeSet<String>,
 ) -> Option<&'p String> {
-    let mut candidates = placement
+    placement
         .nodes(layer as u32, expert as u32)
         .iter()
-        .filter(|n| !excluded.contains(*n));
-    let loaded = |n: &&String| nodes.get(n).is_some_and(|r| r.epoch >= placement.epoch);
-    candidates
-        .clone()
-        .find(loaded)
-        .or_else(|| candidates.next())
+        .filter(|n| !excluded.contains(*n))
+        .enumerate()
+        .min_by_key(|(order, n)| {
+            let loaded = nodes.get(n).is_some_and(|r| r.epoch >= placement.epoch);
+            let h = health(n);
+            (!loaded, h.failed_recently, h.in_flight, *order)
+        })
+        .map(|(_, n)| n)
 }
 
 /// The gateway's view of the expert nodes, and its streams to them.
@@ -277,7 +283,9 @@ impl Dispatcher {
         {
             let nodes = self.nodes.borrow();
             for &expert in experts {
-                if let Some(node) = replica(&placement, &nodes, layer, expert, &BTreeSet::new()) {
+                let health = |n: &str| self.links.health(n);
+                let none = BTreeSet::new();
+                if let Some(node) = replica(&placement, &nodes, &health, layer, expert, &none) {
                     by_node.entry(node.clone()).or_default().push(expert as u32);
                 }
             }
@@ -397,7 +405,9 @@ impl Dispatcher {
         'layer: while !remaining.is_empty() {
             let mut by_node: BTreeMap<String, Vec<usize>> = BTreeMap::new();
             for &expert in remaining.keys() {
-                let chosen = replica(&placement, &self.nodes.borrow(), layer, expert, &excluded);
+                let health = |n: &str| self.links.health(n);
+                let nodes = self.nodes.borrow();
+                let chosen = replica(&placement, &nodes, &health, layer, expert, &excluded);
                 let Some(node) = chosen.cloned() else {
                     // Replicas still loading get a little time, within the call deadline.
                     if !loading.is_empty() && started.elapsed() < self.deadline {
@@ -431,6 +441,7 @@ impl Dispatcher {
                 req.traceparent = traceparent(&span);
                 let sent = req.encoded_len() as u64;
                 self.wire.sent.fetch_add(sent, Ordering::Relaxed);
+                self.links.started(node);
                 let (node, deadline) = (node.clone(), self.deadline);
                 let client = self.client(&node).await;
                 calls.spawn(
@@ -631,7 +642,7 @@ mod tests {
     }
 
     #[test]
-    fn the_first_replica_that_loaded_the_placement_serves() {
+    fn replicas_are_chosen_by_loading_health_load_and_order() {
         let placement = Placement {
             epoch: 2,
             model: "m".into(),
@@ -643,18 +654,42 @@ mod tests {
                 nodes: vec!["a".into(), "b".into(), "c".into()],
             }],
         };
-        let pick = |nodes: &Snapshot<NodeRecord>, excluded: &[&str]| {
-            let excluded = excluded.iter().map(|n| n.to_string()).collect();
-            replica(&placement, nodes, 0, 0, &excluded).cloned()
-        };
+        let pick =
+            |nodes: &Snapshot<NodeRecord>, health: &[(&str, usize, bool)], excluded: &[&str]| {
+                let excluded = excluded.iter().map(|n| n.to_string()).collect();
+                let health = |n: &str| {
+                    health.iter().find(|(id, _, _)| *id == n).map_or(
+                        Health::default(),
+                        |&(_, in_flight, failed_recently)| Health {
+                            in_flight,
+                            failed_recently,
+                        },
+                    )
+                };
+                replica(&placement, nodes, &health, 0, 0, &excluded).cloned()
+            };
+        let loaded = nodes(&[("a", 2), ("b", 2), ("c", 2)]);
+        assert_eq!(pick(&loaded, &[], &[]).as_deref(), Some("a"));
+        assert_eq!(pick(&loaded, &[("a", 1, false)], &[]).as_deref(), Some("b"));
+        assert_eq!(pick(&loaded, &[("a", 0, true)], &[]).as_deref(), Some("b"));
+        assert_eq!(
+            pick(
+                &loaded,
+                &[("a", 0, true), ("b", 3, false), ("c", 1, false)],
+                &[]
+            )
+            .as_deref(),
+            Some("c")
+        );
         // a has not loaded epoch 2 yet: b serves, then c when b is out.
         let loading = nodes(&[("a", 1), ("b", 2), ("c", 2)]);
-        assert_eq!(pick(&loading, &[]).as_deref(), Some("b"));
-        assert_eq!(pick(&loading, &["b"]).as_deref(), Some("c"));
+        assert_eq!(pick(&loading, &[], &[]).as_deref(), Some("b"));
+        assert_eq!(pick(&loading, &[("b", 0, true)], &[]).as_deref(), Some("c"));
+        assert_eq!(pick(&loading, &[], &["b"]).as_deref(), Some("c"));
         // Nobody has loaded it: the first replica left; none left: none.
         let stale = nodes(&[("a", 1), ("b", 1), ("c", 1)]);
-        assert_eq!(pick(&stale, &["a"]).as_deref(), Some("b"));
-        assert_eq!(pick(&stale, &["a", "b", "c"]), None);
+        assert_eq!(pick(&stale, &[], &["a"]).as_deref(), Some("b"));
+        assert_eq!(pick(&stale, &[], &["a", "b", "c"]), None);
     }
 
     #[test]

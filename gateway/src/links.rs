@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use moe_proto::expert::Timings;
 
@@ -23,6 +23,21 @@ pub struct Link {
     pub rtt_seconds: f64,
     pub queue_seconds: f64,
     pub compute_seconds: f64,
+    /// Calls sent and not yet answered or failed.
+    pub in_flight: usize,
+    /// When the last call failed.
+    pub last_failure: Option<Instant>,
+}
+
+/// How long a node whose call failed is tried only after its healthy replicas.
+pub const UNHEALTHY_FOR: Duration = Duration::from_secs(10);
+
+/// What choosing between a node's replicas looks at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Health {
+    pub in_flight: usize,
+    /// A call failed within [`UNHEALTHY_FOR`].
+    pub failed_recently: bool,
 }
 
 /// Every node's [`Link`], by node id.
@@ -34,6 +49,19 @@ impl Links {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A call to `node` is on its way.
+    pub fn started(&self, node: &str) {
+        self.lock().entry(node.to_string()).or_default().in_flight += 1;
+    }
+
+    /// `node`'s load and health now.
+    pub fn health(&self, node: &str) -> Health {
+        self.lock().get(node).map_or(Health::default(), |l| Health {
+            in_flight: l.in_flight,
+            failed_recently: l.last_failure.is_some_and(|t| t.elapsed() < UNHEALTHY_FOR),
+        })
+    }
+
     fn record(
         &self,
         node: &str,
@@ -42,6 +70,7 @@ impl Links {
     ) -> MutexGuard<'_, BTreeMap<String, Link>> {
         let mut links = self.lock();
         let link = links.entry(node.to_string()).or_default();
+        link.in_flight = link.in_flight.saturating_sub(1);
         link.calls += 1;
         link.sent_bytes += sent;
         link.rtt.observe(rtt.as_secs_f64());
@@ -70,7 +99,9 @@ impl Links {
     /// A call to `node` that failed (refused, timed out or lost its stream) after `rtt`.
     pub fn failed(&self, node: &str, sent: u64, rtt: Duration) {
         let mut links = self.record(node, sent, rtt);
-        links.get_mut(node).expect("recorded above").failures += 1;
+        let link = links.get_mut(node).expect("recorded above");
+        link.failures += 1;
+        link.last_failure = Some(Instant::now());
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, Link> {
@@ -187,7 +218,20 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+        assert_eq!(links.health("node-0"), Health::default());
+        assert_eq!(
+            links.health("node-1"),
+            Health {
+                in_flight: 0,
+                failed_recently: true
+            }
+        );
+        links.started("node-0");
+        links.started("node-0");
+        assert_eq!(links.health("node-0").in_flight, 2);
+        links.answered("node-0", 1, 1, Duration::from_millis(1), None);
+        assert_eq!(links.health("node-0").in_flight, 1);
         let rtt = links.snapshot()["node-0"].rtt_seconds;
-        assert!((rtt - 0.010).abs() < 1e-9, "{rtt}");
+        assert!((rtt - 0.011).abs() < 1e-9, "{rtt}");
     }
 }
