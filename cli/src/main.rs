@@ -13,6 +13,7 @@ mod kernel_bench;
 mod model_args;
 mod report;
 mod run_model;
+mod status;
 mod up;
 
 use std::process::ExitCode;
@@ -49,6 +50,8 @@ enum Command {
     /// Measure a local cluster against the single-process model: decode speed, throughput,
     /// time to first token and inter-token latency at several concurrencies.
     BenchCluster(bench_cluster::BenchClusterArgs),
+    /// Show a cluster: nodes, placement coverage, the leader, gateways' load.
+    Status(status::StatusArgs),
     /// Compile the CUDA expert kernels for GPU architectures (no GPU needed) and report
     /// registers and spills per kernel.
     #[cfg(feature = "cuda")]
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::BenchNode(args) => bench_node::run(args),
         Command::Up(args) => up::run(args),
         Command::BenchCluster(args) => bench_cluster::run(args),
+        Command::Status(args) => status::run(args),
         #[cfg(feature = "cuda")]
         Command::CheckKernels(args) => check_kernels::run(args),
         #[cfg(feature = "cuda")]

@@ -614,6 +614,48 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         .find_map(|l| l.strip_prefix("moe:generation_tokens_total "))
         .and_then(|v| v.parse::<u64>().ok());
     assert_eq!(generated, Some(completion_tokens), "{metrics}");
+    // `moe status --json` sees both nodes serving every expert, the leader and the gateway.
+    let status = Command::new(sibling_binary("moe", "moe-cli"))
+        .args([
+            "status",
+            "--etcd",
+            &cluster.etcd.endpoint(),
+            "--cluster",
+            CLUSTER,
+        ])
+        .args(["--json", "--gateway", &gateway.address])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let ids: Vec<&str> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "b"], "{status}");
+    for node in status["nodes"].as_array().unwrap() {
+        assert!(
+            node["address"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{status}"
+        );
+        assert!(node["experts"].as_u64().unwrap() > 0, "{status}");
+        assert_eq!(node["serving"], true, "{status}");
+    }
+    assert_eq!(status["placement"]["coverage"], 1.0, "{status}");
+    assert!(
+        status["placement"]["epoch"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    assert_eq!(status["leader"], "co-1", "{status}");
+    assert!(status["gateways"][0]["error"].is_null(), "{status}");
+    println!("moe status --json: {status}");
+
     // Every finished sequence gives its KV blocks back (the engine drops a sequence just after
     // sending its last event, so the count may lag the responses by a moment).
     let deadline = Instant::now() + Duration::from_secs(5);

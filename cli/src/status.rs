@@ -1,0 +1,655 @@
+//! `moe status`: what a cluster is doing, read from etcd (node records, placement, leader,
+//! gateways' popularity reports), from each node's `Info` and, for the gateways named with
+//! `--gateway`, from their `/metrics`. A table for people, or with `--json` one object per
+//! refresh; `--watch` refreshes until interrupted.
+//!
+//! The summary ([`Status::from_observed`]) is pure; gathering ([`observe`]) does the IO, every
+//! call under `--timeout-seconds`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use moe_coordinator::etcd::Etcd;
+use moe_coordinator::keys::ClusterKeys;
+use moe_coordinator::records::{GatewayStats, NodeRecord, Placement};
+use moe_coordinator::watch::Watcher;
+use moe_proto::expert::expert_service_client::ExpertServiceClient;
+use moe_proto::expert::{InfoRequest, NodeInfo};
+use serde::Serialize;
+
+use crate::up::http_get;
+
+/// Options of `moe status`.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// etcd endpoints, comma-separated.
+    #[arg(long, env = "MOE_ETCD", value_delimiter = ',', required = true)]
+    etcd: Vec<String>,
+    /// The cluster's name (its keys live under /moe/v1/<cluster>/).
+    #[arg(long, env = "MOE_CLUSTER", default_value = "default")]
+    cluster: String,
+    /// Print one JSON object (one per refresh with --watch) instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Refresh every --interval seconds until interrupted.
+    #[arg(long)]
+    watch: bool,
+    /// Seconds between refreshes with --watch.
+    #[arg(long, default_value_t = 2.0)]
+    interval: f64,
+    /// A gateway's HTTP address (host:port or http://host:port) to read its load and its links
+    /// to the nodes from; repeatable.
+    #[arg(long = "gateway")]
+    gateways: Vec<String>,
+    /// Deadline of every etcd, node and gateway call, in seconds.
+    #[arg(long, default_value_t = 3)]
+    timeout_seconds: u64,
+}
+
+/// What one gateway's `/metrics` said.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GatewayMetrics {
+    pub running: f64,
+    pub waiting: f64,
+    pub kv_usage: f64,
+    pub generated_tokens: f64,
+    /// Per node: summed round trips, their count, and bytes sent and received.
+    pub links: BTreeMap<String, [f64; 4]>,
+}
+
+impl GatewayMetrics {
+    /// Reads the series `moe status` shows from a Prometheus text exposition.
+    pub fn parse(text: &str) -> GatewayMetrics {
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let mut links: BTreeMap<String, [f64; 4]> = BTreeMap::new();
+        let series = [
+            "moe:expert_node_rtt_seconds_sum",
+            "moe:expert_node_rtt_seconds_count",
+            "moe:expert_node_bytes_sent_total",
+            "moe:expert_node_bytes_received_total",
+        ];
+        for line in text.lines() {
+            for (i, name) in series.iter().enumerate() {
+                let Some(rest) = line.strip_prefix(name) else {
+                    continue;
+                };
+                let Some((labels, v)) = rest.rsplit_once(' ') else {
+                    continue;
+                };
+                let node = labels
+                    .strip_prefix("{node=\"")
+                    .and_then(|l| l.strip_suffix("\"}"));
+                if let (Some(node), Ok(v)) = (node, v.parse::<f64>()) {
+                    links.entry(node.to_string()).or_default()[i] = v;
+                }
+            }
+        }
+        GatewayMetrics {
+            running: value("moe:num_requests_running"),
+            waiting: value("moe:num_requests_waiting"),
+            kv_usage: value("moe:kv_cache_usage_perc"),
+            generated_tokens: value("moe:generation_tokens_total"),
+            links,
+        }
+    }
+}
+
+/// One gateway's read: its metrics, and generated tokens per second since the previous read.
+pub type GatewayRead = Result<(GatewayMetrics, Option<f64>), String>;
+
+/// Everything gathered for one refresh.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub nodes: Vec<NodeRecord>,
+    pub infos: BTreeMap<String, Result<NodeInfo, String>>,
+    pub placement: Option<Placement>,
+    pub leader: Option<String>,
+    pub stats: Vec<GatewayStats>,
+    /// Per `--gateway`: its metrics now, and generated tokens per second since the last read.
+    pub gateways: Vec<(String, GatewayRead)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeStatus {
+    pub id: String,
+    pub address: String,
+    pub backend: String,
+    pub precisions: String,
+    /// The placement epoch whose experts the node has loaded.
+    pub epoch: u64,
+    /// Whether it has loaded the current placement.
+    pub serving: bool,
+    /// (layer, expert) pairs it holds, by its `Info`.
+    pub experts: usize,
+    pub queue_depth: u32,
+    pub queue_capacity: u32,
+    /// Mean round trip of the gateways' calls to it, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Bytes the gateways sent to it and received from it.
+    pub bytes_sent: Option<f64>,
+    pub bytes_received: Option<f64>,
+    /// GPU cache copies loaded at low precision because the PCIe link was backed up.
+    pub gpu_downgraded: u64,
+    /// Why `Info` did not answer, when it did not.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExpertLoad {
+    pub layer: u32,
+    pub expert: u32,
+    pub tokens: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlacementStatus {
+    pub epoch: u64,
+    /// Experts of the placement.
+    pub experts: usize,
+    /// The fraction of them with a node that has loaded the placement.
+    pub coverage: f64,
+    pub replicas_min: usize,
+    pub replicas_mean: f64,
+    pub replicas_max: usize,
+    /// The most routed experts in the gateways' last reports.
+    pub hottest: Vec<ExpertLoad>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GatewayStatus {
+    pub address: String,
+    pub running: Option<f64>,
+    pub waiting: Option<f64>,
+    pub kv_usage: Option<f64>,
+    pub tokens_per_second: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// The summary `moe status` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    pub cluster: String,
+    pub leader: Option<String>,
+    pub nodes: Vec<NodeStatus>,
+    pub placement: Option<PlacementStatus>,
+    /// Gateways that reported routing counts to etcd.
+    pub reporting_gateways: Vec<String>,
+    pub gateways: Vec<GatewayStatus>,
+}
+
+impl Status {
+    pub fn from_observed(cluster: &str, o: &Observed) -> Status {
+        let epoch = o.placement.as_ref().map_or(0, |p| p.epoch);
+        let links = |node: &str, i: usize| -> Option<f64> {
+            let values: Vec<f64> = o
+                .gateways
+                .iter()
+                .filter_map(|(_, g)| g.as_ref().ok()?.0.links.get(node).map(|l| l[i]))
+                .collect();
+            (!values.is_empty()).then(|| values.iter().sum())
+        };
+        let nodes = o
+            .nodes
+            .iter()
+            .map(|r| {
+                let info = o.infos.get(&r.id);
+                let ok = info.and_then(|i| i.as_ref().ok());
+                let rtt_ms = match (links(&r.id, 0), links(&r.id, 1)) {
+                    (Some(sum), Some(count)) if count > 0.0 => Some(sum / count * 1e3),
+                    _ => None,
+                };
+                NodeStatus {
+                    id: r.id.clone(),
+                    address: r.address.clone(),
+                    backend: r.backend.clone(),
+                    precisions: r.precisions.clone(),
+                    epoch: r.epoch,
+                    serving: epoch > 0 && r.epoch >= epoch,
+                    experts: ok.map_or(0, |i| i.experts.len()),
+                    queue_depth: ok.map_or(0, |i| i.queue_depth),
+                    queue_capacity: ok.map_or(0, |i| i.queue_capacity),
+                    rtt_ms,
+                    bytes_sent: links(&r.id, 2),
+                    bytes_received: links(&r.id, 3),
+                    gpu_downgraded: ok.map_or(0, |i| i.gpu_downgraded),
+                    error: info.and_then(|i| i.as_ref().err().cloned()),
+                }
+            })
+            .collect::<Vec<_>>();
+        let placement = o.placement.as_ref().map(|p| {
+            let serving = |n: &String| nodes.iter().any(|s| &s.id == n && s.serving);
+            let replicas: Vec<usize> = p.assignments.iter().map(|a| a.nodes.len()).collect();
+            let covered = p
+                .assignments
+                .iter()
+                .filter(|a| a.nodes.iter().any(serving))
+                .count();
+            let mut tokens: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+            for c in o.stats.iter().flat_map(|s| &s.counts) {
+                *tokens.entry((c.layer, c.expert)).or_default() += c.tokens;
+            }
+            let mut hottest: Vec<ExpertLoad> = tokens
+                .into_iter()
+                .map(|((layer, expert), tokens)| ExpertLoad {
+                    layer,
+                    expert,
+                    tokens,
+                })
+                .collect();
+            hottest.sort_by(|a, b| {
+                b.tokens
+                    .cmp(&a.tokens)
+                    .then((a.layer, a.expert).cmp(&(b.layer, b.expert)))
+            });
+            hottest.truncate(5);
+            let n = replicas.len();
+            PlacementStatus {
+                epoch: p.epoch,
+                experts: n,
+                coverage: if n == 0 {
+                    0.0
+                } else {
+                    covered as f64 / n as f64
+                },
+                replicas_min: replicas.iter().copied().min().unwrap_or(0),
+                replicas_mean: if n == 0 {
+                    0.0
+                } else {
+                    replicas.iter().sum::<usize>() as f64 / n as f64
+                },
+                replicas_max: replicas.iter().copied().max().unwrap_or(0),
+                hottest,
+            }
+        });
+        let gateways = o
+            .gateways
+            .iter()
+            .map(|(address, g)| match g {
+                Ok((m, tps)) => GatewayStatus {
+                    address: address.clone(),
+                    running: Some(m.running),
+                    waiting: Some(m.waiting),
+                    kv_usage: Some(m.kv_usage),
+                    tokens_per_second: *tps,
+                    error: None,
+                },
+                Err(e) => GatewayStatus {
+                    address: address.clone(),
+                    running: None,
+                    waiting: None,
+                    kv_usage: None,
+                    tokens_per_second: None,
+                    error: Some(e.clone()),
+                },
+            })
+            .collect();
+        Status {
+            cluster: cluster.to_string(),
+            leader: o.leader.clone(),
+            nodes,
+            placement,
+            reporting_gateways: o.stats.iter().map(|s| s.gateway.clone()).collect(),
+            gateways,
+        }
+    }
+
+    /// The tables people read.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let leader = self.leader.as_deref().unwrap_or("none");
+        let _ = write!(out, "cluster {}  leader {leader}", self.cluster);
+        match &self.placement {
+            Some(p) => {
+                let _ = writeln!(
+                    out,
+                    "  placement epoch {}  coverage {:.0}% of {} experts  replicas {}-{} (mean {:.2})",
+                    p.epoch,
+                    p.coverage * 100.0,
+                    p.experts,
+                    p.replicas_min,
+                    p.replicas_max,
+                    p.replicas_mean
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  no placement yet");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\n{:<16} {:<22} {:<8} {:<7} {:>5} {:>7} {:>7} {:>9} {:>10} {:>10} {:>5}  state",
+            "NODE",
+            "ADDRESS",
+            "BACKEND",
+            "PREC",
+            "EPOCH",
+            "EXPERTS",
+            "QUEUE",
+            "RTT ms",
+            "MB sent",
+            "MB recv",
+            "DOWN"
+        );
+        let opt =
+            |v: Option<f64>, scale: f64| v.map_or("-".to_string(), |v| format!("{:.1}", v * scale));
+        for n in &self.nodes {
+            let state = match (&n.error, n.serving) {
+                (Some(e), _) => format!("no answer: {e}"),
+                (None, true) => "serving".to_string(),
+                (None, false) => "loading".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<22} {:<8} {:<7} {:>5} {:>7} {:>7} {:>9} {:>10} {:>10} {:>5}  {state}",
+                n.id,
+                n.address,
+                n.backend,
+                n.precisions,
+                n.epoch,
+                n.experts,
+                format!("{}/{}", n.queue_depth, n.queue_capacity),
+                opt(n.rtt_ms, 1.0),
+                opt(n.bytes_sent, 1e-6),
+                opt(n.bytes_received, 1e-6),
+                n.gpu_downgraded
+            );
+        }
+        if let Some(p) = self.placement.as_ref().filter(|p| !p.hottest.is_empty()) {
+            let hot: Vec<String> = p
+                .hottest
+                .iter()
+                .map(|h| format!("{}:{} ({} tokens)", h.layer, h.expert, h.tokens))
+                .collect();
+            let _ = writeln!(out, "\nhottest experts (layer:expert): {}", hot.join(", "));
+        }
+        if !self.reporting_gateways.is_empty() {
+            let _ = writeln!(
+                out,
+                "gateways reporting: {}",
+                self.reporting_gateways.join(", ")
+            );
+        }
+        for g in &self.gateways {
+            match &g.error {
+                Some(e) => {
+                    let _ = writeln!(out, "gateway {}: no answer: {e}", g.address);
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "gateway {}: {} running, {} waiting, KV {:.0}%, {} tok/s",
+                        g.address,
+                        g.running.unwrap_or(0.0),
+                        g.waiting.unwrap_or(0.0),
+                        g.kv_usage.unwrap_or(0.0) * 100.0,
+                        opt(g.tokens_per_second, 1.0)
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `host:port` of a `--gateway` value.
+fn host_port(gateway: &str) -> &str {
+    let rest = gateway.strip_prefix("http://").unwrap_or(gateway);
+    rest.trim_end_matches('/')
+}
+
+async fn node_info(address: &str, deadline: Duration) -> Result<NodeInfo, String> {
+    let call = async {
+        let mut client = ExpertServiceClient::connect(format!("http://{address}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .info(InfoRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| s.message().to_string())
+    };
+    tokio::time::timeout(deadline, call)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {deadline:?}")))
+}
+
+/// Reads the cluster once; `previous` holds each gateway's generated tokens and when they were
+/// read, for its tokens per second.
+pub async fn observe(
+    args: &StatusArgs,
+    previous: &mut BTreeMap<String, (f64, Instant)>,
+) -> anyhow::Result<Observed> {
+    let deadline = Duration::from_secs(args.timeout_seconds.max(1));
+    let keys = ClusterKeys::new(&args.cluster).context("--cluster")?;
+    let etcd = Etcd::connect(&args.etcd, deadline).await.with_context(|| {
+        format!(
+            "cannot reach etcd at {}: start one (apt-get install etcd-server) or point --etcd at the cluster's",
+            args.etcd.join(",")
+        )
+    })?;
+    let nodes: Vec<NodeRecord> = Watcher::nodes(&etcd, &keys)
+        .await
+        .context("reading the node records")?
+        .borrow()
+        .entries
+        .values()
+        .cloned()
+        .collect();
+    let placement = Watcher::placement(&etcd, &keys)
+        .await
+        .context("reading the placement")?
+        .borrow()
+        .single()
+        .cloned();
+    let stats: Vec<GatewayStats> = Watcher::stats(&etcd, &keys)
+        .await
+        .context("reading the gateways' reports")?
+        .borrow()
+        .entries
+        .values()
+        .cloned()
+        .collect();
+    let leader = tokio::time::timeout(deadline, etcd.client().get(keys.leader(), None))
+        .await
+        .context("reading the leader: etcd did not answer")?
+        .context("reading the leader")?
+        .kvs()
+        .first()
+        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+    let mut infos = BTreeMap::new();
+    for n in &nodes {
+        infos.insert(n.id.clone(), node_info(&n.address, deadline).await);
+    }
+    let mut gateways = Vec::new();
+    for g in &args.gateways {
+        let address = host_port(g).to_string();
+        let scraped = tokio::task::spawn_blocking({
+            let address = address.clone();
+            move || http_get(&address, "/metrics")
+        })
+        .await?;
+        let read = match scraped {
+            Some(text) => {
+                let m = GatewayMetrics::parse(&text);
+                let now = Instant::now();
+                let tps = previous.get(g).map(|&(tokens, at)| {
+                    (m.generated_tokens - tokens) / now.duration_since(at).as_secs_f64().max(1e-3)
+                });
+                previous.insert(g.clone(), (m.generated_tokens, now));
+                Ok((m, tps))
+            }
+            None => Err(format!("{address}/metrics did not answer")),
+        };
+        gateways.push((g.clone(), read));
+    }
+    Ok(Observed {
+        nodes,
+        infos,
+        placement,
+        leader,
+        stats,
+        gateways,
+    })
+}
+
+pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let mut previous = BTreeMap::new();
+        loop {
+            let observed = observe(args, &mut previous).await?;
+            let status = Status::from_observed(&args.cluster, &observed);
+            if args.json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else {
+                if args.watch {
+                    print!("\x1b[2J\x1b[H");
+                }
+                print!("{}", status.render());
+            }
+            if !args.watch {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs_f64(args.interval.max(0.1))).await;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use moe_coordinator::records::{Assignment, Capacity, ExpertCount};
+    use moe_proto::expert::HeldExpert;
+
+    use super::*;
+
+    fn record(id: &str, epoch: u64) -> NodeRecord {
+        NodeRecord {
+            id: id.into(),
+            address: format!("10.0.0.{}:50061", id.len()),
+            backend: "cpu".into(),
+            precisions: "f16+q4".into(),
+            capacity: Capacity {
+                ram_disk_bytes: 0,
+                host_memory_bytes: 0,
+                gpu_bytes: 0,
+                link_bytes_per_second: 0,
+            },
+            epoch,
+        }
+    }
+
+    const METRICS: &str = "\
+moe:num_requests_running 3
+moe:num_requests_waiting 1
+moe:kv_cache_usage_perc 0.25
+moe:generation_tokens_total 120
+moe:expert_node_rtt_seconds_sum{node=\"a\"} 0.5
+moe:expert_node_rtt_seconds_count{node=\"a\"} 100
+moe:expert_node_bytes_sent_total{node=\"a\"} 2000000
+moe:expert_node_bytes_received_total{node=\"a\"} 4000000
+";
+
+    #[test]
+    fn the_summary_counts_coverage_replicas_and_hot_experts() {
+        let placement = Placement {
+            epoch: 3,
+            model: "m".into(),
+            layers: 1,
+            experts_per_layer: 3,
+            assignments: vec![
+                Assignment {
+                    layer: 0,
+                    expert: 0,
+                    nodes: vec!["a".into(), "b".into()],
+                },
+                Assignment {
+                    layer: 0,
+                    expert: 1,
+                    nodes: vec!["b".into()],
+                },
+                Assignment {
+                    layer: 0,
+                    expert: 2,
+                    nodes: vec!["a".into()],
+                },
+            ],
+        };
+        let info = NodeInfo {
+            experts: vec![HeldExpert::default(); 2],
+            queue_depth: 1,
+            queue_capacity: 64,
+            ..NodeInfo::default()
+        };
+        let observed = Observed {
+            nodes: vec![record("a", 3), record("b", 2)],
+            infos: BTreeMap::from([
+                ("a".to_string(), Ok(info)),
+                ("b".to_string(), Err("refused".to_string())),
+            ]),
+            placement: Some(placement),
+            leader: Some("coord-1".into()),
+            stats: vec![GatewayStats {
+                gateway: "gw".into(),
+                window_seconds: 30,
+                counts: vec![
+                    ExpertCount {
+                        layer: 0,
+                        expert: 1,
+                        tokens: 50,
+                    },
+                    ExpertCount {
+                        layer: 0,
+                        expert: 2,
+                        tokens: 70,
+                    },
+                ],
+            }],
+            gateways: vec![(
+                "gw:8000".into(),
+                Ok((GatewayMetrics::parse(METRICS), Some(12.5))),
+            )],
+        };
+        let status = Status::from_observed("prod", &observed);
+        let p = status.placement.as_ref().unwrap();
+        // b has not loaded epoch 3: expert 1, on b alone, is not covered.
+        assert!((p.coverage - 2.0 / 3.0).abs() < 1e-9, "{p:?}");
+        assert_eq!((p.replicas_min, p.replicas_max), (1, 2));
+        assert!((p.replicas_mean - 4.0 / 3.0).abs() < 1e-9);
+        assert_eq!((p.hottest[0].expert, p.hottest[0].tokens), (2, 70));
+        let a = &status.nodes[0];
+        assert!(a.serving && a.experts == 2 && a.queue_depth == 1);
+        assert_eq!(a.rtt_ms, Some(5.0));
+        assert_eq!(a.bytes_received, Some(4e6));
+        let b = &status.nodes[1];
+        assert!(!b.serving);
+        assert_eq!(b.error.as_deref(), Some("refused"));
+        assert_eq!(status.gateways[0].tokens_per_second, Some(12.5));
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["nodes"][0]["id"], "a");
+        assert_eq!(json["leader"], "coord-1");
+        assert_eq!(json["placement"]["epoch"], 3);
+        let table = status.render();
+        for part in [
+            "leader coord-1",
+            "coverage 67% of 3 experts",
+            "serving",
+            "no answer: refused",
+            "0:2 (70 tokens)",
+            "3 running, 1 waiting, KV 25%, 12.5 tok/s",
+        ] {
+            assert!(table.contains(part), "missing {part:?} in\n{table}");
+        }
+    }
+
+    #[test]
+    fn gateway_addresses_lose_their_scheme() {
+        assert_eq!(host_port("http://127.0.0.1:8000/"), "127.0.0.1:8000");
+        assert_eq!(host_port("127.0.0.1:8000"), "127.0.0.1:8000");
+    }
+}
