@@ -1,10 +1,12 @@
 //! `moe gen-model`: writes a seeded random-weight checkpoint in the HuggingFace layout (see
-//! `moe_synth` for the presets and the weights), then prints a one-line summary.
+//! `moe_synth` for the presets and the weights), with its progress on stderr, then prints a
+//! one-line summary.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use moe_service::progress::{Progress, Unit};
 
 #[derive(clap::Args, Debug)]
 pub struct GenModelArgs {
@@ -20,19 +22,39 @@ pub struct GenModelArgs {
     /// Directory to write the checkpoint into (created if absent).
     #[arg(long)]
     out: PathBuf,
+    /// Seconds between progress lines when stderr is not a terminal.
+    #[arg(long, default_value_t = 5.0)]
+    progress_seconds: f64,
 }
 
 pub fn run(args: &GenModelArgs) -> anyhow::Result<()> {
     let start = Instant::now();
-    let report = moe_synth::write_checkpoint(args.arch, args.preset, args.seed, &args.out)
-        .with_context(|| {
-            format!(
-                "writing the {} {} checkpoint to {}",
-                args.arch,
-                args.preset,
-                args.out.display()
-            )
-        })?;
+    let mut progress: Option<Progress> = None;
+    let mut written = |done: u64, total: u64| {
+        let p = progress.get_or_insert_with(|| {
+            Progress::new("writing the weights", Unit::Bytes, total)
+                .every(Duration::from_secs_f64(args.progress_seconds.max(0.0)))
+        });
+        p.inc(done.saturating_sub(p.done()));
+    };
+    let written = moe_synth::write_checkpoint_reporting(
+        args.arch,
+        args.preset,
+        args.seed,
+        &args.out,
+        &mut written,
+    );
+    if let Some(p) = progress {
+        p.finish();
+    }
+    let report = written.with_context(|| {
+        format!(
+            "writing the {} {} checkpoint to {}",
+            args.arch,
+            args.preset,
+            args.out.display()
+        )
+    })?;
     println!(
         "wrote {} {} (seed {}) to {}: {} parameters, {} bytes in {} files, {:.1} s",
         args.arch,

@@ -138,3 +138,51 @@ fn bad_input_fails_with_a_clear_message() {
         "temperature",
     );
 }
+
+/// Writing the weights of the `small` preset (about 100 MB) with a non-terminal stderr reports
+/// progress as plain lines (count, rate, time left) at the requested interval, then a summary.
+#[test]
+fn gen_model_reports_progress_in_plain_lines_off_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = moe(&[
+        "gen-model",
+        "--arch",
+        "mixtral",
+        "--preset",
+        "small",
+        "--progress-seconds",
+        "0.01",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("writing the weights: "))
+        .collect();
+    let (last, periodic) = lines.split_last().expect("a summary line");
+    assert!(last.contains(" in ") && last.ends_with(" MB/s"), "{stderr}");
+    assert!(periodic.len() >= 2, "periodic lines:\n{stderr}");
+    for line in periodic {
+        assert!(line.contains("%), ") && line.contains(" MB/s, "), "{line}");
+        assert!(
+            line.ends_with(" s left") || line.ends_with("time left unknown"),
+            "{line}"
+        );
+    }
+    let percents: Vec<u32> = periodic
+        .iter()
+        .map(|l| {
+            l.split(" (")
+                .nth(1)
+                .unwrap()
+                .split('%')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(percents.windows(2).all(|w| w[0] <= w[1]), "{percents:?}");
+}

@@ -4,6 +4,7 @@
 //! start. The `Catalog` lists them and reads one back on demand; the initial hot set (see
 //! `hot_set`) is read into memory while the shards are checked.
 
+use moe_service::progress::{Progress, Unit};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -250,6 +251,19 @@ impl Catalog {
                 }
             })
             .collect();
+        let to_build = checked
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    Err(ShardError::Missing(_)
+                        | ShardError::Corrupt { .. }
+                        | ShardError::Stale { .. })
+                )
+            })
+            .count();
+        let mut progress = (to_build > 0)
+            .then(|| Progress::new("building shards", Unit::Items("shards"), to_build as u64));
         let layout = Layout::new(cfg);
         let mut checkpoint: Option<Checkpoint> = None;
         let mut catalog = self.clone();
@@ -278,6 +292,9 @@ impl Catalog {
                     let weights = Expert::load(ckpt, specs, Some(key.format))?;
                     shard::write(shard_dir, key, fingerprint, &weights)?;
                     report.built += 1;
+                    if let Some(p) = &mut progress {
+                        p.inc(1);
+                    }
                     hot.contains(&key).then_some(weights)
                 }
                 Err(e) => return Err(e.into()),
@@ -286,6 +303,9 @@ impl Catalog {
             if let Some(weights) = weights {
                 read.push((key, weights));
             }
+        }
+        if let Some(p) = progress {
+            p.finish();
         }
         Ok(Provided {
             catalog,

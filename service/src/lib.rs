@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::process::ExitCode;
 
+pub mod progress;
 pub mod telemetry;
 
 use telemetry::Telemetry;

@@ -47,7 +47,19 @@ pub fn write_checkpoint(
     seed: u64,
     out: &Path,
 ) -> Result<SynthReport, SynthError> {
-    write_sharded(arch, preset, seed, out, MAX_SHARD_BYTES)
+    write_checkpoint_reporting(arch, preset, seed, out, &mut |_, _| {})
+}
+
+/// As [`write_checkpoint`], calling `written(bytes_so_far, total_bytes)` as each tensor's
+/// weights are about to be written, for a progress display.
+pub fn write_checkpoint_reporting(
+    arch: Arch,
+    preset: Preset,
+    seed: u64,
+    out: &Path,
+    written: &mut dyn FnMut(u64, u64),
+) -> Result<SynthReport, SynthError> {
+    write_sharded(arch, preset, seed, out, MAX_SHARD_BYTES, written)
 }
 
 pub(crate) fn write_sharded(
@@ -56,6 +68,7 @@ pub(crate) fn write_sharded(
     seed: u64,
     out: &Path,
     max_shard_bytes: u64,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<SynthReport, SynthError> {
     let config_value = config_json(arch, preset);
     let config = ModelConfig::from_json(&config_value, &out.join("config.json"))?;
@@ -74,11 +87,17 @@ pub(crate) fn write_sharded(
     let total_size: u64 = tensors.iter().map(shard::tensor_bytes).sum();
     let plan = InitPlan::new(&config);
     let shards = shard::plan(tensors, max_shard_bytes);
+    let mut done = 0;
     for s in &shards {
         written.file(&s.file_name, |w| {
-            shard::write(w, &s.tensors, |t| Values::new(seed, &t.name, plan.init(t)))
+            shard::write(w, &s.tensors, |t| {
+                progress(done, total_size);
+                done += shard::tensor_bytes(t);
+                Values::new(seed, &t.name, plan.init(t))
+            })
         })?;
     }
+    progress(done, total_size);
     if shards.len() > 1 {
         let weight_map: Map<String, Value> = shards
             .iter()
@@ -290,7 +309,27 @@ mod tests {
     fn sharded_checkpoint_with_index() {
         let dir = tempfile::tempdir().unwrap();
         let single = tempfile::tempdir().unwrap();
-        let report = write_sharded(Arch::Qwen3Moe, Preset::Tiny, 1, dir.path(), 200_000).unwrap();
+        let mut calls = Vec::new();
+        let report = write_sharded(
+            Arch::Qwen3Moe,
+            Preset::Tiny,
+            1,
+            dir.path(),
+            200_000,
+            &mut |d, t| calls.push((d, t)),
+        )
+        .unwrap();
+        let total = calls[0].1;
+        assert!(
+            calls
+                .windows(2)
+                .all(|w| w[0].0 <= w[1].0 && w[1].1 == total)
+        );
+        assert_eq!(
+            calls.last(),
+            Some(&(total, total)),
+            "the last call reports everything written"
+        );
         write_checkpoint(Arch::Qwen3Moe, Preset::Tiny, 1, single.path()).unwrap();
         check(dir.path(), &report);
         let shards = report
@@ -314,7 +353,15 @@ mod tests {
     #[test]
     fn rewriting_removes_stale_weights_only() {
         let dir = tempfile::tempdir().unwrap();
-        write_sharded(Arch::Olmoe, Preset::Tiny, 0, dir.path(), 100_000).unwrap();
+        write_sharded(
+            Arch::Olmoe,
+            Preset::Tiny,
+            0,
+            dir.path(),
+            100_000,
+            &mut |_, _| {},
+        )
+        .unwrap();
         assert!(dir.path().join(INDEX_FILE).exists());
         fs::write(dir.path().join("notes.txt"), "keep me").unwrap();
         fs::write(

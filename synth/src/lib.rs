@@ -44,7 +44,7 @@ mod rng;
 mod shard;
 mod tokenizer;
 
-pub use checkpoint::{MAX_SHARD_BYTES, SynthReport, write_checkpoint};
+pub use checkpoint::{MAX_SHARD_BYTES, SynthReport, write_checkpoint, write_checkpoint_reporting};
 pub use error::SynthError;
 pub use preset::{Preset, config_json};
 pub use tokenizer::{
