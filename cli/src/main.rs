@@ -4,6 +4,7 @@
 mod bench_cluster;
 mod bench_decode;
 mod bench_node;
+mod chart;
 #[cfg(feature = "cuda")]
 mod check_kernels;
 mod gen_model;
@@ -11,6 +12,7 @@ mod gen_model;
 mod gpu_bench;
 mod kernel_bench;
 mod model_args;
+mod plot;
 mod report;
 mod run_model;
 mod status;
@@ -50,6 +52,8 @@ enum Command {
     /// Measure a local cluster against the single-process model: decode speed, throughput,
     /// time to first token and inter-token latency at several concurrencies.
     BenchCluster(bench_cluster::BenchClusterArgs),
+    /// Draw the benchmarks' JSON results as SVG charts.
+    Plot(plot::PlotArgs),
     /// Show a cluster: nodes, placement coverage, the leader, gateways' load.
     Status(status::StatusArgs),
     /// Compile the CUDA expert kernels for GPU architectures (no GPU needed) and report
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::BenchCluster(args) => bench_cluster::run(args),
         Command::Status(args) => status::run(args),
+        Command::Plot(args) => plot::run(args),
         #[cfg(feature = "cuda")]
         Command::CheckKernels(args) => check_kernels::run(args),
         #[cfg(feature = "cuda")]

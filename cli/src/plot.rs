@@ -1,0 +1,281 @@
+//! `moe plot`: the benchmarks' JSON results as SVG charts. Each input file is recognised by its
+//! fields: `bench-cluster` (throughput and latencies against concurrency), `bench-decode`
+//! (decode speed against the memory bound, one file per weight format), `bench-gpu` (weight
+//! bandwidth per format and tokens per expert) and `bench-kernels` (mat-vec bandwidth per
+//! format). Prints the files it wrote.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::chart::{Series, bars, lines};
+
+/// Options of `moe plot`.
+#[derive(clap::Args, Debug)]
+pub struct PlotArgs {
+    /// Directory to write the SVG files into (created if absent).
+    #[arg(long)]
+    out: PathBuf,
+    /// JSON results of bench-cluster, bench-decode, bench-gpu or bench-kernels (`--json FILE`).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+}
+
+fn number(v: &Value, key: &str) -> anyhow::Result<f64> {
+    v[key]
+        .as_f64()
+        .with_context(|| format!("`{key}` is missing or not a number"))
+}
+
+fn text(v: &Value, key: &str) -> String {
+    match &v[key] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// (file name, SVG) of a bench-cluster result.
+fn cluster(v: &Value) -> anyhow::Result<Vec<(String, String)>> {
+    let rows = v["concurrency"].as_array().context("`concurrency`")?;
+    let mut tps = Vec::new();
+    let (mut ttft, mut itl50, mut itl99) = (Vec::new(), Vec::new(), Vec::new());
+    for r in rows {
+        let streams = number(r, "streams")?;
+        tps.push((streams, number(r, "tokens_per_second")?));
+        ttft.push((streams, number(r, "ttft_p50_s")? * 1e3));
+        itl50.push((streams, number(r, "itl_p50_s")? * 1e3));
+        itl99.push((streams, number(r, "itl_p99_s")? * 1e3));
+    }
+    let single = number(v, "single_process_decode_tps")?;
+    let title = format!("{}: {} expert nodes", text(v, "model"), text(v, "nodes"));
+    let throughput = lines(
+        &format!("{title}, aggregate throughput"),
+        "concurrent streams",
+        "generated tokens/s",
+        &[
+            Series {
+                name: "cluster".into(),
+                values: tps,
+            },
+            Series {
+                name: "single process, 1 stream".into(),
+                values: vec![(1.0, single)],
+            },
+        ],
+        true,
+    );
+    let latency = lines(
+        &format!("{title}, latency"),
+        "concurrent streams",
+        "milliseconds",
+        &[
+            Series {
+                name: "TTFT p50".into(),
+                values: ttft,
+            },
+            Series {
+                name: "inter-token p50".into(),
+                values: itl50,
+            },
+            Series {
+                name: "inter-token p99".into(),
+                values: itl99,
+            },
+        ],
+        true,
+    );
+    Ok(vec![
+        ("cluster-throughput.svg".into(), throughput),
+        ("cluster-latency.svg".into(), latency),
+    ])
+}
+
+/// Decode speed against the bound, one category per bench-decode result.
+fn decode(results: &[&Value]) -> anyhow::Result<(String, String)> {
+    let mut categories = Vec::new();
+    let (mut speed, mut bound) = (Vec::new(), Vec::new());
+    for (i, v) in results.iter().enumerate() {
+        categories.push(format!(
+            "{} / {}",
+            text(v, "expert_precision"),
+            text(v, "dense_precision")
+        ));
+        speed.push((i as f64, number(v, "decode_tokens_per_second")?));
+        bound.push((i as f64, number(v, "decode_bound_tokens_per_second")?));
+    }
+    let svg = bars(
+        "decode tok/s against the memory-bandwidth bound (experts / dense)",
+        "tokens/s",
+        &categories,
+        &[
+            Series {
+                name: "decode".into(),
+                values: speed,
+            },
+            Series {
+                name: "bound".into(),
+                values: bound,
+            },
+        ],
+    );
+    Ok(("decode-vs-bound.svg".into(), svg))
+}
+
+/// Weight bandwidth per format, one series per tokens-per-expert, from a bench-gpu result.
+fn gpu(v: &Value) -> anyhow::Result<(String, String)> {
+    let rows = v["results"].as_array().context("`results`")?;
+    let mut categories: Vec<String> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
+    for r in rows {
+        let format = text(r, "format");
+        let c = match categories.iter().position(|f| *f == format) {
+            Some(c) => c,
+            None => {
+                categories.push(format);
+                categories.len() - 1
+            }
+        };
+        let name = format!("{} tokens/expert", text(r, "tokens_per_expert"));
+        let gbps = number(r, "gpu_weight_gbps")?;
+        match series.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.values.push((c as f64, gbps)),
+            None => series.push(Series {
+                name,
+                values: vec![(c as f64, gbps)],
+            }),
+        }
+    }
+    let title = format!(
+        "{}: expert weights read per second (copy bandwidth {:.0} GB/s)",
+        text(v, "gpu"),
+        number(v, "copy_bandwidth_gbps")?
+    );
+    Ok((
+        "gpu-experts.svg".into(),
+        bars(&title, "GB/s", &categories, &series),
+    ))
+}
+
+/// Mat-vec bandwidth per format and shape at n = 1, from a bench-kernels result.
+fn kernels(v: &Value) -> anyhow::Result<(String, String)> {
+    let rows = v["results"].as_array().context("`results`")?;
+    let mut categories: Vec<String> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
+    for r in rows.iter().filter(|r| r["n"].as_u64() == Some(1)) {
+        let format = text(r, "format");
+        let c = match categories.iter().position(|f| *f == format) {
+            Some(c) => c,
+            None => {
+                categories.push(format);
+                categories.len() - 1
+            }
+        };
+        let shape = r["shape"].as_array().context("`shape`")?;
+        let name = format!("{}x{}", shape[0], shape[1]);
+        let gbps = number(r, "gbps")?;
+        match series.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.values.push((c as f64, gbps)),
+            None => series.push(Series {
+                name,
+                values: vec![(c as f64, gbps)],
+            }),
+        }
+    }
+    let title = format!(
+        "CPU mat-vec, n = 1 (read bandwidth {:.1} GB/s, {} threads)",
+        number(v, "bandwidth_gbps")?,
+        text(v, "threads")
+    );
+    Ok((
+        "kernels.svg".into(),
+        bars(&title, "GB/s", &categories, &series),
+    ))
+}
+
+/// The charts for `inputs`: (file name, SVG).
+pub fn charts(inputs: &[(PathBuf, Value)]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut decodes = Vec::new();
+    for (path, v) in inputs {
+        let what = || format!("{}", path.display());
+        if v.get("concurrency").is_some() {
+            out.extend(cluster(v).with_context(what)?);
+        } else if v.get("decode_bound_tokens_per_second").is_some() {
+            decodes.push(v);
+        } else if v.get("copy_bandwidth_gbps").is_some() {
+            out.push(gpu(v).with_context(what)?);
+        } else if v.get("isa").is_some() {
+            out.push(kernels(v).with_context(what)?);
+        } else {
+            bail!(
+                "{}: not a result of bench-cluster, bench-decode, bench-gpu or bench-kernels",
+                path.display()
+            );
+        }
+    }
+    if !decodes.is_empty() {
+        out.push(decode(&decodes)?);
+    }
+    Ok(out)
+}
+
+pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
+    let inputs = args
+        .inputs
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            let v: Value = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not JSON", p.display()))?;
+            Ok((p.clone(), v))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    for (name, svg) in charts(&inputs)? {
+        let path: PathBuf = Path::new(&args.out).join(name);
+        std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_result_gets_its_charts() {
+        let cluster = serde_json::json!({
+            "model": "m", "nodes": 2, "single_process_decode_tps": 60.0,
+            "concurrency": [
+                {"streams": 1, "tokens_per_second": 40.0, "ttft_p50_s": 0.2, "itl_p50_s": 0.02, "itl_p99_s": 0.03},
+                {"streams": 4, "tokens_per_second": 60.0, "ttft_p50_s": 0.3, "itl_p50_s": 0.05, "itl_p99_s": 0.1}
+            ]
+        });
+        let decode = |p: &str, speed: f64| {
+            serde_json::json!({
+                "expert_precision": p, "dense_precision": "stored",
+                "decode_tokens_per_second": speed, "decode_bound_tokens_per_second": 2.0 * speed
+            })
+        };
+        let inputs = vec![
+            (PathBuf::from("c.json"), cluster),
+            (PathBuf::from("f16.json"), decode("f16", 60.0)),
+            (PathBuf::from("q4.json"), decode("q4", 150.0)),
+        ];
+        let names: Vec<String> = charts(&inputs).unwrap().into_iter().map(|c| c.0).collect();
+        assert_eq!(
+            names,
+            [
+                "cluster-throughput.svg",
+                "cluster-latency.svg",
+                "decode-vs-bound.svg"
+            ]
+        );
+        let other = vec![(PathBuf::from("x.json"), serde_json::json!({"a": 1}))];
+        let refused = charts(&other).unwrap_err().to_string();
+        assert!(refused.contains("x.json: not a result"), "{refused}");
+    }
+}
