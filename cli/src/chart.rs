@@ -7,7 +7,7 @@ use std::fmt::Write;
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 420.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 170.0;
+const RIGHT: f64 = 200.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 60.0;
 const COLORS: [&str; 6] = [
@@ -68,10 +68,13 @@ fn frame(
         out,
         r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
     );
+    // About 0.55 em per character: shrink a long title to the width.
+    let size = (WIDTH - 20.0) / (0.55 * title.chars().count().max(1) as f64);
     let _ = write!(
         out,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
-        (LEFT + WIDTH - RIGHT) / 2.0,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="{:.1}">{}</text>"#,
+        WIDTH / 2.0,
+        size.min(15.0),
         escape(title)
     );
     let y_max = *y_ticks.last().unwrap_or(&1.0);

@@ -136,7 +136,7 @@ fn gpu(v: &Value) -> anyhow::Result<(String, String)> {
                 categories.len() - 1
             }
         };
-        let name = format!("{} tokens/expert", text(r, "tokens_per_expert"));
+        let name = format!("{} per expert", text(r, "tokens_per_expert"));
         let gbps = number(r, "gpu_weight_gbps")?;
         match series.iter_mut().find(|s| s.name == name) {
             Some(s) => s.values.push((c as f64, gbps)),
@@ -147,7 +147,7 @@ fn gpu(v: &Value) -> anyhow::Result<(String, String)> {
         }
     }
     let title = format!(
-        "{}: expert weights read per second (copy bandwidth {:.0} GB/s)",
+        "{}: expert weights read per second, by tokens per expert (copy bandwidth {:.0} GB/s)",
         text(v, "gpu"),
         number(v, "copy_bandwidth_gbps")?
     );
