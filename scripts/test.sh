@@ -14,6 +14,7 @@ missing=()
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v c++ >/dev/null || missing+=(g++)
+command -v npm >/dev/null || missing+=(npm) # the chart tests' helm comes from an npm package
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
@@ -33,3 +34,4 @@ export CUDA_CACHE_DISABLE=1
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+scripts/helm-test.sh # the Helm chart: lint, Kubernetes schemas, each binary's --check-config

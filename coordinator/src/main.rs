@@ -1,8 +1,9 @@
 //! `coordinator`: keeps a cluster's expert placement in etcd. Several may run; they elect one
 //! leader, which plans and writes the placement (see `leader`); the others stand by and take over
-//! within a lease TTL when it dies. A bad configuration exits with status 64; etcd being down at
-//! start is waited for, with a message saying where it was looked for. Serves `grpc.health.v1` on
-//! `--listen` (SERVING once etcd answers) and prints `listening on ADDR` on stdout.
+//! within a lease TTL when it dies. A bad configuration exits with status 64 (`--check-config`
+//! checks it and stops there, without reading the model); etcd being down at start is waited
+//! for, with a message saying where it was looked for. Serves `grpc.health.v1` on `--listen`
+//! (SERVING once etcd answers) and prints `listening on ADDR` on stdout.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::CommandFactory;
 use moe_coordinator::election::{Candidate, Role, Term};
 use moe_coordinator::etcd::Etcd;
 use moe_coordinator::keys::{ClusterKeys, Name};
@@ -69,6 +70,8 @@ struct Config {
     /// Deadline of every etcd call.
     #[arg(long, env = "MOE_ETCD_TIMEOUT_SECONDS", default_value_t = 5)]
     etcd_timeout_seconds: u64,
+    #[command(flatten)]
+    check: moe_service::config::CheckConfig,
 }
 
 /// What the flags alone decide, checked before anything starts.
@@ -78,14 +81,16 @@ struct Checked {
     settings: Settings,
 }
 
-fn check(config: &Config) -> Result<Checked, String> {
+/// What the flags alone decide (all that `--check-config` checks): the cluster's keys, this
+/// coordinator's id and the precision pair.
+fn check_flags(config: &Config) -> Result<(ClusterKeys, String, (Format, Format)), String> {
     let keys = ClusterKeys::new(&config.cluster).map_err(|e| format!("--cluster: {e}"))?;
     let id = match &config.id {
         Some(id) => id.clone(),
         None => moe_service::instance_name("coordinator"),
     };
     Name::new("coordinator id", &id).map_err(|e| format!("--id: {e}"))?;
-    let (high, low) = config
+    let pair = config
         .precisions
         .split_once('+')
         .and_then(|(h, l)| Some((h.parse::<Format>().ok()?, l.parse::<Format>().ok()?)))
@@ -96,17 +101,23 @@ fn check(config: &Config) -> Result<Checked, String> {
                 config.precisions
             )
         })?;
+    if config.replication == 0 || config.lease_ttl_seconds == 0 || config.replan_seconds == 0 {
+        return Err(
+            "--replication, --lease-ttl-seconds and --replan-seconds must be positive".into(),
+        );
+    }
+    Ok((keys, id, pair))
+}
+
+/// Everything checked before a start: the flags, then the model's shape from its config.json.
+fn check(config: &Config) -> Result<Checked, String> {
+    let (keys, id, (high, low)) = check_flags(config)?;
     let name = config
         .model_name
         .clone()
         .unwrap_or_else(|| served_name(&config.model));
     let shape = leader::model_shape(&config.model, &name, high, low)
         .map_err(|e| format!("--model {}: {e}", config.model.display()))?;
-    if config.replication == 0 || config.lease_ttl_seconds == 0 || config.replan_seconds == 0 {
-        return Err(
-            "--replication, --lease-ttl-seconds and --replan-seconds must be positive".into(),
-        );
-    }
     Ok(Checked {
         keys,
         id,
@@ -122,8 +133,16 @@ fn check(config: &Config) -> Result<Checked, String> {
 }
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let config = match moe_service::config::parse::<Config>() {
+        Ok(config) => config,
+        Err(status) => return status,
+    };
+    let command = Config::command();
+    if config.check.check_config {
+        return moe_service::config::check_config(&command, || check_flags(&config).map(drop));
+    }
     moe_service::main(
+        &command,
         || check(&config).map(|checked| (config.clone(), checked)),
         |(config, checked)| run(config, checked),
     )
@@ -241,5 +260,46 @@ async fn lead(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn config(extra: &[&str]) -> Config {
+        let mut args = vec![
+            "coordinator",
+            "--model",
+            "/nowhere",
+            "--etcd",
+            "http://etcd:2379",
+        ];
+        args.extend_from_slice(extra);
+        Config::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn every_flag_but_check_config_has_a_moe_variable() {
+        moe_service::config::assert_every_flag_has_a_variable(&Config::command());
+    }
+
+    #[test]
+    fn the_flag_check_leaves_the_model_to_the_start() {
+        let fine = config(&["--id", "coordinator-a"]);
+        let (_, id, pair) = check_flags(&fine).unwrap();
+        assert_eq!(
+            (id.as_str(), pair),
+            ("coordinator-a", (Format::F16, Format::Q4))
+        );
+        let refused = check(&fine).err().unwrap();
+        assert!(refused.starts_with("--model /nowhere"), "{refused}");
+
+        let refused = check_flags(&config(&["--precisions", "f16+q2"])).unwrap_err();
+        assert!(refused.contains("--precisions"), "{refused}");
+        let refused = check_flags(&config(&["--replication", "0"])).unwrap_err();
+        assert!(refused.contains("--replication"), "{refused}");
     }
 }

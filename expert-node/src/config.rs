@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use moe_coordinator::keys::{ClusterKeys, Name};
 use moe_kernels::Format;
 use moe_proto::tensor::Limits;
 
@@ -125,11 +126,26 @@ pub struct Config {
     /// Seconds to finish in-flight work after SIGTERM.
     #[arg(long, env = "MOE_DRAIN_SECONDS", default_value_t = 10)]
     pub drain_seconds: u64,
+    #[command(flatten)]
+    pub check: moe_service::config::CheckConfig,
 }
 
 impl Config {
-    /// Checks what the flags alone can tell.
+    /// Checks everything a start checks before binding: the flags, then that `--model` holds a
+    /// config.json.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_flags()?;
+        if !self.model.join("config.json").is_file() {
+            return Err(format!(
+                "--model {}: no config.json there",
+                self.model.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks what the flags alone can tell, reading no file (all that `--check-config` checks).
+    pub fn validate_flags(&self) -> Result<(), String> {
         if !self.etcd.is_empty() && self.experts.is_some() {
             return Err(
                 "--experts and --etcd exclude each other: with --etcd the placement decides".into(),
@@ -138,16 +154,15 @@ impl Config {
         if !self.etcd.is_empty() && self.lease_ttl_seconds == 0 {
             return Err("--lease-ttl-seconds must be positive".into());
         }
+        if !self.etcd.is_empty() {
+            // Both name keys in etcd: refused here rather than after the shards are loaded.
+            ClusterKeys::new(&self.cluster).map_err(|e| format!("--cluster: {e}"))?;
+            Name::new("node id", &self.node_id).map_err(|e| format!("--node-id: {e}"))?;
+        }
         if !(0.0..=1.0).contains(&self.downgrade_above) {
             return Err(format!(
                 "--downgrade-above {}: expected a gate mass between 0 and 1",
                 self.downgrade_above
-            ));
-        }
-        if !self.model.join("config.json").is_file() {
-            return Err(format!(
-                "--model {}: no config.json there",
-                self.model.display()
             ));
         }
         if self.queue_capacity == 0 || self.max_rows == 0 || self.max_message_bytes < 1024 {
@@ -174,5 +189,57 @@ impl Config {
 
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    fn config(model: &std::path::Path, extra: &[&str]) -> Config {
+        let mut args = vec!["expert-node", "--model", model.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Config::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn every_flag_but_check_config_has_a_moe_variable() {
+        moe_service::config::assert_every_flag_has_a_variable(&Config::command());
+    }
+
+    #[test]
+    fn the_flag_check_reads_no_file_and_the_start_needs_config_json() {
+        let empty = tempfile::tempdir().unwrap();
+        let node = config(empty.path(), &["--check-config"]);
+        assert!(node.check.check_config);
+        assert_eq!(node.validate_flags(), Ok(()));
+        let refused = node.validate().unwrap_err();
+        assert!(refused.ends_with("no config.json there"), "{refused}");
+        std::fs::write(empty.path().join("config.json"), "{}").unwrap();
+        assert_eq!(node.validate(), Ok(()));
+
+        let both = config(
+            empty.path(),
+            &["--etcd", "http://etcd:2379", "--experts", "all"],
+        );
+        assert!(both.validate_flags().unwrap_err().contains("--experts"));
+        let etcd = ["--etcd", "http://etcd:2379"];
+        let refused = config(empty.path(), &[&etcd[..], &["--cluster", "a/b"]].concat())
+            .validate_flags()
+            .unwrap_err();
+        assert!(refused.starts_with("--cluster"), "{refused}");
+        let refused = config(empty.path(), &[&etcd[..], &["--node-id=-x"]].concat())
+            .validate_flags()
+            .unwrap_err();
+        assert!(refused.starts_with("--node-id"), "{refused}");
+        let static_node = config(empty.path(), &["--cluster", "a/b"]);
+        assert_eq!(static_node.validate_flags(), Ok(()), "no etcd, no keys");
+
+        let refused = config(empty.path(), &["--downgrade-above", "1.5"])
+            .validate_flags()
+            .unwrap_err();
+        assert!(refused.contains("--downgrade-above"), "{refused}");
     }
 }

@@ -1,6 +1,7 @@
-//! `expert-node`: parses and validates the configuration (exit 64 when it is bad), binds, reports
-//! NOT_SERVING while it checks its experts' shards (building missing ones), reads the hot set
-//! that fits `--host-memory` and opens its backend (CUDA or CPU), then serves — with `--etcd`,
+//! `expert-node`: parses and validates the configuration (exit 64 when it is bad; with
+//! `--check-config`, only the flags, and stops there), binds, reports NOT_SERVING while it
+//! checks its experts' shards (building missing ones), reads the hot set that fits
+//! `--host-memory` and opens its backend (CUDA or CPU), then serves — with `--etcd`,
 //! registered in the cluster and following its placement — until SIGTERM or Ctrl-C, when it
 //! deregisters and drains within `--drain-seconds`.
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::CommandFactory;
 use moe_expert_node::backend::{self, Chosen};
 use moe_expert_node::config::Config;
 use moe_expert_node::hot_set::Budget;
@@ -24,8 +25,15 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
-    moe_service::main(|| config.validate().map(|()| config.clone()), run)
+    let config = match moe_service::config::parse::<Config>() {
+        Ok(config) => config,
+        Err(status) => return status,
+    };
+    let command = Config::command();
+    if config.check.check_config {
+        return moe_service::config::check_config(&command, || config.validate_flags());
+    }
+    moe_service::main(&command, || config.validate().map(|()| config.clone()), run)
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

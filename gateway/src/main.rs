@@ -1,8 +1,8 @@
 //! `gateway`: serves the OpenAI-compatible HTTP API for a model whose experts run on the expert
 //! nodes of a cluster. Loads the checkpoint without its routed experts, follows the placement and
 //! the node records in etcd, and prints `listening on ADDR` (HTTP) and `grpc on ADDR` once its
-//! ports are bound. A bad configuration exits with status 64; SIGTERM stops accepting and
-//! finishes open responses.
+//! ports are bound. A bad configuration exits with status 64 (`--check-config` checks it and
+//! stops there); SIGTERM stops accepting and finishes open responses.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::CommandFactory;
 use moe_coordinator::etcd::Etcd;
 use moe_coordinator::keys::{ClusterKeys, Name};
 use moe_coordinator::records::GatewayStats;
@@ -101,14 +101,24 @@ struct Config {
     /// How often the tokens routed per expert are reported to etcd for the coordinator.
     #[arg(long, env = "MOE_STATS_SECONDS", default_value_t = 30)]
     stats_seconds: u64,
+    #[command(flatten)]
+    check: moe_service::config::CheckConfig,
 }
 
 fn main() -> ExitCode {
-    let config = Config::parse();
-    moe_service::main(|| check(&config).map(|()| config.clone()), run)
+    let config = match moe_service::config::parse::<Config>() {
+        Ok(config) => config,
+        Err(status) => return status,
+    };
+    let command = Config::command();
+    if config.check.check_config {
+        return moe_service::config::check_config(&command, || check(&config));
+    }
+    moe_service::main(&command, || check(&config).map(|()| config.clone()), run)
 }
 
-/// What the flags alone can tell.
+/// What the flags alone can tell (all that `--check-config` checks: the checkpoint is read
+/// only when serving).
 fn check(config: &Config) -> Result<(), String> {
     ClusterKeys::new(&config.cluster).map_err(|e| format!("--cluster: {e}"))?;
     Name::new("gateway id", &gateway_id(config)).map_err(|e| format!("--gateway-id: {e}"))?;
@@ -280,5 +290,39 @@ async fn report(
         if let Err(e) = stats.publish(&report).await {
             tracing::warn!(error = %e, "publishing the popularity report failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn config(extra: &[&str]) -> Config {
+        let mut args = vec![
+            "gateway",
+            "--model",
+            "/nowhere",
+            "--etcd",
+            "http://etcd:2379",
+        ];
+        args.extend_from_slice(extra);
+        Config::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn every_flag_but_check_config_has_a_moe_variable() {
+        moe_service::config::assert_every_flag_has_a_variable(&Config::command());
+    }
+
+    #[test]
+    fn the_check_needs_no_checkpoint_and_refuses_bad_values() {
+        assert_eq!(check(&config(&[])), Ok(()));
+        assert!(config(&["--check-config"]).check.check_config);
+        let refused = check(&config(&["--prefetch-layers", "9"])).unwrap_err();
+        assert!(refused.contains("--prefetch-layers"), "{refused}");
+        let refused = check(&config(&["--cluster", "no/slash"])).unwrap_err();
+        assert!(refused.contains("--cluster"), "{refused}");
     }
 }

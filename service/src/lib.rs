@@ -1,11 +1,13 @@
 //! What the server binaries (`expert-node`, `coordinator`, `gateway`) share around their own
 //! work: logs to stderr (`RUST_LOG`, default `info`) and traces over OTLP ([`telemetry`]), exit
-//! status 64 for a bad configuration, a multi-threaded runtime, `error: ...` and a failure
-//! status when the work fails, and the shutdown signal (SIGTERM or Ctrl-C).
+//! status 64 for a bad configuration ([`config`]: flags and `MOE_*` variables, `--check-config`),
+//! a multi-threaded runtime, `error: ...` and a failure status when the work fails, and the
+//! shutdown signal (SIGTERM or Ctrl-C).
 
 use std::future::Future;
 use std::process::ExitCode;
 
+pub mod config;
 pub mod progress;
 pub mod telemetry;
 
@@ -14,9 +16,14 @@ use telemetry::Telemetry;
 /// Exit status for a configuration refused before anything started (`EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
 
-/// Runs a server: sets up logging, checks the configuration with `check` (exit 64 with its
-/// message when it fails), then runs `run` with what `check` returned on a new runtime.
-pub fn main<C, F>(check: impl FnOnce() -> Result<C, String>, run: impl FnOnce(C) -> F) -> ExitCode
+/// Runs a server: sets up logging, warns about `MOE_*` variables that no argument of `command`
+/// reads (`--check-config` refuses them), checks the configuration with `check` (exit 64 with
+/// its message when it fails), then runs `run` with what `check` returned on a new runtime.
+pub fn main<C, F>(
+    command: &clap::Command,
+    check: impl FnOnce() -> Result<C, String>,
+    run: impl FnOnce(C) -> F,
+) -> ExitCode
 where
     F: Future<Output = anyhow::Result<()>>,
 {
@@ -31,6 +38,10 @@ where
         }
     };
     let telemetry = Telemetry::init(&runtime);
+    let unknown = config::unknown_env_here(command);
+    if !unknown.is_empty() {
+        tracing::warn!("ignored: {}", config::unknown_message(command, &unknown));
+    }
     let checked = match check() {
         Ok(c) => c,
         Err(e) => {
