@@ -13,6 +13,7 @@
 //! tried again, every 20 ms within the call deadline, before the layer gives up. A node whose
 //! epoch is ahead of this gateway's placement (ABORTED) is retried with the newest placement.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -31,6 +32,7 @@ use tonic::Code;
 use tracing::Instrument;
 
 use crate::links::{Health, Links};
+use crate::metrics::header;
 use crate::node_client::{CallError, NodeClient};
 use crate::prediction::{Accuracy, Lookahead, MAX_DISTANCE, experts_of};
 
@@ -197,6 +199,8 @@ pub struct Dispatcher {
     accuracy: Accuracy,
     /// Tokens routed to each (layer, expert) since the counts were last taken.
     routed: std::sync::Mutex<BTreeMap<(u32, u32), u64>>,
+    /// Tokens routed to each (layer, expert) since start.
+    popularity: std::sync::Mutex<BTreeMap<(u32, u32), u64>>,
 }
 
 impl Dispatcher {
@@ -223,6 +227,7 @@ impl Dispatcher {
             hints: AtomicU64::new(0),
             accuracy: Accuracy::default(),
             routed: std::sync::Mutex::new(BTreeMap::new()),
+            popularity: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -265,6 +270,35 @@ impl Dispatcher {
     /// How well the predictions behind the hints matched the routing, per distance.
     pub fn accuracy(&self) -> &Accuracy {
         &self.accuracy
+    }
+
+    /// The dispatcher's series in the Prometheus text format: per node ([`Links`]), prediction
+    /// accuracy, prefetch hints, and the tokens routed to each expert since start.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.links.render(out);
+        self.accuracy.render(out);
+        let hints = "moe:expert_prefetch_hints_total";
+        header(
+            out,
+            hints,
+            "Prefetch hints sent to expert nodes.",
+            "counter",
+        );
+        let _ = writeln!(out, "{hints} {}", self.hints());
+        let routed = "moe:expert_routed_tokens_total";
+        header(
+            out,
+            routed,
+            "Tokens routed to each expert since start.",
+            "counter",
+        );
+        let popularity = self.popularity.lock().unwrap_or_else(|p| p.into_inner());
+        for ((layer, expert), tokens) in popularity.iter() {
+            let _ = writeln!(
+                out,
+                "{routed}{{layer=\"{layer}\",expert=\"{expert}\"}} {tokens}"
+            );
+        }
     }
 
     /// Prefetch hints queued to nodes so far.
@@ -387,10 +421,10 @@ impl Dispatcher {
         let per_pair = precision == Precision::Exact;
         let mut out = vec![0.0f32; routes.len() * hidden];
         let all = pairs_by_expert(routes);
-        {
-            let mut routed = self.routed.lock().unwrap_or_else(|p| p.into_inner());
+        for counts in [&self.routed, &self.popularity] {
+            let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
             for (&expert, pairs) in &all {
-                *routed.entry((layer as u32, expert as u32)).or_default() += pairs.len() as u64;
+                *counts.entry((layer as u32, expert as u32)).or_default() += pairs.len() as u64;
             }
         }
         let mut remaining = all.clone();

@@ -205,18 +205,7 @@ impl Engine for Generator {
             expert_bytes_received: traffic.received_bytes,
             expert_seconds: traffic.seconds,
         });
-        self.dispatcher.links().render(&mut text);
-        self.dispatcher.accuracy().render(&mut text);
-        crate::metrics::header(
-            &mut text,
-            "moe:expert_prefetch_hints_total",
-            "Prefetch hints sent to expert nodes.",
-            "counter",
-        );
-        text.push_str(&format!(
-            "moe:expert_prefetch_hints_total {}\n",
-            self.dispatcher.hints()
-        ));
+        self.dispatcher.render_metrics(&mut text);
         text
     }
 }
