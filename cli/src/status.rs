@@ -111,7 +111,8 @@ pub struct Observed {
     pub placement: Option<Placement>,
     pub leader: Option<String>,
     pub stats: Vec<GatewayStats>,
-    /// Per `--gateway`: its metrics now, and generated tokens per second since the last read.
+    /// Per `--gateway`: its metrics now, and generated tokens per second since the last read
+    /// (one second before, without `--watch`).
     pub gateways: Vec<(String, GatewayRead)>,
 }
 
@@ -419,6 +420,37 @@ async fn node_info(address: &str, deadline: Duration) -> Result<NodeInfo, String
         .unwrap_or_else(|_| Err(format!("no answer within {deadline:?}")))
 }
 
+/// Each gateway's metrics now, with generated tokens per second since its entry in `previous`
+/// (which this read replaces).
+async fn read_gateways(
+    gateways: &[String],
+    previous: &mut BTreeMap<String, (f64, Instant)>,
+) -> anyhow::Result<Vec<(String, GatewayRead)>> {
+    let mut read = Vec::new();
+    for g in gateways {
+        let address = host_port(g).to_string();
+        let scraped = tokio::task::spawn_blocking({
+            let address = address.clone();
+            move || http_get(&address, "/metrics")
+        })
+        .await?;
+        let one = match scraped {
+            Some(text) => {
+                let m = GatewayMetrics::parse(&text);
+                let now = Instant::now();
+                let tps = previous.get(g).map(|&(tokens, at)| {
+                    (m.generated_tokens - tokens) / now.duration_since(at).as_secs_f64().max(1e-3)
+                });
+                previous.insert(g.clone(), (m.generated_tokens, now));
+                Ok((m, tps))
+            }
+            None => Err(format!("{address}/metrics did not answer")),
+        };
+        read.push((g.clone(), one));
+    }
+    Ok(read)
+}
+
 /// Reads the cluster once; `previous` holds each gateway's generated tokens and when they were
 /// read, for its tokens per second.
 pub async fn observe(
@@ -466,28 +498,7 @@ pub async fn observe(
     for n in &nodes {
         infos.insert(n.id.clone(), node_info(&n.address, deadline).await);
     }
-    let mut gateways = Vec::new();
-    for g in &args.gateways {
-        let address = host_port(g).to_string();
-        let scraped = tokio::task::spawn_blocking({
-            let address = address.clone();
-            move || http_get(&address, "/metrics")
-        })
-        .await?;
-        let read = match scraped {
-            Some(text) => {
-                let m = GatewayMetrics::parse(&text);
-                let now = Instant::now();
-                let tps = previous.get(g).map(|&(tokens, at)| {
-                    (m.generated_tokens - tokens) / now.duration_since(at).as_secs_f64().max(1e-3)
-                });
-                previous.insert(g.clone(), (m.generated_tokens, now));
-                Ok((m, tps))
-            }
-            None => Err(format!("{address}/metrics did not answer")),
-        };
-        gateways.push((g.clone(), read));
-    }
+    let gateways = read_gateways(&args.gateways, previous).await?;
     Ok(Observed {
         nodes,
         infos,
@@ -502,6 +513,11 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let mut previous = BTreeMap::new();
+        if !args.watch && !args.gateways.is_empty() {
+            // One read a second before the one shown, for the gateways' tokens per second.
+            read_gateways(&args.gateways, &mut previous).await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
         loop {
             let observed = observe(args, &mut previous).await?;
             let status = Status::from_observed(&args.cluster, &observed);
