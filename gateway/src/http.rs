@@ -22,7 +22,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Request, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tracing::{Instrument, Span};
 
+use crate::api_keys::ApiKeys;
 use crate::chat_template::Message;
 use crate::engine::{Engine, Event, Job, Token};
 use crate::openai::{
@@ -51,9 +52,9 @@ const LOGPROB_FLOOR: f32 = -9999.0;
 /// How the HTTP API is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpOptions {
-    /// The key every `/v1` request must present as `Authorization: Bearer <key>`; `None` leaves
-    /// the API open.
-    pub api_key: Option<String>,
+    /// The keys a `/v1` request may present as `Authorization: Bearer <key>`; none leaves the
+    /// API open.
+    pub api_keys: ApiKeys,
     /// Larger request bodies are refused with a 413.
     pub max_body_bytes: usize,
     /// The model card's `created`, in Unix seconds.
@@ -64,7 +65,7 @@ impl Default for HttpOptions {
     /// No API key, a 1 MiB body limit, and the model card created now.
     fn default() -> Self {
         Self {
-            api_key: None,
+            api_keys: ApiKeys::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             created: unix_now(),
         }
@@ -230,38 +231,18 @@ async fn trace(State(state): State<Arc<AppState>>, mut request: Request, next: N
     .await
 }
 
-/// Refuses `/v1` requests without the configured API key.
+/// Refuses `/v1` requests without one of the configured API keys.
 async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let guarded = path == "/v1" || path.starts_with("/v1/");
-    match &state.options.api_key {
-        Some(key) if guarded && !bearer_matches(request.headers(), key) => {
-            ApiError::unauthorized().into_response()
-        }
-        _ => next.run(request).await,
-    }
-}
-
-/// Whether the request carries `Authorization: Bearer <key>`.
-fn bearer_matches(headers: &HeaderMap, key: &str) -> bool {
-    headers
+    let authorization = request
+        .headers()
         .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .is_some_and(|(scheme, given)| {
-            scheme.eq_ignore_ascii_case("bearer") && same_secret(given.trim(), key)
-        })
-}
-
-/// Compares in time that depends only on the expected key's length, not on where the given one
-/// first differs.
-fn same_secret(given: &str, expected: &str) -> bool {
-    let given = given.as_bytes();
-    let mut difference = given.len() ^ expected.len();
-    for (i, &byte) in expected.as_bytes().iter().enumerate() {
-        difference |= usize::from(given.get(i).copied().unwrap_or(0) ^ byte);
+        .and_then(|value| value.to_str().ok());
+    if guarded && !state.options.api_keys.admits(authorization) {
+        return ApiError::unauthorized().into_response();
     }
-    difference == 0
+    next.run(request).await
 }
 
 // --- Errors ----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 //!
 //! * [`openai`]: the OpenAI-compatible request and response documents, their validation, and
 //!   errors as OpenAI error JSON with their HTTP status.
+//! * [`api_keys`]: the bearer keys the HTTP and gRPC APIs accept, compared in constant time.
 //! * [`chat_template`]: HuggingFace chat templates (`tokenizer_config.json`) rendered with
 //!   Jinja and the Python-compatible helpers the templates use.
 //! * [`engine`]: the contract between the APIs and the generation engine (a job in, events out).
@@ -19,6 +20,7 @@
 //!   gate input, for prefetch hints, and the predictions' accuracy per distance.
 //! * [`scheduler`]: continuous batching: which sequences run each step, within the KV budget.
 
+pub mod api_keys;
 pub mod chat_template;
 pub mod dispatch;
 pub mod engine;

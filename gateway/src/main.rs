@@ -18,6 +18,7 @@ use moe_coordinator::keys::{ClusterKeys, Name};
 use moe_coordinator::records::GatewayStats;
 use moe_coordinator::stats::StatsPublisher;
 use moe_coordinator::watch::Watcher;
+use moe_gateway::api_keys::ApiKeys;
 use moe_gateway::chat_template::{ChatTemplate, TemplateError};
 use moe_gateway::dispatch::Dispatcher;
 use moe_gateway::engine::Engine;
@@ -58,9 +59,10 @@ struct Config {
     /// one, printed as `grpc on ADDR`.
     #[arg(long, env = "MOE_GRPC", default_value = "127.0.0.1:8001")]
     grpc: SocketAddr,
-    /// A bearer key every /v1 request must carry.
-    #[arg(long, env = "MOE_API_KEY")]
-    api_key: Option<String>,
+    /// Bearer keys the /v1 HTTP API and the gRPC GatewayService accept, comma-separated (several
+    /// at once while one is rotated); none leaves the APIs open. Health and metrics stay open.
+    #[arg(long, env = "MOE_API_KEY", value_delimiter = ',')]
+    api_key: Vec<String>,
     /// The largest max_tokens a request may ask for.
     #[arg(long, env = "MOE_MAX_TOKENS_LIMIT", default_value_t = 4096)]
     max_tokens_limit: usize,
@@ -214,10 +216,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
     )?;
     let engine: Arc<dyn Engine> = Arc::new(generator);
+    let api_keys = ApiKeys::new(config.api_key.iter().cloned());
     let router = http::router(
         Arc::clone(&engine),
         HttpOptions {
-            api_key: config.api_key.clone(),
+            api_keys: api_keys.clone(),
             ..HttpOptions::default()
         },
     );
@@ -247,9 +250,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(GatewayServiceServer::new(GrpcApi {
-            engine: Arc::clone(&engine),
-        }))
+        .add_service(GatewayServiceServer::with_interceptor(
+            GrpcApi {
+                engine: Arc::clone(&engine),
+            },
+            move |request| api_keys.check(request),
+        ))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             stopped(stopping.clone()),

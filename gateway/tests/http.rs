@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use moe_gateway::api_keys::ApiKeys;
 use moe_gateway::chat_template::Message;
 use moe_gateway::engine::{Engine, Event, Job, Token};
 use moe_gateway::http::{HttpOptions, router};
@@ -796,7 +797,7 @@ async fn a_full_engine_answers_503_with_retry_after() {
 async fn an_api_key_guards_the_api_but_not_the_probes() {
     let engine = Arc::new(ScriptedEngine::new());
     let options = HttpOptions {
-        api_key: Some("sk-secret".to_owned()),
+        api_keys: ApiKeys::new(["sk-old", "sk-secret"]),
         ..options()
     };
     let server = serve(&engine, options).await;
@@ -822,10 +823,12 @@ async fn an_api_key_guards_the_api_but_not_the_probes() {
     assert!(engine.jobs().is_empty());
 
     let key = [("authorization", "Bearer sk-secret")];
-    assert_eq!(
-        call(&server, "GET", "/v1/models", &key, "").await.status,
-        200
-    );
+    for valid in [&key, &[("authorization", "Bearer sk-old")]] {
+        assert_eq!(
+            call(&server, "GET", "/v1/models", valid, "").await.status,
+            200
+        );
+    }
     let reply = call(&server, "POST", "/v1/chat/completions", &key, &body).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(get(&server, "/health/live").await.status, 200);
