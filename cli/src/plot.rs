@@ -122,30 +122,41 @@ fn decode(results: &[&Value]) -> anyhow::Result<(String, String)> {
     Ok(("decode-vs-bound.svg".into(), svg))
 }
 
-/// Weight bandwidth per format, one series per tokens-per-expert, from a bench-gpu result.
-fn gpu(v: &Value) -> anyhow::Result<(String, String)> {
-    let rows = v["results"].as_array().context("`results`")?;
+/// Bars grouped by category: `(category, series, value)` rows, categories and series in the
+/// order they first appear.
+fn grouped(rows: impl IntoIterator<Item = (String, String, f64)>) -> (Vec<String>, Vec<Series>) {
     let mut categories: Vec<String> = Vec::new();
     let mut series: Vec<Series> = Vec::new();
-    for r in rows {
-        let format = text(r, "format");
-        let c = match categories.iter().position(|f| *f == format) {
+    for (category, name, value) in rows {
+        let c = match categories.iter().position(|f| *f == category) {
             Some(c) => c,
             None => {
-                categories.push(format);
+                categories.push(category);
                 categories.len() - 1
             }
         };
-        let name = format!("{} per expert", text(r, "tokens_per_expert"));
-        let gbps = number(r, "gpu_weight_gbps")?;
         match series.iter_mut().find(|s| s.name == name) {
-            Some(s) => s.values.push((c as f64, gbps)),
+            Some(s) => s.values.push((c as f64, value)),
             None => series.push(Series {
                 name,
-                values: vec![(c as f64, gbps)],
+                values: vec![(c as f64, value)],
             }),
         }
     }
+    (categories, series)
+}
+
+/// Weight bandwidth per format, one series per tokens-per-expert, from a bench-gpu result.
+fn gpu(v: &Value) -> anyhow::Result<(String, String)> {
+    let rows = v["results"].as_array().context("`results`")?;
+    let rows = rows
+        .iter()
+        .map(|r| {
+            let name = format!("{} per expert", text(r, "tokens_per_expert"));
+            Ok((text(r, "format"), name, number(r, "gpu_weight_gbps")?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (categories, series) = grouped(rows);
     let title = format!(
         "{}: expert weights read per second, by tokens per expert (copy bandwidth {:.0} GB/s)",
         text(v, "gpu"),
@@ -160,28 +171,16 @@ fn gpu(v: &Value) -> anyhow::Result<(String, String)> {
 /// Mat-vec bandwidth per format and shape at n = 1, from a bench-kernels result.
 fn kernels(v: &Value) -> anyhow::Result<(String, String)> {
     let rows = v["results"].as_array().context("`results`")?;
-    let mut categories: Vec<String> = Vec::new();
-    let mut series: Vec<Series> = Vec::new();
-    for r in rows.iter().filter(|r| r["n"].as_u64() == Some(1)) {
-        let format = text(r, "format");
-        let c = match categories.iter().position(|f| *f == format) {
-            Some(c) => c,
-            None => {
-                categories.push(format);
-                categories.len() - 1
-            }
-        };
-        let shape = r["shape"].as_array().context("`shape`")?;
-        let name = format!("{}x{}", shape[0], shape[1]);
-        let gbps = number(r, "gbps")?;
-        match series.iter_mut().find(|s| s.name == name) {
-            Some(s) => s.values.push((c as f64, gbps)),
-            None => series.push(Series {
-                name,
-                values: vec![(c as f64, gbps)],
-            }),
-        }
-    }
+    let rows = rows
+        .iter()
+        .filter(|r| r["n"].as_u64() == Some(1))
+        .map(|r| {
+            let shape = r["shape"].as_array().context("`shape`")?;
+            let name = format!("{}x{}", shape[0], shape[1]);
+            Ok((text(r, "format"), name, number(r, "gbps")?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (categories, series) = grouped(rows);
     let title = format!(
         "CPU mat-vec, n = 1 (read bandwidth {:.1} GB/s, {} threads)",
         number(v, "bandwidth_gbps")?,

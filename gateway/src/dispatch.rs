@@ -64,14 +64,6 @@ pub enum Precision {
     Auto,
 }
 
-/// What crossed the wire to the nodes, and how long the layers' expert calls took.
-#[derive(Debug, Default)]
-struct Wire {
-    sent: AtomicU64,
-    received: AtomicU64,
-    nanos: AtomicU64,
-}
-
 /// The dispatcher's traffic so far.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Traffic {
@@ -191,7 +183,8 @@ pub struct Dispatcher {
     deadline: Duration,
     limits: Limits,
     retries: AtomicU64,
-    wire: Wire,
+    /// Time spent running layers' routed experts, in nanoseconds.
+    expert_nanos: AtomicU64,
     links: Links,
     /// Layers ahead whose experts are predicted and hinted to the nodes (0 = none).
     prefetch_layers: usize,
@@ -221,7 +214,7 @@ impl Dispatcher {
             deadline,
             limits,
             retries: AtomicU64::new(0),
-            wire: Wire::default(),
+            expert_nanos: AtomicU64::new(0),
             links: Links::default(),
             prefetch_layers: 0,
             hints: AtomicU64::new(0),
@@ -253,10 +246,11 @@ impl Dispatcher {
     /// Protobuf bytes of the layer requests sent and the replies received so far, and the time
     /// spent running layers' routed experts (network and node compute), in seconds.
     pub fn traffic(&self) -> Traffic {
+        let (sent_bytes, received_bytes) = self.links.totals();
         Traffic {
-            sent_bytes: self.wire.sent.load(Ordering::Relaxed),
-            received_bytes: self.wire.received.load(Ordering::Relaxed),
-            seconds: self.wire.nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            sent_bytes,
+            received_bytes,
+            seconds: self.expert_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         }
     }
 
@@ -316,9 +310,9 @@ impl Dispatcher {
         let mut by_node: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         {
             let nodes = self.nodes.borrow();
+            let health = |n: &str| self.links.health(n);
+            let none = BTreeSet::new();
             for &expert in experts {
-                let health = |n: &str| self.links.health(n);
-                let none = BTreeSet::new();
                 if let Some(node) = replica(&placement, &nodes, &health, layer, expert, &none) {
                     by_node.entry(node.clone()).or_default().push(expert as u32);
                 }
@@ -404,8 +398,7 @@ impl Dispatcher {
             .dispatch_layer(layer, h, routes, precision)
             .instrument(span)
             .await;
-        self.wire
-            .nanos
+        self.expert_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         out
     }
@@ -474,7 +467,6 @@ impl Dispatcher {
                 );
                 req.traceparent = traceparent(&span);
                 let sent = req.encoded_len() as u64;
-                self.wire.sent.fetch_add(sent, Ordering::Relaxed);
                 self.links.started(node);
                 let (node, deadline) = (node.clone(), self.deadline);
                 let client = self.client(&node).await;
@@ -497,7 +489,6 @@ impl Dispatcher {
                 match &reply {
                     Ok(r) => {
                         let received = r.encoded_len() as u64;
-                        self.wire.received.fetch_add(received, Ordering::Relaxed);
                         self.links
                             .answered(&node, sent, received, rtt, r.timings.as_ref());
                     }

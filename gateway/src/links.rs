@@ -62,12 +62,8 @@ impl Links {
         })
     }
 
-    fn record(
-        &self,
-        node: &str,
-        sent: u64,
-        rtt: Duration,
-    ) -> MutexGuard<'_, BTreeMap<String, Link>> {
+    /// Counts a finished call to `node`, then lets `then` add what only its outcome knows.
+    fn record(&self, node: &str, sent: u64, rtt: Duration, then: impl FnOnce(&mut Link)) {
         let mut links = self.lock();
         let link = links.entry(node.to_string()).or_default();
         link.in_flight = link.in_flight.saturating_sub(1);
@@ -75,7 +71,7 @@ impl Links {
         link.sent_bytes += sent;
         link.rtt.observe(rtt.as_secs_f64());
         link.rtt_seconds += rtt.as_secs_f64();
-        links
+        then(link);
     }
 
     /// A call to `node` answered after `rtt` with a reply of `received` bytes.
@@ -87,21 +83,28 @@ impl Links {
         rtt: Duration,
         timings: Option<&Timings>,
     ) {
-        let mut links = self.record(node, sent, rtt);
-        let link = links.get_mut(node).expect("recorded above");
-        link.received_bytes += received;
-        if let Some(t) = timings {
-            link.queue_seconds += t.queue_us as f64 / 1e6;
-            link.compute_seconds += t.compute_us as f64 / 1e6;
-        }
+        self.record(node, sent, rtt, |link| {
+            link.received_bytes += received;
+            if let Some(t) = timings {
+                link.queue_seconds += t.queue_us as f64 / 1e6;
+                link.compute_seconds += t.compute_us as f64 / 1e6;
+            }
+        });
     }
 
     /// A call to `node` that failed (refused, timed out or lost its stream) after `rtt`.
     pub fn failed(&self, node: &str, sent: u64, rtt: Duration) {
-        let mut links = self.record(node, sent, rtt);
-        let link = links.get_mut(node).expect("recorded above");
-        link.failures += 1;
-        link.last_failure = Some(Instant::now());
+        self.record(node, sent, rtt, |link| {
+            link.failures += 1;
+            link.last_failure = Some(Instant::now());
+        });
+    }
+
+    /// Bytes sent to and received from every node, summed.
+    pub fn totals(&self) -> (u64, u64) {
+        self.lock().values().fold((0, 0), |(sent, received), l| {
+            (sent + l.sent_bytes, received + l.received_bytes)
+        })
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, Link> {
