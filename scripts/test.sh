@@ -5,6 +5,7 @@
 #   - etcd, which the coordinator's integration tests start on loopback ports (Debian's
 #     etcd-server);
 #   - a C++ compiler, for the CPU emulation of the CUDA kernels (Debian's g++);
+#   - ip and tc, which the shaped-link test builds its test network with (Debian's iproute2);
 #   - NVRTC, to compile the CUDA kernels for sm_80..sm_90 without a GPU (the PyPI wheel
 #     nvidia-cuda-nvrtc-cu12, unpacked under target/cuda-tools).
 set -euo pipefail
@@ -14,6 +15,7 @@ missing=()
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v c++ >/dev/null || missing+=(g++)
+command -v tc >/dev/null || missing+=(iproute2)
 command -v npm >/dev/null || missing+=(npm) # the chart tests' helm comes from an npm package
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}"

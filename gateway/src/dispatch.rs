@@ -34,6 +34,7 @@ use tracing::Instrument;
 use crate::links::{Health, Links};
 use crate::metrics::header;
 use crate::node_client::{CallError, NodeClient};
+use crate::policy::{LadderConfig, PairPlan, Rung, Thresholds};
 use crate::prediction::{Accuracy, Lookahead, MAX_DISTANCE, experts_of};
 
 /// Why a layer could not be run.
@@ -60,7 +61,9 @@ pub enum Precision {
     /// returned on its own so the sums are taken in the single-process model's order: its result
     /// bit for bit, at top_k times the reply bytes.
     Exact,
-    /// The nodes' high-precision copies for now; the link-aware policy decides per pair later.
+    /// The link-aware policy decides per node link and per pair ([`crate::policy`]): f32
+    /// activations and high precision while the link keeps up, then int8 activations, low
+    /// precision for unimportant pairs and (when allowed) skipping the least important ones.
     Auto,
 }
 
@@ -100,7 +103,10 @@ fn pairs_by_expert(routes: &[Route]) -> BTreeMap<usize, Vec<Pair>> {
     by_expert
 }
 
-/// The message for one node: the rows its experts need (in token order) and their work.
+/// The message for one node: the rows its experts need (in token order) and their work, each
+/// pair as the thresholds plan it at the link's rung (skipped pairs left out, and experts left
+/// with none), with the rung's activation dtype. Also the pairs planned at each precision, by
+/// [`PairPlan`] order.
 fn request(
     layer: usize,
     epoch: u64,
@@ -108,10 +114,26 @@ fn request(
     hidden: usize,
     experts: &[(usize, &[Pair])],
     per_pair: bool,
-) -> (LayerRequest, Vec<usize>) {
+    policy: (Rung, Thresholds),
+) -> (LayerRequest, Vec<usize>, [u64; 3]) {
+    let (rung, thresholds) = policy;
+    let mut planned = [0u64; 3];
+    let experts: Vec<(usize, Vec<(&Pair, PairPlan)>)> = experts
+        .iter()
+        .map(|&(expert, pairs)| {
+            let pairs: Vec<_> = pairs
+                .iter()
+                .map(|p| (p, thresholds.plan(p.unimportance, rung)))
+                .inspect(|(_, plan)| planned[*plan as usize] += 1)
+                .filter(|(_, plan)| *plan != PairPlan::Skip)
+                .collect();
+            (expert, pairs)
+        })
+        .filter(|(_, pairs)| !pairs.is_empty())
+        .collect();
     let tokens: BTreeSet<usize> = experts
         .iter()
-        .flat_map(|(_, pairs)| pairs.iter().map(|p| p.token))
+        .flat_map(|(_, pairs)| pairs.iter().map(|(p, _)| p.token))
         .collect();
     let tokens: Vec<usize> = tokens.into_iter().collect();
     let row_of: HashMap<usize, u32> = tokens
@@ -123,29 +145,43 @@ fn request(
     for &t in &tokens {
         rows.extend_from_slice(&h[t * hidden..(t + 1) * hidden]);
     }
+    let wire_precision = |plan: PairPlan| match plan {
+        PairPlan::Low => WirePrecision::Low as i32,
+        PairPlan::High | PairPlan::Skip => WirePrecision::High as i32,
+    };
     let work = experts
         .iter()
-        .map(|&(expert, pairs)| ExpertWork {
-            expert: expert as u32,
-            rows: pairs.iter().map(|p| row_of[&p.token]).collect(),
-            weights: pairs.iter().map(|p| p.weight).collect(),
-            precisions: vec![WirePrecision::High as i32],
-            unimportance: pairs.iter().map(|p| p.unimportance).collect(),
+        .map(|(expert, pairs)| ExpertWork {
+            expert: *expert as u32,
+            rows: pairs.iter().map(|(p, _)| row_of[&p.token]).collect(),
+            weights: pairs.iter().map(|(p, _)| p.weight).collect(),
+            precisions: pairs
+                .iter()
+                .map(|(_, plan)| wire_precision(*plan))
+                .collect(),
+            unimportance: pairs.iter().map(|(p, _)| p.unimportance).collect(),
         })
         .collect();
-    let encoded = tensor::encode(&rows, tokens.len(), hidden, WireDtype::F32)
-        .expect("f32 rows always encode");
+    let dtype = if rung >= Rung::Int8Wire {
+        WireDtype::I8RowScaled
+    } else {
+        WireDtype::F32
+    };
+    // int8 needs finite rows; anything else goes as f32, which takes any value.
+    let encoded = tensor::encode(&rows, tokens.len(), hidden, dtype)
+        .or_else(|_| tensor::encode(&rows, tokens.len(), hidden, WireDtype::F32))
+        .expect("f32 rows of the right length always encode");
     let request = LayerRequest {
         batch_id: 0,
         epoch,
         layer: layer as u32,
         tokens: Some(encoded),
         experts: work,
-        reply_dtype: moe_proto::expert::Dtype::F32 as i32,
+        reply_dtype: dtype.proto() as i32,
         per_pair,
         traceparent: String::new(),
     };
-    (request, tokens)
+    (request, tokens, planned)
 }
 
 /// The node to send `expert` of `layer` to, among its replicas not `excluded`: one that has
@@ -186,6 +222,7 @@ pub struct Dispatcher {
     /// Time spent running layers' routed experts, in nanoseconds.
     expert_nanos: AtomicU64,
     links: Links,
+    thresholds: Thresholds,
     /// Layers ahead whose experts are predicted and hinted to the nodes (0 = none).
     prefetch_layers: usize,
     hints: AtomicU64,
@@ -216,6 +253,7 @@ impl Dispatcher {
             retries: AtomicU64::new(0),
             expert_nanos: AtomicU64::new(0),
             links: Links::default(),
+            thresholds: Thresholds::default(),
             prefetch_layers: 0,
             hints: AtomicU64::new(0),
             accuracy: Accuracy::default(),
@@ -258,6 +296,14 @@ impl Dispatcher {
     /// MoE layer and sends the nodes that hold them prefetch hints.
     pub fn with_prefetch_layers(mut self, layers: usize) -> Dispatcher {
         self.prefetch_layers = layers.min(MAX_DISTANCE);
+        self
+    }
+
+    /// The link-aware precision policy for `auto` requests: HOBBIT's thresholds per pair and the
+    /// rule each node link's ladder follows (the default has skipping off).
+    pub fn with_policy(mut self, thresholds: Thresholds, ladder: LadderConfig) -> Dispatcher {
+        self.thresholds = thresholds;
+        self.links = Links::new(ladder);
         self
     }
 
@@ -453,17 +499,35 @@ impl Dispatcher {
                 by_node.entry(node).or_default().push(expert);
             }
             let mut calls = tokio::task::JoinSet::new();
+            // Nodes all of whose pairs were skipped: nothing to send.
+            let mut skipped = BTreeSet::new();
             for (node, experts) in &by_node {
                 let work: Vec<(usize, &[Pair])> = experts
                     .iter()
                     .map(|e| (*e, remaining[e].as_slice()))
                     .collect();
-                let (mut req, tokens) = request(layer, placement.epoch, h, hidden, &work, per_pair);
+                let rung = if per_pair {
+                    Rung::Full
+                } else {
+                    self.links.rung(node)
+                };
+                let policy = (rung, self.thresholds);
+                let (mut req, tokens, planned) =
+                    request(layer, placement.epoch, h, hidden, &work, per_pair, policy);
+                self.links.planned(node, planned);
+                if req.experts.is_empty() {
+                    skipped.insert(node.clone());
+                    continue;
+                }
                 let span = tracing::info_span!(
                     "expert_call",
                     node = %node,
                     experts = work.len(),
-                    rows = tokens.len()
+                    rows = tokens.len(),
+                    rung = rung.name(),
+                    high = planned[PairPlan::High as usize],
+                    low = planned[PairPlan::Low as usize],
+                    skipped = planned[PairPlan::Skip as usize],
                 );
                 req.traceparent = traceparent(&span);
                 let sent = req.encoded_len() as u64;
@@ -495,6 +559,11 @@ impl Dispatcher {
                     Err(_) => self.links.failed(&node, sent, rtt),
                 }
                 answers.insert(node, (tokens, reply));
+            }
+            for node in &skipped {
+                for e in &by_node[node] {
+                    remaining.remove(e);
+                }
             }
             let mut refresh = false;
             for (node, (tokens, reply)) in answers {
@@ -761,8 +830,11 @@ mod tests {
             weight: 0.75,
             unimportance: 0.25,
         }];
-        let (req, tokens) = request(4, 9, &h, hidden, &[(5, &a), (6, &b)], true);
+        let full = (Rung::Full, Thresholds::default());
+        let (req, tokens, planned) = request(4, 9, &h, hidden, &[(5, &a), (6, &b)], true, full);
+        assert_eq!(planned, [3, 0, 0]);
         assert!(req.per_pair);
+        assert_eq!(req.reply_dtype, WireDtype::F32.proto() as i32);
         assert_eq!(tokens, [1, 3]);
         assert_eq!((req.layer, req.epoch), (4, 9));
         let rows =
@@ -771,5 +843,56 @@ mod tests {
         assert_eq!(req.experts[0].rows, [1, 0]);
         assert_eq!(req.experts[1].rows, [1]);
         assert_eq!(req.experts[0].unimportance, [0.0, 0.5]);
+    }
+
+    #[test]
+    fn a_links_rung_sets_the_wire_dtype_and_each_pairs_precision() {
+        let hidden = 4;
+        let h: Vec<f32> = (0..12).map(|v| v as f32 - 5.0).collect();
+        let pair = |token, unimportance| Pair {
+            token,
+            weight: 0.5,
+            unimportance,
+        };
+        let a = [pair(0, 0.0), pair(1, 0.7)];
+        let b = [pair(2, 0.95)];
+        let thresholds = Thresholds::default();
+        let high = WirePrecision::High as i32;
+        let low = WirePrecision::Low as i32;
+        let work: [(usize, &[Pair]); 2] = [(0, &a), (1, &b)];
+
+        let (req, tokens, planned) =
+            request(0, 1, &h, hidden, &work, false, (Rung::Int8Wire, thresholds));
+        assert_eq!(planned, [3, 0, 0]);
+        assert_eq!(tokens, [0, 1, 2]);
+        let rows = req.tokens.as_ref().unwrap();
+        assert_eq!(rows.dtype, WireDtype::I8RowScaled.proto() as i32);
+        assert_eq!(req.reply_dtype, WireDtype::I8RowScaled.proto() as i32);
+        let decoded = tensor::decode(rows, hidden, &Limits::default()).unwrap();
+        for (got, want) in decoded.data.iter().zip(&h) {
+            assert!((got - want).abs() <= 5.0 / 127.0, "{got} vs {want}");
+        }
+        assert_eq!(req.experts[0].precisions, [high, high]);
+
+        let (req, _, planned) = request(
+            0,
+            1,
+            &h,
+            hidden,
+            &work,
+            false,
+            (Rung::LowWeights, thresholds),
+        );
+        assert_eq!(planned, [1, 2, 0]);
+        assert_eq!(req.experts[0].precisions, [high, low]);
+        assert_eq!(req.experts[1].precisions, [low]);
+
+        // Skipping leaves out expert 1 (its only pair) and token 2's row.
+        let (req, tokens, planned) =
+            request(0, 1, &h, hidden, &work, false, (Rung::Skip, thresholds));
+        assert_eq!(planned, [1, 1, 1]);
+        assert_eq!(tokens, [0, 1]);
+        assert_eq!(req.experts.len(), 1);
+        assert_eq!(req.experts[0].expert, 0);
     }
 }

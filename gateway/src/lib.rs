@@ -31,6 +31,7 @@ pub mod links;
 pub mod metrics;
 pub mod node_client;
 pub mod openai;
+pub mod policy;
 pub mod prediction;
 pub mod scheduler;
 pub mod sequence;

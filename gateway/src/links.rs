@@ -1,7 +1,9 @@
 //! The expert nodes' links as the gateway measures them, per node: calls and failures, protobuf
 //! bytes each way, the round-trip time of each call, and the time the node says it spent
 //! queueing and computing. A round trip minus the node's queue and compute is the network and
-//! both ends' (de)serialisation: the part a faster link would shrink.
+//! both ends' (de)serialisation: the part a faster link would shrink. Each link also keeps its
+//! saturation state and downgrade rung ([`Ladder`]) and counts the pairs it was sent at each
+//! precision.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 use moe_proto::expert::Timings;
 
 use crate::metrics::{Histogram, header};
+use crate::policy::{Ladder, LadderConfig, PairPlan, Rung, Sample};
 
 /// One node's calls so far.
 #[derive(Debug, Default, Clone)]
@@ -27,6 +30,9 @@ pub struct Link {
     pub in_flight: usize,
     /// When the last call failed.
     pub last_failure: Option<Instant>,
+    pub ladder: Ladder,
+    /// Pairs sent, by [`PairPlan`] order (skipped ones were not sent).
+    pub pairs: [u64; 3],
 }
 
 /// How long a node whose call failed is tried only after its healthy replicas.
@@ -40,13 +46,37 @@ pub struct Health {
     pub failed_recently: bool,
 }
 
-/// Every node's [`Link`], by node id.
+/// Every node's [`Link`], by node id, and the rule their ladders follow.
 #[derive(Debug, Default)]
-pub struct Links(Mutex<BTreeMap<String, Link>>);
+pub struct Links {
+    links: Mutex<BTreeMap<String, Link>>,
+    ladder: LadderConfig,
+}
 
 impl Links {
+    pub fn new(ladder: LadderConfig) -> Links {
+        Links {
+            links: Mutex::default(),
+            ladder,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Link>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `node`'s downgrade rung now.
+    pub fn rung(&self, node: &str) -> Rung {
+        self.lock()
+            .get(node)
+            .map_or(Rung::Full, |l| l.ladder.rung())
+    }
+
+    /// Counts the pairs planned for a call to `node`, by [`PairPlan`] order.
+    pub fn planned(&self, node: &str, pairs: [u64; 3]) {
+        let mut links = self.lock();
+        let link = links.entry(node.to_string()).or_default();
+        link.pairs.iter_mut().zip(pairs).for_each(|(a, b)| *a += b);
     }
 
     /// A call to `node` is on its way.
@@ -83,12 +113,19 @@ impl Links {
         rtt: Duration,
         timings: Option<&Timings>,
     ) {
+        let config = self.ladder;
         self.record(node, sent, rtt, |link| {
             link.received_bytes += received;
-            if let Some(t) = timings {
-                link.queue_seconds += t.queue_us as f64 / 1e6;
-                link.compute_seconds += t.compute_us as f64 / 1e6;
-            }
+            let (queue, compute) = timings.map_or((0, 0), |t| (t.queue_us, t.compute_us));
+            link.queue_seconds += queue as f64 / 1e6;
+            link.compute_seconds += compute as f64 / 1e6;
+            let queue = Duration::from_micros(queue);
+            let sample = Sample {
+                wire: rtt.saturating_sub(queue + Duration::from_micros(compute)),
+                queue,
+                bytes: sent + received,
+            };
+            link.ladder.observe(Instant::now(), sample, &config);
         });
     }
 
@@ -121,7 +158,7 @@ impl Links {
             )
         };
         type Value = fn(&Link) -> f64;
-        let families: [(&str, &str, &str, Value); 7] = [
+        let families: [(&str, &str, &str, Value); 10] = [
             (
                 "moe:expert_node_calls_total",
                 "Layer requests sent to the node.",
@@ -164,6 +201,25 @@ impl Links {
                 "counter",
                 |l| l.rtt_seconds,
             ),
+            (
+                "moe:expert_link_rung",
+                "The link's downgrade rung: 0 full, 1 int8 activations, 2 low-precision \
+                 weights above T1, 3 skipping above T2.",
+                "gauge",
+                |l| l.ladder.rung() as usize as f64,
+            ),
+            (
+                "moe:expert_link_saturated",
+                "1 while the link is over the saturation rule.",
+                "gauge",
+                |l| f64::from(u8::from(l.ladder.saturated())),
+            ),
+            (
+                "moe:expert_link_baseline_seconds",
+                "The link's unloaded wire time: the smallest of the last 30 s.",
+                "gauge",
+                |l| l.ladder.baseline().unwrap_or(0.0),
+            ),
         ];
         for (name, help, kind, value) in families {
             header(out, name, help, kind);
@@ -180,6 +236,29 @@ impl Links {
         );
         for (node, link) in &links {
             link.rtt.render_series(out, name, &label(node));
+        }
+        let name = "moe:expert_link_rung_seconds_total";
+        header(out, name, "Time the link spent at each rung.", "counter");
+        let now = Instant::now();
+        for (node, link) in &links {
+            for (rung, time) in Rung::ALL.iter().zip(link.ladder.time_in(now)) {
+                let (node, rung) = (label(node), rung.name());
+                let seconds = time.as_secs_f64();
+                let _ = writeln!(out, "{name}{{{node},rung=\"{rung}\"}} {seconds}");
+            }
+        }
+        let name = "moe:expert_pairs_total";
+        header(
+            out,
+            name,
+            "(token, expert) pairs planned for the node, by precision (skip: not sent).",
+            "counter",
+        );
+        for (node, link) in &links {
+            for (plan, count) in PairPlan::ALL.iter().zip(link.pairs) {
+                let (node, plan) = (label(node), plan.name());
+                let _ = writeln!(out, "{name}{{{node},precision=\"{plan}\"}} {count}");
+            }
         }
     }
 }
@@ -199,6 +278,8 @@ mod tests {
         links.answered("node-0", 100, 300, Duration::from_millis(7), Some(&timings));
         links.answered("node-0", 100, 300, Duration::from_millis(3), None);
         links.failed("node-1", 50, Duration::from_millis(30));
+        links.planned("node-0", [3, 2, 0]);
+        links.planned("node-0", [2, 0, 1]);
         let mut text = String::new();
         links.render(&mut text);
         for line in [
@@ -215,6 +296,12 @@ mod tests {
             "moe:expert_node_rtt_seconds_bucket{node=\"node-0\",le=\"0.01\"} 2",
             "moe:expert_node_rtt_seconds_bucket{node=\"node-1\",le=\"0.04\"} 1",
             "moe:expert_node_rtt_seconds_count{node=\"node-1\"} 1",
+            "moe:expert_link_rung{node=\"node-0\"} 0",
+            "moe:expert_link_saturated{node=\"node-0\"} 0",
+            "moe:expert_link_baseline_seconds{node=\"node-0\"} 0.002",
+            "moe:expert_pairs_total{node=\"node-0\",precision=\"high\"} 5",
+            "moe:expert_pairs_total{node=\"node-0\",precision=\"low\"} 2",
+            "moe:expert_pairs_total{node=\"node-0\",precision=\"skip\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -25,6 +25,7 @@ use moe_gateway::engine::Engine;
 use moe_gateway::generator::{Generator, GeneratorConfig};
 use moe_gateway::grpc::GrpcApi;
 use moe_gateway::http::{self, HttpOptions};
+use moe_gateway::policy::{LadderConfig, Rung, Thresholds};
 use moe_gateway::prediction::MAX_DISTANCE;
 use moe_gateway::scheduler::SchedulerConfig;
 use moe_kernels::Pool;
@@ -32,6 +33,26 @@ use moe_model::config::served_name;
 use moe_model::{LoadOptions, Model, Tokenizer};
 use moe_proto::gateway::gateway_service_server::GatewayServiceServer;
 use moe_proto::tensor::Limits;
+
+/// `--precision-ladder`: the highest [`Rung`] a link may climb to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LadderTop {
+    Off,
+    Int8Wire,
+    LowWeights,
+    Skip,
+}
+
+impl LadderTop {
+    fn rung(self) -> Rung {
+        match self {
+            LadderTop::Off => Rung::Full,
+            LadderTop::Int8Wire => Rung::Int8Wire,
+            LadderTop::LowWeights => Rung::LowWeights,
+            LadderTop::Skip => Rung::Skip,
+        }
+    }
+}
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -91,6 +112,19 @@ struct Config {
     /// use; 0 sends no hints.
     #[arg(long, env = "MOE_PREFETCH_LAYERS", default_value_t = 1)]
     prefetch_layers: usize,
+    /// The highest rung of the link-aware precision ladder for `auto` requests: `off` (always
+    /// f32 activations and high precision), `int8-wire` (int8 activations on a saturated link),
+    /// `low-weights` (and low-precision weights for pairs above T1) or `skip` (and skipping
+    /// pairs above T2).
+    #[arg(long, env = "MOE_PRECISION_LADDER", default_value = "low-weights")]
+    precision_ladder: LadderTop,
+    /// HOBBIT's T1: on a link at the low-weights rung, pairs whose unimportance (the normalised
+    /// gate mass of the token's heavier experts) is above it run at low precision.
+    #[arg(long, env = "MOE_PRECISION_T1", default_value_t = 0.6)]
+    precision_t1: f32,
+    /// HOBBIT's T2: on a link at the skip rung, pairs whose unimportance is above it are skipped.
+    #[arg(long, env = "MOE_PRECISION_T2", default_value_t = 0.9)]
+    precision_t2: f32,
     /// Kernel threads for attention and the dense layers (0 = one per core).
     #[arg(long, env = "MOE_THREADS", default_value_t = 0)]
     threads: usize,
@@ -130,6 +164,8 @@ fn check(config: &Config) -> Result<(), String> {
     if config.prefetch_layers > MAX_DISTANCE {
         return Err(format!("--prefetch-layers must be at most {MAX_DISTANCE}"));
     }
+    Thresholds::new(config.precision_t1, config.precision_t2)
+        .map_err(|e| format!("--precision-t1/--precision-t2: {e}"))?;
     if config.stats_seconds == 0 {
         return Err("--stats-seconds must be positive".into());
     }
@@ -188,7 +224,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
             Duration::from_millis(config.expert_deadline_ms),
             Limits::default(),
         )
-        .with_prefetch_layers(config.prefetch_layers),
+        .with_prefetch_layers(config.prefetch_layers)
+        .with_policy(
+            Thresholds::new(config.precision_t1, config.precision_t2)
+                .map_err(anyhow::Error::msg)?,
+            LadderConfig {
+                top: config.precision_ladder.rung(),
+                ..LadderConfig::default()
+            },
+        ),
     );
     let every = Duration::from_secs(config.stats_seconds);
     let id = gateway_id(&config);
@@ -328,6 +372,12 @@ mod tests {
         assert!(config(&["--check-config"]).check.check_config);
         let refused = check(&config(&["--prefetch-layers", "9"])).unwrap_err();
         assert!(refused.contains("--prefetch-layers"), "{refused}");
+        let refused = check(&config(&["--precision-t1", "0.95"])).unwrap_err();
+        assert!(refused.contains("T1"), "{refused}");
+        assert_eq!(
+            config(&["--precision-ladder", "int8-wire"]).precision_ladder,
+            LadderTop::Int8Wire
+        );
         let refused = check(&config(&["--cluster", "no/slash"])).unwrap_err();
         assert!(refused.contains("--cluster"), "{refused}");
     }

@@ -36,7 +36,8 @@ impl WireDtype {
         }
     }
 
-    fn proto(self) -> Dtype {
+    /// The `Dtype` this is on the wire.
+    pub fn proto(self) -> Dtype {
         match self {
             WireDtype::F32 => Dtype::F32,
             WireDtype::F16 => Dtype::F16,

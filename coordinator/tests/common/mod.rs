@@ -7,6 +7,9 @@
 #![allow(dead_code)] // each test binary uses a part of the harness
 
 pub mod collector;
+pub mod http;
+pub mod netns;
+pub mod process;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -32,6 +35,8 @@ pub struct EtcdServer {
     data_dir: PathBuf,
     client_port: u16,
     peer_port: u16,
+    /// Another address etcd serves clients on, besides loopback.
+    also_on: Option<Ipv4Addr>,
     child: Option<Child>,
 }
 
@@ -39,6 +44,16 @@ impl EtcdServer {
     /// Starts etcd on free ports and waits until it answers. Panics, saying what to install,
     /// when there is no etcd binary.
     pub async fn start() -> EtcdServer {
+        EtcdServer::start_with(None).await
+    }
+
+    /// As [`EtcdServer::start`], serving clients on `address` too (a test network's host side),
+    /// at the same port.
+    pub async fn start_also_on(address: Ipv4Addr) -> EtcdServer {
+        EtcdServer::start_with(Some(address)).await
+    }
+
+    async fn start_with(also_on: Option<Ipv4Addr>) -> EtcdServer {
         log_to_test_output();
         let mut server = EtcdServer {
             binary: etcd_binary(),
@@ -46,6 +61,7 @@ impl EtcdServer {
             data_dir: PathBuf::new(),
             client_port: 0,
             peer_port: 0,
+            also_on,
             child: None,
         };
         let mut failures = Vec::new();
@@ -68,6 +84,11 @@ impl EtcdServer {
     /// `http://127.0.0.1:<client port>`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.address())
+    }
+
+    /// `http://<address>:<client port>` for the address given to [`EtcdServer::start_also_on`].
+    pub fn endpoint_on(&self, address: Ipv4Addr) -> String {
+        format!("http://{address}:{}", self.client_port)
     }
 
     /// A client of this etcd with the tests' per-call deadline.
@@ -101,12 +122,16 @@ impl EtcdServer {
             .open(&log_path)
             .expect("the etcd log file");
         let client_url = self.endpoint();
+        let listen_urls = match self.also_on {
+            Some(address) => format!("{client_url},{}", self.endpoint_on(address)),
+            None => client_url.clone(),
+        };
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
         let mut command = Command::new(&self.binary);
         command
             .arg("--name=moe-test")
             .arg(format!("--data-dir={}", self.data_dir.display()))
-            .arg(format!("--listen-client-urls={client_url}"))
+            .arg(format!("--listen-client-urls={listen_urls}"))
             .arg(format!("--advertise-client-urls={client_url}"))
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))

@@ -1,0 +1,73 @@
+//! The cluster's processes in tests: a workspace binary started with its arguments, read until
+//! it prints the address it listens on, and killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A binary of the workspace, next to the `coordinator` binary under test.
+pub fn sibling_binary(name: &str, package: &str) -> PathBuf {
+    let coordinator = PathBuf::from(env!("CARGO_BIN_EXE_coordinator"));
+    let binary = coordinator.with_file_name(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first (cargo build -p {package}; scripts/test.sh builds \
+         the whole workspace)",
+        binary.display()
+    );
+    binary
+}
+
+/// A child process killed on drop; its first stdout line must be `listening on ADDR`.
+pub struct Process {
+    child: Child,
+    pub address: String,
+}
+
+impl Process {
+    pub fn start(program: &Path, args: &[String], env: &[(&str, String)]) -> Process {
+        Process::start_command(Command::new(program), args, env)
+    }
+
+    /// As [`Process::start`], for a command already set up (e.g. to run in a namespace).
+    pub fn start_command(mut command: Command, args: &[String], env: &[(&str, String)]) -> Process {
+        let mut child = command
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the process prints its address");
+        let address = first
+            .strip_prefix("listening on ")
+            .expect(&first)
+            .to_string();
+        Process { child, address }
+    }
+
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

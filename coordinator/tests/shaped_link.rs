@@ -1,0 +1,285 @@
+//! The link-aware precision policy on a real shaped link. One `expert-node` runs in its own
+//! network namespace behind a veth pair; etcd, a `coordinator` and a `gateway` run here. Eight
+//! streams of `auto` completions run while `tc` limits the link to 256 kbit/s each way: the
+//! gateway's ladder for that node climbs to its top rung (int8 activations, then low-precision
+//! weights for pairs above T1) and sends low-precision pairs. `exact` completions sent meanwhile
+//! equal the single-process model's. Then the shaping is taken off and, under a light load, the
+//! ladder comes back down to full precision. The times each step took are printed.
+//!
+//! Needs root and iproute2 (`ip netns`, `tc`); without them it prints why and does nothing else.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::EtcdServer;
+use common::http::{get_text, post, wait_ready};
+use common::netns::Namespace;
+use common::process::{Process, sibling_binary};
+
+const CLUSTER: &str = "shaped";
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral")
+}
+
+/// The value of the gateway's series `name{node="far"}`.
+async fn node_series(gateway: &str, name: &str) -> f64 {
+    let metrics = get_text(gateway, "/metrics")
+        .await
+        .expect("the gateway's metrics");
+    let prefix = format!("{name}{{node=\"far\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .find_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn rung(gateway: &str) -> u32 {
+    node_series(gateway, "moe:expert_link_rung").await as u32
+}
+
+/// Waits up to `within` until the far node's rung satisfies `ok`; how long it took.
+async fn wait_rung(
+    gateway: &str,
+    what: &str,
+    within: Duration,
+    ok: impl Fn(u32) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let now = rung(gateway).await;
+        if ok(now) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{what}: the rung is still {now} after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `streams` tasks sending `auto` completions of `max_tokens` back to back (pausing `pause`
+/// between them) until `stop`.
+fn load(
+    gateway: &str,
+    streams: u32,
+    max_tokens: u32,
+    pause: Duration,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<u32>> {
+    (0..streams)
+        .map(|i| {
+            let (gateway, stop) = (gateway.to_string(), Arc::clone(stop));
+            tokio::spawn(async move {
+                let mut done = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = serde_json::json!({"model": "mixtral", "prompt": [1 + i, 30 + i, 7], "max_tokens": max_tokens, "temperature": 0});
+                    let (status, body) = post(&gateway, "/v1/completions", &body).await;
+                    assert_eq!(status, 200, "{body}");
+                    done += 1;
+                    tokio::time::sleep(pause).await;
+                }
+                done
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_link_downgrades_and_recovers_while_exact_stays_exact() {
+    let ns = match Namespace::create("link") {
+        Ok(ns) => ns,
+        Err(why) => {
+            println!("cannot run: a test network needs root and iproute2 ({why})");
+            return;
+        }
+    };
+    let etcd = EtcdServer::start_also_on(ns.host_ip).await;
+    let shards = tempfile::tempdir().unwrap();
+    let model = fixture();
+    let model_arg = model.to_str().unwrap();
+    let coordinator_args = [
+        "--etcd",
+        &etcd.endpoint(),
+        "--cluster",
+        CLUSTER,
+        "--listen",
+        "127.0.0.1:0",
+        "--id",
+        "co-1",
+        "--model",
+        model_arg,
+        "--lease-ttl-seconds",
+        "2",
+        "--replan-seconds",
+        "1",
+    ];
+    let _coordinator = Process::start(
+        Path::new(env!("CARGO_BIN_EXE_coordinator")),
+        &coordinator_args.map(String::from),
+        &[],
+    );
+    let listen = format!("{}:0", ns.ns_ip);
+    let node_args = [
+        "--etcd",
+        &etcd.endpoint_on(ns.host_ip),
+        "--cluster",
+        CLUSTER,
+        "--listen",
+        &listen,
+        "--node-id",
+        "far",
+        "--model",
+        model_arg,
+        "--shard-dir",
+        shards.path().to_str().unwrap(),
+        "--lease-ttl-seconds",
+        "2",
+        "--threads",
+        "1",
+        "--backend",
+        "cpu",
+    ];
+    let node = Process::start_command(
+        ns.command(&sibling_binary("expert-node", "moe-expert-node")),
+        &node_args.map(String::from),
+        &[],
+    );
+    assert!(
+        node.address.starts_with(&ns.ns_ip.to_string()),
+        "{}",
+        node.address
+    );
+    let gateway_args = [
+        "--model",
+        model_arg,
+        "--etcd",
+        &etcd.endpoint(),
+        "--cluster",
+        CLUSTER,
+        "--http",
+        "127.0.0.1:0",
+        "--grpc",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--expert-deadline-ms",
+        "20000",
+        "--prefetch-layers",
+        "0",
+        "--precision-ladder",
+        "low-weights",
+    ];
+    let gateway = Process::start(
+        &sibling_binary("gateway", "moe-gateway"),
+        &gateway_args.map(String::from),
+        &[],
+    );
+    wait_ready(&gateway.address).await;
+
+    // The single-process model with its experts at the node's high precision (f16).
+    let pool = Arc::new(moe_kernels::Pool::new(1).unwrap());
+    let options = moe_model::LoadOptions::with_expert_format(Some(moe_kernels::Format::F16));
+    let reference = moe_model::Model::load(&model, &options, pool).unwrap();
+    let tokenizer = moe_model::Tokenizer::from_dir(&model).unwrap();
+    let prompts: [&[u32]; 2] = [&[1, 17, 42, 7, 99, 3], &[5, 9, 11]];
+    let params = moe_model::GenerateParams {
+        max_tokens: 8,
+        ..moe_model::GenerateParams::default()
+    };
+    let expected: Vec<String> = prompts
+        .iter()
+        .map(|p| {
+            moe_model::generate(&reference, Some(&tokenizer), p, &params)
+                .unwrap()
+                .text
+                .unwrap()
+        })
+        .collect();
+    let exact = |prompt: &[u32]| serde_json::json!({"model": "mixtral", "prompt": prompt, "max_tokens": 8, "temperature": 0, "precision": "exact"});
+    let check_exact = |when: &'static str| {
+        let gateway = gateway.address.clone();
+        let (prompts, expected) = (prompts.map(<[u32]>::to_vec), expected.clone());
+        async move {
+            for (prompt, want) in prompts.iter().zip(&expected) {
+                let (status, body) = post(&gateway, "/v1/completions", &exact(prompt)).await;
+                assert_eq!(status, 200, "{when}: {body}");
+                assert_eq!(body["choices"][0]["text"], want.as_str(), "{when}: {body}");
+            }
+        }
+    };
+    check_exact("unshaped").await;
+    assert_eq!(rung(&gateway.address).await, 0);
+
+    // Eight streams on a 256 kbit/s link: the ladder climbs to its top.
+    ns.shape("256kbit", 100).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let streams = load(&gateway.address, 8, 16, Duration::ZERO, &stop);
+    let engaged = wait_rung(
+        &gateway.address,
+        "under saturation",
+        Duration::from_secs(60),
+        |r| r == 2,
+    )
+    .await;
+    println!("shaped to 256 kbit/s: at the low-weights rung after {engaged:?}");
+    assert_eq!(
+        node_series(&gateway.address, "moe:expert_link_saturated").await,
+        1.0
+    );
+    let started = Instant::now();
+    check_exact("on the saturated link").await;
+    println!(
+        "two exact completions on the saturated link in {:?}",
+        started.elapsed()
+    );
+    let low_pairs = || async {
+        let metrics = get_text(&gateway.address, "/metrics").await.unwrap();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("moe:expert_pairs_total{node=\"far\",precision=\"low\"} "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let low = low_pairs().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        low_pairs().await > low,
+        "low-precision pairs are being sent"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let mut completed = 0;
+    for s in streams {
+        completed += s.await.unwrap();
+    }
+    println!("{completed} auto completions while shaped");
+
+    // The link recovers: under a light load the ladder comes back down to full precision.
+    ns.unshape().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let streams = load(&gateway.address, 1, 4, Duration::from_millis(50), &stop);
+    let recovered = wait_rung(
+        &gateway.address,
+        "after the link recovered",
+        Duration::from_secs(60),
+        |r| r == 0,
+    )
+    .await;
+    println!("unshaped: back at full precision after {recovered:?}");
+    stop.store(true, Ordering::Relaxed);
+    for s in streams {
+        s.await.unwrap();
+    }
+    assert_eq!(
+        node_series(&gateway.address, "moe:expert_link_saturated").await,
+        0.0
+    );
+    check_exact("after recovery").await;
+    drop(node);
+}
