@@ -55,9 +55,9 @@ pub struct BenchClusterArgs {
 }
 
 /// One streamed completion: when each chunk with text arrived, from the request's start.
-struct Streamed {
-    chunk_times: Vec<Duration>,
-    total: Duration,
+pub struct Streamed {
+    pub chunk_times: Vec<Duration>,
+    pub total: Duration,
 }
 
 /// Reads one HTTP/1.1 chunked body's chunks, calling `each` with the time every `data:` event
@@ -99,16 +99,18 @@ fn read_events(
     }
 }
 
-/// One streamed greedy completion of `prompt` from the gateway at `address`.
-fn stream_completion(
+/// One streamed greedy completion of `prompt` at `precision` (`exact` or `auto`) from the
+/// gateway at `address`.
+pub fn stream_completion(
     address: &str,
     model: &str,
     prompt: &[u32],
     max_tokens: usize,
+    precision: &str,
 ) -> anyhow::Result<Streamed> {
     let body = serde_json::json!({
         "model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-        "stream": true, "precision": "exact",
+        "stream": true, "precision": precision,
     })
     .to_string();
     let start = Instant::now();
@@ -136,6 +138,54 @@ fn stream_completion(
         chunk_times,
         total: start.elapsed(),
     })
+}
+
+/// Concurrent streamed completions against a gateway: stream `i` sends prompt `i + 1`.
+pub struct Load<'a> {
+    pub gateway: &'a str,
+    pub model: &'a str,
+    pub prompt_tokens: usize,
+    pub max_tokens: usize,
+    pub vocab: usize,
+    pub precision: &'a str,
+}
+
+impl Load<'_> {
+    /// Runs `streams` completions at once, each on its own thread; their results and the wall
+    /// time, in seconds, until the last finished.
+    pub fn run(&self, streams: usize) -> anyhow::Result<(Vec<Streamed>, f64)> {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..streams)
+            .map(|i| {
+                let (address, model) = (self.gateway.to_string(), self.model.to_string());
+                let p = prompt(self.prompt_tokens, i + 1, self.vocab);
+                let (max, precision) = (self.max_tokens, self.precision.to_string());
+                std::thread::spawn(move || stream_completion(&address, &model, &p, max, &precision))
+            })
+            .collect();
+        let mut results = Vec::new();
+        for h in handles {
+            results.push(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a client thread panicked"))??,
+            );
+        }
+        Ok((results, start.elapsed().as_secs_f64()))
+    }
+}
+
+/// Every gap between consecutive chunks of every completion, in seconds, sorted.
+pub fn inter_token_latencies(results: &[Streamed]) -> Vec<f64> {
+    let mut itl: Vec<f64> = results
+        .iter()
+        .flat_map(|r| {
+            r.chunk_times
+                .windows(2)
+                .map(|w| (w[1] - w[0]).as_secs_f64())
+        })
+        .collect();
+    itl.sort_by(f64::total_cmp);
+    itl
 }
 
 /// The gateway's counters that say where a step's time and bytes go.
@@ -202,7 +252,7 @@ impl Counters {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -211,7 +261,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// A prompt of `n` token ids, different for each `seed`.
-fn prompt(n: usize, seed: usize, vocab: usize) -> Vec<u32> {
+pub fn prompt(n: usize, seed: usize, vocab: usize) -> Vec<u32> {
     (0..n)
         .map(|i| ((seed * 7919 + i * 104_729) % (vocab - 3) + 3) as u32)
         .collect()
@@ -249,6 +299,8 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
         cluster: "bench",
         dir: &dir,
         node_flags: &node_flags,
+        gateway_flags: &[],
+        nets: &[],
     };
     eprintln!(
         "starting a local cluster ({} nodes) in {}",
@@ -262,6 +314,7 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
         &name,
         &prompt(args.prompt_tokens, 0, vocab),
         2,
+        "exact",
     )?;
 
     println!(
@@ -284,23 +337,15 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
     let mut cluster_single = 0.0;
     for &c in &args.concurrency {
         let before = Counters::scrape(&cluster.gateway)?;
-        let start = Instant::now();
-        let handles: Vec<_> = (0..c)
-            .map(|i| {
-                let (address, model) = (cluster.gateway.clone(), name.clone());
-                let p = prompt(args.prompt_tokens, i + 1, vocab);
-                let max = args.max_tokens;
-                std::thread::spawn(move || stream_completion(&address, &model, &p, max))
-            })
-            .collect();
-        let mut results = Vec::new();
-        for h in handles {
-            results.push(
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("a client thread panicked"))??,
-            );
-        }
-        let wall = start.elapsed().as_secs_f64();
+        let load = Load {
+            gateway: &cluster.gateway,
+            model: &name,
+            prompt_tokens: args.prompt_tokens,
+            max_tokens: args.max_tokens,
+            vocab,
+            precision: "exact",
+        };
+        let (results, wall) = load.run(c)?;
         let used = Counters::scrape(&cluster.gateway)?.since(before);
         let tokens: usize = results.iter().map(|r| r.chunk_times.len()).sum();
         let mut ttft: Vec<f64> = results
@@ -308,16 +353,8 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
             .filter_map(|r| r.chunk_times.first())
             .map(|t| t.as_secs_f64())
             .collect();
-        let mut itl: Vec<f64> = results
-            .iter()
-            .flat_map(|r| {
-                r.chunk_times
-                    .windows(2)
-                    .map(|w| (w[1] - w[0]).as_secs_f64())
-            })
-            .collect();
+        let itl = inter_token_latencies(&results);
         ttft.sort_by(f64::total_cmp);
-        itl.sort_by(f64::total_cmp);
         let tps = tokens as f64 / wall;
         if c == 1 {
             let r = &results[0];

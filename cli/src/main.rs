@@ -4,9 +4,11 @@
 mod bench_cluster;
 mod bench_decode;
 mod bench_node;
+mod bench_precision;
 mod chart;
 #[cfg(feature = "cuda")]
 mod check_kernels;
+mod eval_quality;
 mod gen_model;
 #[cfg(feature = "cuda")]
 mod gpu_bench;
@@ -52,6 +54,12 @@ enum Command {
     /// Measure a local cluster against the single-process model: decode speed, throughput,
     /// time to first token and inter-token latency at several concurrencies.
     BenchCluster(bench_cluster::BenchClusterArgs),
+    /// Measure what each rung of the link-aware precision ladder costs in quality on held-out
+    /// text: perplexity, KL divergence and top-1 agreement against the exact path.
+    EvalQuality(eval_quality::EvalQualityArgs),
+    /// The link-aware precision study: nodes behind tc-shaped links in their own network
+    /// namespaces, throughput and latency per ladder setting, with each setting's quality.
+    BenchPrecision(bench_precision::BenchPrecisionArgs),
     /// Draw the benchmarks' JSON results as SVG charts.
     Plot(plot::PlotArgs),
     /// Show a cluster: nodes, placement coverage, the leader, gateways' load.
@@ -84,6 +92,8 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::BenchCluster(args) => bench_cluster::run(args),
         Command::Status(args) => status::run(args),
+        Command::EvalQuality(args) => eval_quality::run(args),
+        Command::BenchPrecision(args) => bench_precision::run(args),
         Command::Plot(args) => plot::run(args),
         #[cfg(feature = "cuda")]
         Command::CheckKernels(args) => check_kernels::run(args),

@@ -6,12 +6,13 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use moe_service::netns::Namespace;
 
 /// Options of `moe up`.
 #[derive(clap::Args, Debug)]
@@ -87,9 +88,20 @@ fn start(
     logs: &Path,
     listens: bool,
 ) -> anyhow::Result<(Started, Option<String>)> {
+    start_command(name, Command::new(program), args, logs, listens)
+}
+
+/// As [`start`], for a command already set up (e.g. to run in a network namespace).
+fn start_command(
+    name: &str,
+    mut command: Command,
+    args: &[String],
+    logs: &Path,
+    listens: bool,
+) -> anyhow::Result<(Started, Option<String>)> {
     let log = File::create(logs.join(format!("{name}.log")))?;
     let mut out = File::create(logs.join(format!("{name}.out")))?;
-    let mut child = Command::new(program)
+    let mut child = command
         .args(args)
         .stdout(if listens {
             Stdio::piped()
@@ -98,7 +110,7 @@ fn start(
         })
         .stderr(log)
         .spawn()
-        .with_context(|| format!("starting {}", program.display()))?;
+        .with_context(|| format!("starting {command:?}"))?;
     let address = if listens {
         let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
         let mut first = String::new();
@@ -162,8 +174,13 @@ fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> a
     Ok(())
 }
 
-/// An etcd on free loopback ports with its data in `dir`.
-fn start_etcd(dir: &Path, logs: &Path) -> anyhow::Result<(Started, String)> {
+/// An etcd on free loopback ports with its data in `dir`, also serving clients on `also_on`
+/// (test networks' host sides) at the same port; its loopback endpoint and its port.
+fn start_etcd(
+    dir: &Path,
+    logs: &Path,
+    also_on: &[Ipv4Addr],
+) -> anyhow::Result<(Started, String, u16)> {
     let found = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|p| p.join("etcd").is_file()))
         .unwrap_or(false);
@@ -175,13 +192,16 @@ fn start_etcd(dir: &Path, logs: &Path) -> anyhow::Result<(Started, String)> {
     }
     let (client, peer) = (free_port()?, free_port()?);
     let endpoint = format!("http://127.0.0.1:{client}");
+    let listen: Vec<String> = std::iter::once(endpoint.clone())
+        .chain(also_on.iter().map(|ip| format!("http://{ip}:{client}")))
+        .collect();
     let args = [
         "--name".to_string(),
         "moe-up".into(),
         "--data-dir".into(),
         dir.join("etcd").display().to_string(),
         "--listen-client-urls".into(),
-        endpoint.clone(),
+        listen.join(","),
         "--advertise-client-urls".into(),
         endpoint.clone(),
         "--listen-peer-urls".into(),
@@ -196,7 +216,7 @@ fn start_etcd(dir: &Path, logs: &Path) -> anyhow::Result<(Started, String)> {
     wait_for("etcd", Duration::from_secs(30), || {
         http_get(&address, "/health").is_some_and(|r| r.contains("\"health\":\"true\""))
     })?;
-    Ok((etcd, endpoint))
+    Ok((etcd, endpoint, client))
 }
 
 /// A cluster of child processes on loopback; dropping it stops them all, the last started first.
@@ -227,6 +247,11 @@ pub struct ClusterSpec<'a> {
     pub dir: &'a Path,
     /// Extra flags for every expert node.
     pub node_flags: &'a [String],
+    /// Extra flags for the gateway.
+    pub gateway_flags: &'a [String],
+    /// Test networks, one per node: node `i` runs in `nets[i]`, reaching etcd over its link (so
+    /// etcd is started here). Empty: every node on loopback.
+    pub nets: &'a [Namespace],
 }
 
 impl LocalCluster {
@@ -249,29 +274,28 @@ impl LocalCluster {
             gateway: String::new(),
             endpoints: Vec::new(),
         };
-        let etcd = match spec.etcd {
-            Some(etcd) => etcd.to_string(),
+        anyhow::ensure!(
+            spec.nets.is_empty() || (spec.nets.len() == spec.nodes && spec.etcd.is_none()),
+            "test networks need one per node and an etcd started here"
+        );
+        let host_ips: Vec<Ipv4Addr> = spec.nets.iter().map(|n| n.host_ip).collect();
+        let (etcd, etcd_port) = match spec.etcd {
+            Some(etcd) => (etcd.to_string(), 0),
             None => {
-                let (process, endpoint) = start_etcd(spec.dir, &logs)?;
+                let (process, endpoint, port) = start_etcd(spec.dir, &logs, &host_ips)?;
                 cluster.started.push(process);
-                endpoint
+                (endpoint, port)
             }
         };
         cluster.endpoints.push(format!("etcd        {etcd}"));
-        let common = |extra: &[&str]| -> Vec<String> {
-            [
-                "--etcd",
-                &etcd,
-                "--cluster",
-                spec.cluster,
-                "--model",
-                &model,
-            ]
-            .iter()
-            .chain(extra)
-            .map(|s| s.to_string())
-            .collect()
+        let common_at = |etcd: &str, extra: &[&str]| -> Vec<String> {
+            ["--etcd", etcd, "--cluster", spec.cluster, "--model", &model]
+                .iter()
+                .chain(extra)
+                .map(|s| s.to_string())
+                .collect()
         };
+        let common = |extra: &[&str]| common_at(&etcd, extra);
         let (process, health) = start(
             "coordinator",
             &coordinator,
@@ -288,23 +312,33 @@ impl LocalCluster {
             let id = format!("node-{i}");
             let shards = spec.dir.join("shards").join(&id);
             let shards = shards.display().to_string();
-            let mut a = common(&[
-                "--listen",
-                "127.0.0.1:0",
-                "--node-id",
-                &id,
-                "--shard-dir",
-                &shards,
-            ]);
+            let net = spec.nets.get(i);
+            let listen = net.map_or("127.0.0.1:0".to_string(), |n| format!("{}:0", n.ns_ip));
+            let node_etcd = net.map_or(etcd.clone(), |n| {
+                format!("http://{}:{etcd_port}", n.host_ip)
+            });
+            let mut a = common_at(
+                &node_etcd,
+                &[
+                    "--listen",
+                    &listen,
+                    "--node-id",
+                    &id,
+                    "--shard-dir",
+                    &shards,
+                ],
+            );
             a.extend(spec.node_flags.iter().cloned());
-            let (process, address) = start(&id, &node, &a, &logs, true)?;
+            let command = net.map_or_else(|| Command::new(&node), |n| n.command(&node));
+            let (process, address) = start_command(&id, command, &a, &logs, true)?;
             cluster.started.push(process);
             cluster
                 .endpoints
                 .push(format!("{id:<11} {}", address.unwrap_or_default()));
         }
         let (http, grpc) = (spec.http.to_string(), spec.grpc.to_string());
-        let flags = common(&["--http", &http, "--grpc", &grpc]);
+        let mut flags = common(&["--http", &http, "--grpc", &grpc]);
+        flags.extend(spec.gateway_flags.iter().cloned());
         let (process, address) = start("gateway", &gateway, &flags, &logs, true)?;
         cluster.started.push(process);
         cluster.gateway = address.unwrap_or(http);
@@ -343,6 +377,8 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         cluster: &args.cluster,
         dir: &dir,
         node_flags: &[],
+        gateway_flags: &[],
+        nets: &[],
     };
     let cluster = LocalCluster::start(&spec, Duration::from_secs(args.ready_timeout))?;
     for line in &cluster.endpoints {

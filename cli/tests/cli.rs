@@ -186,3 +186,61 @@ fn gen_model_reports_progress_in_plain_lines_off_a_terminal() {
         .collect();
     assert!(percents.windows(2).all(|w| w[0] <= w[1]), "{percents:?}");
 }
+
+#[test]
+fn eval_quality_measures_each_rung_against_the_exact_path() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral");
+    let text = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let out = ok_stdout(&[
+        "eval-quality",
+        "--model",
+        fixture.to_str().unwrap(),
+        "--text",
+        text.to_str().unwrap(),
+        "--window",
+        "64",
+        "--tokens",
+        "256",
+        "--threads",
+        "1",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(json["tokens"], 4 * 63, "{json}");
+    let rung = |name: &str| {
+        json["rungs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["rung"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {json}"))
+            .clone()
+    };
+    let pairs = |r: &serde_json::Value, p: &str| r["pairs"][p].as_u64().unwrap();
+    // Per-token sums from one node, in expert order: the exact path's numbers.
+    let full = rung("full");
+    assert_eq!(full["mean_kl"], 0.0, "{json}");
+    assert_eq!(
+        (pairs(&full, "low"), pairs(&full, "skip")),
+        (0, 0),
+        "{json}"
+    );
+    // int8 rows move every distribution a little and keep every pair high.
+    let int8 = rung("int8_wire");
+    let kl = int8["mean_kl"].as_f64().unwrap();
+    assert!(kl > 0.0 && kl < 0.05, "{json}");
+    assert_eq!(pairs(&int8, "low"), 0, "{json}");
+    // Low-precision weights for the pairs above T1, then skipping above T2, out of the same
+    // number of pairs (tokens x top-k x MoE layers), costing more than int8 rows alone.
+    let low = rung("low_weights");
+    let skip = rung("skip");
+    let total = |r: &serde_json::Value| pairs(r, "high") + pairs(r, "low") + pairs(r, "skip");
+    assert_eq!(total(&full), 4 * 64 * 2 * 2, "{json}");
+    assert_eq!(
+        (total(&low), total(&skip)),
+        (total(&full), total(&full)),
+        "{json}"
+    );
+    assert!(pairs(&low, "low") > 0 && pairs(&low, "skip") == 0, "{json}");
+    assert!(pairs(&skip, "skip") > 0, "{json}");
+    assert!(low["mean_kl"].as_f64().unwrap() > kl, "{json}");
+}

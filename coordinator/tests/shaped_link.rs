@@ -1,8 +1,9 @@
 //! The link-aware precision policy on a real shaped link. One `expert-node` runs in its own
 //! network namespace behind a veth pair; etcd, a `coordinator` and a `gateway` run here. Eight
-//! streams of `auto` completions run while `tc` limits the link to 256 kbit/s each way: the
-//! gateway's ladder for that node climbs to its top rung (int8 activations, then low-precision
-//! weights for pairs above T1) and sends low-precision pairs. `exact` completions sent meanwhile
+//! streams of `auto` completions run while `tc` limits the link to 64 kbit/s each way, so that
+//! even int8 activations keep it busy: the gateway's ladder for that node climbs to its top rung
+//! (int8 activations, then low-precision weights for pairs above T1) and sends low-precision
+//! pairs. `exact` completions sent meanwhile
 //! equal the single-process model's. Then the shaping is taken off and, under a light load, the
 //! ladder comes back down to full precision. The times each step took are printed.
 //!
@@ -17,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use common::EtcdServer;
 use common::http::{get_text, post, wait_ready};
-use common::netns::Namespace;
 use common::process::{Process, sibling_binary};
+use moe_service::netns::Namespace;
 
 const CLUSTER: &str = "shaped";
 
@@ -93,7 +94,7 @@ fn load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_link_downgrades_and_recovers_while_exact_stays_exact() {
-    let ns = match Namespace::create("link") {
+    let ns = match Namespace::create("link", 0) {
         Ok(ns) => ns,
         Err(why) => {
             println!("cannot run: a test network needs root and iproute2 ({why})");
@@ -217,8 +218,8 @@ async fn a_saturated_link_downgrades_and_recovers_while_exact_stays_exact() {
     check_exact("unshaped").await;
     assert_eq!(rung(&gateway.address).await, 0);
 
-    // Eight streams on a 256 kbit/s link: the ladder climbs to its top.
-    ns.shape("256kbit", 100).unwrap();
+    // Eight streams on a 64 kbit/s link: the ladder climbs to its top.
+    ns.shape("64kbit", 500).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let streams = load(&gateway.address, 8, 16, Duration::ZERO, &stop);
     let engaged = wait_rung(
@@ -228,7 +229,7 @@ async fn a_saturated_link_downgrades_and_recovers_while_exact_stays_exact() {
         |r| r == 2,
     )
     .await;
-    println!("shaped to 256 kbit/s: at the low-weights rung after {engaged:?}");
+    println!("shaped to 64 kbit/s: at the low-weights rung after {engaged:?}");
     assert_eq!(
         node_series(&gateway.address, "moe:expert_link_saturated").await,
         1.0

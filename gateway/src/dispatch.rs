@@ -184,6 +184,21 @@ fn request(
     (request, tokens, planned)
 }
 
+/// One MoE layer's request as an `auto` request sends it on a link at `rung`, for a single node
+/// that holds every expert: what `moe eval-quality` runs in process to measure each rung's
+/// quality. Also the token of each row of the reply, and the pairs planned at each precision.
+pub fn whole_layer_request(
+    layer: usize,
+    h: &[f32],
+    routes: &[Route],
+    hidden: usize,
+    policy: (Rung, Thresholds),
+) -> (LayerRequest, Vec<usize>, [u64; 3]) {
+    let pairs = pairs_by_expert(routes);
+    let work: Vec<(usize, &[Pair])> = pairs.iter().map(|(e, p)| (*e, p.as_slice())).collect();
+    request(layer, 0, h, hidden, &work, false, policy)
+}
+
 /// The node to send `expert` of `layer` to, among its replicas not `excluded`: one that has
 /// loaded the placement before one that has not, then one whose calls have not failed lately,
 /// then the one with the fewest calls in flight, then the placement's order (the coordinator's

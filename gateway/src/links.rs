@@ -123,7 +123,6 @@ impl Links {
             let sample = Sample {
                 wire: rtt.saturating_sub(queue + Duration::from_micros(compute)),
                 queue,
-                bytes: sent + received,
             };
             link.ladder.observe(Instant::now(), sample, &config);
         });
@@ -158,7 +157,7 @@ impl Links {
             )
         };
         type Value = fn(&Link) -> f64;
-        let families: [(&str, &str, &str, Value); 10] = [
+        let families: [(&str, &str, &str, Value); 11] = [
             (
                 "moe:expert_node_calls_total",
                 "Layer requests sent to the node.",
@@ -216,9 +215,16 @@ impl Links {
             ),
             (
                 "moe:expert_link_baseline_seconds",
-                "The link's unloaded wire time: the smallest of the last 30 s.",
+                "The link's bare wire time: the smallest of the last 30 s.",
                 "gauge",
                 |l| l.ladder.baseline().unwrap_or(0.0),
+            ),
+            (
+                "moe:expert_link_busy",
+                "Wire time beyond the bare minimum per second of wall time (1 = always \
+                 carrying bytes).",
+                "gauge",
+                |l| l.ladder.busy(),
             ),
         ];
         for (name, help, kind, value) in families {

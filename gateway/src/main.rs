@@ -34,26 +34,6 @@ use moe_model::{LoadOptions, Model, Tokenizer};
 use moe_proto::gateway::gateway_service_server::GatewayServiceServer;
 use moe_proto::tensor::Limits;
 
-/// `--precision-ladder`: the highest [`Rung`] a link may climb to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LadderTop {
-    Off,
-    Int8Wire,
-    LowWeights,
-    Skip,
-}
-
-impl LadderTop {
-    fn rung(self) -> Rung {
-        match self {
-            LadderTop::Off => Rung::Full,
-            LadderTop::Int8Wire => Rung::Int8Wire,
-            LadderTop::LowWeights => Rung::LowWeights,
-            LadderTop::Skip => Rung::Skip,
-        }
-    }
-}
-
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "gateway",
@@ -117,7 +97,7 @@ struct Config {
     /// `low-weights` (and low-precision weights for pairs above T1) or `skip` (and skipping
     /// pairs above T2).
     #[arg(long, env = "MOE_PRECISION_LADDER", default_value = "low-weights")]
-    precision_ladder: LadderTop,
+    precision_ladder: Rung,
     /// HOBBIT's T1: on a link at the low-weights rung, pairs whose unimportance (the normalised
     /// gate mass of the token's heavier experts) is above it run at low precision.
     #[arg(long, env = "MOE_PRECISION_T1", default_value_t = 0.6)]
@@ -229,7 +209,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             Thresholds::new(config.precision_t1, config.precision_t2)
                 .map_err(anyhow::Error::msg)?,
             LadderConfig {
-                top: config.precision_ladder.rung(),
+                top: config.precision_ladder,
                 ..LadderConfig::default()
             },
         ),
@@ -376,7 +356,7 @@ mod tests {
         assert!(refused.contains("T1"), "{refused}");
         assert_eq!(
             config(&["--precision-ladder", "int8-wire"]).precision_ladder,
-            LadderTop::Int8Wire
+            Rung::Int8Wire
         );
         let refused = check(&config(&["--cluster", "no/slash"])).unwrap_err();
         assert!(refused.contains("--cluster"), "{refused}");

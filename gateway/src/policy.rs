@@ -5,18 +5,21 @@
 //! **Saturation.** Each answered call gives a *wire time*: its round trip minus the queue and
 //! compute time the node reports, so what is left is the link and both ends' (de)serialisation.
 //! The *baseline* is the smallest wire time of the last [`LadderConfig::baseline_window`] (the
-//! unloaded link). A link is *over* when the moving average of its wire times (weight 1/4 per call)
-//! is above both `inflation` times the baseline and the baseline plus `min_excess`, or when the
-//! node's reported queue time averages above `queue_budget`; it is *under* when the average is
-//! below half of both margins and the queue below half its budget; in between it holds.
+//! link's bare latency), and a call's wire time beyond it is time the link spent carrying (or
+//! queueing) its bytes. The link's *busy share* is that excess per second of wall time, a moving
+//! average with a time constant of one second: 1 means the gateway always had bytes on the link.
+//! A link is *over* when its busy share is above `busy_high` or the node's reported queue time
+//! averages (weight 1/4 per call) above `queue_budget`; it is *under* when the busy share is
+//! below `busy_low` and the queue below half its budget; in between it holds.
 //!
 //! **Ladder.** Over for `climb_after` without a break climbs one rung (and again after each further
-//! `climb_after`); under for `descend_after` descends one, unless the bytes per second the node
-//! carried in the last second, scaled to the lower rung, would exceed `headroom` times the
-//! bytes per second it delivered while over (its measured capacity): then the link stays where it
-//! is rather than flap, until it has been under for `probe_after`, when it descends anyway to
-//! learn whether the link got faster (at worst it climbs back `climb_after` later). The rungs,
-//! safest first, each keeping the ones below it:
+//! `climb_after`; the first call found over counts from when it was sent, so one call that sat
+//! on a backed-up link for longer than `climb_after` climbs at once); under for `descend_after`
+//! descends one, unless the busy share scaled to the lower rung's wire bytes would be above
+//! `headroom` times `busy_high`: then the link stays where it is rather than flap, until it has
+//! been under for `probe_after`, when it descends anyway to learn whether the link got faster (at
+//! worst it climbs back `climb_after` later). The rungs, safest first, each keeping the ones
+//! below it:
 //! 1. int8 activations with a scale per row on the wire, both ways;
 //! 2. pairs whose unimportance is above T1 run on the node's low-precision weights;
 //! 3. pairs above T2 are skipped (only with `skip` on; off by default).
@@ -51,6 +54,16 @@ impl Rung {
         }
     }
 
+    /// The rung's name on the command line (`--precision-ladder`): `off` for [`Rung::Full`].
+    pub fn flag(self) -> &'static str {
+        match self {
+            Rung::Full => "off",
+            Rung::Int8Wire => "int8-wire",
+            Rung::LowWeights => "low-weights",
+            Rung::Skip => "skip",
+        }
+    }
+
     fn up(self) -> Rung {
         Rung::ALL[(self as usize + 1).min(Rung::ALL.len() - 1)]
     }
@@ -62,6 +75,18 @@ impl Rung {
     /// Wire bytes relative to [`Rung::Full`]: int8 rows are about a quarter of f32's.
     fn wire_share(self) -> f64 {
         if self >= Rung::Int8Wire { 0.25 } else { 1.0 }
+    }
+}
+
+impl std::str::FromStr for Rung {
+    type Err = String;
+
+    /// A rung by its flag or metric name (`off` and `full` both name [`Rung::Full`]).
+    fn from_str(s: &str) -> Result<Rung, String> {
+        Rung::ALL
+            .into_iter()
+            .find(|r| r.flag() == s || r.name() == s)
+            .ok_or_else(|| format!("`{s}`: expected off, int8-wire, low-weights or skip"))
     }
 }
 
@@ -128,8 +153,8 @@ impl Thresholds {
 pub struct LadderConfig {
     /// The highest rung: [`Rung::Full`] turns the policy off, [`Rung::Skip`] allows skipping.
     pub top: Rung,
-    pub inflation: f64,
-    pub min_excess: Duration,
+    pub busy_high: f64,
+    pub busy_low: f64,
     pub queue_budget: Duration,
     pub climb_after: Duration,
     pub descend_after: Duration,
@@ -142,8 +167,8 @@ impl Default for LadderConfig {
     fn default() -> LadderConfig {
         LadderConfig {
             top: Rung::LowWeights,
-            inflation: 3.0,
-            min_excess: Duration::from_millis(5),
+            busy_high: 0.5,
+            busy_low: 0.25,
             queue_budget: Duration::from_millis(20),
             climb_after: Duration::from_millis(200),
             descend_after: Duration::from_secs(2),
@@ -161,8 +186,6 @@ pub struct Sample {
     pub wire: Duration,
     /// The node's queue time.
     pub queue: Duration,
-    /// Bytes both ways.
-    pub bytes: u64,
 }
 
 /// The smallest value of a sliding window, kept as the minima of its two halves.
@@ -195,43 +218,21 @@ impl WindowedMin {
     }
 }
 
-/// Bytes per second over one-second windows: the last full window's rate.
-#[derive(Debug, Clone, Default)]
-struct Rate {
-    start: Option<Instant>,
-    bytes: u64,
-    last: Option<f64>,
-}
-
-impl Rate {
-    /// Adds `bytes` at `now`; whether that closed a window.
-    fn add(&mut self, now: Instant, bytes: u64) -> bool {
-        let start = *self.start.get_or_insert(now);
-        let elapsed = now.duration_since(start);
-        let closed = elapsed >= Duration::from_secs(1);
-        if closed {
-            self.last = Some(self.bytes as f64 / elapsed.as_secs_f64());
-            self.start = Some(now);
-            self.bytes = 0;
-        }
-        self.bytes += bytes;
-        closed
-    }
-}
+/// The busy share's time constant.
+const BUSY_TAU: f64 = 1.0;
 
 /// One node link's saturation state and rung.
 #[derive(Debug, Clone, Default)]
 pub struct Ladder {
     rung: Option<Rung>,
     baseline: WindowedMin,
-    wire: Option<f64>,
+    busy: f64,
     queue: f64,
+    last: Option<Instant>,
     over_since: Option<Instant>,
     under_since: Option<Instant>,
     /// Since when the link has been under without a break, or since its last descent.
     calm_since: Option<Instant>,
-    rate: Rate,
-    capacity: Option<f64>,
     /// Since when the link has been at its rung, and the time spent at each rung before that.
     entered: Option<Instant>,
     time_in: [Duration; 4],
@@ -248,14 +249,14 @@ impl Ladder {
         self.over_since.is_some()
     }
 
-    /// The unloaded wire time, in seconds, once a call has been seen.
+    /// The bare wire time, in seconds, once a call has been seen.
     pub fn baseline(&self) -> Option<f64> {
         self.baseline.get()
     }
 
-    /// Bytes per second the link delivered while over the rule, once it has been.
-    pub fn capacity(&self) -> Option<f64> {
-        self.capacity
+    /// The busy share as of the last call.
+    pub fn busy(&self) -> f64 {
+        self.busy
     }
 
     /// Time spent at each rung (by [`Rung`] order) up to `now`.
@@ -280,21 +281,21 @@ impl Ladder {
         }
         let wire = sample.wire.as_secs_f64();
         self.baseline.observe(now, wire, config.baseline_window);
-        let average = self.wire.map_or(wire, |w| w + (wire - w) / 4.0);
-        self.wire = Some(average);
+        let excess = (wire - self.baseline().unwrap_or(wire)).max(0.0);
+        let elapsed = self
+            .last
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        self.last = Some(now);
+        self.busy = self.busy * (-elapsed / BUSY_TAU).exp() + excess / BUSY_TAU;
         self.queue += (sample.queue.as_secs_f64() - self.queue) / 4.0;
-        let measured = self.rate.add(now, sample.bytes);
-        let base = self.baseline().unwrap_or(wire);
-        let margin = (base * config.inflation).max(base + config.min_excess.as_secs_f64());
         let budget = config.queue_budget.as_secs_f64();
-        let over = average > margin || self.queue > budget;
-        let under = average < base + (margin - base) / 2.0 && self.queue < budget / 2.0;
+        let over = self.busy > config.busy_high || self.queue > budget;
+        let under = self.busy < config.busy_low && self.queue < budget / 2.0;
         if over {
             self.under_since = None;
-            let since = *self.over_since.get_or_insert(now);
-            if measured {
-                self.capacity = self.rate.last;
-            }
+            // A call that spent its wire time queued says the link was backed up that long.
+            let backed_up = now.checked_sub(sample.wire).unwrap_or(now);
+            let since = *self.over_since.get_or_insert(backed_up);
             if now.duration_since(since) >= config.climb_after && self.rung() < config.top {
                 self.set(now, self.rung().up());
                 self.over_since = Some(now);
@@ -307,14 +308,8 @@ impl Ladder {
             let since = *self.under_since.get_or_insert(now);
             if now.duration_since(since) >= config.descend_after && self.rung() > Rung::Full {
                 let lower = self.rung().down();
-                let predicted = self
-                    .rate
-                    .last
-                    .map(|r| r * lower.wire_share() / self.rung().wire_share());
-                let fits = match (predicted, self.capacity) {
-                    (Some(p), Some(c)) => p <= config.headroom * c,
-                    _ => true,
-                };
+                let predicted = self.busy * lower.wire_share() / self.rung().wire_share();
+                let fits = predicted <= config.headroom * config.busy_high;
                 if fits || now.duration_since(calm) >= config.probe_after {
                     self.set(now, lower);
                     self.calm_since = Some(now);
@@ -337,41 +332,36 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    fn sample(wire_ms: u32, bytes: u64) -> Sample {
+    /// A call with `wire_us` microseconds on the wire and none queued.
+    fn sample(wire_us: u64) -> Sample {
         Sample {
-            wire: wire_ms * MS,
+            wire: Duration::from_micros(wire_us),
             queue: Duration::ZERO,
-            bytes,
         }
     }
 
-    /// Feeds one call every `every` for `count` calls, returning the time after the last.
+    /// Feeds one call every 10 ms for `count` calls, returning the time after the last.
     fn feed(
         ladder: &mut Ladder,
         mut now: Instant,
         count: usize,
-        every: Duration,
         s: Sample,
         config: &LadderConfig,
     ) -> Instant {
         for _ in 0..count {
             ladder.observe(now, s, config);
-            now += every;
+            now += 10 * MS;
         }
         now
     }
 
     /// One second of unloaded calls (1 ms on the wire), from now.
     fn unloaded(ladder: &mut Ladder, config: &LadderConfig) -> Instant {
-        feed(
-            ladder,
-            Instant::now(),
-            100,
-            10 * MS,
-            sample(1, 1000),
-            config,
-        )
+        feed(ladder, Instant::now(), 100, sample(1000), config)
     }
+
+    /// Calls every 10 ms that each spent 19 ms more than the bare 1 ms on the wire: busy 1.9.
+    const SATURATED: u64 = 20_000;
 
     #[test]
     fn top_experts_stay_high_and_scores_split_at_the_thresholds() {
@@ -396,14 +386,33 @@ mod tests {
     }
 
     #[test]
+    fn rungs_parse_from_their_flags() {
+        for rung in Rung::ALL {
+            assert_eq!(rung.flag().parse(), Ok(rung));
+            assert_eq!(rung.name().parse(), Ok(rung));
+        }
+        assert!("fastest".parse::<Rung>().is_err());
+    }
+
+    #[test]
     fn an_unloaded_link_stays_full() {
         let config = LadderConfig::default();
         let mut ladder = Ladder::default();
-        let now = Instant::now();
-        feed(&mut ladder, now, 500, 10 * MS, sample(1, 1000), &config);
+        unloaded(&mut ladder, &config);
         assert_eq!(ladder.rung(), Rung::Full);
         assert!(!ladder.saturated());
         assert_eq!(ladder.baseline(), Some(0.001));
+        assert_eq!(ladder.busy(), 0.0);
+    }
+
+    #[test]
+    fn the_busy_share_is_the_excess_wire_time_per_second() {
+        let config = LadderConfig::default();
+        let mut ladder = Ladder::default();
+        let now = unloaded(&mut ladder, &config);
+        // 3 ms over the bare 1 ms every 10 ms: 0.3 once the average has settled.
+        feed(&mut ladder, now, 1000, sample(4000), &config);
+        assert!((ladder.busy() - 0.3).abs() < 0.02, "{}", ladder.busy());
     }
 
     #[test]
@@ -411,10 +420,9 @@ mod tests {
         let config = LadderConfig::default();
         let mut ladder = Ladder::default();
         let mut now = unloaded(&mut ladder, &config);
-        // Inflated 20x: one rung per 200 ms of being over, never past the top (skip is off).
         let mut seen = vec![ladder.rung()];
         for _ in 0..200 {
-            ladder.observe(now, sample(20, 1000), &config);
+            ladder.observe(now, sample(SATURATED), &config);
             if *seen.last().unwrap() != ladder.rung() {
                 seen.push(ladder.rung());
             }
@@ -426,7 +434,7 @@ mod tests {
             top: Rung::Skip,
             ..config
         };
-        feed(&mut ladder, now, 100, 10 * MS, sample(20, 1000), &with_skip);
+        feed(&mut ladder, now, 100, sample(SATURATED), &with_skip);
         assert_eq!(ladder.rung(), Rung::Skip);
     }
 
@@ -435,18 +443,14 @@ mod tests {
         let config = LadderConfig::default();
         let mut ladder = Ladder::default();
         let now = unloaded(&mut ladder, &config);
-        // 100 ms of slow calls keep the average over for about 150 ms: less than climb_after.
-        let now = feed(&mut ladder, now, 10, 10 * MS, sample(20, 1000), &config);
-        let now = feed(&mut ladder, now, 50, 10 * MS, sample(1, 1000), &config);
+        // Four slow calls: over for about 100 ms, less than climb_after.
+        let now = feed(&mut ladder, now, 4, sample(SATURATED), &config);
+        let now = feed(&mut ladder, now, 100, sample(1000), &config);
         assert_eq!(ladder.rung(), Rung::Full);
-        let now = feed(&mut ladder, now, 100, 10 * MS, sample(20, 1000), &config);
+        let now = feed(&mut ladder, now, 100, sample(SATURATED), &config);
         assert_eq!(ladder.rung(), Rung::LowWeights);
-        // 4.5 ms is neither over (6 ms) nor under (3.5 ms): the rung holds.
-        let banded = Sample {
-            wire: Duration::from_micros(4500),
-            ..sample(0, 100)
-        };
-        feed(&mut ladder, now, 1000, 10 * MS, banded, &config);
+        // Busy 0.35 is neither over (0.5) nor under (0.25): the rung holds.
+        feed(&mut ladder, now, 1000, sample(4500), &config);
         assert_eq!(ladder.rung(), Rung::LowWeights);
         assert!(!ladder.saturated());
     }
@@ -456,15 +460,15 @@ mod tests {
         let config = LadderConfig::default();
         let mut ladder = Ladder::default();
         let now = unloaded(&mut ladder, &config);
-        let now = feed(&mut ladder, now, 100, 10 * MS, sample(20, 1000), &config);
+        let now = feed(&mut ladder, now, 100, sample(SATURATED), &config);
         assert_eq!(ladder.rung(), Rung::LowWeights);
-        // Recovered, at a tenth of the bytes the link carried while over: the average falls
-        // under the rule after about 80 ms, and then each rung takes 2 s.
-        let now = feed(&mut ladder, now, 200, 10 * MS, sample(1, 100), &config);
+        // Recovered: the busy share (about 1.2 after a second saturated) falls under 0.25 after
+        // about 1.6 s, then each rung takes 2 s.
+        let now = feed(&mut ladder, now, 300, sample(1000), &config);
         assert_eq!(ladder.rung(), Rung::LowWeights);
-        let now = feed(&mut ladder, now, 30, 10 * MS, sample(1, 100), &config);
+        let now = feed(&mut ladder, now, 100, sample(1000), &config);
         assert_eq!(ladder.rung(), Rung::Int8Wire);
-        let now = feed(&mut ladder, now, 200, 10 * MS, sample(1, 100), &config);
+        let now = feed(&mut ladder, now, 200, sample(1000), &config);
         assert_eq!(ladder.rung(), Rung::Full);
         let times = ladder.time_in(now);
         assert!(times[..3].iter().all(|t| !t.is_zero()), "{times:?}");
@@ -476,34 +480,31 @@ mod tests {
         let config = LadderConfig::default();
         let mut ladder = Ladder::default();
         let now = unloaded(&mut ladder, &config);
-        // Over for 3 s at 100 kB/s: the measured capacity.
-        let now = feed(&mut ladder, now, 300, 10 * MS, sample(20, 1000), &config);
-        assert_eq!(ladder.capacity(), Some(100_000.0));
+        let now = feed(&mut ladder, now, 100, sample(SATURATED), &config);
         assert_eq!(ladder.rung(), Rung::LowWeights);
-        // Fast again, at the int8 rung's 40 kB/s: back to int8 (same bytes) after 2 s, but f32
-        // would be four times that, above 80% of the capacity: held there for the next 8 s.
-        let now = feed(&mut ladder, now, 1000, 10 * MS, sample(1, 400), &config);
+        // Busy 0.2 at the int8 rung: under, but four times that at f32 is above 0.4. Down to
+        // int8 (same bytes), then held there until the probe.
+        let now = feed(&mut ladder, now, 800, sample(3000), &config);
         assert_eq!(ladder.rung(), Rung::Int8Wire);
-        // Load drops to 10 kB/s: f32 would carry 40 kB/s, which fits.
+        // Load drops to busy 0.05: f32 would be 0.2, which fits.
         let mut lighter = ladder.clone();
-        feed(&mut lighter, now, 150, 10 * MS, sample(1, 100), &config);
-        assert_eq!(
-            lighter.rung(),
-            Rung::Int8Wire,
-            "not before the rate window closed"
-        );
-        feed(
-            &mut lighter,
-            now + Duration::from_millis(1500),
-            100,
-            10 * MS,
-            sample(1, 100),
-            &config,
-        );
+        feed(&mut lighter, now, 500, sample(1500), &config);
         assert_eq!(lighter.rung(), Rung::Full);
-        // Load stays: after 10 s under at the int8 rung, the ladder probes f32 anyway.
-        feed(&mut ladder, now, 300, 10 * MS, sample(1, 400), &config);
+        // Load stays: after 10 s at the int8 rung, the ladder probes f32 anyway.
+        let now = feed(&mut ladder, now, 600, sample(3000), &config);
+        assert_eq!(ladder.rung(), Rung::Int8Wire);
+        feed(&mut ladder, now, 200, sample(3000), &config);
         assert_eq!(ladder.rung(), Rung::Full);
+    }
+
+    #[test]
+    fn one_call_that_sat_on_the_link_past_climb_after_climbs_at_once() {
+        let config = LadderConfig::default();
+        let mut ladder = Ladder::default();
+        let now = unloaded(&mut ladder, &config);
+        ladder.observe(now, sample(1_000_000), &config);
+        assert_eq!(ladder.rung(), Rung::Int8Wire);
+        assert!(ladder.saturated());
     }
 
     #[test]
@@ -512,9 +513,9 @@ mod tests {
         let mut ladder = Ladder::default();
         let busy = Sample {
             queue: 50 * MS,
-            ..sample(1, 1000)
+            ..sample(1000)
         };
-        feed(&mut ladder, Instant::now(), 100, 10 * MS, busy, &config);
+        feed(&mut ladder, Instant::now(), 100, busy, &config);
         assert!(ladder.saturated());
         assert_eq!(ladder.rung(), Rung::LowWeights);
     }
@@ -527,7 +528,7 @@ mod tests {
         };
         let mut ladder = Ladder::default();
         let now = unloaded(&mut ladder, &config);
-        feed(&mut ladder, now, 300, 10 * MS, sample(20, 1000), &config);
+        feed(&mut ladder, now, 300, sample(SATURATED), &config);
         assert!(ladder.saturated());
         assert_eq!(ladder.rung(), Rung::Full);
     }

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::process::ExitCode;
 
 pub mod config;
+pub mod netns;
 pub mod progress;
 pub mod telemetry;
 

@@ -8,7 +8,6 @@
 
 pub mod collector;
 pub mod http;
-pub mod netns;
 pub mod process;
 
 use std::net::{Ipv4Addr, TcpListener};

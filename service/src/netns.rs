@@ -1,7 +1,7 @@
-//! A test network: a network namespace joined to this one by a veth pair with a /30 of its own
-//! (host side `.1`, namespace side `.2`), whose link a test can shape with `tc` (tbf rate and
-//! latency, both directions) and restore. Needs root and iproute2; [`Namespace::create`] says
-//! why it could not. Deleted, with its link, on drop.
+//! Test networks for the shaped-link test and the precision study: a network namespace joined to
+//! this one by a veth pair with a /30 of its own (host side `.1`, namespace side `.2`), whose
+//! link can be shaped with `tc` (tbf rate and latency, both directions) and restored. Needs root
+//! and iproute2; [`Namespace::create`] says why it could not. Deleted, with its link, on drop.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -32,17 +32,21 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
 }
 
 impl Namespace {
-    /// A namespace named after `tag` and this process, on 10.201.X.0/30 with X from the process
-    /// id (so test binaries running at once do not collide).
-    pub fn create(tag: &str) -> Result<Namespace, String> {
+    /// Namespace `index` (0 to 63) of this process, named after `tag`, on
+    /// 10.201.X.(4 index)/30 with X from the process id (so processes running at once do not
+    /// collide).
+    pub fn create(tag: &str, index: u8) -> Result<Namespace, String> {
+        if index >= 64 {
+            return Err(format!("namespace index {index} is above 63"));
+        }
         let pid = std::process::id();
         let subnet = (pid % 250) as u8;
         let ns = Namespace {
-            name: format!("moe-{tag}-{pid}"),
-            host_dev: format!("mh{pid}"),
-            ns_dev: format!("mn{pid}"),
-            host_ip: Ipv4Addr::new(10, 201, subnet, 1),
-            ns_ip: Ipv4Addr::new(10, 201, subnet, 2),
+            name: format!("moe-{tag}-{pid}-{index}"),
+            host_dev: format!("mh{pid}x{index}"),
+            ns_dev: format!("mn{pid}x{index}"),
+            host_ip: Ipv4Addr::new(10, 201, subnet, 4 * index + 1),
+            ns_ip: Ipv4Addr::new(10, 201, subnet, 4 * index + 2),
         };
         run("ip", &["netns", "add", &ns.name])?;
         let (host, inside) = (format!("{}/30", ns.host_ip), format!("{}/30", ns.ns_ip));
@@ -82,6 +86,11 @@ impl Namespace {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.name]).arg(program);
         command
+    }
+
+    /// The namespace's name, as `ip netns` knows it.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Limits the link to `rate` (tc's spelling, e.g. `2mbit`) each way, with a token bucket

@@ -1,0 +1,338 @@
+//! `moe eval-quality`: what each rung of the link-aware precision ladder costs in quality, in
+//! this process, through the same code the cluster runs. The text is cut into windows of
+//! `--window` tokens; each window goes through the model teacher-forced, once with the
+//! single-process model's own experts at the node's high precision (`exact`, the reference) and
+//! once per `--rungs` entry with every MoE layer's routed experts sent as an `auto` request on a
+//! link at that rung would send them (the gateway's request: activations at the rung's dtype,
+//! each pair's precision by T1/T2, skipped pairs left out), decoded and run by the expert node's
+//! own request and work code on every expert at both of its precisions, and the reply decoded
+//! back. It reports per rung: held-out perplexity and its change against exact, the mean
+//! KL(exact || rung) of the next-token distributions, top-1 agreement, and the split of
+//! (token, expert) pairs into high, low and skipped.
+//!
+//! Prints a table, then one JSON object as the last line. Every rung is applied to every layer
+//! call here; in a cluster a link sits at a rung only while it is saturated, so these are the
+//! most each rung can cost.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use moe_expert_node::request::{layer_work, reply, reply_dtype};
+use moe_expert_node::selection::ExpertSelection;
+use moe_expert_node::store;
+use moe_expert_node::work::{ExpertSet, PrecisionPair};
+use moe_gateway::dispatch::whole_layer_request;
+use moe_gateway::policy::{PairPlan, Rung, Thresholds};
+use moe_kernels::Pool;
+use moe_model::moe::{Route, RoutedExperts};
+use moe_model::quality::compare;
+use moe_model::{LoadOptions, Logits, Model, ModelError, Tokenizer};
+use moe_proto::expert::Timings;
+use moe_proto::tensor::{self, Limits};
+
+/// Options of `moe eval-quality`.
+#[derive(clap::Args, Debug)]
+pub struct EvalQualityArgs {
+    /// HuggingFace checkpoint directory.
+    #[arg(long, env = "MOE_MODEL")]
+    model: PathBuf,
+    /// The held-out text (default: `heldout.py` in the checkpoint directory).
+    #[arg(long)]
+    text: Option<PathBuf>,
+    /// Tokens per window (each window starts a fresh sequence with the model's BOS token).
+    #[arg(long, default_value_t = 256)]
+    window: usize,
+    /// Tokens to evaluate at most, in whole windows from the start of the text.
+    #[arg(long, default_value_t = 8192)]
+    tokens: usize,
+    /// Comma-separated rungs to measure: off (f32 activations, all high), int8-wire,
+    /// low-weights, skip.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "off,int8-wire,low-weights,skip"
+    )]
+    rungs: Vec<Rung>,
+    /// HOBBIT's T1: pairs whose unimportance is above it run at low precision.
+    #[arg(long, default_value_t = 0.6)]
+    t1: f32,
+    /// HOBBIT's T2: pairs whose unimportance is above it are skipped (at the skip rung).
+    #[arg(long, default_value_t = 0.9)]
+    t2: f32,
+    /// The nodes' precision pair: f16+q4 or q8+q2.
+    #[arg(long, default_value = "f16+q4")]
+    precisions: moe_expert_node::config::Precisions,
+    /// Kernel threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Also write the JSON object to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Every MoE layer's routed experts as one expert node holding all of them would run an `auto`
+/// request from a link at `rung`.
+struct SimulatedNode<'a> {
+    set: &'a ExpertSet,
+    pair: PrecisionPair,
+    pool: &'a Pool,
+    policy: (Rung, Thresholds),
+    /// Pairs planned at each precision, by [`PairPlan`] order.
+    planned: [u64; 3],
+}
+
+impl RoutedExperts for SimulatedNode<'_> {
+    fn run(&mut self, layer: usize, h: &[f32], routes: &[Route]) -> moe_model::Result<Vec<f32>> {
+        let fail = |e: &dyn std::fmt::Display| ModelError::RoutedExperts(e.to_string());
+        let hidden = self.set.hidden();
+        let (req, tokens, planned) = whole_layer_request(layer, h, routes, hidden, self.policy);
+        self.planned
+            .iter_mut()
+            .zip(planned)
+            .for_each(|(a, b)| *a += b);
+        let mut out = vec![0.0; routes.len() * hidden];
+        if req.experts.is_empty() {
+            return Ok(out);
+        }
+        let limits = Limits::default();
+        let work = layer_work(&req, hidden, &limits).map_err(|s| fail(&s.message()))?;
+        let sums = self
+            .set
+            .execute(&work, self.pair, self.pool)
+            .map_err(|e| fail(&e))?;
+        let used = ExpertSet::formats(&work, self.pair);
+        let dtype = reply_dtype(&req).map_err(|s| fail(&s.message()))?;
+        let answer = reply(0, &work, &sums, hidden, &used, dtype, Timings::default())
+            .map_err(|s| fail(&s.message()))?;
+        let output = answer.output.ok_or_else(|| fail(&"no output"))?;
+        let rows = tensor::decode(&output, hidden, &limits).map_err(|e| fail(&e))?;
+        for (row, &t) in rows.data.chunks_exact(hidden).zip(&tokens) {
+            out[t * hidden..(t + 1) * hidden].copy_from_slice(row);
+        }
+        Ok(out)
+    }
+}
+
+/// Sums over a rung's windows.
+#[derive(Default)]
+struct Totals {
+    positions: usize,
+    nll: f64,
+    kl: f64,
+    agree: f64,
+    planned: [u64; 3],
+}
+
+/// Mean negative log-likelihood of `ids[1..]` under `logits` (`[ids.len(), vocab]`), summed.
+fn nll_sum(logits: &[f32], ids: &[u32], vocab: usize) -> f64 {
+    logits
+        .chunks_exact(vocab)
+        .zip(&ids[1..])
+        .map(|(row, &next)| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+            max + sum.ln() - row[next as usize] as f64
+        })
+        .sum()
+}
+
+/// One rung's quality against the exact path.
+#[derive(Debug, Clone, Copy)]
+pub struct RungQuality {
+    pub rung: Rung,
+    pub perplexity: f64,
+    pub change_percent: f64,
+    pub mean_kl: f64,
+    pub top1_agreement: f64,
+    /// Pairs planned at each precision, by [`PairPlan`] order.
+    pub pairs: [u64; 3],
+}
+
+impl RungQuality {
+    fn share(&self, plan: PairPlan) -> f64 {
+        100.0 * self.pairs[plan as usize] as f64 / self.pairs.iter().sum::<u64>().max(1) as f64
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "rung": self.rung.name(),
+            "perplexity": self.perplexity,
+            "perplexity_change_percent": self.change_percent,
+            "mean_kl": self.mean_kl,
+            "top1_agreement": self.top1_agreement,
+            "pairs": {"high": self.pairs[0], "low": self.pairs[1], "skip": self.pairs[2]},
+        })
+    }
+}
+
+/// What [`measure`] found.
+pub struct Quality {
+    pub tokens: usize,
+    pub windows: usize,
+    pub exact_perplexity: f64,
+    pub rungs: Vec<RungQuality>,
+}
+
+/// What to measure.
+pub struct Setup<'a> {
+    pub model: &'a Path,
+    pub text: &'a Path,
+    pub window: usize,
+    pub tokens: usize,
+    pub thresholds: Thresholds,
+    pub pair: PrecisionPair,
+    pub threads: usize,
+}
+
+/// Runs the windows of `setup.text` exactly and at each of `rungs` (module docs).
+pub fn measure(setup: &Setup<'_>, rungs: &[Rung]) -> anyhow::Result<Quality> {
+    anyhow::ensure!(setup.window >= 2, "--window must be at least 2");
+    let pool = Arc::new(Pool::new(setup.threads)?);
+    let options = LoadOptions::with_expert_format(Some(setup.pair.high));
+    let model =
+        Model::load(setup.model, &options, Arc::clone(&pool)).context("loading the model")?;
+    let cfg = model.config().clone();
+    let vocab = cfg.vocab_size;
+    let text = std::fs::read_to_string(setup.text)
+        .with_context(|| format!("reading {}", setup.text.display()))?;
+    let ids = Tokenizer::from_dir(setup.model)?.encode(&text)?;
+    let bos = cfg.bos_token_id;
+    let body = setup.window - usize::from(bos.is_some());
+    let windows: Vec<Vec<u32>> = ids
+        .chunks_exact(body)
+        .take((setup.tokens / setup.window).max(1))
+        .map(|c| bos.into_iter().chain(c.iter().copied()).collect())
+        .collect();
+    anyhow::ensure!(
+        !windows.is_empty(),
+        "{} has fewer than {} tokens",
+        setup.text.display(),
+        setup.window
+    );
+
+    let shards = tempfile::tempdir()?;
+    let every: ExpertSelection = "all".parse().map_err(anyhow::Error::msg)?;
+    let (set, _) = store::load(setup.model, shards.path(), &every, setup.pair)
+        .context("quantizing the experts as a node does")?;
+
+    let mut exact = Totals::default();
+    let mut totals: Vec<Totals> = rungs.iter().map(|_| Totals::default()).collect();
+    let started = std::time::Instant::now();
+    for (w, window) in windows.iter().enumerate() {
+        let reference = model.forward(window, &mut model.new_cache(), Logits::All)?;
+        let positions = window.len() - 1;
+        let scored = &reference[..positions * vocab];
+        exact.nll += nll_sum(scored, window, vocab);
+        exact.positions += positions;
+        for (&rung, t) in rungs.iter().zip(&mut totals) {
+            let mut node = SimulatedNode {
+                set: &set,
+                pair: setup.pair,
+                pool: &pool,
+                policy: (rung, setup.thresholds),
+                planned: [0; 3],
+            };
+            let logits =
+                model.forward_with(window, &mut model.new_cache(), Logits::All, &mut node)?;
+            let logits = &logits[..positions * vocab];
+            let q = compare(scored, logits, vocab);
+            t.nll += nll_sum(logits, window, vocab);
+            t.kl += q.mean_kl * positions as f64;
+            t.agree += q.top1_agreement * positions as f64;
+            t.positions += positions;
+            t.planned
+                .iter_mut()
+                .zip(node.planned)
+                .for_each(|(a, b)| *a += b);
+        }
+        eprintln!(
+            "window {}/{} ({:.0} s)",
+            w + 1,
+            windows.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let ppl = |t: &Totals| (t.nll / t.positions as f64).exp();
+    let exact_perplexity = ppl(&exact);
+    let rungs = rungs
+        .iter()
+        .zip(&totals)
+        .map(|(&rung, t)| RungQuality {
+            rung,
+            perplexity: ppl(t),
+            change_percent: 100.0 * (ppl(t) / exact_perplexity - 1.0),
+            mean_kl: t.kl / t.positions as f64,
+            top1_agreement: t.agree / t.positions as f64,
+            pairs: t.planned,
+        })
+        .collect();
+    Ok(Quality {
+        tokens: exact.positions,
+        windows: windows.len(),
+        exact_perplexity,
+        rungs,
+    })
+}
+
+pub fn run(args: &EvalQualityArgs) -> anyhow::Result<()> {
+    let text = args
+        .text
+        .clone()
+        .unwrap_or_else(|| args.model.join("heldout.py"));
+    let setup = Setup {
+        model: &args.model,
+        text: &text,
+        window: args.window,
+        tokens: args.tokens,
+        thresholds: Thresholds::new(args.t1, args.t2).map_err(anyhow::Error::msg)?,
+        pair: args.precisions.0,
+        threads: args.threads,
+    };
+    let q = measure(&setup, &args.rungs)?;
+    let pair = setup.pair;
+    println!(
+        "{} tokens of {} in {} windows; T1 {} T2 {}; nodes {}+{}",
+        q.tokens,
+        text.display(),
+        q.windows,
+        args.t1,
+        args.t2,
+        pair.high,
+        pair.low
+    );
+    println!(
+        "{:<12} {:>10} {:>9} {:>10} {:>8} {:>7} {:>7} {:>7}",
+        "rung", "perplexity", "change %", "mean KL", "top-1", "high %", "low %", "skip %"
+    );
+    println!(
+        "{:<12} {:>10.4} {:>9} {:>10} {:>8}",
+        "exact", q.exact_perplexity, "-", "-", "-"
+    );
+    for r in &q.rungs {
+        println!(
+            "{:<12} {:>10.4} {:>+9.3} {:>10.2e} {:>8.4} {:>7.1} {:>7.1} {:>7.1}",
+            r.rung.name(),
+            r.perplexity,
+            r.change_percent,
+            r.mean_kl,
+            r.top1_agreement,
+            r.share(PairPlan::High),
+            r.share(PairPlan::Low),
+            r.share(PairPlan::Skip)
+        );
+    }
+    let result = serde_json::json!({
+        "model": args.model.display().to_string(),
+        "text": text.display().to_string(),
+        "tokens": q.tokens,
+        "windows": q.windows,
+        "window": args.window,
+        "t1": args.t1,
+        "t2": args.t2,
+        "precisions": format!("{}+{}", pair.high, pair.low),
+        "exact_perplexity": q.exact_perplexity,
+        "rungs": q.rungs.iter().map(RungQuality::json).collect::<Vec<_>>(),
+    });
+    crate::report::emit(&result, args.json.as_deref())
+}
