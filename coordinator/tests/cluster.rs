@@ -607,7 +607,7 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         match message.kind {
             Some(generate_response::Kind::Token(t)) => text.push_str(&t.text),
             Some(generate_response::Kind::Finished(f)) => finished = Some(f),
-            None => {}
+            Some(generate_response::Kind::Prompt(_)) | None => {}
         }
     }
     assert_eq!(text, expected[0]);
@@ -623,6 +623,62 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
     };
     let refused = client.generate(other).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::NotFound, "{refused}");
+
+    // The prompt's log-probabilities through the cluster (echo with logprobs) are the
+    // single-process model's, teacher-forced; gRPC's prompt_logprobs gives the same.
+    let text_prompt = "The quick brown fox jumps over the lazy dog";
+    let ids = tokenizer.encode(text_prompt).unwrap();
+    let logits = reference
+        .forward(&ids, &mut reference.new_cache(), moe_model::Logits::All)
+        .unwrap();
+    let vocab = logits.len() / ids.len();
+    let want: Vec<f64> = (1..ids.len())
+        .map(|i| {
+            let row = &logits[(i - 1) * vocab..i * vocab];
+            moe_model::ops::log_softmax(row)[ids[i] as usize]
+        })
+        .collect();
+    let scored = serde_json::json!({"model": "mixtral", "prompt": text_prompt, "echo": true, "logprobs": 0, "max_tokens": 1, "temperature": 0, "precision": "exact"});
+    let (status, body) = post(&gateway.address, "/v1/completions", &scored).await;
+    assert_eq!(status, 200, "{body}");
+    let got = body["choices"][0]["logprobs"]["token_logprobs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(got.len(), ids.len() + 1, "{body}");
+    assert!(got[0].is_null(), "{body}");
+    for (g, w) in got[1..ids.len()].iter().zip(&want) {
+        assert!((g.as_f64().unwrap() - w).abs() < 1e-5, "{g} vs {w}: {body}");
+    }
+    assert!(
+        body["choices"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(text_prompt)
+    );
+    let request = GenerateRequest {
+        model: "mixtral".into(),
+        prompt: Some(generate_request::Prompt::Text(text_prompt.into())),
+        max_tokens: 1,
+        temperature: Some(0.0),
+        precision: "exact".into(),
+        prompt_logprobs: true,
+        ..GenerateRequest::default()
+    };
+    let mut stream = client.generate(request).await.unwrap().into_inner();
+    let mut prompt_tokens = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        if let Some(generate_response::Kind::Prompt(p)) = message.kind {
+            prompt_tokens = p.tokens;
+        }
+    }
+    let ids_back: Vec<u32> = prompt_tokens.iter().map(|t| t.id).collect();
+    assert_eq!(ids_back, ids);
+    assert_eq!(prompt_tokens[0].logprob, None);
+    for (t, g) in prompt_tokens[1..].iter().zip(&got[1..]) {
+        let http = g.as_f64().map(|v| v as f32);
+        assert_eq!(t.logprob, http, "gRPC and HTTP agree");
+    }
 
     // A streamed completion adds up to the same text.
     let mut streamed = complete(prompts[0]);

@@ -28,11 +28,18 @@ pub struct Token {
     pub top: Vec<(String, f32)>,
 }
 
-/// What a job reports, in order: tokens, then exactly one `Finished` or `Failed`.
+/// What a job reports, in order: with `echo` and `logprobs` the prompt's tokens, then the
+/// generated tokens, then exactly one `Finished` or `Failed`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// The prompt's tokens, each with its log-probability given the tokens before it (none for
+    /// the first) and the most likely alternatives there (`logprobs` of them).
+    Prompt(Vec<Token>),
     Token(Token),
-    Finished { reason: FinishReason, usage: Usage },
+    Finished {
+        reason: FinishReason,
+        usage: Usage,
+    },
     Failed(ApiError),
 }
 

@@ -16,11 +16,11 @@ use tokio::sync::mpsc;
 
 use crate::chat_template::{ChatTemplate, Message};
 use crate::dispatch::{Dispatcher, Precision, RemoteExperts};
-use crate::engine::{Engine, Event, Job};
+use crate::engine::{Engine, Event, Job, Token};
 use crate::metrics::{Gauges, Metrics};
 use crate::openai::{ApiError, ErrorKind, Precision as OpenAiPrecision, Usage};
 use crate::scheduler::{AdmitError, Scheduler, SchedulerConfig, SeqId, Step};
-use crate::sequence::Decoding;
+use crate::sequence::{Decoding, token_logprobs};
 
 /// What the engine thread and the API handlers share.
 struct Shared {
@@ -53,6 +53,43 @@ struct Active {
     arrived: Instant,
     /// When its last token was sent, `None` before the first.
     last_token: Option<Instant>,
+    /// With `echo` and `logprobs`: the prompt's tokens scored so far (the first unscored), and
+    /// the alternatives to report per position; taken when the prefill ends.
+    prompt_logprobs: Option<(Vec<Token>, usize)>,
+}
+
+impl Active {
+    /// Scores the prompt tokens that `logits` (`[rows, vocab]`, one row per position from
+    /// `start` on) predict, skipping positions scored before (a preempted sequence's prefill
+    /// runs again).
+    fn score_prompt(
+        &mut self,
+        start: usize,
+        rows: usize,
+        logits: &[f32],
+        tokenizer: &Tokenizer,
+    ) -> Result<(), moe_model::ModelError> {
+        let Some((scored, k)) = self.prompt_logprobs.as_mut() else {
+            return Ok(());
+        };
+        let vocab = logits.len() / rows.max(1);
+        for (j, row) in logits.chunks_exact(vocab).enumerate() {
+            let next = start + j + 1;
+            if next != scored.len() || next >= self.prompt_tokens {
+                continue;
+            }
+            let id = self.tokens[next];
+            let (logprob, top) = token_logprobs(row, id, *k, tokenizer)?;
+            let text = tokenizer.decode(&[id])?;
+            scored.push(Token {
+                id,
+                text,
+                logprob: Some(logprob),
+                top,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The engine's settings.
@@ -262,7 +299,23 @@ impl Thread {
         match Decoding::new(&job.params, job.max_tokens, job.prompt.len(), eos) {
             Ok(decoding) => {
                 self.metrics.prompt(job.prompt.len());
+                // The first prompt token has no log-probability: it is there, unscored, from
+                // the start.
+                let prompt_logprobs = match (job.params.echo, job.params.logprobs) {
+                    (true, Some(k)) => job.prompt.first().map(|&id| {
+                        let text = self.tokenizer.decode(&[id]).unwrap_or_default();
+                        let first = Token {
+                            id,
+                            text,
+                            logprob: None,
+                            top: Vec::new(),
+                        };
+                        (vec![first], k)
+                    }),
+                    _ => None,
+                };
                 let active = Active {
+                    prompt_logprobs,
                     exact: job.params.precision == OpenAiPrecision::Exact,
                     arrived: Instant::now(),
                     last_token: None,
@@ -304,10 +357,11 @@ impl Thread {
                 .iter()
                 .map(|c| {
                     let a = by_id.remove(&c.id).expect("one chunk per sequence");
+                    let scoring = a.prompt_logprobs.is_some() && c.start < a.prompt_tokens;
                     SequenceStep {
                         tokens: &a.tokens[c.start..c.start + c.tokens],
                         cache: &mut a.cache,
-                        want: Logits::Last,
+                        want: if scoring { Logits::All } else { Logits::Last },
                     }
                 })
                 .collect();
@@ -337,13 +391,27 @@ impl Thread {
                     continue;
                 }
             };
+            let a = self.active.get_mut(&c.id).expect("filtered above");
+            let mut prompt = Vec::new();
+            let mut logits = logits.as_slice();
+            if a.prompt_logprobs.is_some() && c.start < a.prompt_tokens {
+                if let Err(e) = a.score_prompt(c.start, c.tokens, logits, &self.tokenizer) {
+                    failed.push((c.id, e.to_string()));
+                    continue;
+                }
+                logits = &logits[logits.len() - logits.len() / c.tokens..];
+                if c.samples
+                    && let Some((scored, _)) = a.prompt_logprobs.take()
+                {
+                    prompt.push(Event::Prompt(scored));
+                }
+            }
             if !c.samples {
                 continue;
             }
-            let a = self.active.get_mut(&c.id).expect("filtered above");
             let before = a.decoding.generated().len();
-            let events = match a.decoding.advance(&logits, &self.tokenizer) {
-                Ok(events) => events,
+            let events = match a.decoding.advance(logits, &self.tokenizer) {
+                Ok(events) => prompt.into_iter().chain(events).collect(),
                 Err(e) => vec![Event::Failed(ApiError::internal(e.to_string()))],
             };
             if a.decoding.generated().len() > before
@@ -359,11 +427,11 @@ impl Thread {
             for event in events {
                 let took = a.arrived.elapsed().as_secs_f64();
                 match &event {
-                    Event::Token(_) => {}
+                    Event::Prompt(_) | Event::Token(_) => {}
                     Event::Finished { reason, .. } => self.metrics.finished(Some(*reason), took),
                     Event::Failed(_) => self.metrics.finished(None, took),
                 }
-                let done = !matches!(event, Event::Token(_));
+                let done = matches!(event, Event::Finished { .. } | Event::Failed(_));
                 if a.events.try_send(event).is_err() {
                     gone.push(c.id);
                     break;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use moe_proto::gateway::gateway_service_server::GatewayService;
 use moe_proto::gateway::{
-    Finished, GenerateRequest, GenerateResponse, Token, Usage, generate_request, generate_response,
+    Finished, GenerateRequest, GenerateResponse, PromptTokens, Token, Usage, generate_request,
+    generate_response,
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -73,6 +74,10 @@ fn completion_body(req: &GenerateRequest) -> Value {
     if !req.precision.is_empty() {
         body.insert("precision".into(), json!(req.precision));
     }
+    if req.prompt_logprobs {
+        body.insert("echo".into(), json!(true));
+        body.insert("logprobs".into(), json!(0));
+    }
     Value::Object(body)
 }
 
@@ -128,14 +133,21 @@ impl GatewayService for GrpcApi {
         let (send, receive) = mpsc::channel(16);
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
+                let token = |t: crate::engine::Token| Token {
+                    id: t.id,
+                    text: t.text,
+                    logprob: t.logprob,
+                };
                 let (message, last) = match event {
-                    Event::Token(t) => {
-                        let token = Token {
-                            id: t.id,
-                            text: t.text,
-                        };
-                        (Ok(response(generate_response::Kind::Token(token))), false)
+                    Event::Prompt(tokens) => {
+                        let tokens = tokens.into_iter().map(token).collect();
+                        let prompt = generate_response::Kind::Prompt(PromptTokens { tokens });
+                        (Ok(response(prompt)), false)
                     }
+                    Event::Token(t) => (
+                        Ok(response(generate_response::Kind::Token(token(t)))),
+                        false,
+                    ),
                     Event::Finished { reason, usage } => {
                         let finished = Finished {
                             finish_reason: match reason {

@@ -340,10 +340,13 @@ async fn completions(
     let meta = state.meta(id);
     let logprobs = params.logprobs.is_some();
     if params.stream {
-        let opening = (!echo.is_empty())
+        // With logprobs the echoed prompt goes out with its tokens' log-probabilities, once the
+        // prefill has scored them.
+        let opening = (!echo.is_empty() && !logprobs)
             .then(|| sse_event(&CompletionChunk::text(&meta, echo.clone(), None, None)));
         let frames = CompletionFrames {
             offset: echo.chars().count(),
+            echo: logprobs.then_some(echo),
             meta,
             logprobs,
             include_usage: params.include_usage,
@@ -351,11 +354,20 @@ async fn completions(
         return Ok(event_stream(events, opening, frames));
     }
     let Generated {
+        prompt,
         tokens,
         reason,
         usage,
     } = collect(events).await?;
-    let logprobs = logprobs.then(|| completion_logprobs(&tokens, echo.chars().count()));
+    let logprobs = logprobs.then(|| {
+        let scored: Vec<Token> = prompt.into_iter().chain(tokens.iter().cloned()).collect();
+        let offset = if scored.len() > tokens.len() {
+            0
+        } else {
+            echo.chars().count()
+        };
+        completion_logprobs(&scored, offset)
+    });
     let text = echo + &concatenated(&tokens);
     Ok(Json(Completion::new(&meta, text, logprobs, reason, usage)).into_response())
 }
@@ -366,12 +378,6 @@ async fn completion_prompt(
     input: Prompt,
     params: &SamplingParams,
 ) -> Result<(Vec<u32>, String), ApiError> {
-    if params.echo && params.logprobs.is_some() {
-        return Err(ApiError::bad_request(
-            "echo",
-            "echo together with logprobs is not supported yet.",
-        ));
-    }
     match input {
         Prompt::Text(text) if params.echo => {
             let ids = tokenize(engine, text.clone()).await?;
@@ -401,7 +407,8 @@ async fn off_runtime<T: Send + 'static>(
         .map_err(|error| ApiError::internal(format!("Preparing the prompt failed: {error}")))?
 }
 
-/// `tokens`' log-probabilities, their text offsets counted from `offset` characters.
+/// `tokens`' log-probabilities, their text offsets counted from `offset` characters (a token
+/// without one, the prompt's first, has no alternatives either).
 fn completion_logprobs(tokens: &[Token], mut offset: usize) -> CompletionLogprobs {
     let mut logprobs = CompletionLogprobs::default();
     for token in tokens {
@@ -409,7 +416,7 @@ fn completion_logprobs(tokens: &[Token], mut offset: usize) -> CompletionLogprob
         logprobs.token_logprobs.push(token.logprob);
         logprobs
             .top_logprobs
-            .push(Some(TopLogprobs(token.top.clone())));
+            .push(token.logprob.map(|_| TopLogprobs(token.top.clone())));
         logprobs.text_offset.push(offset);
         offset += token.text.chars().count();
     }
@@ -448,6 +455,7 @@ async fn chat_completions(
         tokens,
         reason,
         usage,
+        ..
     } = collect(events).await?;
     let logprobs = logprobs.then(|| ChatLogprobs {
         content: tokens.iter().map(chat_logprob).collect(),
@@ -488,6 +496,8 @@ fn chat_logprob(token: &Token) -> ChatTokenLogprob {
 
 /// A finished job's tokens.
 struct Generated {
+    /// The scored prompt, with `echo` and `logprobs`.
+    prompt: Vec<Token>,
     tokens: Vec<Token>,
     reason: FinishReason,
     usage: Usage,
@@ -495,12 +505,14 @@ struct Generated {
 
 /// Waits for a job's end; a failed job is its error.
 async fn collect(mut events: mpsc::Receiver<Event>) -> Result<Generated, ApiError> {
-    let mut tokens = Vec::new();
+    let (mut prompt, mut tokens) = (Vec::new(), Vec::new());
     loop {
         match events.recv().await {
+            Some(Event::Prompt(scored)) => prompt = scored,
             Some(Event::Token(token)) => tokens.push(token),
             Some(Event::Finished { reason, usage }) => {
                 return Ok(Generated {
+                    prompt,
                     tokens,
                     reason,
                     usage,
@@ -520,6 +532,10 @@ fn concatenated(tokens: &[Token]) -> String {
 
 /// How one endpoint writes a job's events as server-sent events.
 trait Frames: Send + Unpin + 'static {
+    /// The event for the scored prompt (empty: none).
+    fn prompt(&mut self, _tokens: Vec<Token>) -> String {
+        String::new()
+    }
     /// The event for one new token.
     fn token(&mut self, token: Token) -> String;
     /// The events that end a finished job (without `[DONE]`).
@@ -528,6 +544,8 @@ trait Frames: Send + Unpin + 'static {
 
 struct CompletionFrames {
     meta: ResponseMeta,
+    /// The prompt's text, sent with its tokens' log-probabilities when they come.
+    echo: Option<String>,
     logprobs: bool,
     /// Characters streamed so far, the offset of the next token's text.
     offset: usize,
@@ -535,6 +553,19 @@ struct CompletionFrames {
 }
 
 impl Frames for CompletionFrames {
+    fn prompt(&mut self, tokens: Vec<Token>) -> String {
+        let Some(echo) = self.echo.take() else {
+            return String::new();
+        };
+        let logprobs = completion_logprobs(&tokens, 0);
+        sse_event(&CompletionChunk::text(
+            &self.meta,
+            echo,
+            Some(logprobs),
+            None,
+        ))
+    }
+
     fn token(&mut self, token: Token) -> String {
         let logprobs = self
             .logprobs
@@ -623,6 +654,9 @@ impl<F: Frames> Stream for EventStream<F> {
             return Poll::Ready(None);
         };
         let last = match ready!(events.poll_recv(cx)) {
+            Some(Event::Prompt(tokens)) => {
+                return Poll::Ready(Some(Ok(this.frames.prompt(tokens))));
+            }
             Some(Event::Token(token)) => return Poll::Ready(Some(Ok(this.frames.token(token)))),
             Some(Event::Finished { reason, usage }) => this.frames.finished(reason, usage),
             Some(Event::Failed(error)) => sse_event(&error.to_json()),

@@ -68,7 +68,7 @@ impl Decoding {
         let id = self.sampler.sample(logits);
         let (logprob, top) = match self.logprobs {
             Some(k) => {
-                let (lp, top) = self.logprobs_of(logits, id, k, tokenizer)?;
+                let (lp, top) = token_logprobs(logits, id, k, tokenizer)?;
                 (Some(lp), top)
             }
             None => (None, Vec::new()),
@@ -167,25 +167,24 @@ impl Decoding {
             usage: Usage::new(self.prompt_tokens, self.generated.len()),
         }
     }
+}
 
-    /// The log-probability of `id` and the `k` most likely tokens with theirs.
-    fn logprobs_of(
-        &self,
-        logits: &[f32],
-        id: u32,
-        k: usize,
-        tokenizer: &Tokenizer,
-    ) -> Result<(f32, Vec<(String, f32)>), ModelError> {
-        let lp = log_softmax(logits);
-        let mut order: Vec<usize> = (0..lp.len()).collect();
-        order.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]).then(a.cmp(&b)));
-        let top = order
-            .into_iter()
-            .take(k)
-            .map(|i| Ok((tokenizer.decode(&[i as u32])?, lp[i] as f32)))
-            .collect::<Result<Vec<_>, ModelError>>()?;
-        Ok((lp[id as usize] as f32, top))
-    }
+/// The log-probability of `id` under `logits` and the `k` most likely tokens with theirs.
+pub fn token_logprobs(
+    logits: &[f32],
+    id: u32,
+    k: usize,
+    tokenizer: &Tokenizer,
+) -> Result<(f32, Vec<(String, f32)>), ModelError> {
+    let lp = log_softmax(logits);
+    let mut order: Vec<usize> = (0..lp.len()).collect();
+    order.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]).then(a.cmp(&b)));
+    let top = order
+        .into_iter()
+        .take(k)
+        .map(|i| Ok((tokenizer.decode(&[i as u32])?, lp[i] as f32)))
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    Ok((lp[id as usize] as f32, top))
 }
 
 #[cfg(test)]

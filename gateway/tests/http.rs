@@ -124,11 +124,29 @@ impl Engine for ScriptedEngine {
             Ending::Fail(error) => Some(Event::Failed(error.clone())),
             Ending::Hang => None,
         };
+        // With echo and logprobs, the prompt scored first: token i as `<id>` at -i.
+        let prompt = (job.params.echo && job.params.logprobs.is_some()).then(|| {
+            let scored = job.prompt.iter().enumerate().map(|(i, &id)| {
+                let text = format!("<{id}>");
+                let logprob = (i > 0).then_some(-(i as f32));
+                let top = logprob
+                    .map(|lp| vec![(text.clone(), lp)])
+                    .unwrap_or_default();
+                Token {
+                    id,
+                    text,
+                    logprob,
+                    top,
+                }
+            });
+            Event::Prompt(scored.collect())
+        });
         self.jobs.lock().unwrap().push(job);
         let (sender, receiver) = mpsc::channel(8);
         let dropped = Arc::clone(&self.dropped);
         tokio::spawn(async move {
-            for event in tokens.into_iter().map(Event::Token).chain(end) {
+            let tokens = tokens.into_iter().map(Event::Token);
+            for event in prompt.into_iter().chain(tokens).chain(end) {
                 if sender.send(event).await.is_err() {
                     break;
                 }
@@ -407,7 +425,7 @@ async fn completion_logprobs_list_every_token_with_its_offset() {
 }
 
 #[tokio::test]
-async fn echo_prepends_the_prompt_but_not_together_with_logprobs() {
+async fn echo_prepends_the_prompt_and_with_logprobs_scores_it() {
     let (_engine, server) = start().await;
     let body = json!({"model": MODEL, "prompt": "Say: ", "echo": true});
     let reply = post(&server, "/v1/completions", &body).await;
@@ -422,14 +440,37 @@ async fn echo_prepends_the_prompt_but_not_together_with_logprobs() {
         .collect();
     assert_eq!(texts, ["Say: ", "Hello", ",", " world", "!", ""]);
 
-    let body = json!({"model": MODEL, "prompt": "Say: ", "echo": true, "logprobs": 1});
+    // The prompt's tokens lead the logprobs, the first without a log-probability or
+    // alternatives, as vLLM answers `echo` with `logprobs`.
+    let body = json!({"model": MODEL, "prompt": "Say it: ", "echo": true, "logprobs": 1});
     let reply = post(&server, "/v1/completions", &body).await;
-    assert_eq!(reply.status, 400);
-    let message = "echo together with logprobs is not supported yet.";
-    assert_eq!(
-        reply.json(),
-        error_json("BadRequestError", message, json!("echo"), Value::Null)
-    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let choice = &reply.json()["choices"][0];
+    assert_eq!(choice["text"], "Say it: Hello, world!");
+    let expected = json!({
+        "tokens": ["<3>", "<3>", "Hello", ",", " world", "!"],
+        "token_logprobs": [null, -1.0, -0.5, -0.25, -1.0, -2.0],
+        "top_logprobs": [
+            null,
+            {"<3>": -1.0},
+            {"Hello": -0.5, "~": -4.0},
+            {",": -0.25, "~": -4.0},
+            {" world": -1.0, "~": -4.0},
+            {"!": -2.0, "~": -4.0},
+        ],
+        "text_offset": [0, 3, 6, 11, 12, 18],
+    });
+    assert_eq!(choice["logprobs"], expected);
+
+    // Streamed, the echoed prompt comes with its logprobs once they are known.
+    let body =
+        json!({"model": MODEL, "prompt": "Say it: ", "echo": true, "logprobs": 0, "stream": true});
+    let chunks = post(&server, "/v1/completions", &body).await.chunks();
+    assert_eq!(chunks[0]["choices"][0]["text"], "Say it: ");
+    let first = &chunks[0]["choices"][0]["logprobs"];
+    assert_eq!(first["token_logprobs"], json!([null, -1.0]), "{first}");
+    assert_eq!(chunks[1]["choices"][0]["text"], "Hello");
+    assert_eq!(chunks.len(), 6);
 }
 
 #[tokio::test]
