@@ -13,6 +13,11 @@
 //! Prints a table, then one JSON object as the last line. Every rung is applied to every layer
 //! call here; in a cluster a link sits at a rung only while it is saturated, so these are the
 //! most each rung can cost.
+//!
+//! With `--gateway ADDR` it scores the text through a running cluster instead: pieces of about
+//! `--window` tokens (whole lines) sent as `/v1/completions` with `echo` and `logprobs: 1`, once
+//! `exact` and once `auto`, giving the perplexity of each and the top-1 agreement of `auto`
+//! with `exact` (the cluster returns only the top alternatives, so no KL there).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,6 +71,12 @@ pub struct EvalQualityArgs {
     /// Kernel threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Score through this running gateway (`host:port`) instead of in process.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// The model's name at the gateway (default: the checkpoint directory's name).
+    #[arg(long)]
+    served_name: Option<String>,
     /// Also write the JSON object to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -275,11 +286,133 @@ pub fn measure(setup: &Setup<'_>, rungs: &[Rung]) -> anyhow::Result<Quality> {
     })
 }
 
+/// One text piece scored by the gateway: each scored token's log-probability, and the most
+/// likely token's text there.
+struct Scored {
+    logprobs: Vec<f64>,
+    top: Vec<String>,
+}
+
+/// `piece` scored through the gateway at `precision`.
+fn score_remote(
+    gateway: &str,
+    model: &str,
+    piece: &str,
+    precision: &str,
+) -> anyhow::Result<Scored> {
+    let body = serde_json::json!({
+        "model": model, "prompt": piece, "echo": true, "logprobs": 1, "max_tokens": 1,
+        "temperature": 0, "precision": precision,
+    });
+    let reply = crate::up::http_post(gateway, "/v1/completions", &body.to_string())
+        .with_context(|| format!("no answer from {gateway}"))?;
+    let (_, json) = reply.split_once("\r\n\r\n").context("an HTTP response")?;
+    let json: serde_json::Value = serde_json::from_str(json).context("a JSON body")?;
+    let logprobs = &json["choices"][0]["logprobs"];
+    anyhow::ensure!(logprobs.is_object(), "the gateway answered {json}");
+    let values = logprobs["token_logprobs"]
+        .as_array()
+        .context("token_logprobs")?;
+    let tops = logprobs["top_logprobs"]
+        .as_array()
+        .context("top_logprobs")?;
+    // The prompt's tokens (the first unscored), then the one generated token (left out).
+    let scored = 1..values.len().saturating_sub(1);
+    Ok(Scored {
+        logprobs: scored.clone().filter_map(|i| values[i].as_f64()).collect(),
+        top: scored
+            .map(|i| {
+                tops[i]
+                    .as_object()
+                    .and_then(|o| o.keys().next().cloned())
+                    .unwrap_or_default()
+            })
+            .collect(),
+    })
+}
+
+/// `text` cut into pieces of about `tokens` tokens, at line ends.
+fn pieces(text: &str, tokenizer: &Tokenizer, tokens: usize) -> anyhow::Result<Vec<String>> {
+    let mut out = vec![String::new()];
+    let mut count = 0;
+    for line in text.split_inclusive('\n') {
+        let n = tokenizer.encode(line)?.len();
+        if count + n > tokens && count > 0 {
+            out.push(String::new());
+            count = 0;
+        }
+        out.last_mut().expect("one piece at least").push_str(line);
+        count += n;
+    }
+    Ok(out)
+}
+
+/// The `--gateway` mode (module docs).
+fn run_remote(args: &EvalQualityArgs, gateway: &str, text: &Path) -> anyhow::Result<()> {
+    let model = args
+        .served_name
+        .clone()
+        .unwrap_or_else(|| moe_model::config::served_name(&args.model));
+    let tokenizer = Tokenizer::from_dir(&args.model)?;
+    let content =
+        std::fs::read_to_string(text).with_context(|| format!("reading {}", text.display()))?;
+    let mut all = pieces(&content, &tokenizer, args.window)?;
+    all.truncate((args.tokens / args.window).max(1));
+    let (mut exact_nll, mut auto_nll, mut positions, mut agree) = (0.0, 0.0, 0usize, 0usize);
+    for (i, piece) in all.iter().enumerate() {
+        let exact = score_remote(gateway, &model, piece, "exact")?;
+        let auto = score_remote(gateway, &model, piece, "auto")?;
+        anyhow::ensure!(
+            exact.logprobs.len() == auto.logprobs.len(),
+            "piece {i}: the two precisions scored different token counts"
+        );
+        exact_nll -= exact.logprobs.iter().sum::<f64>();
+        auto_nll -= auto.logprobs.iter().sum::<f64>();
+        positions += exact.logprobs.len();
+        agree += exact
+            .top
+            .iter()
+            .zip(&auto.top)
+            .filter(|(a, b)| a == b)
+            .count();
+        eprintln!("piece {}/{}", i + 1, all.len());
+    }
+    anyhow::ensure!(positions > 0, "nothing was scored");
+    let exact_ppl = (exact_nll / positions as f64).exp();
+    let auto_ppl = (auto_nll / positions as f64).exp();
+    let change = 100.0 * (auto_ppl / exact_ppl - 1.0);
+    let agreement = agree as f64 / positions as f64;
+    println!("{positions} tokens of {} through {gateway}", text.display());
+    println!(
+        "{:<8} {:>10} {:>9} {:>8}",
+        "request", "perplexity", "change %", "top-1"
+    );
+    println!("{:<8} {exact_ppl:>10.4} {:>9} {:>8}", "exact", "-", "-");
+    println!(
+        "{:<8} {auto_ppl:>10.4} {change:>+9.3} {agreement:>8.4}",
+        "auto"
+    );
+    let result = serde_json::json!({
+        "gateway": gateway,
+        "text": text.display().to_string(),
+        "tokens": positions,
+        "exact_perplexity": exact_ppl,
+        "auto_perplexity": auto_ppl,
+        "perplexity_change_percent": change,
+        "top1_agreement": agreement,
+    });
+    crate::report::emit(&result, args.json.as_deref())
+}
+
 pub fn run(args: &EvalQualityArgs) -> anyhow::Result<()> {
     let text = args
         .text
         .clone()
         .unwrap_or_else(|| args.model.join("heldout.py"));
+    if let Some(gateway) = &args.gateway {
+        return run_remote(args, gateway, &text);
+    }
+
     let setup = Setup {
         model: &args.model,
         text: &text,

@@ -144,6 +144,24 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// The status line of `GET path` on `address`, or `None` when nothing answers.
+/// `POST path` with a JSON `body` over HTTP/1.1; the whole response (a minute at most).
+pub fn http_post(address: &str, path: &str, body: &str) -> Option<String> {
+    let mut stream =
+        TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_secs(2)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .ok()?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
 pub fn http_get(address: &str, path: &str) -> Option<String> {
     let mut stream =
         TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_secs(2)).ok()?;

@@ -1,5 +1,6 @@
 //! `moe up` as the README runs it: a local cluster on a generated model answers a completion
-//! over HTTP, and SIGTERM stops every process it started.
+//! over HTTP, `moe eval-quality --gateway` scores text through it, and SIGTERM stops every
+//! process it started.
 //!
 //! Needs `etcd` on the PATH (`scripts/test.sh` installs Debian's `etcd-server`) and the
 //! `coordinator`, `expert-node` and `gateway` binaries next to `moe` (`cargo test --workspace`
@@ -7,6 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -106,6 +108,37 @@ fn moe_up_serves_a_completion_and_stops_everything_it_started() {
         panic!("{response}");
     }
     assert!(response.contains("\"completion_tokens\":8"), "{response}");
+
+    // Held-out text scored through the cluster: exact and auto, and how far they agree.
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let scored = Command::new(env!("CARGO_BIN_EXE_moe"))
+        .args([
+            "eval-quality",
+            "--gateway",
+            &gateway,
+            "--window",
+            "48",
+            "--tokens",
+            "96",
+        ])
+        .arg("--model")
+        .arg(&model)
+        .arg("--text")
+        .arg(&readme)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&scored.stdout);
+    assert!(
+        scored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scored.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(json["tokens"].as_u64().unwrap() > 48, "{json}");
+    let exact = json["exact_perplexity"].as_f64().unwrap();
+    assert!(exact.is_finite() && exact > 1.0, "{json}");
+    let agreement = json["top1_agreement"].as_f64().unwrap();
+    assert!((0.5..=1.0).contains(&agreement), "{json}");
 
     let pid = up.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
