@@ -15,6 +15,7 @@ use moe_coordinator::etcd::Etcd;
 use moe_coordinator::keys::ClusterKeys;
 use moe_coordinator::records::{GatewayStats, NodeRecord, Placement};
 use moe_coordinator::watch::Watcher;
+use moe_gateway::policy::Rung;
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::{InfoRequest, NodeInfo};
 use serde::Serialize;
@@ -55,9 +56,23 @@ pub struct GatewayMetrics {
     pub waiting: f64,
     pub kv_usage: f64,
     pub generated_tokens: f64,
-    /// Per node: summed round trips, their count, and bytes sent and received.
-    pub links: BTreeMap<String, [f64; 4]>,
+    /// Per node, by [`LINK_SERIES`] order: summed round trips, their count, bytes sent and
+    /// received, the link's rung and saturation, and the pairs planned high, low and skipped.
+    pub links: BTreeMap<String, [f64; 9]>,
 }
+
+/// The per-node series `moe status` reads, with the extra label that picks one (if any).
+const LINK_SERIES: [(&str, &str); 9] = [
+    ("moe:expert_node_rtt_seconds_sum", ""),
+    ("moe:expert_node_rtt_seconds_count", ""),
+    ("moe:expert_node_bytes_sent_total", ""),
+    ("moe:expert_node_bytes_received_total", ""),
+    ("moe:expert_link_rung", ""),
+    ("moe:expert_link_saturated", ""),
+    ("moe:expert_pairs_total", ",precision=\"high\""),
+    ("moe:expert_pairs_total", ",precision=\"low\""),
+    ("moe:expert_pairs_total", ",precision=\"skip\""),
+];
 
 impl GatewayMetrics {
     /// Reads the series `moe status` shows from a Prometheus text exposition.
@@ -67,15 +82,9 @@ impl GatewayMetrics {
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
                 .unwrap_or(0.0)
         };
-        let mut links: BTreeMap<String, [f64; 4]> = BTreeMap::new();
-        let series = [
-            "moe:expert_node_rtt_seconds_sum",
-            "moe:expert_node_rtt_seconds_count",
-            "moe:expert_node_bytes_sent_total",
-            "moe:expert_node_bytes_received_total",
-        ];
+        let mut links: BTreeMap<String, [f64; 9]> = BTreeMap::new();
         for line in text.lines() {
-            for (i, name) in series.iter().enumerate() {
+            for (i, (name, extra)) in LINK_SERIES.iter().enumerate() {
                 let Some(rest) = line.strip_prefix(name) else {
                     continue;
                 };
@@ -84,7 +93,10 @@ impl GatewayMetrics {
                 };
                 let node = labels
                     .strip_prefix("{node=\"")
-                    .and_then(|l| l.strip_suffix("\"}"));
+                    .and_then(|l| l.strip_suffix('}'))
+                    .and_then(|l| l.strip_suffix(extra))
+                    .and_then(|l| l.strip_suffix('"'))
+                    .filter(|n| !n.contains('"'));
                 if let (Some(node), Ok(v)) = (node, v.parse::<f64>()) {
                     links.entry(node.to_string()).or_default()[i] = v;
                 }
@@ -135,6 +147,13 @@ pub struct NodeStatus {
     /// Bytes the gateways sent to it and received from it.
     pub bytes_sent: Option<f64>,
     pub bytes_received: Option<f64>,
+    /// The highest downgrade rung any gateway's link to it is at (`off`, `int8-wire`,
+    /// `low-weights`, `skip`), and whether any of those links is saturated.
+    pub link_rung: Option<String>,
+    pub saturated: Option<bool>,
+    /// The share of the pairs the gateways planned for it that went at low precision or were
+    /// skipped.
+    pub downgraded: Option<f64>,
     /// GPU cache copies loaded at low precision because the PCIe link was backed up.
     pub gpu_downgraded: u64,
     /// Why `Info` did not answer, when it did not.
@@ -187,14 +206,17 @@ pub struct Status {
 impl Status {
     pub fn from_observed(cluster: &str, o: &Observed) -> Status {
         let epoch = o.placement.as_ref().map_or(0, |p| p.epoch);
-        let links = |node: &str, i: usize| -> Option<f64> {
-            let values: Vec<f64> = o
-                .gateways
+        let values = |node: &str, i: usize| -> Vec<f64> {
+            o.gateways
                 .iter()
                 .filter_map(|(_, g)| g.as_ref().ok()?.0.links.get(node).map(|l| l[i]))
-                .collect();
-            (!values.is_empty()).then(|| values.iter().sum())
+                .collect()
         };
+        let links = |node: &str, i: usize| -> Option<f64> {
+            let v = values(node, i);
+            (!v.is_empty()).then(|| v.iter().sum())
+        };
+        let highest = |node: &str, i: usize| values(node, i).into_iter().reduce(f64::max);
         let nodes = o
             .nodes
             .iter()
@@ -205,7 +227,20 @@ impl Status {
                     (Some(sum), Some(count)) if count > 0.0 => Some(sum / count * 1e3),
                     _ => None,
                 };
+                let rung = highest(&r.id, 4)
+                    .and_then(|v| Rung::ALL.get(v as usize))
+                    .map(|r| r.flag().to_string());
+                let pairs: Vec<Option<f64>> = (6..9).map(|i| links(&r.id, i)).collect();
+                let downgraded = match pairs[..] {
+                    [Some(high), Some(low), Some(skip)] if high + low + skip > 0.0 => {
+                        Some((low + skip) / (high + low + skip))
+                    }
+                    _ => None,
+                };
                 NodeStatus {
+                    link_rung: rung,
+                    saturated: highest(&r.id, 5).map(|v| v > 0.0),
+                    downgraded,
                     id: r.id.clone(),
                     address: r.address.clone(),
                     backend: r.backend.clone(),
@@ -324,7 +359,7 @@ impl Status {
         }
         let _ = writeln!(
             out,
-            "\n{:<16} {:<22} {:<8} {:<7} {:>5} {:>7} {:>7} {:>9} {:>10} {:>10} {:>5}  state",
+            "\n{:<16} {:<22} {:<8} {:<7} {:>5} {:>7} {:>7} {:>9} {:>10} {:>10} {:<12} {:>6} {:>6}  state",
             "NODE",
             "ADDRESS",
             "BACKEND",
@@ -335,7 +370,9 @@ impl Status {
             "RTT ms",
             "MB sent",
             "MB recv",
-            "DOWN"
+            "LINK",
+            "DOWN%",
+            "GPU DN"
         );
         let opt =
             |v: Option<f64>, scale: f64| v.map_or("-".to_string(), |v| format!("{:.1}", v * scale));
@@ -347,7 +384,7 @@ impl Status {
             };
             let _ = writeln!(
                 out,
-                "{:<16} {:<22} {:<8} {:<7} {:>5} {:>7} {:>7} {:>9} {:>10} {:>10} {:>5}  {state}",
+                "{:<16} {:<22} {:<8} {:<7} {:>5} {:>7} {:>7} {:>9} {:>10} {:>10} {:<12} {:>6} {:>6}  {state}",
                 n.id,
                 n.address,
                 n.backend,
@@ -358,6 +395,12 @@ impl Status {
                 opt(n.rtt_ms, 1.0),
                 opt(n.bytes_sent, 1e-6),
                 opt(n.bytes_received, 1e-6),
+                match (&n.link_rung, n.saturated) {
+                    (Some(r), Some(true)) => format!("{r} (sat)"),
+                    (Some(r), _) => r.clone(),
+                    (None, _) => "-".to_string(),
+                },
+                opt(n.downgraded, 100.0),
                 n.gpu_downgraded
             );
         }
@@ -569,6 +612,11 @@ moe:expert_node_rtt_seconds_sum{node=\"a\"} 0.5
 moe:expert_node_rtt_seconds_count{node=\"a\"} 100
 moe:expert_node_bytes_sent_total{node=\"a\"} 2000000
 moe:expert_node_bytes_received_total{node=\"a\"} 4000000
+moe:expert_link_rung{node=\"a\"} 2
+moe:expert_link_saturated{node=\"a\"} 1
+moe:expert_pairs_total{node=\"a\",precision=\"high\"} 75
+moe:expert_pairs_total{node=\"a\",precision=\"low\"} 20
+moe:expert_pairs_total{node=\"a\",precision=\"skip\"} 5
 ";
 
     #[test]
@@ -642,6 +690,8 @@ moe:expert_node_bytes_received_total{node=\"a\"} 4000000
         assert!(a.serving && a.experts == 2 && a.queue_depth == 1);
         assert_eq!(a.rtt_ms, Some(5.0));
         assert_eq!(a.bytes_received, Some(4e6));
+        assert_eq!(a.link_rung.as_deref(), Some("low-weights"));
+        assert_eq!((a.saturated, a.downgraded), (Some(true), Some(0.25)));
         let b = &status.nodes[1];
         assert!(!b.serving);
         assert_eq!(b.error.as_deref(), Some("refused"));
@@ -657,6 +707,7 @@ moe:expert_node_bytes_received_total{node=\"a\"} 4000000
             "serving",
             "no answer: refused",
             "0:2 (70 tokens)",
+            "low-weights (sat)",
             "3 running, 1 waiting, KV 25%, 12.5 tok/s",
         ] {
             assert!(table.contains(part), "missing {part:?} in\n{table}");
