@@ -35,7 +35,7 @@ use crate::links::{Health, Links};
 use crate::metrics::header;
 use crate::node_client::{CallError, NodeClient};
 use crate::policy::{LadderConfig, PairPlan, Rung, Thresholds};
-use crate::prediction::{Accuracy, Lookahead, MAX_DISTANCE, experts_of};
+use crate::prediction::{Accuracy, Lookahead, MAX_DISTANCE};
 
 /// Why a layer could not be run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -197,6 +197,19 @@ pub fn whole_layer_request(
     let pairs = pairs_by_expert(routes);
     let work: Vec<(usize, &[Pair])> = pairs.iter().map(|(e, p)| (*e, p.as_slice())).collect();
     request(layer, 0, h, hidden, &work, false, policy)
+}
+
+/// The precision to stage an expert at for its predicted `pairs` on a link at `rung`: low only
+/// when none of them would run at high precision.
+fn hint_precision(pairs: &[Pair], rung: Rung, thresholds: Thresholds) -> WirePrecision {
+    let low = pairs
+        .iter()
+        .all(|p| thresholds.plan(p.unimportance, rung) != PairPlan::High);
+    if low {
+        WirePrecision::Low
+    } else {
+        WirePrecision::High
+    }
 }
 
 /// The node to send `expert` of `layer` to, among its replicas not `excluded`: one that has
@@ -361,34 +374,46 @@ impl Dispatcher {
         self.hints.load(Ordering::Relaxed)
     }
 
-    /// Tells the nodes that serve `experts` of `layer` (by the placement, as [`Self::run_layer`]
-    /// would pick them) to stage those experts. Only streams already open get hints: a hint
-    /// never connects, waits or fails.
-    pub async fn hint(&self, layer: usize, experts: &BTreeSet<usize>) {
+    /// Tells the nodes that serve the experts `predicted` routes to in `layer` (by the placement,
+    /// as [`Self::run_layer`] would pick them) to stage those experts, each at the precision its
+    /// pairs would get now: low when the node's link is at the low-weights rung or above and
+    /// every predicted pair of the expert is above T1 (never for `exact`), high otherwise. Only
+    /// streams already open get hints: a hint never connects, waits or fails.
+    pub async fn hint(&self, layer: usize, predicted: &[Route], precision: Precision) {
         let Ok(placement) = self.placement() else {
             return;
         };
-        let mut by_node: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        let mut by_node: BTreeMap<(String, bool), Vec<u32>> = BTreeMap::new();
         {
             let nodes = self.nodes.borrow();
             let health = |n: &str| self.links.health(n);
             let none = BTreeSet::new();
-            for &expert in experts {
-                if let Some(node) = replica(&placement, &nodes, &health, layer, expert, &none) {
-                    by_node.entry(node.clone()).or_default().push(expert as u32);
-                }
+            for (expert, pairs) in pairs_by_expert(predicted) {
+                let Some(node) = replica(&placement, &nodes, &health, layer, expert, &none) else {
+                    continue;
+                };
+                let rung = match precision {
+                    Precision::Exact => Rung::Full,
+                    Precision::Auto => self.links.rung(node),
+                };
+                let low = hint_precision(&pairs, rung, self.thresholds) == WirePrecision::Low;
+                by_node
+                    .entry((node.clone(), low))
+                    .or_default()
+                    .push(expert as u32);
             }
         }
         let clients = self.clients.lock().await;
-        for (node, experts) in by_node {
+        for ((node, low), experts) in by_node {
             let Some(client) = clients.get(&node).filter(|c| c.is_alive()) else {
                 continue;
             };
+            let precision = [WirePrecision::High, WirePrecision::Low][usize::from(low)];
             let hint = PrefetchHint {
                 epoch: placement.epoch,
                 layer: layer as u32,
                 experts,
-                precision: WirePrecision::High as i32,
+                precision: precision as i32,
             };
             if client.hint(hint) {
                 self.hints.fetch_add(1, Ordering::Relaxed);
@@ -702,7 +727,7 @@ impl<'a> RemoteExperts<'a> {
             };
             let predicted = block.route(self.model.pool(), h, n)?;
             self.runtime
-                .block_on(self.dispatcher.hint(target, &experts_of(&predicted)));
+                .block_on(self.dispatcher.hint(target, &predicted, self.precision));
             self.lookahead.predict(target, i + 1, &predicted);
         }
         Ok(())
@@ -858,6 +883,27 @@ mod tests {
         assert_eq!(req.experts[0].rows, [1, 0]);
         assert_eq!(req.experts[1].rows, [1]);
         assert_eq!(req.experts[0].unimportance, [0.0, 0.5]);
+    }
+
+    #[test]
+    fn an_expert_is_staged_low_only_when_every_predicted_pair_would_run_low() {
+        let pair = |unimportance| Pair {
+            token: 0,
+            weight: 0.5,
+            unimportance,
+        };
+        let t = Thresholds::default();
+        let unimportant = [pair(0.7), pair(0.8)];
+        assert_eq!(
+            hint_precision(&unimportant, Rung::LowWeights, t),
+            WirePrecision::Low
+        );
+        assert_eq!(
+            hint_precision(&unimportant, Rung::Int8Wire, t),
+            WirePrecision::High
+        );
+        let mixed = [pair(0.7), pair(0.0)];
+        assert_eq!(hint_precision(&mixed, Rung::Skip, t), WirePrecision::High);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! prefetch hints for the nodes; when a predicted layer routes for real, they are scored: the
 //! share of its (token, expert) pairs that were predicted, per distance.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -68,14 +68,6 @@ impl Lookahead {
             })
             .collect()
     }
-}
-
-/// The experts any token of `routes` goes to: what a prefetch hint names.
-pub fn experts_of(routes: &[Route]) -> BTreeSet<usize> {
-    routes
-        .iter()
-        .flat_map(|r| r.experts.iter().copied())
-        .collect()
 }
 
 /// Scores summed per distance since start; Prometheus series labelled `distance="d"`.
@@ -194,12 +186,6 @@ mod tests {
             ahead.score(3, &actual2).is_empty(),
             "a different token count is not scored"
         );
-    }
-
-    #[test]
-    fn hints_name_every_predicted_expert_once() {
-        let set = experts_of(&routes(&[&[3, 1], &[1, 4]]));
-        assert_eq!(set.into_iter().collect::<Vec<_>>(), [1, 3, 4]);
     }
 
     #[test]
