@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Regenerates the benchmark results and charts under docs/bench/: builds the release binaries,
 # writes the `medium` demo checkpoint (once), runs bench-kernels, bench-decode (experts at f16,
-# q8 and q4) and bench-cluster (two nodes, 1 to 64 streams), keeps their JSON, and draws the
-# SVG charts with `moe plot` (with docs/gpu/bench-gpu.json, recorded on a GPU machine).
-# Takes about ten minutes on two cores.
+# q8 and q4), bench-cluster (two nodes, 1 to 64 streams) and the precision study bench-precision
+# (the trained model in models/stdlib-moe, two nodes behind tc-shaped links; needs root), keeps
+# their JSON, and draws the SVG charts with `moe plot` (with docs/gpu/bench-gpu.json, recorded on
+# a GPU machine). Takes about fifteen minutes on two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,4 +28,6 @@ for p in f16 q8 q4; do
 done
 $moe bench-cluster --model "$model" --nodes 2 --concurrency 1,4,16,64 --prompt-tokens 32 \
     --max-tokens 32 --json "$out/cluster.json"
+$moe bench-precision --model models/stdlib-moe --nodes 2 --link-rate 3mbit --streams 16 \
+    --max-tokens 64 --json "$out/precision.json"
 $moe plot --out "$out" "$out"/*.json docs/gpu/bench-gpu.json

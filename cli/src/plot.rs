@@ -1,8 +1,9 @@
 //! `moe plot`: the benchmarks' JSON results as SVG charts. Each input file is recognised by its
 //! fields: `bench-cluster` (throughput and latencies against concurrency), `bench-decode`
 //! (decode speed against the memory bound, one file per weight format), `bench-gpu` (weight
-//! bandwidth per format and tokens per expert) and `bench-kernels` (mat-vec bandwidth per
-//! format). Prints the files it wrote.
+//! bandwidth per format and tokens per expert), `bench-kernels` (mat-vec bandwidth per
+//! format) and `bench-precision` (throughput against quality per ladder setting). Prints the
+//! files it wrote.
 
 use std::path::{Path, PathBuf};
 
@@ -192,6 +193,38 @@ fn kernels(v: &Value) -> anyhow::Result<(String, String)> {
     ))
 }
 
+/// Throughput against perplexity change per ladder setting, from a bench-precision result.
+fn precision(v: &Value) -> anyhow::Result<(String, String)> {
+    let rows = v["settings"].as_array().context("`settings`")?;
+    let series = rows
+        .iter()
+        .map(|r| {
+            let change = number(&r["quality"], "perplexity_change_percent")?;
+            Ok(Series {
+                name: format!("ladder {}", text(r, "ladder")),
+                values: vec![(change, number(r, "tokens_per_second")?)],
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let title = format!(
+        "{}: {} nodes behind {} links, {} streams: throughput against quality",
+        text(v, "model"),
+        text(v, "nodes"),
+        text(v, "link_rate"),
+        text(v, "streams")
+    );
+    Ok((
+        "precision-frontier.svg".into(),
+        lines(
+            &title,
+            "held-out perplexity change, % (the ladder's top rung on every call)",
+            "generated tokens/s",
+            &series,
+            false,
+        ),
+    ))
+}
+
 /// The charts for `inputs`: (file name, SVG).
 pub fn charts(inputs: &[(PathBuf, Value)]) -> anyhow::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
@@ -206,9 +239,12 @@ pub fn charts(inputs: &[(PathBuf, Value)]) -> anyhow::Result<Vec<(String, String
             out.push(gpu(v).with_context(what)?);
         } else if v.get("isa").is_some() {
             out.push(kernels(v).with_context(what)?);
+        } else if v.get("settings").is_some() {
+            out.push(precision(v).with_context(what)?);
         } else {
             bail!(
-                "{}: not a result of bench-cluster, bench-decode, bench-gpu or bench-kernels",
+                "{}: not a result of bench-cluster, bench-decode, bench-gpu, bench-kernels or \
+                 bench-precision",
                 path.display()
             );
         }
@@ -259,20 +295,32 @@ mod tests {
                 "decode_tokens_per_second": speed, "decode_bound_tokens_per_second": 2.0 * speed
             })
         };
+        let setting = |ladder: &str, tps: f64, change: f64| {
+            serde_json::json!({"ladder": ladder, "tokens_per_second": tps,
+                "quality": {"perplexity_change_percent": change}})
+        };
+        let study = serde_json::json!({
+            "model": "m", "nodes": 2, "link_rate": "4mbit", "streams": 16,
+            "settings": [setting("off", 20.0, 0.0), setting("int8-wire", 50.0, 0.1)]
+        });
         let inputs = vec![
             (PathBuf::from("c.json"), cluster),
             (PathBuf::from("f16.json"), decode("f16", 60.0)),
             (PathBuf::from("q4.json"), decode("q4", 150.0)),
+            (PathBuf::from("p.json"), study),
         ];
-        let names: Vec<String> = charts(&inputs).unwrap().into_iter().map(|c| c.0).collect();
+        let drawn = charts(&inputs).unwrap();
+        let names: Vec<&str> = drawn.iter().map(|c| c.0.as_str()).collect();
         assert_eq!(
             names,
             [
                 "cluster-throughput.svg",
                 "cluster-latency.svg",
+                "precision-frontier.svg",
                 "decode-vs-bound.svg"
             ]
         );
+        assert!(drawn[2].1.contains("ladder int8-wire"), "{}", drawn[2].1);
         let other = vec![(PathBuf::from("x.json"), serde_json::json!({"a": 1}))];
         let refused = charts(&other).unwrap_err().to_string();
         assert!(refused.contains("x.json: not a result"), "{refused}");
