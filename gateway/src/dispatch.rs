@@ -383,7 +383,7 @@ impl Dispatcher {
         let Ok(placement) = self.placement() else {
             return;
         };
-        let mut by_node: BTreeMap<(String, bool), Vec<u32>> = BTreeMap::new();
+        let mut by_node: BTreeMap<(String, i32), Vec<u32>> = BTreeMap::new();
         {
             let nodes = self.nodes.borrow();
             let health = |n: &str| self.links.health(n);
@@ -396,24 +396,23 @@ impl Dispatcher {
                     Precision::Exact => Rung::Full,
                     Precision::Auto => self.links.rung(node),
                 };
-                let low = hint_precision(&pairs, rung, self.thresholds) == WirePrecision::Low;
+                let precision = hint_precision(&pairs, rung, self.thresholds) as i32;
                 by_node
-                    .entry((node.clone(), low))
+                    .entry((node.clone(), precision))
                     .or_default()
                     .push(expert as u32);
             }
         }
         let clients = self.clients.lock().await;
-        for ((node, low), experts) in by_node {
+        for ((node, precision), experts) in by_node {
             let Some(client) = clients.get(&node).filter(|c| c.is_alive()) else {
                 continue;
             };
-            let precision = [WirePrecision::High, WirePrecision::Low][usize::from(low)];
             let hint = PrefetchHint {
                 epoch: placement.epoch,
                 layer: layer as u32,
                 experts,
-                precision: precision as i32,
+                precision,
             };
             if client.hint(hint) {
                 self.hints.fetch_add(1, Ordering::Relaxed);
