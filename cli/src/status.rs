@@ -156,6 +156,8 @@ pub struct NodeStatus {
     pub downgraded: Option<f64>,
     /// GPU cache copies loaded at low precision because the PCIe link was backed up.
     pub gpu_downgraded: u64,
+    /// What it is doing while it loads its experts (e.g. building shards, with the count).
+    pub loading: Option<String>,
     /// Why `Info` did not answer, when it did not.
     pub error: Option<String>,
 }
@@ -254,6 +256,7 @@ impl Status {
                     bytes_sent: links(&r.id, 2),
                     bytes_received: links(&r.id, 3),
                     gpu_downgraded: ok.map_or(0, |i| i.gpu_downgraded),
+                    loading: ok.map(|i| i.loading.clone()).filter(|l| !l.is_empty()),
                     error: info.and_then(|i| i.as_ref().err().cloned()),
                 }
             })
@@ -377,10 +380,11 @@ impl Status {
         let opt =
             |v: Option<f64>, scale: f64| v.map_or("-".to_string(), |v| format!("{:.1}", v * scale));
         for n in &self.nodes {
-            let state = match (&n.error, n.serving) {
-                (Some(e), _) => format!("no answer: {e}"),
-                (None, true) => "serving".to_string(),
-                (None, false) => "loading".to_string(),
+            let state = match (&n.error, &n.loading, n.serving) {
+                (Some(e), _, _) => format!("no answer: {e}"),
+                (None, Some(what), _) => format!("loading: {what}"),
+                (None, None, true) => "serving".to_string(),
+                (None, None, false) => "loading".to_string(),
             };
             let _ = writeln!(
                 out,
@@ -651,10 +655,17 @@ moe:expert_pairs_total{node=\"a\",precision=\"skip\"} 5
             ..NodeInfo::default()
         };
         let observed = Observed {
-            nodes: vec![record("a", 3), record("b", 2)],
+            nodes: vec![record("a", 3), record("b", 2), record("c", 0)],
             infos: BTreeMap::from([
                 ("a".to_string(), Ok(info)),
                 ("b".to_string(), Err("refused".to_string())),
+                (
+                    "c".to_string(),
+                    Ok(NodeInfo {
+                        loading: "building shards: 1/4 (25%)".into(),
+                        ..NodeInfo::default()
+                    }),
+                ),
             ]),
             placement: Some(placement),
             leader: Some("coord-1".into()),
@@ -708,6 +719,7 @@ moe:expert_pairs_total{node=\"a\",precision=\"skip\"} 5
             "no answer: refused",
             "0:2 (70 tokens)",
             "low-weights (sat)",
+            "loading: building shards: 1/4 (25%)",
             "3 running, 1 waiting, KV 25%, 12.5 tok/s",
         ] {
             assert!(table.contains(part), "missing {part:?} in\n{table}");

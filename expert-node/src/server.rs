@@ -442,7 +442,18 @@ impl ExpertService for NodeService {
 
     async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<NodeInfo>, Status> {
         let node = &self.0;
-        let loaded = node.loaded()?;
+        let Ok(loaded) = node.loaded() else {
+            let loading = moe_service::progress::current()
+                .unwrap_or_else(|| "checking its expert shards".to_string());
+            return Ok(Response::new(NodeInfo {
+                node_id: node.node_id.clone(),
+                high: wire_precision(node.pair.high) as i32,
+                low: wire_precision(node.pair.low) as i32,
+                queue_capacity: node.queue_capacity as u32,
+                loading,
+                ..NodeInfo::default()
+            }));
+        };
         let residency = &loaded.residency;
         let catalog = residency.catalog();
         let mut held: Vec<HeldExpert> = Vec::new();
@@ -488,6 +499,7 @@ impl ExpertService for NodeService {
             gpu_misses: gpu.map_or(0, |g| g.stats.high.misses + g.stats.low.misses),
             gpu_downgraded: gpu.map_or(0, |g| g.stats.downgraded_loads + g.stats.downgraded_hits),
             gpu_fallbacks: loaded.gpu_fallbacks.load(Ordering::Relaxed),
+            loading: String::new(),
         }))
     }
 }
@@ -584,6 +596,30 @@ mod tests {
             1,
             "a refused batch is not counted"
         );
+    }
+
+    #[test]
+    fn info_says_what_a_loading_node_is_doing() {
+        let node = Arc::new(Node::new("n".into(), PAIR, Limits::default(), 4));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let info = |node: &Arc<Node>| {
+            runtime
+                .block_on(NodeService(Arc::clone(node)).info(Request::new(InfoRequest {})))
+                .unwrap()
+                .into_inner()
+        };
+        let loading = info(&node);
+        assert!(!loading.loading.is_empty(), "{loading:?}");
+        assert_eq!((loading.node_id.as_str(), loading.queue_capacity), ("n", 4));
+        assert!(loading.experts.is_empty());
+        let (_dir, residency) = residency();
+        node.serve_experts(Arc::new(residency), Pool::new(1).unwrap(), None)
+            .unwrap();
+        let serving = info(&node);
+        assert_eq!(serving.loading, "");
+        assert_eq!(serving.experts.len(), 2);
     }
 
     #[test]

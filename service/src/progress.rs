@@ -6,9 +6,31 @@
 //! building shards: 12/32 (38%), 4.1 shards/s, 5 s left
 //! building shards: 32/32 in 7.8 s, 4.1 shards/s
 //! ```
+//!
+//! The line of the work under way is also kept for the process to report elsewhere
+//! ([`current`]: an expert node's `Info` while it loads).
 
 use std::io::IsTerminal;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// What [`current`] describes: the work, its unit, done, total and its start.
+type Snapshot = (String, Unit, u64, u64, Instant);
+
+/// The work under way in this process (the last one started, if several run at once).
+static CURRENT: Mutex<Option<Snapshot>> = Mutex::new(None);
+
+/// The progress line of the work under way in this process, if any.
+pub fn current() -> Option<String> {
+    let current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+    current.as_ref().map(|(what, unit, done, total, started)| {
+        describe(what, *unit, *done, *total, started.elapsed(), false)
+    })
+}
+
+fn publish(value: Option<Snapshot>) {
+    *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = value;
+}
 
 /// How often the plain lines come unless [`Progress::every`] says otherwise.
 pub const EVERY: Duration = Duration::from_secs(5);
@@ -102,6 +124,7 @@ impl Progress {
             bar
         });
         let now = Instant::now();
+        publish(Some((what.clone(), unit, 0, total, now)));
         Progress {
             what,
             unit,
@@ -127,6 +150,8 @@ impl Progress {
 
     pub fn inc(&mut self, n: u64) {
         self.done = (self.done + n).min(self.total);
+        let (what, unit) = (self.what.clone(), self.unit);
+        publish(Some((what, unit, self.done, self.total, self.started)));
         match &self.bar {
             Some(bar) => bar.set_position(self.done),
             None if self.last_line.elapsed() >= self.every => {
@@ -150,6 +175,7 @@ impl Progress {
 
     /// Ends the count with its summary line.
     pub fn finish(self) {
+        publish(None);
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -160,6 +186,16 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_work_under_way_is_reported_until_it_finishes() {
+        let mut p = Progress::new("building shards", Unit::Items("shards"), 4);
+        p.inc(1);
+        let line = current().unwrap();
+        assert!(line.starts_with("building shards: 1/4 (25%)"), "{line}");
+        p.finish();
+        assert_eq!(current(), None);
+    }
 
     #[test]
     fn lines_give_the_count_the_rate_and_the_time_left() {
