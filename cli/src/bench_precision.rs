@@ -58,11 +58,13 @@ pub struct BenchPrecisionArgs {
     /// Tokens generated per request.
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
-    /// HOBBIT's T1 and T2 for the gateway and the quality measurement.
-    #[arg(long, default_value_t = 0.6)]
-    t1: f32,
-    #[arg(long, default_value_t = 0.9)]
-    t2: f32,
+    /// HOBBIT's T1 for the gateway and the quality measurement (default: the gateway's for the
+    /// model's experts per token).
+    #[arg(long)]
+    t1: Option<f32>,
+    /// HOBBIT's T2, likewise.
+    #[arg(long)]
+    t2: Option<f32>,
     /// The held-out text for the quality columns (default: `heldout.py` in the checkpoint).
     #[arg(long)]
     text: Option<PathBuf>,
@@ -123,6 +125,7 @@ fn run_setting(
     args: &BenchPrecisionArgs,
     nets: &[Namespace],
     ladder: Rung,
+    thresholds: Thresholds,
     vocab: usize,
 ) -> anyhow::Result<Run> {
     let name = moe_model::config::served_name(&args.model);
@@ -138,9 +141,9 @@ fn run_setting(
         "--precision-ladder",
         ladder.flag(),
         "--precision-t1",
-        &args.t1.to_string(),
+        &thresholds.t1.to_string(),
         "--precision-t2",
-        &args.t2.to_string(),
+        &thresholds.t2.to_string(),
     ]
     .map(String::from);
     let spec = ClusterSpec {
@@ -186,8 +189,9 @@ fn run_setting(
 }
 
 pub fn run(args: &BenchPrecisionArgs) -> anyhow::Result<()> {
-    let thresholds = Thresholds::new(args.t1, args.t2).map_err(anyhow::Error::msg)?;
     let config = moe_model::ModelConfig::from_file(&args.model.join("config.json"))?;
+    let thresholds =
+        Thresholds::resolve(args.t1, args.t2, config.top_k).map_err(anyhow::Error::msg)?;
     let nets = (0..args.nodes)
         .map(|i| Namespace::create("study", i as u8))
         .collect::<Result<Vec<_>, _>>()
@@ -213,7 +217,7 @@ pub fn run(args: &BenchPrecisionArgs) -> anyhow::Result<()> {
     let quality = measure(&setup, &args.ladders)?;
 
     eprintln!("unshaped links, policy off");
-    let unshaped = run_setting(args, &nets, Rung::Full, config.vocab_size)?;
+    let unshaped = run_setting(args, &nets, Rung::Full, thresholds, config.vocab_size)?;
     for net in &nets {
         net.shape(&args.link_rate, args.link_latency_ms)
             .map_err(anyhow::Error::msg)?;
@@ -221,7 +225,13 @@ pub fn run(args: &BenchPrecisionArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for &ladder in &args.ladders {
         eprintln!("links at {}, ladder {}", args.link_rate, ladder.flag());
-        runs.push(run_setting(args, &nets, ladder, config.vocab_size)?);
+        runs.push(run_setting(
+            args,
+            &nets,
+            ladder,
+            thresholds,
+            config.vocab_size,
+        )?);
     }
 
     println!(
@@ -231,8 +241,8 @@ pub fn run(args: &BenchPrecisionArgs) -> anyhow::Result<()> {
         args.link_latency_ms,
         args.streams,
         args.max_tokens,
-        args.t1,
-        args.t2
+        thresholds.t1,
+        thresholds.t2
     );
     println!(
         "{:<12} {:>8} {:>7} {:>9} {:>9} {:>6} {:>6} {:>6} {:>24} {:>9} {:>9} {:>7}",
@@ -304,8 +314,8 @@ pub fn run(args: &BenchPrecisionArgs) -> anyhow::Result<()> {
         "streams": args.streams,
         "prompt_tokens": args.prompt_tokens,
         "max_tokens": args.max_tokens,
-        "t1": args.t1,
-        "t2": args.t2,
+        "t1": thresholds.t1,
+        "t2": thresholds.t2,
         "unshaped_off_tokens_per_second": tps(&unshaped),
         "quality_tokens": quality.tokens,
         "exact_perplexity": quality.exact_perplexity,

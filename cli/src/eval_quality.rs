@@ -59,12 +59,13 @@ pub struct EvalQualityArgs {
         default_value = "off,int8-wire,low-weights,skip"
     )]
     rungs: Vec<Rung>,
-    /// HOBBIT's T1: pairs whose unimportance is above it run at low precision.
-    #[arg(long, default_value_t = 0.6)]
-    t1: f32,
+    /// HOBBIT's T1: pairs whose unimportance is above it run at low precision (default: the
+    /// gateway's for the model's experts per token).
+    #[arg(long)]
+    t1: Option<f32>,
     /// HOBBIT's T2: pairs whose unimportance is above it are skipped (at the skip rung).
-    #[arg(long, default_value_t = 0.9)]
-    t2: f32,
+    #[arg(long)]
+    t2: Option<f32>,
     /// The nodes' precision pair: f16+q4 or q8+q2.
     #[arg(long, default_value = "f16+q4")]
     precisions: moe_expert_node::config::Precisions,
@@ -413,12 +414,14 @@ pub fn run(args: &EvalQualityArgs) -> anyhow::Result<()> {
         return run_remote(args, gateway, &text);
     }
 
+    let top_k = moe_model::ModelConfig::from_file(&args.model.join("config.json"))?.top_k;
+    let thresholds = Thresholds::resolve(args.t1, args.t2, top_k).map_err(anyhow::Error::msg)?;
     let setup = Setup {
         model: &args.model,
         text: &text,
         window: args.window,
         tokens: args.tokens,
-        thresholds: Thresholds::new(args.t1, args.t2).map_err(anyhow::Error::msg)?,
+        thresholds,
         pair: args.precisions.0,
         threads: args.threads,
     };
@@ -429,8 +432,8 @@ pub fn run(args: &EvalQualityArgs) -> anyhow::Result<()> {
         q.tokens,
         text.display(),
         q.windows,
-        args.t1,
-        args.t2,
+        thresholds.t1,
+        thresholds.t2,
         pair.high,
         pair.low
     );
@@ -461,8 +464,8 @@ pub fn run(args: &EvalQualityArgs) -> anyhow::Result<()> {
         "tokens": q.tokens,
         "windows": q.windows,
         "window": args.window,
-        "t1": args.t1,
-        "t2": args.t2,
+        "t1": thresholds.t1,
+        "t2": thresholds.t2,
         "precisions": format!("{}+{}", pair.high, pair.low),
         "exact_perplexity": q.exact_perplexity,
         "rungs": q.rungs.iter().map(RungQuality::json).collect::<Vec<_>>(),

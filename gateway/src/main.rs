@@ -99,12 +99,14 @@ struct Config {
     #[arg(long, env = "MOE_PRECISION_LADDER", default_value = "low-weights")]
     precision_ladder: Rung,
     /// HOBBIT's T1: on a link at the low-weights rung, pairs whose unimportance (the normalised
-    /// gate mass of the token's heavier experts) is above it run at low precision.
-    #[arg(long, env = "MOE_PRECISION_T1", default_value_t = 0.6)]
-    precision_t1: f32,
-    /// HOBBIT's T2: on a link at the skip rung, pairs whose unimportance is above it are skipped.
-    #[arg(long, env = "MOE_PRECISION_T2", default_value_t = 0.9)]
-    precision_t2: f32,
+    /// gate mass of the token's heavier experts) is above it run at low precision (default 0.6
+    /// for models with two experts per token, 0.9 for more).
+    #[arg(long, env = "MOE_PRECISION_T1")]
+    precision_t1: Option<f32>,
+    /// HOBBIT's T2: on a link at the skip rung, pairs whose unimportance is above it are skipped
+    /// (default 0.9 for models with two experts per token, 0.98 for more).
+    #[arg(long, env = "MOE_PRECISION_T2")]
+    precision_t2: Option<f32>,
     /// Kernel threads for attention and the dense layers (0 = one per core).
     #[arg(long, env = "MOE_THREADS", default_value_t = 0)]
     threads: usize,
@@ -144,8 +146,17 @@ fn check(config: &Config) -> Result<(), String> {
     if config.prefetch_layers > MAX_DISTANCE {
         return Err(format!("--prefetch-layers must be at most {MAX_DISTANCE}"));
     }
-    Thresholds::new(config.precision_t1, config.precision_t2)
-        .map_err(|e| format!("--precision-t1/--precision-t2: {e}"))?;
+    let given = [config.precision_t1, config.precision_t2];
+    if given
+        .into_iter()
+        .flatten()
+        .any(|t| !(0.0..=1.0).contains(&t))
+    {
+        return Err("--precision-t1 and --precision-t2 must be between 0 and 1".into());
+    }
+    if let [Some(t1), Some(t2)] = given {
+        Thresholds::new(t1, t2).map_err(|e| format!("--precision-t1/--precision-t2: {e}"))?;
+    }
     if config.stats_seconds == 0 {
         return Err("--stats-seconds must be positive".into());
     }
@@ -206,8 +217,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         )
         .with_prefetch_layers(config.prefetch_layers)
         .with_policy(
-            Thresholds::new(config.precision_t1, config.precision_t2)
-                .map_err(anyhow::Error::msg)?,
+            Thresholds::resolve(
+                config.precision_t1,
+                config.precision_t2,
+                model.config().top_k,
+            )
+            .map_err(|e| anyhow::anyhow!("--precision-t1/--precision-t2: {e}"))?,
             LadderConfig {
                 top: config.precision_ladder,
                 ..LadderConfig::default()
@@ -352,8 +367,15 @@ mod tests {
         assert!(config(&["--check-config"]).check.check_config);
         let refused = check(&config(&["--prefetch-layers", "9"])).unwrap_err();
         assert!(refused.contains("--prefetch-layers"), "{refused}");
-        let refused = check(&config(&["--precision-t1", "0.95"])).unwrap_err();
-        assert!(refused.contains("T1"), "{refused}");
+        let refused = check(&config(&[
+            "--precision-t1",
+            "0.95",
+            "--precision-t2",
+            "0.9",
+        ]));
+        assert!(refused.unwrap_err().contains("T1"));
+        let refused = check(&config(&["--precision-t2", "1.5"])).unwrap_err();
+        assert!(refused.contains("between 0 and 1"), "{refused}");
         assert_eq!(
             config(&["--precision-ladder", "int8-wire"]).precision_ladder,
             Rung::Int8Wire

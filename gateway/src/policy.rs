@@ -126,6 +126,23 @@ impl Default for Thresholds {
 }
 
 impl Thresholds {
+    /// The defaults for a model routing each token to `top_k` experts: HOBBIT's for top-2 or
+    /// fewer; with more experts per token the scores spread over [0, 1) (the k-th expert's is
+    /// the mass of the k-1 above it), so 0.9 and 0.98 keep about half of the pairs high.
+    pub fn for_top_k(top_k: usize) -> Thresholds {
+        if top_k <= 2 {
+            Thresholds::default()
+        } else {
+            Thresholds { t1: 0.9, t2: 0.98 }
+        }
+    }
+
+    /// `t1` and `t2` where given, [`Thresholds::for_top_k`]'s otherwise, checked.
+    pub fn resolve(t1: Option<f32>, t2: Option<f32>, top_k: usize) -> Result<Thresholds, String> {
+        let default = Thresholds::for_top_k(top_k);
+        Thresholds::new(t1.unwrap_or(default.t1), t2.unwrap_or(default.t2))
+    }
+
     /// Checks `0 <= t1 <= t2 <= 1`.
     pub fn new(t1: f32, t2: f32) -> Result<Thresholds, String> {
         if !(0.0..=1.0).contains(&t1) || !(0.0..=1.0).contains(&t2) || t1 > t2 {
@@ -383,6 +400,11 @@ mod tests {
             Thresholds::new(0.5, 0.5),
             Ok(Thresholds { t1: 0.5, t2: 0.5 })
         );
+        assert_eq!(Thresholds::for_top_k(2), Thresholds::default());
+        assert_eq!(Thresholds::for_top_k(8), Thresholds { t1: 0.9, t2: 0.98 });
+        let resolved = Thresholds::resolve(Some(0.7), None, 2);
+        assert_eq!(resolved, Ok(Thresholds { t1: 0.7, t2: 0.9 }));
+        assert!(Thresholds::resolve(Some(0.95), None, 2).is_err());
     }
 
     #[test]
