@@ -260,6 +260,16 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+/// The distribution of `sorted`: its 0%, 5%, ..., 100% quantiles, as (fraction, value) pairs.
+pub fn quantiles(sorted: &[f64]) -> Vec<(f64, f64)> {
+    (0..=20)
+        .map(|i| {
+            let p = f64::from(i) / 20.0;
+            (p, percentile(sorted, p))
+        })
+        .collect()
+}
+
 /// A prompt of `n` token ids, different for each `seed`.
 pub fn prompt(n: usize, seed: usize, vocab: usize) -> Vec<u32> {
     (0..n)
@@ -385,6 +395,7 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
             "streams": c, "tokens": tokens, "tokens_per_second": tps,
             "ttft_p50_s": percentile(&ttft, 0.5), "ttft_p99_s": percentile(&ttft, 0.99),
             "itl_p50_s": percentile(&itl, 0.5), "itl_p99_s": percentile(&itl, 0.99),
+            "ttft_quantiles_s": quantiles(&ttft), "itl_quantiles_s": quantiles(&itl),
             "bytes_sent_per_token": per_token(used.bytes_sent) * 1e3,
             "bytes_received_per_token": per_token(used.bytes_received) * 1e3,
             "step_seconds": used.step_seconds, "expert_seconds": used.expert_seconds,

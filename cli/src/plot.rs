@@ -48,6 +48,23 @@ fn cluster(v: &Value) -> anyhow::Result<Vec<(String, String)>> {
         itl50.push((streams, number(r, "itl_p50_s")? * 1e3));
         itl99.push((streams, number(r, "itl_p99_s")? * 1e3));
     }
+    let distribution = |key: &str| -> Vec<Series> {
+        rows.iter()
+            .filter_map(|r| {
+                let points = r[key].as_array()?;
+                let values = points
+                    .iter()
+                    .filter_map(|q| Some((q[1].as_f64()? * 1e3, q[0].as_f64()?)))
+                    .collect();
+                let streams = text(r, "streams");
+                let noun = if streams == "1" { "stream" } else { "streams" };
+                Some(Series {
+                    name: format!("{streams} {noun}"),
+                    values,
+                })
+            })
+            .collect()
+    };
     let single = number(v, "single_process_decode_tps")?;
     let title = format!("{}: {} expert nodes", text(v, "model"), text(v, "nodes"));
     let throughput = lines(
@@ -86,10 +103,36 @@ fn cluster(v: &Value) -> anyhow::Result<Vec<(String, String)>> {
         ],
         true,
     );
-    Ok(vec![
-        ("cluster-throughput.svg".into(), throughput),
-        ("cluster-latency.svg".into(), latency),
-    ])
+    let mut charts = vec![
+        ("cluster-throughput.svg".to_string(), throughput),
+        ("cluster-latency.svg".to_string(), latency),
+    ];
+    // The distributions, as cumulative fractions, where the result has them.
+    for (key, file, what) in [
+        (
+            "ttft_quantiles_s",
+            "cluster-ttft-cdf.svg",
+            "time to first token",
+        ),
+        (
+            "itl_quantiles_s",
+            "cluster-itl-cdf.svg",
+            "inter-token latency",
+        ),
+    ] {
+        let series = distribution(key);
+        if !series.is_empty() {
+            let chart = lines(
+                &format!("{title}, {what}: fraction of tokens at or below"),
+                "milliseconds",
+                "fraction",
+                &series,
+                false,
+            );
+            charts.push((file.to_string(), chart));
+        }
+    }
+    Ok(charts)
 }
 
 /// Decode speed against the bound, one category per bench-decode result.
@@ -285,7 +328,8 @@ mod tests {
         let cluster = serde_json::json!({
             "model": "m", "nodes": 2, "single_process_decode_tps": 60.0,
             "concurrency": [
-                {"streams": 1, "tokens_per_second": 40.0, "ttft_p50_s": 0.2, "itl_p50_s": 0.02, "itl_p99_s": 0.03},
+                {"streams": 1, "tokens_per_second": 40.0, "ttft_p50_s": 0.2, "itl_p50_s": 0.02, "itl_p99_s": 0.03,
+                 "ttft_quantiles_s": [[0.0, 0.1], [1.0, 0.3]], "itl_quantiles_s": [[0.0, 0.01], [1.0, 0.05]]},
                 {"streams": 4, "tokens_per_second": 60.0, "ttft_p50_s": 0.3, "itl_p50_s": 0.05, "itl_p99_s": 0.1}
             ]
         });
@@ -316,11 +360,14 @@ mod tests {
             [
                 "cluster-throughput.svg",
                 "cluster-latency.svg",
+                "cluster-ttft-cdf.svg",
+                "cluster-itl-cdf.svg",
                 "precision-frontier.svg",
                 "decode-vs-bound.svg"
             ]
         );
-        assert!(drawn[2].1.contains("ladder int8-wire"), "{}", drawn[2].1);
+        assert!(drawn[4].1.contains("ladder int8-wire"), "{}", drawn[4].1);
+        assert!(drawn[3].1.contains(">1 stream<"), "{}", drawn[3].1);
         let other = vec![(PathBuf::from("x.json"), serde_json::json!({"a": 1}))];
         let refused = charts(&other).unwrap_err().to_string();
         assert!(refused.contains("x.json: not a result"), "{refused}");
