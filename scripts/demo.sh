@@ -23,9 +23,9 @@ if [ "${1:-}" = "--random" ]; then
     [ -f "$dir/config.json" ] || target/release/moe gen-model --arch mixtral --preset "$preset" --seed 1 --out "$dir"
     sampling='"temperature": 0.8, "seed": 1'
 else
-    prompt="${1:-import os\\n\\n\\ndef }"
+    prompt="${1:-class Stack:\\n    def __init__(self):\\n}"
     dir="models/stdlib-moe"
-    sampling='"temperature": 0'
+    sampling='"temperature": 0.7, "top_p": 0.95, "seed": 2'
 fi
 name="$(basename "$dir")"
 
