@@ -46,6 +46,8 @@ fn ticks(max: f64) -> Vec<f64> {
 fn label(v: f64) -> String {
     if v.fract().abs() < 1e-9 {
         format!("{v:.0}")
+    } else if v.abs() < 0.1 {
+        format!("{v:.3}").trim_end_matches('0').to_string()
     } else {
         format!("{v:.2}").trim_end_matches('0').to_string()
     }

@@ -2,8 +2,8 @@
 //! fields: `bench-cluster` (throughput and latencies against concurrency), `bench-decode`
 //! (decode speed against the memory bound, one file per weight format), `bench-gpu` (weight
 //! bandwidth per format and tokens per expert), `bench-kernels` (mat-vec bandwidth per
-//! format) and `bench-precision` (throughput against quality per ladder setting). Prints the
-//! files it wrote.
+//! format), `bench-precision` (throughput against quality per ladder setting) and
+//! `eval-quality` (what each precision rung costs). Prints the files it wrote.
 
 use std::path::{Path, PathBuf};
 
@@ -135,6 +135,39 @@ fn cluster(v: &Value) -> anyhow::Result<Vec<(String, String)>> {
     Ok(charts)
 }
 
+/// What each precision rung costs, from an eval-quality result: perplexity change and top-1
+/// disagreement with the exact path, in percent.
+fn quality(v: &Value) -> anyhow::Result<(String, String)> {
+    let rows = v["rungs"].as_array().context("`rungs`")?;
+    let mut categories = Vec::new();
+    let (mut change, mut disagree) = (Vec::new(), Vec::new());
+    for (i, r) in rows.iter().enumerate() {
+        categories.push(text(r, "rung"));
+        change.push((i as f64, number(r, "perplexity_change_percent")?));
+        disagree.push((i as f64, 100.0 * (1.0 - number(r, "top1_agreement")?)));
+    }
+    let title = format!(
+        "{}: each rung on every call, {} held-out tokens (exact perplexity {:.2})",
+        text(v, "model"),
+        text(v, "tokens"),
+        number(v, "exact_perplexity")?
+    );
+    let series = [
+        Series {
+            name: "perplexity change".into(),
+            values: change,
+        },
+        Series {
+            name: "top-1 disagreement".into(),
+            values: disagree,
+        },
+    ];
+    Ok((
+        "eval-quality.svg".into(),
+        bars(&title, "% against exact", &categories, &series),
+    ))
+}
+
 /// Decode speed against the bound, one category per bench-decode result.
 fn decode(results: &[&Value]) -> anyhow::Result<(String, String)> {
     let mut categories = Vec::new();
@@ -236,8 +269,9 @@ fn kernels(v: &Value) -> anyhow::Result<(String, String)> {
     ))
 }
 
-/// Throughput against perplexity change per ladder setting, from a bench-precision result.
-fn precision(v: &Value) -> anyhow::Result<(String, String)> {
+/// Throughput against perplexity change per ladder setting, from a bench-precision result
+/// (`<stem>-frontier.svg` for `<stem>.json`, so that several runs keep their charts).
+fn precision(path: &Path, v: &Value) -> anyhow::Result<(String, String)> {
     let rows = v["settings"].as_array().context("`settings`")?;
     let series = rows
         .iter()
@@ -250,14 +284,19 @@ fn precision(v: &Value) -> anyhow::Result<(String, String)> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let title = format!(
-        "{}: {} nodes behind {} links, {} streams: throughput against quality",
+        "{}: {} nodes behind {} links, {} streams, T1 {:.2} T2 {:.2}: throughput against quality",
         text(v, "model"),
         text(v, "nodes"),
         text(v, "link_rate"),
-        text(v, "streams")
+        text(v, "streams"),
+        number(v, "t1")?,
+        number(v, "t2")?
     );
+    let stem = path
+        .file_stem()
+        .map_or("precision".into(), |s| s.to_string_lossy());
     Ok((
-        "precision-frontier.svg".into(),
+        format!("{stem}-frontier.svg"),
         lines(
             &title,
             "held-out perplexity change, % (the ladder's top rung on every call)",
@@ -283,11 +322,13 @@ pub fn charts(inputs: &[(PathBuf, Value)]) -> anyhow::Result<Vec<(String, String
         } else if v.get("isa").is_some() {
             out.push(kernels(v).with_context(what)?);
         } else if v.get("settings").is_some() {
-            out.push(precision(v).with_context(what)?);
+            out.push(precision(path, v).with_context(what)?);
+        } else if v.get("rungs").is_some() {
+            out.push(quality(v).with_context(what)?);
         } else {
             bail!(
-                "{}: not a result of bench-cluster, bench-decode, bench-gpu, bench-kernels or \
-                 bench-precision",
+                "{}: not a result of bench-cluster, bench-decode, bench-gpu, bench-kernels, \
+                 bench-precision or eval-quality",
                 path.display()
             );
         }
@@ -344,20 +385,26 @@ mod tests {
                 "quality": {"perplexity_change_percent": change}})
         };
         let study = serde_json::json!({
-            "model": "m", "nodes": 2, "link_rate": "4mbit", "streams": 16,
+            "model": "m", "nodes": 2, "link_rate": "4mbit", "streams": 16, "t1": 0.6, "t2": 0.9,
             "settings": [setting("off", 20.0, 0.0), setting("int8-wire", 50.0, 0.1)]
         });
+        let eval = serde_json::json!({
+            "model": "m", "tokens": 100, "exact_perplexity": 20.0,
+            "rungs": [{"rung": "int8_wire", "perplexity_change_percent": 0.02, "top1_agreement": 0.99}]
+        });
         let inputs = vec![
+            (PathBuf::from("e.json"), eval),
             (PathBuf::from("c.json"), cluster),
             (PathBuf::from("f16.json"), decode("f16", 60.0)),
             (PathBuf::from("q4.json"), decode("q4", 150.0)),
-            (PathBuf::from("p.json"), study),
+            (PathBuf::from("precision.json"), study),
         ];
         let drawn = charts(&inputs).unwrap();
         let names: Vec<&str> = drawn.iter().map(|c| c.0.as_str()).collect();
         assert_eq!(
             names,
             [
+                "eval-quality.svg",
                 "cluster-throughput.svg",
                 "cluster-latency.svg",
                 "cluster-ttft-cdf.svg",
@@ -366,8 +413,8 @@ mod tests {
                 "decode-vs-bound.svg"
             ]
         );
-        assert!(drawn[4].1.contains("ladder int8-wire"), "{}", drawn[4].1);
-        assert!(drawn[3].1.contains(">1 stream<"), "{}", drawn[3].1);
+        assert!(drawn[5].1.contains("ladder int8-wire"), "{}", drawn[5].1);
+        assert!(drawn[4].1.contains(">1 stream<"), "{}", drawn[4].1);
         let other = vec![(PathBuf::from("x.json"), serde_json::json!({"a": 1}))];
         let refused = charts(&other).unwrap_err().to_string();
         assert!(refused.contains("x.json: not a result"), "{refused}");
