@@ -159,7 +159,13 @@ fn request(
                 .iter()
                 .map(|(_, plan)| wire_precision(*plan))
                 .collect(),
-            unimportance: pairs.iter().map(|(p, _)| p.unimportance).collect(),
+            // None for `exact`: the node reads that as 0, so its own GPU-link rule never
+            // downgrades an exact request.
+            unimportance: if per_pair {
+                Vec::new()
+            } else {
+                pairs.iter().map(|(p, _)| p.unimportance).collect()
+            },
         })
         .collect();
     let dtype = if rung >= Rung::Int8Wire {
@@ -881,6 +887,8 @@ mod tests {
         assert_eq!(rows.data, [2.0, 3.0, 6.0, 7.0]);
         assert_eq!(req.experts[0].rows, [1, 0]);
         assert_eq!(req.experts[1].rows, [1]);
+        assert!(req.experts[0].unimportance.is_empty(), "exact: no scores");
+        let (req, _, _) = request(4, 9, &h, hidden, &[(5, &a), (6, &b)], false, full);
         assert_eq!(req.experts[0].unimportance, [0.0, 0.5]);
     }
 
