@@ -49,6 +49,21 @@ pub struct StatusArgs {
     timeout_seconds: u64,
 }
 
+impl StatusArgs {
+    /// A one-shot read of `cluster` through `etcd`, nodes included, no gateways.
+    pub fn for_cluster(etcd: &str, cluster: &str) -> StatusArgs {
+        StatusArgs {
+            etcd: vec![etcd.to_string()],
+            cluster: cluster.to_string(),
+            json: false,
+            watch: false,
+            interval: 2.0,
+            gateways: Vec::new(),
+            timeout_seconds: 2,
+        }
+    }
+}
+
 /// What one gateway's `/metrics` said.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GatewayMetrics {
@@ -335,6 +350,35 @@ impl Status {
             placement,
             reporting_gateways: o.stats.iter().map(|s| s.gateway.clone()).collect(),
             gateways,
+        }
+    }
+
+    /// One line on what a starting cluster is still waiting for: the placement and each node.
+    pub fn waiting_line(&self) -> String {
+        let placement = match &self.placement {
+            Some(p) => format!(
+                "placement epoch {} covers {:.0}% of {} experts",
+                p.epoch,
+                p.coverage * 100.0,
+                p.experts
+            ),
+            None if self.leader.is_none() => "no coordinator leader yet".to_string(),
+            None => "no placement yet".to_string(),
+        };
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| match (&n.error, &n.loading, n.serving) {
+                (Some(e), _, _) => format!("{} not answering ({e})", n.id),
+                (None, Some(what), _) => format!("{} loading: {what}", n.id),
+                (None, None, true) => format!("{} serving", n.id),
+                (None, None, false) => format!("{} loading the placement", n.id),
+            })
+            .collect();
+        if nodes.is_empty() {
+            format!("{placement}; no node registered yet")
+        } else {
+            format!("{placement}; {}", nodes.join(", "))
         }
     }
 
@@ -712,6 +756,11 @@ moe:expert_pairs_total{node=\"a\",precision=\"skip\"} 5
         assert_eq!(json["leader"], "coord-1");
         assert_eq!(json["placement"]["epoch"], 3);
         let table = status.render();
+        assert_eq!(
+            status.waiting_line(),
+            "placement epoch 3 covers 67% of 3 experts; a serving, b not answering (refused), \
+             c loading: building shards: 1/4 (25%)"
+        );
         for part in [
             "leader coord-1",
             "coverage 67% of 3 experts",

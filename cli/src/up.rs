@@ -4,6 +4,7 @@
 //! SIGTERM stops everything it started, the gateway first. The children's logs (stderr) go to
 //! `<name>.log` and their standard output to `<name>.out` under the run directory.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use moe_service::netns::Namespace;
+
+use crate::status::{Status, StatusArgs, observe};
 
 /// Options of `moe up`.
 #[derive(clap::Args, Debug)]
@@ -173,16 +176,25 @@ pub fn http_get(address: &str, path: &str) -> Option<String> {
     Some(response)
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+/// Waits until `ready`, saying every 5 s on stderr how long it has waited and what `detail`
+/// says the wait is on.
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+    mut detail: impl FnMut() -> Option<String>,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut said = Instant::now();
     while !ready() {
         if start.elapsed() > timeout {
-            bail!("{what} was not ready after {:?}", timeout);
+            let on = detail().map(|d| format!(": {d}")).unwrap_or_default();
+            bail!("{what} was not ready after {timeout:?}{on}");
         }
         if said.elapsed() > Duration::from_secs(5) {
+            let on = detail().map(|d| format!(": {d}")).unwrap_or_default();
             eprintln!(
-                "waiting for {what} ({:.0} s)",
+                "waiting for {what} ({:.0} s){on}",
                 start.elapsed().as_secs_f64()
             );
             said = Instant::now();
@@ -231,10 +243,26 @@ fn start_etcd(
     ];
     let (etcd, _) = start("etcd", Path::new("etcd"), &args, logs, false)?;
     let address = format!("127.0.0.1:{client}");
-    wait_for("etcd", Duration::from_secs(30), || {
-        http_get(&address, "/health").is_some_and(|r| r.contains("\"health\":\"true\""))
-    })?;
+    wait_for(
+        "etcd",
+        Duration::from_secs(30),
+        || http_get(&address, "/health").is_some_and(|r| r.contains("\"health\":\"true\"")),
+        || None,
+    )?;
     Ok((etcd, endpoint, client))
+}
+
+/// What a starting cluster is waiting for, as `moe status` sees it, in one line.
+fn cluster_state(etcd: &str, cluster: &str) -> String {
+    let read = || -> anyhow::Result<String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let args = StatusArgs::for_cluster(etcd, cluster);
+        let observed = runtime.block_on(observe(&args, &mut BTreeMap::new()))?;
+        Ok(Status::from_observed(cluster, &observed).waiting_line())
+    };
+    read().unwrap_or_else(|e| format!("cannot read the cluster's state: {e:#}"))
 }
 
 /// A cluster of child processes on loopback; dropping it stops them all, the last started first.
@@ -368,9 +396,12 @@ impl LocalCluster {
             .endpoints
             .push(format!("logs        {}", logs.display()));
         let address = cluster.gateway.clone();
-        wait_for("the gateway", ready_timeout, || {
-            http_get(&address, "/health/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
-        })?;
+        wait_for(
+            "the gateway",
+            ready_timeout,
+            || http_get(&address, "/health/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+            || Some(cluster_state(&etcd, spec.cluster)),
+        )?;
         Ok(cluster)
     }
 }

@@ -499,7 +499,7 @@ impl ExpertService for NodeService {
             gpu_misses: gpu.map_or(0, |g| g.stats.high.misses + g.stats.low.misses),
             gpu_downgraded: gpu.map_or(0, |g| g.stats.downgraded_loads + g.stats.downgraded_hits),
             gpu_fallbacks: loaded.gpu_fallbacks.load(Ordering::Relaxed),
-            loading: String::new(),
+            loading: moe_service::progress::current().unwrap_or_default(),
         }))
     }
 }
@@ -618,7 +618,6 @@ mod tests {
         node.serve_experts(Arc::new(residency), Pool::new(1).unwrap(), None)
             .unwrap();
         let serving = info(&node);
-        assert_eq!(serving.loading, "");
         assert_eq!(serving.experts.len(), 2);
     }
 
