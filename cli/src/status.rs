@@ -171,6 +171,8 @@ pub struct NodeStatus {
     pub downgraded: Option<f64>,
     /// GPU cache copies loaded at low precision because the PCIe link was backed up.
     pub gpu_downgraded: u64,
+    /// Groups served at low precision because the node's compute queue was backed up.
+    pub queue_downgraded: u64,
     /// What it is doing while it loads its experts (e.g. building shards, with the count).
     pub loading: Option<String>,
     /// Why `Info` did not answer, when it did not.
@@ -271,6 +273,7 @@ impl Status {
                     bytes_sent: links(&r.id, 2),
                     bytes_received: links(&r.id, 3),
                     gpu_downgraded: ok.map_or(0, |i| i.gpu_downgraded),
+                    queue_downgraded: ok.map_or(0, |i| i.queue_downgraded),
                     loading: ok.map(|i| i.loading.clone()).filter(|l| !l.is_empty()),
                     error: info.and_then(|i| i.as_ref().err().cloned()),
                 }

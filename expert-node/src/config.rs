@@ -77,7 +77,8 @@ pub struct Config {
     #[arg(long, env = "MOE_PCIE_BACKLOG_BYTES", default_value_t = 64 << 20)]
     pub pcie_backlog_bytes: u64,
     /// HOBBIT's T1: pairs whose unimportance (gate mass of the token's heavier experts) is above
-    /// it may be served at low precision when the PCIe link is backed up.
+    /// it may be served at low precision when the PCIe link is backed up, or the compute queue
+    /// is half full or more.
     #[arg(long, env = "MOE_DOWNGRADE_ABOVE", default_value_t = 0.6)]
     pub downgrade_above: f32,
     /// High and low precision of every expert: f16+q4 or q8+q2.

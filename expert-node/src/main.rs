@@ -52,12 +52,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .set_not_serving::<ExpertServiceServer<NodeService>>()
         .await;
     let pair = config.precisions.0;
-    let node = Arc::new(Node::new(
-        config.node_id.clone(),
-        pair,
-        config.limits(),
-        config.queue_capacity,
-    ));
+    let node = Arc::new(
+        Node::new(
+            config.node_id.clone(),
+            pair,
+            config.limits(),
+            config.queue_capacity,
+        )
+        .with_downgrade_above(config.downgrade_above),
+    );
     let service = ExpertServiceServer::new(NodeService(Arc::clone(&node)))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);

@@ -87,6 +87,9 @@ pub struct Node {
     epoch: AtomicU64,
     hints_received: AtomicU64,
     hints_acted_on: AtomicU64,
+    /// T1 for groups downgraded because the compute queue is backed up (half full or more).
+    downgrade_above: f32,
+    queue_downgraded: AtomicU64,
     started: AtomicBool,
     loaded: OnceLock<Arc<Loaded>>,
 }
@@ -238,9 +241,17 @@ impl Node {
             epoch: AtomicU64::new(0),
             hints_received: AtomicU64::new(0),
             hints_acted_on: AtomicU64::new(0),
+            downgrade_above: 0.6,
+            queue_downgraded: AtomicU64::new(0),
             started: AtomicBool::new(false),
             loaded: OnceLock::new(),
         }
+    }
+
+    /// T1 for the compute-queue rule ([`LayerWork::downgrade_unimportant`]); 0.6 otherwise.
+    pub fn with_downgrade_above(mut self, t1: f32) -> Node {
+        self.downgrade_above = t1;
+        self
     }
 
     /// The placement epoch requests are checked against (see `Epoch::admits`).
@@ -328,7 +339,12 @@ impl Node {
         self.placement_epoch().admits(Epoch(req.epoch))?;
         let reply_dtype = reply_dtype(req)?;
         let catalog = loaded.residency.catalog();
-        let work = layer_work(req, catalog.hidden(), &self.limits)?;
+        let mut work = layer_work(req, catalog.hidden(), &self.limits)?;
+        if 2 * self.queued.load(Ordering::Relaxed) >= self.queue_capacity {
+            let downgraded = work.downgrade_unimportant(self.downgrade_above);
+            self.queue_downgraded
+                .fetch_add(downgraded as u64, Ordering::Relaxed);
+        }
         work.validate(self.pair, catalog.hidden(), |key| catalog.contains(key))?;
         self.queued.fetch_add(1, Ordering::Relaxed);
         let job = Job {
@@ -500,6 +516,7 @@ impl ExpertService for NodeService {
             gpu_downgraded: gpu.map_or(0, |g| g.stats.downgraded_loads + g.stats.downgraded_hits),
             gpu_fallbacks: loaded.gpu_fallbacks.load(Ordering::Relaxed),
             loading: moe_service::progress::current().unwrap_or_default(),
+            queue_downgraded: node.queue_downgraded.load(Ordering::Relaxed),
         }))
     }
 }

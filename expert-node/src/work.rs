@@ -58,6 +58,20 @@ pub struct LayerWork {
 }
 
 impl LayerWork {
+    /// HOBBIT's rule on a node's own compute queue: with the queue backed up, every group asked
+    /// for at high precision whose rows are all above `t1` (a request opted out sends no scores,
+    /// so 0) runs at low precision instead. The number of groups downgraded.
+    pub fn downgrade_unimportant(&mut self, t1: f32) -> usize {
+        let mut downgraded = 0;
+        for group in &mut self.experts {
+            if group.precision == Precision::High && group.unimportance > t1 {
+                group.precision = Precision::Low;
+                downgraded += 1;
+            }
+        }
+        downgraded
+    }
+
     /// The work for `(token, expert, gate weight)` pairs, grouped by expert in id order, every
     /// pair at `precision`.
     pub fn from_pairs(

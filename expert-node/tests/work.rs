@@ -155,3 +155,36 @@ fn bad_work_is_refused_before_any_compute() {
         Err(WorkError::TokenShape { .. })
     ));
 }
+
+#[test]
+fn a_backed_up_queue_downgrades_only_groups_all_above_t1() {
+    let group = |expert, precision, unimportance| ExpertRows {
+        expert,
+        rows: vec![0],
+        weights: vec![1.0],
+        precision,
+        unimportance,
+    };
+    let mut work = LayerWork {
+        layer: 0,
+        n_tokens: 1,
+        tokens: vec![0.0; 4],
+        experts: vec![
+            group(0, Precision::High, 0.0),
+            group(1, Precision::High, 0.7),
+            group(2, Precision::High, 0.6),
+            group(3, Precision::Low, 0.9),
+        ],
+    };
+    assert_eq!(work.downgrade_unimportant(0.6), 1);
+    let precisions: Vec<Precision> = work.experts.iter().map(|g| g.precision).collect();
+    assert_eq!(
+        precisions,
+        [
+            Precision::High,
+            Precision::Low,
+            Precision::High,
+            Precision::Low
+        ]
+    );
+}
