@@ -3,7 +3,7 @@
 # writes the `medium` demo checkpoint (once), runs bench-kernels, bench-decode (experts at f16,
 # q8 and q4), bench-cluster (two nodes, 1 to 64 streams), eval-quality and the precision study
 # bench-precision (the trained model in models/stdlib-moe, two nodes behind tc-shaped links, at
-# the default thresholds and at T1 0.5 / T2 0.8; needs root), keeps
+# the default thresholds and at T1 0.5 / T2 0.8; needs root) and bench-overload, keeps
 # their JSON, and draws the SVG charts with `moe plot` (with docs/gpu/bench-gpu.json, recorded on
 # a GPU machine). Takes about fifteen minutes on two cores.
 set -euo pipefail
@@ -34,4 +34,5 @@ $moe bench-precision --model models/stdlib-moe --nodes 2 --link-rate 3mbit --str
     --max-tokens 64 --json "$out/precision.json"
 $moe bench-precision --model models/stdlib-moe --nodes 2 --link-rate 3mbit --streams 16 \
     --max-tokens 64 --ladders off,low-weights,skip --t1 0.5 --t2 0.8 --json "$out/precision-t05.json"
+$moe bench-overload --model models/stdlib-moe --seconds 10 --json "$out/overload.json"
 $moe plot --out "$out" "$out"/*.json docs/gpu/bench-gpu.json

@@ -4,6 +4,7 @@
 mod bench_cluster;
 mod bench_decode;
 mod bench_node;
+mod bench_overload;
 mod bench_precision;
 mod chart;
 #[cfg(feature = "cuda")]
@@ -60,6 +61,9 @@ enum Command {
     /// The link-aware precision study: nodes behind tc-shaped links in their own network
     /// namespaces, throughput and latency per ladder setting, with each setting's quality.
     BenchPrecision(bench_precision::BenchPrecisionArgs),
+    /// Offer a local cluster more than it can serve: the sustainable rate, then several times
+    /// it, then half; what is served and refused, latencies, and each process's memory.
+    BenchOverload(bench_overload::BenchOverloadArgs),
     /// Draw the benchmarks' JSON results as SVG charts.
     Plot(plot::PlotArgs),
     /// Show a cluster: nodes, placement coverage, the leader, gateways' load.
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::EvalQuality(args) => eval_quality::run(args),
         Command::BenchPrecision(args) => bench_precision::run(args),
+        Command::BenchOverload(args) => bench_overload::run(args),
         Command::Plot(args) => plot::run(args),
         #[cfg(feature = "cuda")]
         Command::CheckKernels(args) => check_kernels::run(args),

@@ -2,8 +2,9 @@
 //! fields: `bench-cluster` (throughput and latencies against concurrency), `bench-decode`
 //! (decode speed against the memory bound, one file per weight format), `bench-gpu` (weight
 //! bandwidth per format and tokens per expert), `bench-kernels` (mat-vec bandwidth per
-//! format), `bench-precision` (throughput against quality per ladder setting) and
-//! `eval-quality` (what each precision rung costs). Prints the files it wrote.
+//! format), `bench-precision` (throughput against quality per ladder setting), `bench-overload`
+//! (served and refused per phase) and `eval-quality` (what each precision rung costs). Prints
+//! the files it wrote.
 
 use std::path::{Path, PathBuf};
 
@@ -168,6 +169,39 @@ fn quality(v: &Value) -> anyhow::Result<(String, String)> {
     ))
 }
 
+/// Requests offered, served and refused per second in each phase of a bench-overload result.
+fn overload(v: &Value) -> anyhow::Result<(String, String)> {
+    let rows = v["phases"].as_array().context("`phases`")?;
+    let mut categories = Vec::new();
+    let (mut offered, mut served, mut refused) = (Vec::new(), Vec::new(), Vec::new());
+    let seconds = number(v, "seconds_per_phase")?;
+    for (i, r) in rows.iter().enumerate() {
+        categories.push(text(r, "phase"));
+        offered.push((i as f64, number(r, "offered_per_second")?));
+        served.push((i as f64, number(r, "served_per_second")?));
+        refused.push((i as f64, number(r, "refused")? / seconds));
+    }
+    let title = format!(
+        "{}: --max-running {} --max-waiting {}, offered, served and refused (503) per second",
+        text(v, "model"),
+        text(v, "max_running"),
+        text(v, "max_waiting")
+    );
+    let series = [
+        ("offered", offered),
+        ("served", served),
+        ("refused", refused),
+    ]
+    .map(|(name, values)| Series {
+        name: name.into(),
+        values,
+    });
+    Ok((
+        "overload.svg".into(),
+        bars(&title, "requests per second", &categories, &series),
+    ))
+}
+
 /// Decode speed against the bound, one category per bench-decode result.
 fn decode(results: &[&Value]) -> anyhow::Result<(String, String)> {
     let mut categories = Vec::new();
@@ -325,10 +359,12 @@ pub fn charts(inputs: &[(PathBuf, Value)]) -> anyhow::Result<Vec<(String, String
             out.push(precision(path, v).with_context(what)?);
         } else if v.get("rungs").is_some() {
             out.push(quality(v).with_context(what)?);
+        } else if v.get("phases").is_some() {
+            out.push(overload(v).with_context(what)?);
         } else {
             bail!(
                 "{}: not a result of bench-cluster, bench-decode, bench-gpu, bench-kernels, \
-                 bench-precision or eval-quality",
+                 bench-precision, bench-overload or eval-quality",
                 path.display()
             );
         }
@@ -392,7 +428,12 @@ mod tests {
             "model": "m", "tokens": 100, "exact_perplexity": 20.0,
             "rungs": [{"rung": "int8_wire", "perplexity_change_percent": 0.02, "top1_agreement": 0.99}]
         });
+        let overloaded = serde_json::json!({
+            "model": "m", "max_running": 8, "max_waiting": 16, "seconds_per_phase": 10.0,
+            "phases": [{"phase": "overload", "offered_per_second": 80.0, "served_per_second": 20.0, "refused": 600}]
+        });
         let inputs = vec![
+            (PathBuf::from("o.json"), overloaded),
             (PathBuf::from("e.json"), eval),
             (PathBuf::from("c.json"), cluster),
             (PathBuf::from("f16.json"), decode("f16", 60.0)),
@@ -404,6 +445,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "overload.svg",
                 "eval-quality.svg",
                 "cluster-throughput.svg",
                 "cluster-latency.svg",
@@ -413,8 +455,8 @@ mod tests {
                 "decode-vs-bound.svg"
             ]
         );
-        assert!(drawn[5].1.contains("ladder int8-wire"), "{}", drawn[5].1);
-        assert!(drawn[4].1.contains(">1 stream<"), "{}", drawn[4].1);
+        assert!(drawn[6].1.contains("ladder int8-wire"), "{}", drawn[6].1);
+        assert!(drawn[5].1.contains(">1 stream<"), "{}", drawn[5].1);
         let other = vec![(PathBuf::from("x.json"), serde_json::json!({"a": 1}))];
         let refused = charts(&other).unwrap_err().to_string();
         assert!(refused.contains("x.json: not a result"), "{refused}");

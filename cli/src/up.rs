@@ -274,6 +274,16 @@ pub struct LocalCluster {
     pub endpoints: Vec<String>,
 }
 
+impl LocalCluster {
+    /// Each process this cluster started, by name, with its process id.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        self.started
+            .iter()
+            .map(|s| (s.name.clone(), s.child.id()))
+            .collect()
+    }
+}
+
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         while let Some(process) = self.started.pop() {
