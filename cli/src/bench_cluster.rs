@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use moe_kernels::Pool;
 use moe_model::{GenerateParams, LoadOptions, Model, generate};
+use moe_service::progress::{Progress, Unit};
 
 use crate::up::{ClusterSpec, LocalCluster, default_dir, http_get};
 
@@ -151,18 +152,31 @@ pub struct Load<'a> {
 }
 
 impl Load<'_> {
-    /// Runs `streams` completions at once, each on its own thread; their results and the wall
-    /// time, in seconds, until the last finished.
+    /// Runs `streams` completions at once, each on its own thread, counting them on stderr as
+    /// they finish; their results and the wall time, in seconds, until the last finished.
     pub fn run(&self, streams: usize) -> anyhow::Result<(Vec<Streamed>, f64)> {
         let start = Instant::now();
+        let (done, finished) = std::sync::mpsc::channel();
         let handles: Vec<_> = (0..streams)
             .map(|i| {
                 let (address, model) = (self.gateway.to_string(), self.model.to_string());
                 let p = prompt(self.prompt_tokens, i + 1, self.vocab);
                 let (max, precision) = (self.max_tokens, self.precision.to_string());
-                std::thread::spawn(move || stream_completion(&address, &model, &p, max, &precision))
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    let result = stream_completion(&address, &model, &p, max, &precision);
+                    let _ = done.send(());
+                    result
+                })
             })
             .collect();
+        drop(done);
+        let what = format!("{streams} streams");
+        let mut progress = Progress::new(what, Unit::Items("requests"), streams as u64);
+        for () in finished.iter() {
+            progress.inc(1);
+        }
+        progress.finish();
         let mut results = Vec::new();
         for h in handles {
             results.push(

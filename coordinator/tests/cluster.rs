@@ -532,6 +532,15 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         );
         assert!(*n > 0.0, "{metrics}");
     }
+    let loaded = series("moe:expert_node_placement_loaded");
+    assert_eq!(
+        loaded,
+        [
+            ("node=\"a\"".to_string(), 1.0),
+            ("node=\"b\"".to_string(), 1.0)
+        ],
+        "{metrics}"
+    );
     let received = series("moe:expert_node_bytes_received_total");
     assert!(received.iter().all(|(_, n)| *n > 0.0), "{metrics}");
     let accuracy = series("moe:expert_prediction_accuracy");

@@ -31,7 +31,7 @@ use tokio::sync::{Mutex, watch};
 use tonic::Code;
 use tracing::Instrument;
 
-use crate::links::{Health, Links};
+use crate::links::{Health, Links, node_label};
 use crate::metrics::header;
 use crate::node_client::{CallError, NodeClient};
 use crate::policy::{LadderConfig, PairPlan, Rung, Thresholds};
@@ -346,10 +346,24 @@ impl Dispatcher {
         &self.accuracy
     }
 
-    /// The dispatcher's series in the Prometheus text format: per node ([`Links`]), prediction
-    /// accuracy, prefetch hints, and the tokens routed to each expert since start.
+    /// The dispatcher's series in the Prometheus text format: per node ([`Links`]) and whether
+    /// it has loaded the current placement, prediction accuracy, prefetch hints, and the tokens
+    /// routed to each expert since start.
     pub fn render_metrics(&self, out: &mut String) {
         self.links.render(out);
+        let loaded = "moe:expert_node_placement_loaded";
+        header(
+            out,
+            loaded,
+            "1 when the node has loaded the current placement's experts, 0 while it loads them.",
+            "gauge",
+        );
+        if let Some(placement) = self.placement.borrow().single() {
+            for (id, record) in &self.nodes.borrow().entries {
+                let done = u8::from(record.epoch >= placement.epoch);
+                let _ = writeln!(out, "{loaded}{{{}}} {done}", node_label(id));
+            }
+        }
         self.accuracy.render(out);
         let hints = "moe:expert_prefetch_hints_total";
         header(

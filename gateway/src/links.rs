@@ -46,6 +46,14 @@ pub struct Health {
     pub failed_recently: bool,
 }
 
+/// The Prometheus label `node="<id>"`, escaped.
+pub fn node_label(node: &str) -> String {
+    format!(
+        "node=\"{}\"",
+        node.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
 /// Every node's [`Link`], by node id, and the rule their ladders follow.
 #[derive(Debug, Default)]
 pub struct Links {
@@ -150,12 +158,7 @@ impl Links {
     /// Every node's series in the Prometheus text format, labelled `node="<id>"`.
     pub fn render(&self, out: &mut String) {
         let links = self.snapshot();
-        let label = |node: &str| {
-            format!(
-                "node=\"{}\"",
-                node.replace('\\', "\\\\").replace('"', "\\\"")
-            )
-        };
+        let label = node_label;
         type Value = fn(&Link) -> f64;
         let families: [(&str, &str, &str, Value); 11] = [
             (
