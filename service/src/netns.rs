@@ -88,11 +88,6 @@ impl Namespace {
         command
     }
 
-    /// The namespace's name, as `ip netns` knows it.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Limits the link to `rate` (tc's spelling, e.g. `2mbit`) each way, with a token bucket
     /// that queues at most `latency_ms` before dropping.
     pub fn shape(&self, rate: &str, latency_ms: u32) -> Result<(), String> {
