@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use moe_kernels::{Format, Pool};
 use moe_model::{LoadOptions, Model};
+use moe_service::progress::{Unit, reporter};
 
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
@@ -35,7 +36,8 @@ impl ModelArgs {
             dense_format: self.dense_precision,
             ..LoadOptions::default()
         };
-        Model::load(&self.model, &options, self.pool()?)
+        let mut report = reporter("loading layers", Unit::Items("layers"));
+        Model::load_counting(&self.model, &options, self.pool()?, &mut report)
             .with_context(|| format!("loading the model from {}", self.model.display()))
     }
 }

@@ -63,6 +63,23 @@ fn generate_json_from_a_generated_model() {
         assert!(v["tokens_per_second"].as_f64().unwrap() > 0.0, "{arch}");
         assert_eq!(v["finish_reason"], "length");
     }
+    // Loading the checkpoint counts its layers on stderr, ending with a summary line.
+    let dir = tempfile::tempdir().unwrap();
+    gen_model("mixtral", dir.path());
+    let out = moe(&[
+        "generate",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("loading layers: 2/2 in ")),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -33,6 +33,7 @@ use moe_model::config::served_name;
 use moe_model::{LoadOptions, Model, Tokenizer};
 use moe_proto::gateway::gateway_service_server::GatewayServiceServer;
 use moe_proto::tensor::Limits;
+use moe_service::progress::{Unit, reporter};
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -182,7 +183,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let threads = config.threads;
     let (model, tokenizer, template) = tokio::task::spawn_blocking(move || {
         let pool = Arc::new(Pool::new(threads)?);
-        let model = Model::load(&model_dir, &options, pool)?;
+        let mut report = reporter("loading layers", Unit::Items("layers"));
+        let model = Model::load_counting(&model_dir, &options, pool, &mut report)?;
         let tokenizer = Tokenizer::from_dir(&model_dir)?;
         let template = match ChatTemplate::from_checkpoint(&model_dir) {
             Ok(t) => Some(t),

@@ -97,9 +97,20 @@ pub struct Model {
 impl Model {
     /// Loads `dir` (config.json + safetensors), running matrix products on `pool`.
     pub fn load(dir: &Path, options: &LoadOptions, pool: Arc<Pool>) -> Result<Model> {
+        Model::load_counting(dir, options, pool, &mut |_, _| {})
+    }
+
+    /// As [`Model::load`], calling `layers_done(done, total)` after each decoder layer is read
+    /// (and converted to the formats asked for): the progress of a long load.
+    pub fn load_counting(
+        dir: &Path,
+        options: &LoadOptions,
+        pool: Arc<Pool>,
+        layers_done: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model> {
         let cfg = ModelConfig::from_file(&config_path(dir))?;
         let ckpt = Checkpoint::open(dir)?;
-        Model::from_checkpoint(cfg, &ckpt, options, pool)
+        Model::from_checkpoint(cfg, &ckpt, options, pool, layers_done)
     }
 
     pub fn from_checkpoint(
@@ -107,8 +118,10 @@ impl Model {
         ckpt: &Checkpoint,
         options: &LoadOptions,
         pool: Arc<Pool>,
+        layers_done: &mut dyn FnMut(usize, usize),
     ) -> Result<Model> {
         let layout = Layout::new(&cfg);
+        let total = cfg.num_layers;
         let layers = (0..cfg.num_layers)
             .map(|l| {
                 let feed_forward = match cfg.feed_forward[l] {
@@ -126,12 +139,14 @@ impl Model {
                         !options.skip_routed_experts,
                     )?),
                 };
-                Ok(Layer {
+                let layer = Layer {
                     input_norm: ckpt.vector(&layout.input_norm(l))?,
                     attention: Attention::load(ckpt, &cfg, l, options.dense_format)?,
                     post_norm: ckpt.vector(&layout.post_attention_norm(l))?,
                     feed_forward,
-                })
+                };
+                layers_done(l + 1, total);
+                Ok(layer)
             })
             .collect::<Result<Vec<_>>>()?;
         let embed = ckpt.matrix(&layout.embed_tokens(), None)?;

@@ -183,6 +183,22 @@ impl Progress {
     }
 }
 
+/// A report callback for work that learns its total as it goes (`report(done, total)`): the
+/// progress starts at the first report and ends with its summary line when `done` reaches
+/// `total`.
+pub fn reporter(what: &'static str, unit: Unit) -> impl FnMut(usize, usize) {
+    let mut progress: Option<Progress> = None;
+    move |done, total| {
+        let p = progress.get_or_insert_with(|| Progress::new(what, unit, total as u64));
+        p.inc((done as u64).saturating_sub(p.done()));
+        if done >= total
+            && let Some(p) = progress.take()
+        {
+            p.finish();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +210,12 @@ mod tests {
         let line = current().unwrap();
         assert!(line.starts_with("building shards: 1/4 (25%)"), "{line}");
         p.finish();
+        assert_eq!(current(), None);
+        let mut report = reporter("loading layers", Unit::Items("layers"));
+        report(1, 2);
+        let line = current().unwrap();
+        assert!(line.starts_with("loading layers: 1/2 (50%)"), "{line}");
+        report(2, 2);
         assert_eq!(current(), None);
     }
 
