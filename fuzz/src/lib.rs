@@ -10,6 +10,8 @@
 //! `1e309`, a lone quote or bracket, a 20-digit number, a long run of one byte), splice in part
 //! of another corpus entry, or truncate.
 
+use moe_model::rng::Rng;
+
 /// Mutated inputs per target when `MOE_FUZZ_ITERATIONS` is unset.
 pub const DEFAULT_ITERATIONS: usize = 2000;
 
@@ -27,28 +29,6 @@ pub fn seed() -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed_f00d)
-}
-
-/// xorshift64*: fast, deterministic, good enough to pick mutations.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
 }
 
 const INTERESTING: [&[u8]; 6] = [
@@ -88,10 +68,6 @@ impl Mutator {
             corpus,
             rng: Rng::new(seed),
         }
-    }
-
-    pub fn rng(&mut self) -> &mut Rng {
-        &mut self.rng
     }
 
     /// The next input: a corpus entry with one to four mutations.

@@ -20,6 +20,7 @@ use moe_gateway::openai::{ChatCompletionRequest, CompletionRequest, Limits};
 use moe_gateway::policy::{Rung, Thresholds};
 use moe_kernels::{Format, Pool};
 use moe_model::moe::Route;
+use moe_model::rng::Rng;
 use moe_model::{LoadOptions, Model, ModelConfig, Tokenizer};
 use moe_proto::expert::{LayerReply, LayerRequest, PrefetchHint};
 use moe_proto::tensor;
@@ -133,7 +134,7 @@ fn tokenizer_input() {
         vec![0xf0, 0x9f, 0x98, 0x80, 0xe2, 0x82],
     ];
     let mut mutator = Mutator::new(corpus, seed());
-    let mut ids = moe_fuzz::Rng::new(seed());
+    let mut ids = Rng::new(seed());
     run(
         "tokenizer",
         Mutator::new(vec![b"x".to_vec()], seed()),
@@ -162,7 +163,7 @@ fn expert_protocol_messages() {
     let all: ExpertSelection = "all".parse().unwrap();
     let (set, _) = store::load(&dir, shards.path(), &all, PAIR).unwrap();
     let pool = Pool::new(1).unwrap();
-    let mut rng = moe_fuzz::Rng::new(seed());
+    let mut rng = Rng::new(seed());
     let mut corpus = Vec::new();
     for (n, rung) in [(1, Rung::Full), (3, Rung::Int8Wire), (5, Rung::LowWeights)] {
         let h: Vec<f32> = (0..n * hidden)
