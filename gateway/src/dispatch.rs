@@ -168,7 +168,7 @@ fn request(
             },
         })
         .collect();
-    let dtype = if rung >= Rung::Int8Wire {
+    let dtype = if rung.int8_activations() {
         WireDtype::I8RowScaled
     } else {
         WireDtype::F32

@@ -72,9 +72,14 @@ impl Rung {
         Rung::ALL[(self as usize).saturating_sub(1)]
     }
 
+    /// Whether activations travel as int8 (with a scale per row) at this rung.
+    pub fn int8_activations(self) -> bool {
+        self >= Rung::Int8Wire
+    }
+
     /// Wire bytes relative to [`Rung::Full`]: int8 rows are about a quarter of f32's.
     fn wire_share(self) -> f64 {
-        if self >= Rung::Int8Wire { 0.25 } else { 1.0 }
+        if self.int8_activations() { 0.25 } else { 1.0 }
     }
 }
 
