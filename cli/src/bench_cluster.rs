@@ -315,16 +315,8 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
     let threads = args.threads.to_string();
     let node_flags = ["--threads".to_string(), threads];
     let spec = ClusterSpec {
-        model: &args.model,
-        nodes: args.nodes,
-        http: "127.0.0.1:0".parse()?,
-        grpc: "127.0.0.1:0".parse()?,
-        etcd: None,
-        cluster: "bench",
-        dir: &dir,
         node_flags: &node_flags,
-        gateway_flags: &[],
-        nets: &[],
+        ..ClusterSpec::on_loopback(&args.model, args.nodes, "bench", &dir)
     };
     eprintln!(
         "starting a local cluster ({} nodes) in {}",

@@ -242,16 +242,8 @@ pub fn run(args: &BenchOverloadArgs) -> anyhow::Result<()> {
         args.max_waiting.to_string(),
     ];
     let spec = ClusterSpec {
-        model: &args.model,
-        nodes: args.nodes,
-        http: "127.0.0.1:0".parse()?,
-        grpc: "127.0.0.1:0".parse()?,
-        etcd: None,
-        cluster: "overload",
-        dir: &dir,
-        node_flags: &[],
         gateway_flags: &gateway_flags,
-        nets: &[],
+        ..ClusterSpec::on_loopback(&args.model, args.nodes, "overload", &dir)
     };
     let cluster = LocalCluster::start(&spec, Duration::from_secs(600)).context("starting")?;
     let processes = cluster.processes();

@@ -147,16 +147,10 @@ fn run_setting(
     ]
     .map(String::from);
     let spec = ClusterSpec {
-        model: &args.model,
-        nodes: args.nodes,
-        http: "127.0.0.1:0".parse()?,
-        grpc: "127.0.0.1:0".parse()?,
-        etcd: None,
-        cluster: "precision",
-        dir: &dir,
         node_flags: &node_flags,
         gateway_flags: &gateway_flags,
         nets,
+        ..ClusterSpec::on_loopback(&args.model, args.nodes, "precision", &dir)
     };
     let cluster = LocalCluster::start(&spec, Duration::from_secs(600))?;
     stream_completion(

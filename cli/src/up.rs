@@ -310,6 +310,26 @@ pub struct ClusterSpec<'a> {
     pub nets: &'a [Namespace],
 }
 
+impl<'a> ClusterSpec<'a> {
+    /// A cluster of `nodes` expert nodes serving `model`, with etcd started here and the
+    /// gateway on ports the system picks, nothing else set: what the benchmarks start.
+    pub fn on_loopback(model: &'a Path, nodes: usize, cluster: &'a str, dir: &'a Path) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        ClusterSpec {
+            model,
+            nodes,
+            http: any,
+            grpc: any,
+            etcd: None,
+            cluster,
+            dir,
+            node_flags: &[],
+            gateway_flags: &[],
+            nets: &[],
+        }
+    }
+}
+
 impl LocalCluster {
     /// Starts etcd (unless given), a coordinator, the nodes and a gateway, and waits until the
     /// gateway is ready.
