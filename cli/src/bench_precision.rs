@@ -23,7 +23,7 @@ use moe_gateway::policy::{PairPlan, Rung, Thresholds};
 use moe_service::netns::Namespace;
 
 use crate::bench_cluster::{Load, inter_token_latencies, percentile, prompt, stream_completion};
-use crate::eval_quality::{Setup, measure};
+use crate::eval_quality::{Setup, ThresholdArgs, measure};
 use crate::up::{ClusterSpec, LocalCluster, default_dir, http_get};
 
 /// Options of `moe bench-precision`.
@@ -58,13 +58,9 @@ pub struct BenchPrecisionArgs {
     /// Tokens generated per request.
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
-    /// HOBBIT's T1 for the gateway and the quality measurement (default: the gateway's for the
-    /// model's experts per token).
-    #[arg(long)]
-    t1: Option<f32>,
-    /// HOBBIT's T2, likewise.
-    #[arg(long)]
-    t2: Option<f32>,
+    // For the gateways and the quality measurement.
+    #[command(flatten)]
+    thresholds: ThresholdArgs,
     /// The held-out text for the quality columns (default: `heldout.py` in the checkpoint).
     #[arg(long)]
     text: Option<PathBuf>,
@@ -184,8 +180,7 @@ fn run_setting(
 
 pub fn run(args: &BenchPrecisionArgs) -> anyhow::Result<()> {
     let config = moe_model::ModelConfig::from_file(&args.model.join("config.json"))?;
-    let thresholds =
-        Thresholds::resolve(args.t1, args.t2, config.top_k).map_err(anyhow::Error::msg)?;
+    let thresholds = args.thresholds.resolve(&args.model)?;
     let nets = (0..args.nodes)
         .map(|i| Namespace::create("study", i as u8))
         .collect::<Result<Vec<_>, _>>()

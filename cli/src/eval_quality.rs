@@ -59,13 +59,8 @@ pub struct EvalQualityArgs {
         default_value = "off,int8-wire,low-weights,skip"
     )]
     rungs: Vec<Rung>,
-    /// HOBBIT's T1: pairs whose unimportance is above it run at low precision (default: the
-    /// gateway's for the model's experts per token).
-    #[arg(long)]
-    t1: Option<f32>,
-    /// HOBBIT's T2: pairs whose unimportance is above it are skipped (at the skip rung).
-    #[arg(long)]
-    t2: Option<f32>,
+    #[command(flatten)]
+    thresholds: ThresholdArgs,
     /// The nodes' precision pair: f16+q4 or q8+q2.
     #[arg(long, default_value = "f16+q4")]
     precisions: moe_expert_node::config::Precisions,
@@ -81,6 +76,27 @@ pub struct EvalQualityArgs {
     /// Also write the JSON object to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// HOBBIT's thresholds on the command line.
+#[derive(clap::Args, Debug)]
+pub struct ThresholdArgs {
+    /// HOBBIT's T1: pairs whose unimportance is above it run at low precision (default: the
+    /// gateway's for the model's experts per token).
+    #[arg(long)]
+    t1: Option<f32>,
+    /// HOBBIT's T2: pairs whose unimportance is above it are skipped (at the skip rung).
+    #[arg(long)]
+    t2: Option<f32>,
+}
+
+impl ThresholdArgs {
+    /// The thresholds given, the rest defaulting as the gateway's do for `model`'s experts per
+    /// token; checked.
+    pub fn resolve(&self, model: &Path) -> anyhow::Result<Thresholds> {
+        let top_k = moe_model::ModelConfig::from_file(&model.join("config.json"))?.top_k;
+        Thresholds::resolve(self.t1, self.t2, top_k).map_err(anyhow::Error::msg)
+    }
 }
 
 /// Every MoE layer's routed experts as one expert node holding all of them would run an `auto`
@@ -414,8 +430,7 @@ pub fn run(args: &EvalQualityArgs) -> anyhow::Result<()> {
         return run_remote(args, gateway, &text);
     }
 
-    let top_k = moe_model::ModelConfig::from_file(&args.model.join("config.json"))?.top_k;
-    let thresholds = Thresholds::resolve(args.t1, args.t2, top_k).map_err(anyhow::Error::msg)?;
+    let thresholds = args.thresholds.resolve(&args.model)?;
     let setup = Setup {
         model: &args.model,
         text: &text,
