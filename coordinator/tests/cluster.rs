@@ -16,7 +16,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use common::EtcdServer;
 use common::collector::Collector;
 use common::http::{get_text, post, post_raw, post_streamed, wait_ready};
 use common::process::{Process, sibling_binary};
+use common::servers::fixture;
 use moe_coordinator::etcd::Etcd;
 use moe_coordinator::keys::ClusterKeys;
 use moe_coordinator::records::Placement;
@@ -37,10 +38,6 @@ const CLUSTER: &str = "e2e";
 const TTL_SECONDS: u64 = 2;
 const LAYERS: [u32; 2] = [0, 1];
 const EXPERTS: u32 = 8;
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral")
-}
 
 struct Cluster {
     etcd: EtcdServer,

@@ -4,88 +4,32 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use common::EtcdServer;
 use common::http::{get_text, post, wait_ready};
-use common::process::{Process, sibling_binary};
+use common::servers;
 
 const CLUSTER: &str = "drain";
 const TOKENS: u64 = 240;
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_requests_in_flight_and_refuses_new_ones() {
     let etcd = EtcdServer::start().await;
     let shards = tempfile::tempdir().unwrap();
-    let model = fixture();
-    let model = model.to_str().unwrap();
     let endpoint = etcd.endpoint();
-    let coordinator = [
-        "--etcd",
+    let _coordinator = servers::coordinator(&endpoint, CLUSTER, &[]);
+    let command = Command::new(servers::node_binary());
+    let _node = servers::node(
+        command,
         &endpoint,
-        "--cluster",
         CLUSTER,
-        "--listen",
-        "127.0.0.1:0",
-        "--id",
-        "co-1",
-        "--model",
-        model,
-        "--replan-seconds",
-        "1",
-    ];
-    let _coordinator = Process::start(
-        Path::new(env!("CARGO_BIN_EXE_coordinator")),
-        &coordinator.map(String::from),
-        &[],
-    );
-    let node = [
-        "--etcd",
-        &endpoint,
-        "--cluster",
-        CLUSTER,
-        "--listen",
-        "127.0.0.1:0",
-        "--node-id",
         "a",
-        "--model",
-        model,
-        "--shard-dir",
-        shards.path().to_str().unwrap(),
-        "--threads",
-        "1",
-        "--backend",
-        "cpu",
-    ];
-    let _node = Process::start(
-        &sibling_binary("expert-node", "moe-expert-node"),
-        &node.map(String::from),
-        &[],
-    );
-    let gateway = [
-        "--model",
-        model,
-        "--etcd",
-        &endpoint,
-        "--cluster",
-        CLUSTER,
-        "--http",
         "127.0.0.1:0",
-        "--grpc",
-        "127.0.0.1:0",
-        "--threads",
-        "1",
-    ];
-    let gateway = Process::start(
-        &sibling_binary("gateway", "moe-gateway"),
-        &gateway.map(String::from),
-        &[],
+        shards.path(),
     );
+    let gateway = servers::gateway(&endpoint, CLUSTER, &[]);
     let address = gateway.address.clone();
     wait_ready(&address).await;
 

@@ -11,21 +11,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::EtcdServer;
 use common::http::{get_text, post, wait_ready};
-use common::process::{Process, sibling_binary};
+use common::servers::{self, fixture};
 use moe_service::netns::Namespace;
 
 const CLUSTER: &str = "shaped";
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral")
-}
 
 /// The value of the gateway's series `name{node="far"}`.
 async fn node_series(gateway: &str, name: &str) -> f64 {
@@ -103,88 +98,35 @@ async fn a_saturated_link_downgrades_and_recovers_while_exact_stays_exact() {
     };
     let etcd = EtcdServer::start_also_on(ns.host_ip).await;
     let shards = tempfile::tempdir().unwrap();
-    let model = fixture();
-    let model_arg = model.to_str().unwrap();
-    let coordinator_args = [
-        "--etcd",
-        &etcd.endpoint(),
-        "--cluster",
-        CLUSTER,
-        "--listen",
-        "127.0.0.1:0",
-        "--id",
-        "co-1",
-        "--model",
-        model_arg,
-        "--lease-ttl-seconds",
-        "2",
-        "--replan-seconds",
-        "1",
-    ];
-    let _coordinator = Process::start(
-        Path::new(env!("CARGO_BIN_EXE_coordinator")),
-        &coordinator_args.map(String::from),
-        &[],
-    );
-    let listen = format!("{}:0", ns.ns_ip);
+    let _coordinator =
+        servers::coordinator(&etcd.endpoint(), CLUSTER, &["--lease-ttl-seconds", "2"]);
     // The node's lease keep-alives to etcd cross the shaped link too: with the default TTL (30 s)
     // they ride out the saturation, where a 2 s one can expire behind the queued layer traffic.
-    let node_args = [
-        "--etcd",
-        &etcd.endpoint_on(ns.host_ip),
-        "--cluster",
-        CLUSTER,
-        "--listen",
-        &listen,
-        "--node-id",
-        "far",
-        "--model",
-        model_arg,
-        "--shard-dir",
-        shards.path().to_str().unwrap(),
-        "--threads",
-        "1",
-        "--backend",
-        "cpu",
-    ];
-    let node = Process::start_command(
-        ns.command(&sibling_binary("expert-node", "moe-expert-node")),
-        &node_args.map(String::from),
-        &[],
-    );
+    let listen = format!("{}:0", ns.ns_ip);
+    let command = ns.command(&servers::node_binary());
+    let far = etcd.endpoint_on(ns.host_ip);
+    let node = servers::node(command, &far, CLUSTER, "far", &listen, shards.path());
     assert!(
         node.address.starts_with(&ns.ns_ip.to_string()),
         "{}",
         node.address
     );
-    let gateway_args = [
-        "--model",
-        model_arg,
-        "--etcd",
+    let gateway = servers::gateway(
         &etcd.endpoint(),
-        "--cluster",
         CLUSTER,
-        "--http",
-        "127.0.0.1:0",
-        "--grpc",
-        "127.0.0.1:0",
-        "--threads",
-        "1",
-        "--expert-deadline-ms",
-        "20000",
-        "--prefetch-layers",
-        "0",
-        "--precision-ladder",
-        "low-weights",
-    ];
-    let gateway = Process::start(
-        &sibling_binary("gateway", "moe-gateway"),
-        &gateway_args.map(String::from),
-        &[],
+        &[
+            "--expert-deadline-ms",
+            "20000",
+            "--prefetch-layers",
+            "0",
+            "--precision-ladder",
+            "low-weights",
+        ],
     );
     wait_ready(&gateway.address).await;
 
     // The single-process model with its experts at the node's high precision (f16).
+    let model = fixture();
     let pool = Arc::new(moe_kernels::Pool::new(1).unwrap());
     let options = moe_model::LoadOptions::with_expert_format(Some(moe_kernels::Format::F16));
     let reference = moe_model::Model::load(&model, &options, pool).unwrap();

@@ -9,6 +9,7 @@
 pub mod collector;
 pub mod http;
 pub mod process;
+pub mod servers;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,94 @@
+//! The cluster's servers on the Mixtral fixture (2 MoE layers x 8 experts), started as the
+//! end-to-end tests start them: the flags they all give, and each test's own after them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::process::{Process, sibling_binary};
+
+pub fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral")
+}
+
+fn args(common: &[&str], extra: &[&str]) -> Vec<String> {
+    common.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
+/// A `coordinator` of `cluster` through `etcd`, id `co-1`, re-planning every second.
+pub fn coordinator(etcd: &str, cluster: &str, extra: &[&str]) -> Process {
+    let model = fixture();
+    let common = [
+        "--etcd",
+        etcd,
+        "--cluster",
+        cluster,
+        "--listen",
+        "127.0.0.1:0",
+        "--id",
+        "co-1",
+        "--model",
+        model.to_str().unwrap(),
+        "--replan-seconds",
+        "1",
+    ];
+    let program = Path::new(env!("CARGO_BIN_EXE_coordinator"));
+    Process::start(program, &args(&common, extra), &[])
+}
+
+/// The `expert-node` binary, to be run by [`node`] directly or through a wrapper.
+pub fn node_binary() -> PathBuf {
+    sibling_binary("expert-node", "moe-expert-node")
+}
+
+/// An `expert-node` `id` of `cluster` run by `command`, listening on `listen`, with its shards in
+/// `shards`, on the CPU with one thread.
+pub fn node(
+    command: Command,
+    etcd: &str,
+    cluster: &str,
+    id: &str,
+    listen: &str,
+    shards: &Path,
+) -> Process {
+    let model = fixture();
+    let common = [
+        "--etcd",
+        etcd,
+        "--cluster",
+        cluster,
+        "--listen",
+        listen,
+        "--node-id",
+        id,
+        "--model",
+        model.to_str().unwrap(),
+        "--shard-dir",
+        shards.to_str().unwrap(),
+        "--threads",
+        "1",
+        "--backend",
+        "cpu",
+    ];
+    Process::start_command(command, &args(&common, &[]), &[])
+}
+
+/// A `gateway` of `cluster` on ports the system picks, with one kernel thread.
+pub fn gateway(etcd: &str, cluster: &str, extra: &[&str]) -> Process {
+    let model = fixture();
+    let common = [
+        "--model",
+        model.to_str().unwrap(),
+        "--etcd",
+        etcd,
+        "--cluster",
+        cluster,
+        "--http",
+        "127.0.0.1:0",
+        "--grpc",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+    ];
+    let program = sibling_binary("gateway", "moe-gateway");
+    Process::start(&program, &args(&common, extra), &[])
+}
