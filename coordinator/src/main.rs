@@ -189,10 +189,22 @@ async fn run(config: Config, checked: Checked) -> anyhow::Result<()> {
     tracing::info!(%id, cluster = %config.cluster, "campaigning");
     let ttl = Duration::from_secs(config.lease_ttl_seconds);
     let campaign = async {
+        let mut retry = Duration::from_millis(200);
         loop {
-            let candidate = Candidate::start(&etcd, &keys, &id, ttl)
-                .await
-                .context("joining the election")?;
+            // etcd may be away (the reason the last candidacy was lost): keep trying.
+            let candidate = match Candidate::start(&etcd, &keys, &id, ttl).await {
+                Ok(candidate) => candidate,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not join the election; trying again");
+                    tokio::select! {
+                        () = tokio::time::sleep(retry) => {}
+                        _ = stopped(stopping.clone()) => return anyhow::Ok(()),
+                    }
+                    retry = (retry * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            retry = Duration::from_millis(200);
             let lost = async {
                 let mut role = candidate.role();
                 loop {

@@ -37,7 +37,8 @@ impl Registration {
     ) -> Result<Registration, EtcdError> {
         let key = keys.node(&Name::new("node id", &record.id)?);
         let (state, _) = watch::channel(LeaseState::Lost { lease: 0 });
-        let lease = claim(etcd, &key, &record, ttl, &state).await?;
+        let absent = Compare::create_revision(key.as_str(), CompareOp::Equal, 0);
+        let lease = claim(etcd, &key, &record, ttl, &state, absent).await?;
         Ok(Registration {
             etcd: etcd.clone(),
             key,
@@ -96,11 +97,28 @@ impl Registration {
     }
 
     /// Registers again under a fresh lease, typically after the state turned
-    /// [`LeaseState::Lost`]. The old lease is revoked first; the same create-if-absent rule
-    /// applies, so this fails while another node has taken the id meanwhile.
+    /// [`LeaseState::Lost`]. While the record is still under the old lease (etcd kept it, e.g.
+    /// through its own restart), it moves to the fresh one in one transaction, so that watchers
+    /// never see it disappear. Otherwise the old lease is revoked and the same create-if-absent
+    /// rule as [`Registration::register`] applies, so this fails while another node has taken
+    /// the id meanwhile.
     pub async fn reregister(&mut self) -> Result<(), EtcdError> {
-        self.lease.revoke().await?;
-        self.lease = claim(&self.etcd, &self.key, &self.record, self.ttl, &self.state).await?;
+        let ours = Compare::lease(self.key.as_str(), CompareOp::Equal, self.lease.id());
+        let (etcd, key, record) = (&self.etcd, &self.key, &self.record);
+        match claim(etcd, key, record, self.ttl, &self.state, ours).await {
+            Ok(lease) => {
+                let mut old = std::mem::replace(&mut self.lease, lease);
+                if let Err(error) = old.revoke().await {
+                    tracing::warn!(%error, "could not revoke the replaced lease; it will expire");
+                }
+            }
+            Err(EtcdError::NodeIdTaken { .. }) => {
+                self.lease.revoke().await?;
+                let absent = Compare::create_revision(key.as_str(), CompareOp::Equal, 0);
+                self.lease = claim(etcd, key, record, self.ttl, &self.state, absent).await?;
+            }
+            Err(error) => return Err(error),
+        }
         Ok(())
     }
 
@@ -116,17 +134,19 @@ impl Registration {
     }
 }
 
-/// Grants a lease and puts `record` under `key` with it, only if `key` does not exist.
+/// Grants a lease and puts `record` under `key` with it, only if `free` holds (the key is absent,
+/// or still under a lease of ours); [`EtcdError::NodeIdTaken`] otherwise.
 async fn claim(
     etcd: &Etcd,
     key: &str,
     record: &NodeRecord,
     ttl: Duration,
     state: &watch::Sender<LeaseState>,
+    free: Compare,
 ) -> Result<Lease, EtcdError> {
     let mut lease = Lease::grant(etcd, ttl, state.clone()).await?;
     let txn = Txn::new()
-        .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+        .when([free])
         .and_then([TxnOp::put(
             key,
             record.to_json(),

@@ -20,11 +20,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::EtcdServer;
 use common::collector::Collector;
 use common::http::{get_text, post, post_raw, post_streamed, wait_ready};
 use common::process::{Process, sibling_binary};
 use common::servers::fixture;
+use common::{EtcdServer, get};
 use moe_coordinator::etcd::Etcd;
 use moe_coordinator::keys::ClusterKeys;
 use moe_coordinator::records::Placement;
@@ -147,16 +147,6 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-/// The value under `key`, or `None` when it is absent or etcd does not answer within 2 s.
-async fn get(etcd: &Etcd, key: String) -> Option<Vec<u8>> {
-    let mut client = etcd.client();
-    let response = tokio::time::timeout(Duration::from_secs(2), client.get(key, None))
-        .await
-        .ok()?
-        .ok()?;
-    Some(response.kvs().first()?.value().to_vec())
 }
 
 /// The nodes named anywhere in `placement`.

@@ -223,6 +223,35 @@ async fn a_lost_lease_is_reported_and_the_owner_can_register_again() -> Result<(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_again_while_etcd_kept_the_lease_moves_the_record_without_a_gap() -> Result<()>
+{
+    let server = EtcdServer::start().await;
+    let etcd = server.connect().await;
+    let mut registration = Registration::register(&etcd, &keys(), node("node-a"), TTL).await?;
+    let old = registration.lease_id();
+    let mut client = etcd.client();
+    let mut events = client.watch(registration.key(), None).await?;
+
+    registration.reregister().await?;
+    let new = registration.lease_id();
+    assert_ne!(new, old);
+    let (_, held_by) = stored(&etcd, registration.key())
+        .await?
+        .expect("the record throughout");
+    assert_eq!(held_by, new);
+    assert_eq!(client.lease_time_to_live(old, None).await?.ttl(), -1);
+    // Watchers see the record put under the new lease, and never deleted.
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(response))) =
+        tokio::time::timeout(Duration::from_millis(500), events.message()).await
+    {
+        seen.extend(response.events().iter().map(|e| e.event_type()));
+    }
+    assert_eq!(seen, [etcd_client::EventType::Put]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_hangs_while_etcd_is_down() -> Result<()> {
     let mut server = EtcdServer::start().await;
     let etcd = server.connect().await;

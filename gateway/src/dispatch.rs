@@ -445,18 +445,23 @@ impl Dispatcher {
         &self.links
     }
 
-    /// The stream to node `id`, opened (again) when there is none or it has ended.
+    /// The stream to node `id`, opened (again) when there is none or it has ended. A node whose
+    /// record is gone (its lease lapsed, e.g. while etcd was away) is still called at its last
+    /// known address while the placement names it: a lapsed lease is no proof of death, and a
+    /// dead node fails the call or misses the deadline, and its replicas take over.
     async fn client(&self, id: &str) -> Result<Arc<NodeClient>, CallError> {
-        let address = self
-            .nodes
-            .borrow()
-            .get(id)
-            .map(|r| r.address.clone())
-            .ok_or_else(|| CallError::Connect {
-                address: id.to_string(),
-                reason: "the node is not registered".into(),
-            })?;
+        let registered = self.nodes.borrow().get(id).map(|r| r.address.clone());
         let mut clients = self.clients.lock().await;
+        let address = match (registered, clients.get(id)) {
+            (Some(address), _) => address,
+            (None, Some(known)) => known.address().to_string(),
+            (None, None) => {
+                return Err(CallError::Connect {
+                    address: id.to_string(),
+                    reason: "the node is not registered".into(),
+                });
+            }
+        };
         if let Some(c) = clients.get(id)
             && c.is_alive()
             && c.address() == address

@@ -1,7 +1,8 @@
-//! Test networks for the shaped-link test and the precision study: a network namespace joined to
-//! this one by a veth pair with a /30 of its own (host side `.1`, namespace side `.2`), whose
-//! link can be shaped with `tc` (tbf rate and latency, both directions) and restored. Needs root
-//! and iproute2; [`Namespace::create`] says why it could not. Deleted, with its link, on drop.
+//! Test networks for the shaped-link and fault tests and the precision study: a network namespace
+//! joined to this one by a veth pair with a /30 of its own (host side `.1`, namespace side `.2`),
+//! whose link can be shaped with `tc` (tbf rate and latency, both directions), cut, and restored.
+//! Needs root and iproute2; [`Namespace::create`] says why it could not. Deleted, with its link,
+//! on drop.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -114,6 +115,12 @@ impl Namespace {
         .chain(tbf)
         .collect();
         run("ip", &inside)
+    }
+
+    /// Takes the link down (nothing crosses it, as when a cable is pulled) or brings it back up.
+    pub fn set_link(&self, up: bool) -> Result<(), String> {
+        let state = if up { "up" } else { "down" };
+        run("ip", &["link", "set", &self.host_dev, state])
     }
 
     /// Takes the shaping off again.

@@ -38,35 +38,85 @@ pub async fn post_bytes(address: &str, path: &str, body: &str) -> (u16, String) 
     (status, body.to_string())
 }
 
-/// The text of a streamed completion: the `text` of every SSE event of the chunked body, in
-/// order, until `data: [DONE]`.
+/// The text of a streamed completion: the `text` of every SSE event, in order, until
+/// `data: [DONE]`.
 pub async fn post_streamed(address: &str, body: &serde_json::Value) -> String {
-    let (status, raw) = post_bytes(address, "/v1/completions", &body.to_string()).await;
-    assert_eq!(status, 200, "{raw}");
-    let mut events = String::new();
-    let mut rest = raw.as_str();
-    // Chunked transfer coding: a hex size line, that many bytes, CRLF; a 0 size ends the body.
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
-        if size == 0 {
-            break;
-        }
-        events.push_str(&tail[..size]);
-        rest = &tail[size + 2..];
+    stream_completion(address, body, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("a streamed completion: {e}"))
+        .text
+}
+
+/// A streamed completion as it arrived: when each SSE event came, and their texts together.
+pub struct Streamed {
+    pub events: Vec<Instant>,
+    pub text: String,
+}
+
+/// `POST /v1/completions` with `body` (which asks for `stream`), read as it arrives. An error
+/// says what went wrong: no connection, a status other than 200, an error event, the connection
+/// closed before `data: [DONE]`, or no end within `within`.
+pub async fn stream_completion(
+    address: &str,
+    body: &serde_json::Value,
+    within: Duration,
+) -> Result<Streamed, String> {
+    tokio::time::timeout(within, read_stream(address, body))
+        .await
+        .unwrap_or_else(|_| Err(format!("no end within {within:?}")))
+}
+
+async fn read_stream(address: &str, body: &serde_json::Value) -> Result<Streamed, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let body = body.to_string();
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connecting: {e}"))?;
+    let request = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("sending: {e}"))?;
+    let mut lines = tokio::io::BufReader::new(stream).lines();
+    let mut next = async || {
+        lines
+            .next_line()
+            .await
+            .map_err(|e| format!("reading: {e}"))?
+            .ok_or_else(|| "the connection closed before data: [DONE]".to_string())
+    };
+    let status = next().await?;
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(status);
     }
-    assert!(events.ends_with("data: [DONE]\n\n"), "{events}");
-    events
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|data| *data != "[DONE]")
-        .map(|data| {
-            let chunk: serde_json::Value = serde_json::from_str(data).unwrap();
-            chunk["choices"][0]["text"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect()
+    while !next().await?.trim_end().is_empty() {}
+    // The chunked framing's size lines and blank lines are skipped: each event is a line.
+    let mut streamed = Streamed {
+        events: Vec::new(),
+        text: String::new(),
+    };
+    loop {
+        let line = next().await?;
+        let Some(data) = line.trim_end().strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            return Ok(streamed);
+        }
+        let event: serde_json::Value =
+            serde_json::from_str(data).map_err(|e| format!("event {data}: {e}"))?;
+        if !event["error"].is_null() {
+            return Err(format!("error event: {data}"));
+        }
+        streamed.events.push(Instant::now());
+        streamed
+            .text
+            .push_str(event["choices"][0]["text"].as_str().unwrap_or_default());
+    }
 }
 
 /// The whole response to `GET path`, or `None` when nothing answers.

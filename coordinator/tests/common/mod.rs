@@ -193,6 +193,16 @@ impl Drop for EtcdServer {
     }
 }
 
+/// The value under `key`, or `None` when it is absent or etcd does not answer within 2 s.
+pub async fn get(etcd: &Etcd, key: String) -> Option<Vec<u8>> {
+    let mut client = etcd.client();
+    let response = tokio::time::timeout(Duration::from_secs(2), client.get(key, None))
+        .await
+        .ok()?
+        .ok()?;
+    Some(response.kvs().first()?.value().to_vec())
+}
+
 /// Sends the crate's logs (`RUST_LOG`, default `moe_coordinator=info`) to the test's captured
 /// output, shown when a test fails.
 fn log_to_test_output() {

@@ -59,13 +59,19 @@ impl Process {
         Process { child, address }
     }
 
-    /// Sends SIGTERM and waits up to `within` for the process to exit; its exit status.
-    pub fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
+    /// Sends the signal named `signal` (`TERM`, `STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
             .status()
             .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the process to exit; its exit status.
+    pub fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
+        self.signal("TERM");
         let deadline = std::time::Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("the child's status") {

@@ -16,6 +16,11 @@ fn args(common: &[&str], extra: &[&str]) -> Vec<String> {
 
 /// A `coordinator` of `cluster` through `etcd`, id `co-1`, re-planning every second.
 pub fn coordinator(etcd: &str, cluster: &str, extra: &[&str]) -> Process {
+    coordinator_named(etcd, cluster, "co-1", extra)
+}
+
+/// As [`coordinator`], with id `id`.
+pub fn coordinator_named(etcd: &str, cluster: &str, id: &str, extra: &[&str]) -> Process {
     let model = fixture();
     let common = [
         "--etcd",
@@ -25,7 +30,7 @@ pub fn coordinator(etcd: &str, cluster: &str, extra: &[&str]) -> Process {
         "--listen",
         "127.0.0.1:0",
         "--id",
-        "co-1",
+        id,
         "--model",
         model.to_str().unwrap(),
         "--replan-seconds",
@@ -50,6 +55,19 @@ pub fn node(
     listen: &str,
     shards: &Path,
 ) -> Process {
+    node_with(command, etcd, cluster, id, listen, shards, &[])
+}
+
+/// As [`node`], with `extra` flags after the common ones.
+pub fn node_with(
+    command: Command,
+    etcd: &str,
+    cluster: &str,
+    id: &str,
+    listen: &str,
+    shards: &Path,
+    extra: &[&str],
+) -> Process {
     let model = fixture();
     let common = [
         "--etcd",
@@ -69,7 +87,7 @@ pub fn node(
         "--backend",
         "cpu",
     ];
-    Process::start_command(command, &args(&common, &[]), &[])
+    Process::start_command(command, &args(&common, extra), &[])
 }
 
 /// A `gateway` of `cluster` on ports the system picks, with one kernel thread.
