@@ -619,6 +619,14 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
     };
     let refused = client.generate(other).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::NotFound, "{refused}");
+    // A request message past the body limit (1 MiB) is refused before it is read.
+    let huge = GenerateRequest {
+        model: "mixtral".into(),
+        prompt: Some(generate_request::Prompt::Text("x".repeat(2 << 20))),
+        ..GenerateRequest::default()
+    };
+    let refused = client.generate(huge).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused}");
 
     // The prompt's log-probabilities through the cluster (echo with logprobs) are the
     // single-process model's, teacher-forced; gRPC's prompt_logprobs gives the same.

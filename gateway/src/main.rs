@@ -34,6 +34,7 @@ use moe_model::{LoadOptions, Model, Tokenizer};
 use moe_proto::gateway::gateway_service_server::GatewayServiceServer;
 use moe_proto::tensor::Limits;
 use moe_service::progress::{Unit, reporter};
+use tonic::service::interceptor::InterceptedService;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -288,15 +289,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building the reflection service")?;
+    // A request message is held to the HTTP body limit, and one connection to the requests the
+    // engine can hold (running and waiting); past those the caller gets an error at once.
+    let api = GatewayServiceServer::new(GrpcApi {
+        engine: Arc::clone(&engine),
+    })
+    .max_decoding_message_size(http::DEFAULT_MAX_BODY_BYTES);
+    let api = InterceptedService::new(api, move |request| api_keys.check(request));
+    let streams = u32::try_from(config.max_running + config.max_waiting).unwrap_or(u32::MAX);
     let grpc = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(streams))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(GatewayServiceServer::with_interceptor(
-            GrpcApi {
-                engine: Arc::clone(&engine),
-            },
-            move |request| api_keys.check(request),
-        ))
+        .add_service(api)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             stopped(stopping.clone()),
