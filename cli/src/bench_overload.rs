@@ -55,23 +55,26 @@ pub struct BenchOverloadArgs {
     json: Option<PathBuf>,
 }
 
-/// One request's answer: its HTTP status, whether it carried `Retry-After`, and how long it
-/// took.
-struct Answer {
-    status: u16,
-    retry_after: bool,
-    seconds: f64,
+/// One request's answer: its HTTP status (0 when there was none), whether it carried
+/// `Retry-After`, how long it took, and its body.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub retry_after: bool,
+    pub seconds: f64,
+    pub body: String,
 }
 
-fn complete(address: &str, body: &str) -> Answer {
+/// `POST /v1/completions` with `body` on a fresh connection, waiting up to 120 s for the answer.
+pub(crate) fn complete(address: &str, body: &str) -> Answer {
     let started = Instant::now();
-    let answer = |status, retry_after| Answer {
+    let answer = |status, retry_after, body: &str| Answer {
         status,
         retry_after,
         seconds: started.elapsed().as_secs_f64(),
+        body: body.to_string(),
     };
     let Ok(mut stream) = TcpStream::connect(address) else {
-        return answer(0, false);
+        return answer(0, false, "");
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
     let request = format!(
@@ -83,22 +86,22 @@ fn complete(address: &str, body: &str) -> Answer {
     if stream.write_all(request.as_bytes()).is_err()
         || stream.read_to_string(&mut response).is_err()
     {
-        return answer(0, false);
+        return answer(0, false, "");
     }
     let status = response
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let head = response.split("\r\n\r\n").next().unwrap_or_default();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let retry_after = head
         .lines()
         .any(|l| l.to_ascii_lowercase().starts_with("retry-after:"));
-    answer(status, retry_after)
+    answer(status, retry_after, body)
 }
 
 /// Resident memory of process `pid` in MB, from `/proc`.
-fn rss_mb(pid: u32) -> f64 {
+pub(crate) fn rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

@@ -6,6 +6,7 @@ mod bench_decode;
 mod bench_node;
 mod bench_overload;
 mod bench_precision;
+mod bench_soak;
 mod chart;
 #[cfg(feature = "cuda")]
 mod check_kernels;
@@ -64,6 +65,10 @@ enum Command {
     /// Offer a local cluster more than it can serve: the sustainable rate, then several times
     /// it, then half; what is served and refused, latencies, and each process's memory.
     BenchOverload(bench_overload::BenchOverloadArgs),
+    /// A long run under steady mixed load with a fault every minute (a node killed or hung, the
+    /// coordinator killed, etcd hung): requests served and lost, latency by minute, and each
+    /// process's memory at the start and the end.
+    BenchSoak(bench_soak::BenchSoakArgs),
     /// Draw the benchmarks' JSON results as SVG charts.
     Plot(plot::PlotArgs),
     /// Show a cluster: nodes, placement coverage, the leader, gateways' load.
@@ -99,6 +104,7 @@ fn main() -> ExitCode {
         Command::EvalQuality(args) => eval_quality::run(args),
         Command::BenchPrecision(args) => bench_precision::run(args),
         Command::BenchOverload(args) => bench_overload::run(args),
+        Command::BenchSoak(args) => bench_soak::run(args),
         Command::Plot(args) => plot::run(args),
         #[cfg(feature = "cuda")]
         Command::CheckKernels(args) => check_kernels::run(args),

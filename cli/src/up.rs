@@ -5,6 +5,7 @@
 //! `<name>.log` and their standard output to `<name>.out` under the run directory.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -51,10 +52,18 @@ pub struct UpArgs {
 struct Started {
     name: String,
     child: Child,
+    /// What started it, to start it again: the program and its arguments, the logs directory,
+    /// and whether it prints the address it listens on.
+    argv: Vec<OsString>,
+    logs: PathBuf,
+    listens: bool,
 }
 
 impl Drop for Started {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -102,10 +111,22 @@ fn start_command(
     logs: &Path,
     listens: bool,
 ) -> anyhow::Result<(Started, Option<String>)> {
-    let log = File::create(logs.join(format!("{name}.log")))?;
-    let mut out = File::create(logs.join(format!("{name}.out")))?;
+    // Appended to, so that a process started again keeps its earlier life's log.
+    let append = |file: String| {
+        let path = logs.join(file);
+        let opened = File::options().create(true).append(true).open(&path);
+        opened.with_context(|| format!("opening {}", path.display()))
+    };
+    let (log, mut out) = (
+        append(format!("{name}.log"))?,
+        append(format!("{name}.out"))?,
+    );
+    command.args(args);
+    let argv = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(OsString::from)
+        .collect();
     let mut child = command
-        .args(args)
         .stdout(if listens {
             Stdio::piped()
         } else {
@@ -138,6 +159,9 @@ fn start_command(
     let started = Started {
         name: name.to_string(),
         child,
+        argv,
+        logs: logs.to_path_buf(),
+        listens,
     };
     Ok((started, address))
 }
@@ -281,6 +305,38 @@ impl LocalCluster {
             .iter()
             .map(|s| (s.name.clone(), s.child.id()))
             .collect()
+    }
+
+    fn find(&mut self, name: &str) -> anyhow::Result<&mut Started> {
+        self.started
+            .iter_mut()
+            .find(|s| s.name == name)
+            .with_context(|| format!("no process {name} in this cluster"))
+    }
+
+    /// Sends the signal named `signal` (`STOP`, `CONT`, `KILL`, ...) to the process `name`.
+    pub fn signal(&mut self, name: &str, signal: &str) -> anyhow::Result<()> {
+        let pid = self.find(name)?.child.id().to_string();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(&pid)
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {name} ({pid}) failed");
+        Ok(())
+    }
+
+    /// Kills the process `name` if it still runs (SIGKILL, as a crash would) and starts it again
+    /// as it was first started; its new address, for a process that prints one.
+    pub fn restart(&mut self, name: &str) -> anyhow::Result<Option<String>> {
+        let started = self.find(name)?;
+        let _ = started.child.kill();
+        let _ = started.child.wait();
+        let mut command = Command::new(&started.argv[0]);
+        command.args(&started.argv[1..]);
+        let logs = started.logs.clone();
+        let (again, address) = start_command(name, command, &[], &logs, started.listens)?;
+        *started = again;
+        Ok(address)
     }
 }
 
