@@ -312,6 +312,15 @@ pub struct TlsArgs<L> {
     link: PhantomData<L>,
 }
 
+impl<L> Default for TlsArgs<L> {
+    fn default() -> Self {
+        TlsArgs {
+            paths: TlsPaths::default(),
+            link: PhantomData,
+        }
+    }
+}
+
 impl<L: Link> TlsArgs<L> {
     pub fn names(&self) -> &'static Names {
         &L::NAMES
