@@ -102,7 +102,8 @@ for bad in expertNode.config.downgradeAbove=1.5 gateway.config.prefetchLayer=2 e
     etcd.enabled=false expertNode.backend=auto model.source=hostPath \
     'gateway.extraEnv[0].name=MOE_MAX_WAITNG' 'expertNode.extraEnv[0].name=MOE_API_KEY' \
     etcd.replicas=3,etcd.persistence.enabled=false \
-    gateway.autoscaling.enabled=true,gateway.autoscaling.minReplicas=9; do
+    gateway.autoscaling.enabled=true,gateway.autoscaling.minReplicas=9 tls.enabled=true \
+    tls.etcd.enabled=true,tls.etcd.secretName=x; do
     if render "$out/refused.yaml" --set "$bad" 2>"$out/refused.log"; then
         echo "FAIL helm template accepted --set $bad"
         exit 1

@@ -264,6 +264,45 @@ def container_env(docs, workload, container, pod_ip, force_links):
     return env
 
 
+_SECRET_FILES = {}
+
+
+def secret_files():
+    """A directory holding what a TLS Secret mounts (tls.crt, tls.key, ca.crt): a throwaway CA
+    and a certificate it signed, made once with openssl."""
+    if "dir" not in _SECRET_FILES:
+        import tempfile
+
+        d = tempfile.mkdtemp(prefix="moe-chart-tls-")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        run = lambda *a: subprocess.run(["openssl", *a], cwd=d, check=True, capture_output=True)
+        run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=test-ca", "-days", "1")
+        run("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=moe")
+        with open(os.path.join(d, "ext.cnf"), "w") as f:
+            f.write("subjectAltName=DNS:moe\nextendedKeyUsage=serverAuth,clientAuth\n")
+        run("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-extfile", "ext.cnf", "-out", "tls.crt", "-days", "1")
+        _SECRET_FILES["dir"] = d
+    return _SECRET_FILES["dir"]
+
+
+def with_mounted_secrets(docs, workload, container, env):
+    """`env` with every path under a mounted Secret the release does not render (one the user
+    creates, such as a TLS Secret) pointing at files of the same names made here instead."""
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
+    mounts = []
+    for mount in container.get("volumeMounts", []):
+        secret = volumes.get(mount["name"], {}).get("secret")
+        if secret and find(docs, "Secret", secret["secretName"]) is None:
+            mounts.append(mount["mountPath"].rstrip("/") + "/")
+    changed = dict(env)
+    for name, value in env.items():
+        for mount in mounts:
+            if value.startswith(mount):
+                changed[name] = os.path.join(secret_files(), value[len(mount):])
+    return changed
+
+
 def workloads(docs):
     for doc in docs:
         if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
@@ -283,6 +322,7 @@ def check(args):
     seen = set()
     for workload, container, binary in found:
         env = container_env(docs, workload, container, args.pod_ip, args.service_links)
+        env = with_mounted_secrets(docs, workload, container, env)
         words = [expand(w, env) for w in container["command"][1:] + container.get("args", [])]
         program = os.path.join(args.bin_dir, binary)
         run_env = dict(env, PATH=os.environ.get("PATH", "/usr/bin:/bin"))

@@ -18,7 +18,9 @@ use moe_coordinator::watch::Watcher;
 use moe_gateway::policy::Rung;
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::{InfoRequest, NodeInfo};
+use moe_service::tls::{self, TlsArgs};
 use serde::Serialize;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use crate::up::http_get;
 
@@ -47,6 +49,16 @@ pub struct StatusArgs {
     /// Deadline of every etcd, node and gateway call, in seconds.
     #[arg(long, default_value_t = 3)]
     timeout_seconds: u64,
+    /// TLS towards the nodes' Info RPC, as a gateway's (--tls-ca checks their certificates;
+    /// --tls-cert and --tls-key are the client certificate nodes with mutual TLS require).
+    #[command(flatten)]
+    tls: TlsArgs<tls::Cluster>,
+    /// The name the nodes' certificates must carry (default: the host of each node's address).
+    #[arg(long, env = "MOE_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
+    /// TLS of the connection to etcd.
+    #[command(flatten)]
+    etcd_tls: TlsArgs<tls::Etcd>,
 }
 
 impl StatusArgs {
@@ -60,6 +72,9 @@ impl StatusArgs {
             interval: 2.0,
             gateways: Vec::new(),
             timeout_seconds: 2,
+            tls: TlsArgs::default(),
+            tls_server_name: None,
+            etcd_tls: TlsArgs::default(),
         }
     }
 }
@@ -498,11 +513,25 @@ fn host_port(gateway: &str) -> &str {
     rest.trim_end_matches('/')
 }
 
-async fn node_info(address: &str, deadline: Duration) -> Result<NodeInfo, String> {
+async fn node_info(
+    address: &str,
+    tls: Option<&ClientTlsConfig>,
+    deadline: Duration,
+) -> Result<NodeInfo, String> {
     let call = async {
-        let mut client = ExpertServiceClient::connect(format!("http://{address}"))
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint =
+            Endpoint::from_shared(format!("{scheme}://{address}")).map_err(|e| e.to_string())?;
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| e.to_string())?;
+        }
+        let channel = endpoint
+            .connect()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| moe_service::causes(&e))?;
+        let mut client = ExpertServiceClient::new(channel);
         client
             .info(InfoRequest {})
             .await
@@ -553,7 +582,15 @@ pub async fn observe(
 ) -> anyhow::Result<Observed> {
     let deadline = Duration::from_secs(args.timeout_seconds.max(1));
     let keys = ClusterKeys::new(&args.cluster).context("--cluster")?;
-    let etcd = Etcd::connect(&args.etcd, deadline).await.with_context(|| {
+    let nodes_tls = args
+        .tls
+        .client(args.tls_server_name.as_deref())
+        .context("the nodes' TLS")?;
+    let etcd_tls = args
+        .etcd_tls
+        .for_endpoints(&args.etcd)
+        .context("etcd's TLS")?;
+    let etcd = Etcd::connect_with(&args.etcd, etcd_tls, deadline).await.with_context(|| {
         format!(
             "cannot reach etcd at {}: start one (apt-get install etcd-server) or point --etcd at the cluster's",
             args.etcd.join(",")
@@ -590,7 +627,10 @@ pub async fn observe(
         .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
     let mut infos = BTreeMap::new();
     for n in &nodes {
-        infos.insert(n.id.clone(), node_info(&n.address, deadline).await);
+        infos.insert(
+            n.id.clone(),
+            node_info(&n.address, nodes_tls.as_ref(), deadline).await,
+        );
     }
     let gateways = read_gateways(&args.gateways, previous).await?;
     Ok(Observed {

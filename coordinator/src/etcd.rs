@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Client, ConnectOptions, TlsOptions};
 
 use crate::keys::KeyError;
 use crate::records::RecordError;
@@ -57,6 +57,7 @@ pub enum EtcdError {
 pub struct Etcd {
     client: Client,
     endpoints: Vec<String>,
+    tls: Option<TlsOptions>,
     rpc_timeout: Duration,
 }
 
@@ -64,6 +65,7 @@ impl std::fmt::Debug for Etcd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Etcd")
             .field("endpoints", &self.endpoints)
+            .field("tls", &self.tls.is_some())
             .field("rpc_timeout", &self.rpc_timeout)
             .finish_non_exhaustive()
     }
@@ -73,13 +75,27 @@ impl Etcd {
     /// The deadline of one etcd call unless configured otherwise.
     pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
-    /// A client of the etcd cluster at `endpoints` (`http://host:port`). Connections are made
-    /// lazily: an unreachable etcd shows up as the first call's timeout, not here.
+    /// A client of the etcd cluster at `endpoints` (`http://host:port`), in plaintext.
+    /// Connections are made lazily: an unreachable etcd shows up as the first call's timeout,
+    /// not here.
     pub async fn connect(endpoints: &[String], rpc_timeout: Duration) -> Result<Etcd, EtcdError> {
-        let options = ConnectOptions::new()
+        Etcd::connect_with(endpoints, None, rpc_timeout).await
+    }
+
+    /// A client of the etcd cluster at `endpoints`, over TLS with `tls` (`https://` endpoints)
+    /// or in plaintext without.
+    pub async fn connect_with(
+        endpoints: &[String],
+        tls: Option<TlsOptions>,
+        rpc_timeout: Duration,
+    ) -> Result<Etcd, EtcdError> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(rpc_timeout)
             .with_keep_alive(HTTP2_PING_INTERVAL, rpc_timeout)
             .with_keep_alive_while_idle(false);
+        if let Some(tls) = tls.clone() {
+            options = options.with_tls(tls);
+        }
         let client = deadline(
             rpc_timeout,
             "connect",
@@ -89,17 +105,22 @@ impl Etcd {
         Ok(Etcd {
             client,
             endpoints: endpoints.to_vec(),
+            tls,
             rpc_timeout,
         })
     }
 
-    /// Connects and waits until etcd answers, saying every few seconds where it was looked for
-    /// and how to get one; for programs that cannot work without it.
-    pub async fn connect_patiently(endpoints: &[String], rpc_timeout: Duration) -> Etcd {
+    /// Connects (over TLS with `tls`) and waits until etcd answers, saying every few seconds
+    /// where it was looked for and how to get one; for programs that cannot work without it.
+    pub async fn connect_patiently(
+        endpoints: &[String],
+        tls: Option<TlsOptions>,
+        rpc_timeout: Duration,
+    ) -> Etcd {
         let mut wait = Duration::from_millis(100);
         let mut attempt = 0u32;
         loop {
-            let reached = match Etcd::connect(endpoints, rpc_timeout).await {
+            let reached = match Etcd::connect_with(endpoints, tls.clone(), rpc_timeout).await {
                 Ok(etcd) => match etcd.call("status", etcd.client().status()).await {
                     Ok(_) => return etcd,
                     Err(e) => e,
@@ -108,10 +129,11 @@ impl Etcd {
             };
             if attempt.is_multiple_of(10) {
                 tracing::warn!(
-                    error = %reached,
+                    error = %moe_service::causes(&reached),
                     ?endpoints,
                     "waiting for etcd: start it, or point --etcd / MOE_ETCD at a running one \
-                     (Debian: apt-get install etcd-server)"
+                     (Debian: apt-get install etcd-server); with TLS, check --etcd-ca, \
+                     --etcd-cert and --etcd-key"
                 );
             }
             tokio::time::sleep(wait).await;
@@ -127,6 +149,11 @@ impl Etcd {
 
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
+    }
+
+    /// The TLS configuration of the connection, `None` for plaintext.
+    pub fn tls(&self) -> Option<&TlsOptions> {
+        self.tls.as_ref()
     }
 
     pub fn rpc_timeout(&self) -> Duration {

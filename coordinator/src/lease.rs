@@ -58,6 +58,7 @@ impl Lease {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let endpoints = etcd.endpoints().to_vec();
+        let tls = etcd.tls().cloned();
         let rpc_timeout = etcd.rpc_timeout();
         std::thread::Builder::new()
             .name("etcd-lease".into())
@@ -74,6 +75,7 @@ impl Lease {
                 };
                 runtime.block_on(keep_alive(
                     endpoints,
+                    tls,
                     rpc_timeout,
                     ttl_seconds,
                     ready_tx,
@@ -129,6 +131,7 @@ fn whole_seconds(ttl: Duration) -> Result<i64, EtcdError> {
 /// revoke).
 async fn keep_alive(
     endpoints: Vec<String>,
+    tls: Option<etcd_client::TlsOptions>,
     rpc_timeout: Duration,
     ttl_seconds: i64,
     ready: oneshot::Sender<Result<i64, EtcdError>>,
@@ -136,7 +139,7 @@ async fn keep_alive(
     state: watch::Sender<LeaseState>,
 ) {
     let granted = async {
-        let etcd = Etcd::connect(&endpoints, rpc_timeout).await?;
+        let etcd = Etcd::connect_with(&endpoints, tls, rpc_timeout).await?;
         let grant = etcd
             .call("lease grant", etcd.client().lease_grant(ttl_seconds, None))
             .await?;

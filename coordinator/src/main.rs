@@ -22,9 +22,11 @@ use moe_coordinator::records::{GatewayStats, NodeRecord};
 use moe_coordinator::watch::Watcher;
 use moe_kernels::Format;
 use moe_model::config::served_name;
+use moe_service::tls::{self, TlsArgs};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -70,6 +72,12 @@ struct Config {
     /// Deadline of every etcd call.
     #[arg(long, env = "MOE_ETCD_TIMEOUT_SECONDS", default_value_t = 5)]
     etcd_timeout_seconds: u64,
+    /// TLS of the health endpoint (server side).
+    #[command(flatten)]
+    tls: TlsArgs<tls::Cluster>,
+    /// TLS of the connection to etcd.
+    #[command(flatten)]
+    etcd_tls: TlsArgs<tls::Etcd>,
     #[command(flatten)]
     check: moe_service::config::CheckConfig,
 }
@@ -79,6 +87,24 @@ struct Checked {
     keys: ClusterKeys,
     id: String,
     settings: Settings,
+    tls: Tls,
+}
+
+/// The TLS configurations of the health endpoint and of the etcd client (`None`: plaintext).
+struct Tls {
+    server: Option<ServerTlsConfig>,
+    etcd: Option<ClientTlsConfig>,
+}
+
+/// Reads and checks the TLS files the flags name (part of `--check-config`).
+fn check_tls(config: &Config) -> Result<Tls, String> {
+    Ok(Tls {
+        server: config.tls.server().map_err(|e| e.to_string())?,
+        etcd: config
+            .etcd_tls
+            .for_endpoints(&config.etcd)
+            .map_err(|e| e.to_string())?,
+    })
 }
 
 /// What the flags alone decide (all that `--check-config` checks): the cluster's keys, this
@@ -112,6 +138,7 @@ fn check_flags(config: &Config) -> Result<(ClusterKeys, String, (Format, Format)
 /// Everything checked before a start: the flags, then the model's shape from its config.json.
 fn check(config: &Config) -> Result<Checked, String> {
     let (keys, id, (high, low)) = check_flags(config)?;
+    let tls = check_tls(config)?;
     let name = config
         .model_name
         .clone()
@@ -129,6 +156,7 @@ fn check(config: &Config) -> Result<Checked, String> {
             hysteresis: Hysteresis::default(),
             balance_moves: config.balance_moves,
         },
+        tls,
     })
 }
 
@@ -139,7 +167,10 @@ fn main() -> ExitCode {
     };
     let command = Config::command();
     if config.check.check_config {
-        return moe_service::config::check_config(&command, || check_flags(&config).map(drop));
+        return moe_service::config::check_config(&command, || {
+            check_flags(&config)?;
+            check_tls(&config).map(drop)
+        });
     }
     moe_service::main(
         &command,
@@ -150,7 +181,12 @@ fn main() -> ExitCode {
 
 async fn run(config: Config, checked: Checked) -> anyhow::Result<()> {
     let shutdown = moe_service::shutdown_signal();
-    let Checked { keys, id, settings } = checked;
+    let Checked {
+        keys,
+        id,
+        settings,
+        tls,
+    } = checked;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -168,15 +204,19 @@ async fn run(config: Config, checked: Checked) -> anyhow::Result<()> {
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(server_tls) = tls.server {
+        builder = builder.tls_config(server_tls)?;
+    }
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .add_service(health_service)
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped(stopping.clone())),
     );
 
     let timeout = Duration::from_secs(config.etcd_timeout_seconds);
     let etcd = tokio::select! {
-        etcd = Etcd::connect_patiently(&config.etcd, timeout) => etcd,
+        etcd = Etcd::connect_patiently(&config.etcd, tls.etcd, timeout) => etcd,
         _ = stopped(stopping.clone()) => return Ok(()),
     };
     let nodes = Watcher::nodes(&etcd, &keys)

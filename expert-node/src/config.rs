@@ -9,6 +9,8 @@ use std::time::Duration;
 use moe_coordinator::keys::{ClusterKeys, Name};
 use moe_kernels::Format;
 use moe_proto::tensor::Limits;
+use moe_service::tls::{self, Mode, Side, TlsArgs};
+use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 
 use crate::selection::ExpertSelection;
 use crate::work::PrecisionPair;
@@ -127,6 +129,12 @@ pub struct Config {
     /// Seconds to finish in-flight work after SIGTERM.
     #[arg(long, env = "MOE_DRAIN_SECONDS", default_value_t = 10)]
     pub drain_seconds: u64,
+    /// TLS of the node's gRPC server.
+    #[command(flatten)]
+    pub tls: TlsArgs<tls::Cluster>,
+    /// TLS of the connection to etcd.
+    #[command(flatten)]
+    pub etcd_tls: TlsArgs<tls::Etcd>,
     #[command(flatten)]
     pub check: moe_service::config::CheckConfig,
 }
@@ -145,8 +153,15 @@ impl Config {
         Ok(())
     }
 
-    /// Checks what the flags alone can tell, reading no file (all that `--check-config` checks).
+    /// Checks what the flags alone can tell, reading no file but the TLS ones (all that
+    /// `--check-config` checks).
     pub fn validate_flags(&self) -> Result<(), String> {
+        self.server_tls()?;
+        self.etcd_tls()?;
+        if self.etcd.is_empty() && !matches!(self.etcd_tls.mode(Side::Client), Ok(Mode::Plaintext))
+        {
+            return Err("--etcd-ca, --etcd-cert and --etcd-key need --etcd".into());
+        }
         if !self.etcd.is_empty() && self.experts.is_some() {
             return Err(
                 "--experts and --etcd exclude each other: with --etcd the placement decides".into(),
@@ -186,6 +201,18 @@ impl Config {
             max_rows: self.max_rows,
             max_bytes: self.max_message_bytes,
         }
+    }
+
+    /// The gRPC server's TLS configuration from the TLS files (`None`: plaintext).
+    pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, String> {
+        self.tls.server().map_err(|e| e.to_string())
+    }
+
+    /// The etcd client's TLS configuration from the etcd TLS files (`None`: plaintext).
+    pub fn etcd_tls(&self) -> Result<Option<ClientTlsConfig>, String> {
+        self.etcd_tls
+            .for_endpoints(&self.etcd)
+            .map_err(|e| e.to_string())
     }
 
     pub fn drain(&self) -> Duration {

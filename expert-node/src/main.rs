@@ -70,8 +70,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .build_v1()
         .context("building the reflection service")?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = config.server_tls().map_err(anyhow::Error::msg)? {
+        builder = builder.tls_config(tls)?;
+    }
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(health_service)

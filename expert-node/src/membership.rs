@@ -76,7 +76,8 @@ pub async fn join(
 ) -> anyhow::Result<Membership> {
     let keys = ClusterKeys::new(&config.cluster).context("--cluster")?;
     let timeout = Duration::from_secs(config.etcd_timeout_seconds);
-    let etcd = Etcd::connect_patiently(&config.etcd, timeout).await;
+    let tls = config.etcd_tls().map_err(anyhow::Error::msg)?;
+    let etcd = Etcd::connect_patiently(&config.etcd, tls, timeout).await;
     let ttl = Duration::from_secs(config.lease_ttl_seconds);
     let registration = Registration::register(&etcd, &keys, record, ttl)
         .await

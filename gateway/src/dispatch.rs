@@ -29,6 +29,7 @@ use moe_service::telemetry::traceparent;
 use prost::Message;
 use tokio::sync::{Mutex, watch};
 use tonic::Code;
+use tonic::transport::ClientTlsConfig;
 use tracing::Instrument;
 
 use crate::links::{Health, Links, node_label};
@@ -249,6 +250,8 @@ pub struct Dispatcher {
     placement: watch::Receiver<Snapshot<Placement>>,
     nodes: watch::Receiver<Snapshot<NodeRecord>>,
     clients: Mutex<HashMap<String, Arc<NodeClient>>>,
+    /// TLS towards the nodes (`None`: plaintext).
+    tls: Option<ClientTlsConfig>,
     hidden: usize,
     deadline: Duration,
     limits: Limits,
@@ -281,6 +284,7 @@ impl Dispatcher {
             placement,
             nodes,
             clients: Mutex::new(HashMap::new()),
+            tls: None,
             hidden,
             deadline,
             limits,
@@ -330,6 +334,13 @@ impl Dispatcher {
     /// MoE layer and sends the nodes that hold them prefetch hints.
     pub fn with_prefetch_layers(mut self, layers: usize) -> Dispatcher {
         self.prefetch_layers = layers.min(MAX_DISTANCE);
+        self
+    }
+
+    /// Talks to the nodes over TLS with `tls` (their certificates checked against its CA, its
+    /// own certificate presented when it has one).
+    pub fn with_tls(mut self, tls: ClientTlsConfig) -> Dispatcher {
+        self.tls = Some(tls);
         self
     }
 
@@ -468,8 +479,14 @@ impl Dispatcher {
         {
             return Ok(Arc::clone(c));
         }
-        let client =
-            Arc::new(NodeClient::connect(&address, self.deadline, self.limits.max_bytes).await?);
+        let client = NodeClient::connect(
+            &address,
+            self.tls.as_ref(),
+            self.deadline,
+            self.limits.max_bytes,
+        )
+        .await?;
+        let client = Arc::new(client);
         clients.insert(id.to_string(), Arc::clone(&client));
         Ok(client)
     }

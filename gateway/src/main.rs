@@ -34,7 +34,9 @@ use moe_model::{LoadOptions, Model, Tokenizer};
 use moe_proto::gateway::gateway_service_server::GatewayServiceServer;
 use moe_proto::tensor::Limits;
 use moe_service::progress::{Unit, reporter};
+use moe_service::tls::{self, TlsArgs};
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -121,6 +123,20 @@ struct Config {
     /// How often the tokens routed per expert are reported to etcd for the coordinator.
     #[arg(long, env = "MOE_STATS_SECONDS", default_value_t = 30)]
     stats_seconds: u64,
+    /// TLS towards the expert nodes (client side: --tls-ca checks the nodes' certificates,
+    /// --tls-cert and --tls-key are this gateway's client certificate).
+    #[command(flatten)]
+    tls: TlsArgs<tls::Cluster>,
+    /// The name the nodes' certificates must carry (default: the host of each node's address).
+    #[arg(long, env = "MOE_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
+    /// TLS of the connection to etcd.
+    #[command(flatten)]
+    etcd_tls: TlsArgs<tls::Etcd>,
+    /// TLS of the gRPC API (server side; with --grpc-tls-ca, clients must present a
+    /// certificate). The HTTP API stays plaintext.
+    #[command(flatten)]
+    grpc_tls: TlsArgs<tls::Api>,
     #[command(flatten)]
     check: moe_service::config::CheckConfig,
 }
@@ -132,9 +148,46 @@ fn main() -> ExitCode {
     };
     let command = Config::command();
     if config.check.check_config {
-        return moe_service::config::check_config(&command, || check(&config));
+        return moe_service::config::check_config(&command, || {
+            check(&config)?;
+            check_tls(&config).map(drop)
+        });
     }
-    moe_service::main(&command, || check(&config).map(|()| config.clone()), run)
+    moe_service::main(
+        &command,
+        || {
+            check(&config)?;
+            Ok((config.clone(), check_tls(&config)?))
+        },
+        |(config, tls)| run(config, tls),
+    )
+}
+
+/// The TLS configurations the flags ask for (`None`: plaintext): towards the nodes, towards
+/// etcd, and of the gRPC API.
+struct Tls {
+    nodes: Option<ClientTlsConfig>,
+    etcd: Option<ClientTlsConfig>,
+    api: Option<ServerTlsConfig>,
+}
+
+/// Reads and checks the TLS files the flags name (part of `--check-config`).
+fn check_tls(config: &Config) -> Result<Tls, String> {
+    let nodes = config
+        .tls
+        .client(config.tls_server_name.as_deref())
+        .map_err(|e| e.to_string())?;
+    if nodes.is_none() && config.tls_server_name.is_some() {
+        return Err("--tls-server-name needs --tls-ca".into());
+    }
+    Ok(Tls {
+        nodes,
+        etcd: config
+            .etcd_tls
+            .for_endpoints(&config.etcd)
+            .map_err(|e| e.to_string())?,
+        api: config.grpc_tls.server().map_err(|e| e.to_string())?,
+    })
 }
 
 /// What the flags alone can tell (all that `--check-config` checks: the checkpoint is read
@@ -170,7 +223,7 @@ fn check(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, tls: Tls) -> anyhow::Result<()> {
     let shutdown = moe_service::shutdown_signal();
     let name = config
         .model_name
@@ -203,34 +256,38 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let keys = ClusterKeys::new(&config.cluster)?;
     let timeout = Duration::from_secs(config.etcd_timeout_seconds);
-    let etcd = Etcd::connect_patiently(&config.etcd, timeout).await;
+    let etcd = Etcd::connect_patiently(&config.etcd, tls.etcd, timeout).await;
     let placement = Watcher::placement(&etcd, &keys)
         .await
         .context("watching the placement")?;
     let nodes = Watcher::nodes(&etcd, &keys)
         .await
         .context("watching the nodes")?;
+    let mut dispatcher = Dispatcher::new(
+        placement.subscribe(),
+        nodes.subscribe(),
+        model.config().hidden_size,
+        Duration::from_millis(config.expert_deadline_ms),
+        Limits::default(),
+    );
+    if let Some(nodes_tls) = tls.nodes {
+        dispatcher = dispatcher.with_tls(nodes_tls);
+    }
     let dispatcher = Arc::new(
-        Dispatcher::new(
-            placement.subscribe(),
-            nodes.subscribe(),
-            model.config().hidden_size,
-            Duration::from_millis(config.expert_deadline_ms),
-            Limits::default(),
-        )
-        .with_prefetch_layers(config.prefetch_layers)
-        .with_policy(
-            Thresholds::resolve(
-                config.precision_t1,
-                config.precision_t2,
-                model.config().top_k,
-            )
-            .map_err(|e| anyhow::anyhow!("--precision-t1/--precision-t2: {e}"))?,
-            LadderConfig {
-                top: config.precision_ladder,
-                ..LadderConfig::default()
-            },
-        ),
+        dispatcher
+            .with_prefetch_layers(config.prefetch_layers)
+            .with_policy(
+                Thresholds::resolve(
+                    config.precision_t1,
+                    config.precision_t2,
+                    model.config().top_k,
+                )
+                .map_err(|e| anyhow::anyhow!("--precision-t1/--precision-t2: {e}"))?,
+                LadderConfig {
+                    top: config.precision_ladder,
+                    ..LadderConfig::default()
+                },
+            ),
     );
     let every = Duration::from_secs(config.stats_seconds);
     let id = gateway_id(&config);
@@ -297,8 +354,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .max_decoding_message_size(http::DEFAULT_MAX_BODY_BYTES);
     let api = InterceptedService::new(api, move |request| api_keys.check(request));
     let streams = u32::try_from(config.max_running + config.max_waiting).unwrap_or(u32::MAX);
-    let grpc = tonic::transport::Server::builder()
-        .max_concurrent_streams(Some(streams))
+    let mut builder = tonic::transport::Server::builder().max_concurrent_streams(Some(streams));
+    if let Some(api_tls) = tls.api {
+        builder = builder.tls_config(api_tls)?;
+    }
+    let grpc = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api)

@@ -16,6 +16,7 @@ use moe_proto::expert::{
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
+use tonic::transport::ClientTlsConfig;
 
 /// Why a call to a node failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -76,9 +77,11 @@ impl Drop for NodeClient {
 }
 
 impl NodeClient {
-    /// Connects to `address` (`host:port`) within `deadline` and opens the stream.
+    /// Connects to `address` (`host:port`) within `deadline`, over TLS with `tls` (the node's
+    /// certificate checked against its CA) or in plaintext without, and opens the stream.
     pub async fn connect(
         address: &str,
+        tls: Option<&ClientTlsConfig>,
         deadline: Duration,
         max_message_bytes: usize,
     ) -> Result<NodeClient, CallError> {
@@ -86,8 +89,15 @@ impl NodeClient {
             address: address.to_string(),
             reason,
         };
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| failed(e.to_string()))?
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(|e| failed(e.to_string()))?;
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| failed(e.to_string()))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(deadline)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -95,7 +105,7 @@ impl NodeClient {
         let channel = tokio::time::timeout(deadline, endpoint.connect())
             .await
             .map_err(|_| failed(format!("no connection within {deadline:?}")))?
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| failed(moe_service::causes(&e)))?;
         let mut client = ExpertServiceClient::new(channel)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);

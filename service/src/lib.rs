@@ -11,6 +11,9 @@ pub mod config;
 pub mod netns;
 pub mod progress;
 pub mod telemetry;
+#[cfg(any(test, feature = "test-pki"))]
+pub mod test_pki;
+pub mod tls;
 
 use telemetry::Telemetry;
 
@@ -61,6 +64,21 @@ where
     }
 }
 
+/// An error and its sources, `: `-separated, leaving out a source whose text the error's own
+/// already holds: what a failed TLS handshake or connection says is often only in a source.
+pub fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// `<prefix>-<host name>-<process id>`, kept to the characters etcd names allow: a default name
 /// for a server instance that is unique on its host.
 pub fn instance_name(prefix: &str) -> String {
@@ -108,6 +126,20 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("middle")]
+    struct Inner(#[source] std::io::Error);
+
+    #[test]
+    fn causes_name_each_source_once() {
+        let error = Outer(Inner(std::io::Error::other("bad certificate")));
+        assert_eq!(causes(&error), "outer: middle: bad certificate");
+    }
 
     #[test]
     fn instance_names_are_safe_and_carry_the_process_id() {

@@ -1,7 +1,8 @@
 //! A real etcd for integration tests: one `etcd` process per test on two free loopback ports
 //! with a temporary data directory, tuned for speed (`--heartbeat-interval 10
 //! --election-timeout 50`), waited on until a read succeeds, and killed on drop. It can be
-//! stopped and started again on the same ports and data, as an etcd restart. Also a TCP
+//! stopped and started again on the same ports and data, as an etcd restart, or serve clients
+//! over mutual TLS ([`EtcdServer::start_tls`]). Also a TCP
 //! [`Proxy`] in front of it that a test can cut, as a network partition between one client and
 //! etcd.
 #![allow(dead_code)] // each test binary uses a part of the harness
@@ -17,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use moe_coordinator::etcd::Etcd;
+use moe_service::tls::{self, Link, TlsPaths};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener as AsyncListener, TcpStream};
 use tokio::sync::watch;
@@ -37,6 +39,8 @@ pub struct EtcdServer {
     peer_port: u16,
     /// Another address etcd serves clients on, besides loopback.
     also_on: Option<Ipv4Addr>,
+    /// Certificate, key and client CA when clients speak mutual TLS.
+    tls: Option<TlsPaths>,
     child: Option<Child>,
 }
 
@@ -53,7 +57,17 @@ impl EtcdServer {
         EtcdServer::start_with(Some(address)).await
     }
 
+    /// As [`EtcdServer::start`], serving clients over TLS with `server`'s certificate and key
+    /// and requiring client certificates that chain to its CA (`--client-cert-auth`).
+    pub async fn start_tls(server: TlsPaths) -> EtcdServer {
+        EtcdServer::start_secured(None, Some(server)).await
+    }
+
     async fn start_with(also_on: Option<Ipv4Addr>) -> EtcdServer {
+        EtcdServer::start_secured(also_on, None).await
+    }
+
+    async fn start_secured(also_on: Option<Ipv4Addr>, tls: Option<TlsPaths>) -> EtcdServer {
         log_to_test_output();
         let mut server = EtcdServer {
             binary: etcd_binary(),
@@ -62,6 +76,7 @@ impl EtcdServer {
             client_port: 0,
             peer_port: 0,
             also_on,
+            tls,
             child: None,
         };
         let mut failures = Vec::new();
@@ -81,9 +96,10 @@ impl EtcdServer {
         format!("127.0.0.1:{}", self.client_port)
     }
 
-    /// `http://127.0.0.1:<client port>`.
+    /// `http://127.0.0.1:<client port>` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.address())
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.address())
     }
 
     /// `http://<address>:<client port>` for the address given to [`EtcdServer::start_also_on`].
@@ -92,8 +108,15 @@ impl EtcdServer {
     }
 
     /// A client of this etcd with the tests' per-call deadline.
+    /// With TLS, the client presents etcd's own certificate, which is valid for clients too.
     pub async fn connect(&self) -> Etcd {
-        Etcd::connect(&[self.endpoint()], RPC_TIMEOUT)
+        let tls = self.tls.as_ref().map(|paths| {
+            paths
+                .client(&tls::Etcd::NAMES, None)
+                .expect("the test certificates load")
+                .expect("a client configuration")
+        });
+        Etcd::connect_with(&[self.endpoint()], tls, RPC_TIMEOUT)
             .await
             .expect("an etcd client")
     }
@@ -137,6 +160,7 @@ impl EtcdServer {
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster=moe-test={peer_url}"))
             .args(["--heartbeat-interval=10", "--election-timeout=50"])
+            .args(self.tls_args())
             .args(["--logger=zap", "--log-level=warn"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the etcd log file"))
@@ -184,6 +208,25 @@ impl EtcdServer {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+impl EtcdServer {
+    /// etcd's flags for serving clients over mutual TLS (none without TLS).
+    fn tls_args(&self) -> Vec<String> {
+        let Some(paths) = &self.tls else {
+            return Vec::new();
+        };
+        let flag = |name: &str, path: &Option<PathBuf>| {
+            let path = path.as_ref().expect("etcd's certificate, key and CA");
+            format!("--{name}={}", path.display())
+        };
+        vec![
+            flag("cert-file", &paths.cert),
+            flag("key-file", &paths.key),
+            flag("trusted-ca-file", &paths.ca),
+            "--client-cert-auth".into(),
+        ]
     }
 }
 

@@ -136,6 +136,16 @@ MOE_CLUSTER: {{ include "moe.cluster" . | quote }}
 MOE_ETCD: {{ include "moe.etcdEndpoints" . | quote }}
 MOE_ETCD_TIMEOUT_SECONDS: {{ .Values.etcdTimeoutSeconds | int64 | quote }}
 RUST_LOG: {{ .Values.observability.logLevel | quote }}
+{{- if .Values.tls.enabled }}
+MOE_TLS_CERT: /etc/moe/tls/tls.crt
+MOE_TLS_KEY: /etc/moe/tls/tls.key
+MOE_TLS_CA: /etc/moe/tls/ca.crt
+{{- end }}
+{{- if .Values.tls.etcd.enabled }}
+MOE_ETCD_CERT: /etc/moe/etcd-tls/tls.crt
+MOE_ETCD_KEY: /etc/moe/etcd-tls/tls.key
+MOE_ETCD_CA: /etc/moe/etcd-tls/ca.crt
+{{- end }}
 {{- with .Values.observability.otlp.endpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
@@ -268,12 +278,25 @@ spec:
 {{- end }}
 {{- end }}
 
-{{/* Volumes every server pod has: the checkpoint and a small writable /tmp. */}}
+{{/* Volumes every server pod has: the checkpoint, a small writable /tmp and the TLS Secrets. */}}
 {{- define "moe.serverVolumes" -}}
 {{ include "moe.modelVolume" . }}
 - name: tmp
   emptyDir:
     sizeLimit: 64Mi
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ required "tls.enabled needs tls.secretName" .Values.tls.secretName }}
+{{- end }}
+{{- if .Values.tls.etcd.enabled }}
+{{- if .Values.etcd.enabled }}
+{{- fail "tls.etcd is for an external etcd: set etcd.enabled false and https:// etcd.externalEndpoints" }}
+{{- end }}
+- name: etcd-tls
+  secret:
+    secretName: {{ required "tls.etcd.enabled needs tls.etcd.secretName" .Values.tls.etcd.secretName }}
+{{- end }}
 {{- end }}
 
 {{- define "moe.serverVolumeMounts" -}}
@@ -282,4 +305,29 @@ spec:
   readOnly: true
 - name: tmp
   mountPath: /tmp
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: /etc/moe/tls
+  readOnly: true
+{{- end }}
+{{- if .Values.tls.etcd.enabled }}
+- name: etcd-tls
+  mountPath: /etc/moe/etcd-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* A gRPC probe on `port` (for `service` when given), or a TCP one with TLS, which
+Kubernetes' gRPC probes do not speak. */}}
+{{- define "moe.grpcProbe" -}}
+{{- if .root.Values.tls.enabled }}
+tcpSocket:
+  port: {{ .port }}
+{{- else }}
+grpc:
+  port: {{ .port }}
+  {{- with .service }}
+  service: {{ . }}
+  {{- end }}
+{{- end }}
 {{- end }}
