@@ -3,8 +3,9 @@
 //! streams of `auto` completions run while `tc` limits the link to 64 kbit/s each way, so that
 //! even int8 activations keep it busy: the gateway's ladder for that node climbs to its top rung
 //! (int8 activations, then low-precision weights for pairs above T1) and sends low-precision
-//! pairs. `exact` completions sent meanwhile
-//! equal the single-process model's. Then the shaping is taken off and, under a light load, the
+//! pairs. `exact` completions sent meanwhile equal the single-process model's. Then a second node
+//! joins on loopback, holding a replica of every expert, and the pairs planned low on the
+//! saturated link go to it instead. Then the shaping is taken off and, under a light load, the
 //! ladder comes back down to full precision. The times each step took are printed.
 //!
 //! Needs root and iproute2 (`ip netns`, `tc`); without them it prints why and does nothing else.
@@ -196,6 +197,46 @@ async fn a_saturated_link_downgrades_and_recovers_while_exact_stays_exact() {
         low_pairs().await > low,
         "low-precision pairs are being sent"
     );
+
+    // A second node joins on an unshaped link, holding a replica of every expert: the pairs
+    // planned low on the saturated link go to it instead.
+    let near_shards = tempfile::tempdir().unwrap();
+    let near_command = std::process::Command::new(servers::node_binary());
+    let _near = servers::node(
+        near_command,
+        &etcd.endpoint(),
+        CLUSTER,
+        "near",
+        "127.0.0.1:0",
+        near_shards.path(),
+    );
+    let joined = Instant::now();
+    let both_loaded = |metrics: Option<String>| {
+        let metrics = metrics.unwrap_or_default();
+        ["far", "near"].iter().all(|n| {
+            metrics.contains(&format!(
+                "moe:expert_node_placement_loaded{{node=\"{n}\"}} 1"
+            ))
+        })
+    };
+    while !both_loaded(get_text(&gateway.address, "/metrics").await) {
+        assert!(
+            joined.elapsed() < Duration::from_secs(60),
+            "the second node never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rerouted = || node_series(&gateway.address, "moe:expert_pairs_rerouted_total");
+    let before = rerouted().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rerouted().await;
+    println!(
+        "a second node serving {:?} after it started: {} pairs rerouted from the saturated link \
+         in 1 s",
+        joined.elapsed(),
+        after - before
+    );
+    assert!(after > before, "low pairs are rerouted to the calm replica");
     stop.store(true, Ordering::Relaxed);
     let mut completed = 0;
     for s in streams {

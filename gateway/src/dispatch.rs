@@ -245,6 +245,41 @@ fn replica<'p>(
         .map(|(_, n)| n)
 }
 
+/// A share of one expert's pairs in a layer: all of them, or the share rerouted (its pairs
+/// planned low on a saturated link, sent to a replica on a less loaded one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Unit {
+    expert: usize,
+    rerouted: bool,
+}
+
+/// Where `expert`'s pairs planned low at `from`'s rung go instead, when `from`'s link is at or
+/// above the low-weights rung: a replica not `excluded` that has loaded the placement, has not
+/// failed lately and whose own link is below that rung; the lowest rung, then the fewest calls
+/// in flight, then the placement's order.
+fn reroute_target<'p>(
+    placement: &'p Placement,
+    nodes: &Snapshot<NodeRecord>,
+    health: &dyn Fn(&str) -> Health,
+    (layer, expert): (usize, usize),
+    from: &str,
+    excluded: &BTreeSet<String>,
+) -> Option<&'p String> {
+    if health(from).rung < Rung::LowWeights {
+        return None;
+    }
+    placement
+        .nodes(layer as u32, expert as u32)
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| *n != from && !excluded.contains(*n))
+        .filter(|(_, n)| nodes.get(n).is_some_and(|r| r.epoch >= placement.epoch))
+        .map(|(order, n)| (order, n, health(n)))
+        .filter(|(_, _, h)| !h.failed_recently && h.rung < Rung::LowWeights)
+        .min_by_key(|(order, _, h)| (h.rung, h.in_flight, *order))
+        .map(|(_, n, _)| n)
+}
+
 /// The gateway's view of the expert nodes, and its streams to them.
 pub struct Dispatcher {
     placement: watch::Receiver<Snapshot<Placement>>,
@@ -547,7 +582,16 @@ impl Dispatcher {
                 *counts.entry((layer as u32, expert as u32)).or_default() += pairs.len() as u64;
             }
         }
-        let mut remaining = all.clone();
+        let mut remaining: BTreeMap<Unit, Vec<Pair>> = all
+            .iter()
+            .map(|(&expert, pairs)| {
+                let unit = Unit {
+                    expert,
+                    rerouted: false,
+                };
+                (unit, pairs.clone())
+            })
+            .collect();
         // With per-pair replies: each expert's unweighted outputs, one row per pair.
         let mut outputs: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
         let mut excluded: BTreeSet<String> = BTreeSet::new();
@@ -556,11 +600,15 @@ impl Dispatcher {
         let mut placement = self.placement()?;
         let mut last = String::from("none");
         let started = std::time::Instant::now();
+        // Pairs are rerouted on the first attempt only; a retry sends each share where it can.
+        let mut first_attempt = !per_pair;
         'layer: while !remaining.is_empty() {
-            let mut by_node: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-            for &expert in remaining.keys() {
+            let mut by_node: BTreeMap<String, Vec<Unit>> = BTreeMap::new();
+            let mut reroutes = Vec::new();
+            for &unit in remaining.keys() {
                 let health = |n: &str| self.links.health(n);
                 let nodes = self.nodes.borrow();
+                let expert = unit.expert;
                 let chosen = replica(&placement, &nodes, &health, layer, expert, &excluded);
                 let Some(node) = chosen.cloned() else {
                     // Replicas still loading get a little time, within the call deadline.
@@ -577,16 +625,54 @@ impl Dispatcher {
                         last: last.clone(),
                     });
                 };
-                by_node.entry(node).or_default().push(expert);
+                if first_attempt {
+                    let key = (layer, expert);
+                    let to = reroute_target(&placement, &nodes, &health, key, &node, &excluded);
+                    if let Some(to) = to {
+                        reroutes.push((unit, node.clone(), to.clone()));
+                    }
+                }
+                by_node.entry(node).or_default().push(unit);
             }
+            first_attempt = false;
+            for (unit, from, to) in reroutes {
+                let rung = self.links.rung(&from);
+                let (low, kept): (Vec<Pair>, Vec<Pair>) = remaining[&unit]
+                    .iter()
+                    .partition(|p| self.thresholds.plan(p.unimportance, rung) == PairPlan::Low);
+                if low.is_empty() {
+                    continue;
+                }
+                self.links.rerouted(&from, low.len() as u64);
+                let moved = Unit {
+                    rerouted: true,
+                    ..unit
+                };
+                remaining.insert(moved, low);
+                by_node.entry(to).or_default().push(moved);
+                if kept.is_empty() {
+                    remaining.remove(&unit);
+                    by_node.entry(from).or_default().retain(|u| *u != unit);
+                } else {
+                    remaining.insert(unit, kept);
+                }
+            }
+            by_node.retain(|_, units| !units.is_empty());
             let mut calls = tokio::task::JoinSet::new();
             // Nodes all of whose pairs were skipped: nothing to send.
             let mut skipped = BTreeSet::new();
-            for (node, experts) in &by_node {
-                let work: Vec<(usize, &[Pair])> = experts
-                    .iter()
-                    .map(|e| (*e, remaining[e].as_slice()))
-                    .collect();
+            // Per node, its experts with their pairs (an expert's shares sent to one node merged,
+            // in expert order).
+            let mut works: BTreeMap<String, Vec<(usize, Vec<Pair>)>> = BTreeMap::new();
+            for (node, units) in &by_node {
+                let mut merged: BTreeMap<usize, Vec<Pair>> = BTreeMap::new();
+                for unit in units {
+                    let pairs = merged.entry(unit.expert).or_default();
+                    pairs.extend_from_slice(&remaining[unit]);
+                }
+                let work: Vec<(usize, Vec<Pair>)> = merged.into_iter().collect();
+                let slices: Vec<(usize, &[Pair])> =
+                    work.iter().map(|(e, p)| (*e, p.as_slice())).collect();
                 let rung = if per_pair {
                     Rung::Full
                 } else {
@@ -594,7 +680,7 @@ impl Dispatcher {
                 };
                 let policy = (rung, self.thresholds);
                 let (mut req, tokens, planned) =
-                    request(layer, placement.epoch, h, hidden, &work, per_pair, policy);
+                    request(layer, placement.epoch, h, hidden, &slices, per_pair, policy);
                 self.links.planned(node, planned);
                 if req.experts.is_empty() {
                     skipped.insert(node.clone());
@@ -610,6 +696,7 @@ impl Dispatcher {
                     low = planned[PairPlan::Low as usize],
                     skipped = planned[PairPlan::Skip as usize],
                 );
+                works.insert(node.clone(), work);
                 req.traceparent = traceparent(&span);
                 let sent = req.encoded_len() as u64;
                 self.links.started(node);
@@ -642,8 +729,8 @@ impl Dispatcher {
                 answers.insert(node, (tokens, reply));
             }
             for node in &skipped {
-                for e in &by_node[node] {
-                    remaining.remove(e);
+                for unit in &by_node[node] {
+                    remaining.remove(unit);
                 }
             }
             let mut refresh = false;
@@ -683,9 +770,9 @@ impl Dispatcher {
                     .ok_or_else(|| bad("no output".into()))?;
                 let rows =
                     tensor::decode(output, hidden, &self.limits).map_err(|e| bad(e.to_string()))?;
-                let experts = &by_node[&node];
+                let work = &works[&node];
                 let expected = if per_pair {
-                    experts.iter().map(|e| remaining[e].len()).sum()
+                    work.iter().map(|(_, pairs)| pairs.len()).sum()
                 } else {
                     tokens.len()
                 };
@@ -694,9 +781,9 @@ impl Dispatcher {
                 }
                 if per_pair {
                     let mut data = rows.data.as_slice();
-                    for e in experts {
-                        let (mine, rest) = data.split_at(remaining[e].len() * hidden);
-                        outputs.insert(*e, mine.to_vec());
+                    for (expert, pairs) in work {
+                        let (mine, rest) = data.split_at(pairs.len() * hidden);
+                        outputs.insert(*expert, mine.to_vec());
                         data = rest;
                     }
                 } else {
@@ -706,8 +793,8 @@ impl Dispatcher {
                         }
                     }
                 }
-                for e in experts {
-                    remaining.remove(e);
+                for unit in &by_node[&node] {
+                    remaining.remove(unit);
                 }
             }
             if refresh {
@@ -838,6 +925,7 @@ mod tests {
                         |&(_, in_flight, failed_recently)| Health {
                             in_flight,
                             failed_recently,
+                            ..Health::default()
                         },
                     )
                 };
@@ -865,6 +953,59 @@ mod tests {
         let stale = nodes(&[("a", 1), ("b", 1), ("c", 1)]);
         assert_eq!(pick(&stale, &[], &["a"]).as_deref(), Some("b"));
         assert_eq!(pick(&stale, &[], &["a", "b", "c"]), None);
+    }
+
+    #[test]
+    fn low_pairs_are_rerouted_from_a_downgrading_link_to_the_least_loaded_healthy_replica() {
+        let placement = Placement {
+            epoch: 2,
+            model: "m".into(),
+            layers: 1,
+            experts_per_layer: 1,
+            assignments: vec![Assignment {
+                layer: 0,
+                expert: 0,
+                nodes: vec!["a".into(), "b".into(), "c".into()],
+            }],
+        };
+        let loaded = nodes(&[("a", 2), ("b", 2), ("c", 2)]);
+        let target = |nodes: &Snapshot<NodeRecord>, links: &[(&str, Rung, usize, bool)]| {
+            let health = |n: &str| {
+                links.iter().find(|(id, ..)| *id == n).map_or(
+                    Health::default(),
+                    |&(_, rung, in_flight, failed_recently)| Health {
+                        in_flight,
+                        rung,
+                        failed_recently,
+                    },
+                )
+            };
+            reroute_target(&placement, nodes, &health, (0, 0), "a", &BTreeSet::new()).cloned()
+        };
+        // a's link only sends int8 activations: nothing to reroute.
+        assert_eq!(target(&loaded, &[("a", Rung::Int8Wire, 0, false)]), None);
+        // a downgrades pairs: they go to b, the first replica with a calm link.
+        let a_low = ("a", Rung::LowWeights, 0, false);
+        assert_eq!(target(&loaded, &[a_low]).as_deref(), Some("b"));
+        // The lowest rung first, then the fewest calls in flight.
+        let busy_b = [a_low, ("b", Rung::Int8Wire, 0, false)];
+        assert_eq!(target(&loaded, &busy_b).as_deref(), Some("c"));
+        let b_in_flight = [
+            a_low,
+            ("b", Rung::Full, 2, false),
+            ("c", Rung::Full, 1, false),
+        ];
+        assert_eq!(target(&loaded, &b_in_flight).as_deref(), Some("c"));
+        // Never to a replica that downgrades itself, failed lately or has not loaded the
+        // placement.
+        let others_down = [
+            a_low,
+            ("b", Rung::LowWeights, 0, false),
+            ("c", Rung::Full, 0, true),
+        ];
+        assert_eq!(target(&loaded, &others_down), None);
+        let loading = nodes(&[("a", 2), ("b", 1), ("c", 1)]);
+        assert_eq!(target(&loading, &[a_low]), None);
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct Link {
     pub ladder: Ladder,
     /// Pairs sent, by [`PairPlan`] order (skipped ones were not sent).
     pub pairs: [u64; 3],
+    /// Pairs planned low on this link that went to a replica on a less loaded one instead.
+    pub rerouted: u64,
 }
 
 /// How long a node whose call failed is tried only after its healthy replicas.
@@ -42,6 +44,8 @@ pub const UNHEALTHY_FOR: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Health {
     pub in_flight: usize,
+    /// The link's rung on the downgrade ladder.
+    pub rung: Rung,
     /// A call failed within [`UNHEALTHY_FOR`].
     pub failed_recently: bool,
 }
@@ -87,6 +91,11 @@ impl Links {
         link.pairs.iter_mut().zip(pairs).for_each(|(a, b)| *a += b);
     }
 
+    /// `pairs` planned low on `node`'s link went to a replica on a less loaded link instead.
+    pub fn rerouted(&self, node: &str, pairs: u64) {
+        self.lock().entry(node.to_string()).or_default().rerouted += pairs;
+    }
+
     /// A call to `node` is on its way.
     pub fn started(&self, node: &str) {
         self.lock().entry(node.to_string()).or_default().in_flight += 1;
@@ -96,6 +105,7 @@ impl Links {
     pub fn health(&self, node: &str) -> Health {
         self.lock().get(node).map_or(Health::default(), |l| Health {
             in_flight: l.in_flight,
+            rung: l.ladder.rung(),
             failed_recently: l.last_failure.is_some_and(|t| t.elapsed() < UNHEALTHY_FOR),
         })
     }
@@ -269,6 +279,17 @@ impl Links {
                 let _ = writeln!(out, "{name}{{{node},precision=\"{plan}\"}} {count}");
             }
         }
+        let name = "moe:expert_pairs_rerouted_total";
+        header(
+            out,
+            name,
+            "Pairs planned low on the node's saturated link, sent to a replica on a less loaded \
+             link instead.",
+            "counter",
+        );
+        for (node, link) in &links {
+            let _ = writeln!(out, "{name}{{{}}} {}", label(node), link.rerouted);
+        }
     }
 }
 
@@ -321,8 +342,8 @@ mod tests {
         assert_eq!(
             links.health("node-1"),
             Health {
-                in_flight: 0,
-                failed_recently: true
+                failed_recently: true,
+                ..Health::default()
             }
         );
         links.started("node-0");

@@ -30,9 +30,10 @@
 use std::time::{Duration, Instant};
 
 /// A node link's downgrade rung.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Rung {
     /// f32 activations, every pair at high precision.
+    #[default]
     Full = 0,
     /// int8 activations with per-row scales on the wire.
     Int8Wire = 1,
