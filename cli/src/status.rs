@@ -18,7 +18,7 @@ use moe_coordinator::watch::Watcher;
 use moe_gateway::policy::Rung;
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::{InfoRequest, NodeInfo};
-use moe_service::tls::{self, TlsArgs};
+use moe_service::tls::ClientTlsArgs;
 use serde::Serialize;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
@@ -49,16 +49,9 @@ pub struct StatusArgs {
     /// Deadline of every etcd, node and gateway call, in seconds.
     #[arg(long, default_value_t = 3)]
     timeout_seconds: u64,
-    /// TLS towards the nodes' Info RPC, as a gateway's (--tls-ca checks their certificates;
-    /// --tls-cert and --tls-key are the client certificate nodes with mutual TLS require).
+    /// TLS towards the nodes' Info RPC and etcd, as a gateway's.
     #[command(flatten)]
-    tls: TlsArgs<tls::Cluster>,
-    /// The name the nodes' certificates must carry (default: the host of each node's address).
-    #[arg(long, env = "MOE_TLS_SERVER_NAME")]
-    tls_server_name: Option<String>,
-    /// TLS of the connection to etcd.
-    #[command(flatten)]
-    etcd_tls: TlsArgs<tls::Etcd>,
+    tls: ClientTlsArgs,
 }
 
 impl StatusArgs {
@@ -72,9 +65,7 @@ impl StatusArgs {
             interval: 2.0,
             gateways: Vec::new(),
             timeout_seconds: 2,
-            tls: TlsArgs::default(),
-            tls_server_name: None,
-            etcd_tls: TlsArgs::default(),
+            tls: ClientTlsArgs::default(),
         }
     }
 }
@@ -582,14 +573,7 @@ pub async fn observe(
 ) -> anyhow::Result<Observed> {
     let deadline = Duration::from_secs(args.timeout_seconds.max(1));
     let keys = ClusterKeys::new(&args.cluster).context("--cluster")?;
-    let nodes_tls = args
-        .tls
-        .client(args.tls_server_name.as_deref())
-        .context("the nodes' TLS")?;
-    let etcd_tls = args
-        .etcd_tls
-        .for_endpoints(&args.etcd)
-        .context("etcd's TLS")?;
+    let (nodes_tls, etcd_tls) = args.tls.configs(&args.etcd).map_err(anyhow::Error::msg)?;
     let etcd = Etcd::connect_with(&args.etcd, etcd_tls, deadline).await.with_context(|| {
         format!(
             "cannot reach etcd at {}: start one (apt-get install etcd-server) or point --etcd at the cluster's",

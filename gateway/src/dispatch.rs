@@ -903,9 +903,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn replicas_are_chosen_by_loading_health_load_and_order() {
-        let placement = Placement {
+    /// Epoch 2 of a one-expert model whose expert is on nodes a, b and c, in that order.
+    fn one_expert_on_abc() -> Placement {
+        Placement {
             epoch: 2,
             model: "m".into(),
             layers: 1,
@@ -915,7 +915,12 @@ mod tests {
                 expert: 0,
                 nodes: vec!["a".into(), "b".into(), "c".into()],
             }],
-        };
+        }
+    }
+
+    #[test]
+    fn replicas_are_chosen_by_loading_health_load_and_order() {
+        let placement = one_expert_on_abc();
         let pick =
             |nodes: &Snapshot<NodeRecord>, health: &[(&str, usize, bool)], excluded: &[&str]| {
                 let excluded = excluded.iter().map(|n| n.to_string()).collect();
@@ -957,17 +962,7 @@ mod tests {
 
     #[test]
     fn low_pairs_are_rerouted_from_a_downgrading_link_to_the_least_loaded_healthy_replica() {
-        let placement = Placement {
-            epoch: 2,
-            model: "m".into(),
-            layers: 1,
-            experts_per_layer: 1,
-            assignments: vec![Assignment {
-                layer: 0,
-                expert: 0,
-                nodes: vec!["a".into(), "b".into(), "c".into()],
-            }],
-        };
+        let placement = one_expert_on_abc();
         let loaded = nodes(&[("a", 2), ("b", 2), ("c", 2)]);
         let target = |nodes: &Snapshot<NodeRecord>, links: &[(&str, Rung, usize, bool)]| {
             let health = |n: &str| {

@@ -34,7 +34,7 @@ use moe_model::{LoadOptions, Model, Tokenizer};
 use moe_proto::gateway::gateway_service_server::GatewayServiceServer;
 use moe_proto::tensor::Limits;
 use moe_service::progress::{Unit, reporter};
-use moe_service::tls::{self, TlsArgs};
+use moe_service::tls::{self, ClientTlsArgs, TlsArgs};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 
@@ -123,16 +123,8 @@ struct Config {
     /// How often the tokens routed per expert are reported to etcd for the coordinator.
     #[arg(long, env = "MOE_STATS_SECONDS", default_value_t = 30)]
     stats_seconds: u64,
-    /// TLS towards the expert nodes (client side: --tls-ca checks the nodes' certificates,
-    /// --tls-cert and --tls-key are this gateway's client certificate).
     #[command(flatten)]
-    tls: TlsArgs<tls::Cluster>,
-    /// The name the nodes' certificates must carry (default: the host of each node's address).
-    #[arg(long, env = "MOE_TLS_SERVER_NAME")]
-    tls_server_name: Option<String>,
-    /// TLS of the connection to etcd.
-    #[command(flatten)]
-    etcd_tls: TlsArgs<tls::Etcd>,
+    tls: ClientTlsArgs,
     /// TLS of the gRPC API (server side; with --grpc-tls-ca, clients must present a
     /// certificate). The HTTP API stays plaintext.
     #[command(flatten)]
@@ -173,19 +165,10 @@ struct Tls {
 
 /// Reads and checks the TLS files the flags name (part of `--check-config`).
 fn check_tls(config: &Config) -> Result<Tls, String> {
-    let nodes = config
-        .tls
-        .client(config.tls_server_name.as_deref())
-        .map_err(|e| e.to_string())?;
-    if nodes.is_none() && config.tls_server_name.is_some() {
-        return Err("--tls-server-name needs --tls-ca".into());
-    }
+    let (nodes, etcd) = config.tls.configs(&config.etcd)?;
     Ok(Tls {
         nodes,
-        etcd: config
-            .etcd_tls
-            .for_endpoints(&config.etcd)
-            .map_err(|e| e.to_string())?,
+        etcd,
         api: config.grpc_tls.server().map_err(|e| e.to_string())?,
     })
 }

@@ -352,6 +352,44 @@ impl TlsArgs<Etcd> {
     }
 }
 
+/// What a client of the expert nodes and of etcd takes (gateways and `moe status`): the nodes'
+/// link, the name their certificates must carry, and etcd's link.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientTlsArgs {
+    /// TLS towards the expert nodes (--tls-ca checks the nodes' certificates; --tls-cert and
+    /// --tls-key are the client certificate nodes with mutual TLS require).
+    #[command(flatten)]
+    pub nodes: TlsArgs<Cluster>,
+    /// The name the nodes' certificates must carry (default: the host of each node's address).
+    #[arg(long, env = "MOE_TLS_SERVER_NAME")]
+    pub server_name: Option<String>,
+    /// TLS of the connection to etcd.
+    #[command(flatten)]
+    pub etcd: TlsArgs<Etcd>,
+}
+
+impl ClientTlsArgs {
+    /// The client configurations towards the nodes and towards etcd at `endpoints` (`None`:
+    /// plaintext), or what is wrong with the flags.
+    pub fn configs(
+        &self,
+        endpoints: &[String],
+    ) -> Result<(Option<ClientTlsConfig>, Option<ClientTlsConfig>), String> {
+        let nodes = self
+            .nodes
+            .client(self.server_name.as_deref())
+            .map_err(|e| e.to_string())?;
+        if nodes.is_none() && self.server_name.is_some() {
+            return Err("--tls-server-name needs --tls-ca".into());
+        }
+        let etcd = self
+            .etcd
+            .for_endpoints(endpoints)
+            .map_err(|e| e.to_string())?;
+        Ok((nodes, etcd))
+    }
+}
+
 fn id(flag: &'static str) -> &'static str {
     flag.trim_start_matches("--")
 }
