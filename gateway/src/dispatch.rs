@@ -606,11 +606,21 @@ impl Dispatcher {
             let mut by_node: BTreeMap<String, Vec<Unit>> = BTreeMap::new();
             let mut reroutes = Vec::new();
             for &unit in remaining.keys() {
-                let health = |n: &str| self.links.health(n);
-                let nodes = self.nodes.borrow();
                 let expert = unit.expert;
-                let chosen = replica(&placement, &nodes, &health, layer, expert, &excluded);
-                let Some(node) = chosen.cloned() else {
+                // The node records are read in a block of their own: the watch's lock must not
+                // be held across an await (its writer, the watcher task, would block a runtime
+                // worker on it).
+                let (chosen, reroute) = {
+                    let health = |n: &str| self.links.health(n);
+                    let nodes = self.nodes.borrow();
+                    let chosen = replica(&placement, &nodes, &health, layer, expert, &excluded);
+                    let reroute = chosen.filter(|_| first_attempt).and_then(|node| {
+                        let key = (layer, expert);
+                        reroute_target(&placement, &nodes, &health, key, node, &excluded)
+                    });
+                    (chosen.cloned(), reroute.cloned())
+                };
+                let Some(node) = chosen else {
                     // Replicas still loading get a little time, within the call deadline.
                     if !loading.is_empty() && started.elapsed() < self.deadline {
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -625,12 +635,8 @@ impl Dispatcher {
                         last: last.clone(),
                     });
                 };
-                if first_attempt {
-                    let key = (layer, expert);
-                    let to = reroute_target(&placement, &nodes, &health, key, &node, &excluded);
-                    if let Some(to) = to {
-                        reroutes.push((unit, node.clone(), to.clone()));
-                    }
+                if let Some(to) = reroute {
+                    reroutes.push((unit, node.clone(), to));
                 }
                 by_node.entry(node).or_default().push(unit);
             }
@@ -901,6 +907,28 @@ mod tests {
                 .map(|&(id, epoch)| (id.to_string(), record(id, epoch)))
                 .collect(),
         }
+    }
+
+    /// A watch's read guard held across an await would make a layer's future not `Send`, and
+    /// could block a runtime worker on the watch's writer until the await ends (with every
+    /// worker so blocked, it never does): the future must stay `Send`.
+    #[test]
+    fn running_a_layer_holds_no_watch_guard_across_an_await() {
+        fn is_send<T: Send>(_: &T) {}
+        let (_, placement) = watch::channel(Snapshot {
+            revision: 1,
+            entries: BTreeMap::new(),
+        });
+        let (_, nodes) = watch::channel(nodes(&[("a", 1)]));
+        let dispatcher = Dispatcher::new(
+            placement,
+            nodes,
+            4,
+            Duration::from_secs(1),
+            Limits::default(),
+        );
+        let layer = dispatcher.run_layer(0, &[], &[], Precision::Auto);
+        is_send(&layer);
     }
 
     /// Epoch 2 of a one-expert model whose expert is on nodes a, b and c, in that order.
