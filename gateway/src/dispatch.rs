@@ -220,29 +220,40 @@ fn hint_precision(pairs: &[Pair], rung: Rung, thresholds: Thresholds) -> WirePre
 }
 
 /// The node to send `expert` of `layer` to, among its replicas not `excluded`: one that has
-/// loaded the placement before one that has not, then one whose calls have not failed lately,
-/// then the one with the fewest calls in flight, then the placement's order (the coordinator's
-/// choice of primary). Under light load with healthy nodes that is always the first replica;
-/// a replica takes over from a busy or failing one.
-fn replica<'p>(
-    placement: &'p Placement,
+/// loaded the placement, then one that held the expert in the `previous` placement and has not
+/// moved on (a node keeps an expert it lost for a grace period, so work finds it while the new
+/// replicas load), then one still loading it; within each, one whose calls have not failed
+/// lately, then the one with the fewest calls in flight, then the placements' order (the
+/// coordinator's choice of primary first). Under light load with healthy nodes that is always
+/// the first replica; a replica takes over from a busy or failing one.
+fn replica(
+    (placement, previous): (&Placement, Option<&Placement>),
     nodes: &Snapshot<NodeRecord>,
     health: &dyn Fn(&str) -> Health,
     layer: usize,
     expert: usize,
     excluded: &BTreeSet<String>,
-) -> Option<&'p String> {
-    placement
-        .nodes(layer as u32, expert as u32)
+) -> Option<String> {
+    let holds = |node: &String, p: &Placement| nodes.get(node).is_some_and(|r| r.epoch >= p.epoch);
+    let current = placement.nodes(layer as u32, expert as u32);
+    let current_tiers = current
         .iter()
-        .filter(|n| !excluded.contains(*n))
+        .map(|n| (if holds(n, placement) { 0 } else { 2 }, n));
+    let earlier = previous.into_iter().flat_map(|p| {
+        p.nodes(layer as u32, expert as u32)
+            .iter()
+            .filter(|n| !current.contains(*n) && holds(n, p))
+            .map(|n| (1, n))
+    });
+    current_tiers
+        .chain(earlier)
+        .filter(|(_, n)| !excluded.contains(*n))
         .enumerate()
-        .min_by_key(|(order, n)| {
-            let loaded = nodes.get(n).is_some_and(|r| r.epoch >= placement.epoch);
+        .min_by_key(|(order, (tier, n))| {
             let h = health(n);
-            (!loaded, h.failed_recently, h.in_flight, *order)
+            (*tier, h.failed_recently, h.in_flight, *order)
         })
-        .map(|(_, n)| n)
+        .map(|(_, (_, n))| n.clone())
 }
 
 /// A share of one expert's pairs in a layer: all of them, or the share rerouted (its pairs
@@ -283,6 +294,8 @@ fn reroute_target<'p>(
 /// The gateway's view of the expert nodes, and its streams to them.
 pub struct Dispatcher {
     placement: watch::Receiver<Snapshot<Placement>>,
+    /// The last placement seen and the one before it.
+    seen: std::sync::Mutex<(Option<Placement>, Option<Placement>)>,
     nodes: watch::Receiver<Snapshot<NodeRecord>>,
     clients: Mutex<HashMap<String, Arc<NodeClient>>>,
     /// TLS towards the nodes (`None`: plaintext).
@@ -317,6 +330,7 @@ impl Dispatcher {
     ) -> Dispatcher {
         Dispatcher {
             placement,
+            seen: std::sync::Mutex::new((None, None)),
             nodes,
             clients: Mutex::new(HashMap::new()),
             tls: None,
@@ -446,7 +460,7 @@ impl Dispatcher {
     /// every predicted pair of the expert is above T1 (never for `exact`), high otherwise. Only
     /// streams already open get hints: a hint never connects, waits or fails.
     pub async fn hint(&self, layer: usize, predicted: &[Route], precision: Precision) {
-        let Ok(placement) = self.placement() else {
+        let Ok((placement, previous)) = self.placement() else {
             return;
         };
         let mut by_node: BTreeMap<(String, i32), Vec<u32>> = BTreeMap::new();
@@ -455,16 +469,17 @@ impl Dispatcher {
             let health = |n: &str| self.links.health(n);
             let none = BTreeSet::new();
             for (expert, pairs) in pairs_by_expert(predicted) {
-                let Some(node) = replica(&placement, &nodes, &health, layer, expert, &none) else {
+                let placements = (&placement, previous.as_ref());
+                let Some(node) = replica(placements, &nodes, &health, layer, expert, &none) else {
                     continue;
                 };
                 let rung = match precision {
                     Precision::Exact => Rung::Full,
-                    Precision::Auto => self.links.rung(node),
+                    Precision::Auto => self.links.rung(&node),
                 };
                 let precision = hint_precision(&pairs, rung, self.thresholds) as i32;
                 by_node
-                    .entry((node.clone(), precision))
+                    .entry((node, precision))
                     .or_default()
                     .push(expert as u32);
             }
@@ -537,12 +552,19 @@ impl Dispatcher {
         })
     }
 
-    fn placement(&self) -> Result<Placement, DispatchError> {
-        self.placement
+    /// The current placement, and the one before it when this gateway saw one.
+    fn placement(&self) -> Result<(Placement, Option<Placement>), DispatchError> {
+        let current = self
+            .placement
             .borrow()
             .single()
             .cloned()
-            .ok_or(DispatchError::NoPlacement)
+            .ok_or(DispatchError::NoPlacement)?;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.0.as_ref().map(|p| p.epoch) != Some(current.epoch) {
+            seen.1 = seen.0.replace(current.clone());
+        }
+        Ok((current, seen.1.clone()))
     }
 
     /// Runs layer `layer`'s routed experts for `h` (`[n, hidden]`) and `routes` (one per token);
@@ -597,7 +619,7 @@ impl Dispatcher {
         let mut excluded: BTreeSet<String> = BTreeSet::new();
         // Nodes that did not hold an expert yet (still loading what a new placement gave them).
         let mut loading: BTreeSet<String> = BTreeSet::new();
-        let mut placement = self.placement()?;
+        let (mut placement, mut previous) = self.placement()?;
         let mut last = String::from("none");
         let started = std::time::Instant::now();
         // Pairs are rerouted on the first attempt only; a retry sends each share where it can.
@@ -613,12 +635,13 @@ impl Dispatcher {
                 let (chosen, reroute) = {
                     let health = |n: &str| self.links.health(n);
                     let nodes = self.nodes.borrow();
-                    let chosen = replica(&placement, &nodes, &health, layer, expert, &excluded);
-                    let reroute = chosen.filter(|_| first_attempt).and_then(|node| {
+                    let placements = (&placement, previous.as_ref());
+                    let chosen = replica(placements, &nodes, &health, layer, expert, &excluded);
+                    let reroute = chosen.as_ref().filter(|_| first_attempt).and_then(|node| {
                         let key = (layer, expert);
                         reroute_target(&placement, &nodes, &health, key, node, &excluded)
                     });
-                    (chosen.cloned(), reroute.cloned())
+                    (chosen, reroute.cloned())
                 };
                 let Some(node) = chosen else {
                     // Replicas still loading get a little time, within the call deadline.
@@ -626,7 +649,7 @@ impl Dispatcher {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         excluded.retain(|n| !loading.contains(n));
                         loading.clear();
-                        placement = self.placement()?;
+                        (placement, previous) = self.placement()?;
                         continue 'layer;
                     }
                     return Err(DispatchError::NoReplica {
@@ -804,7 +827,7 @@ impl Dispatcher {
                 }
             }
             if refresh {
-                placement = self.placement()?;
+                (placement, previous) = self.placement()?;
             }
         }
         // Per-pair outputs are added per token in expert order, weight times output, as the
@@ -962,7 +985,7 @@ mod tests {
                         },
                     )
                 };
-                replica(&placement, nodes, &health, 0, 0, &excluded).cloned()
+                replica((&placement, None), nodes, &health, 0, 0, &excluded)
             };
         let loaded = nodes(&[("a", 2), ("b", 2), ("c", 2)]);
         assert_eq!(pick(&loaded, &[], &[]).as_deref(), Some("a"));
@@ -986,6 +1009,45 @@ mod tests {
         let stale = nodes(&[("a", 1), ("b", 1), ("c", 1)]);
         assert_eq!(pick(&stale, &[], &["a"]).as_deref(), Some("b"));
         assert_eq!(pick(&stale, &[], &["a", "b", "c"]), None);
+    }
+
+    #[test]
+    fn while_new_replicas_load_the_previous_holders_serve() {
+        let previous = one_expert_on_abc();
+        let placement = Placement {
+            epoch: 3,
+            assignments: vec![Assignment {
+                layer: 0,
+                expert: 0,
+                nodes: vec!["d".into(), "e".into()],
+            }],
+            ..previous.clone()
+        };
+        let pick = |nodes: &Snapshot<NodeRecord>, excluded: &[&str]| {
+            let excluded = excluded.iter().map(|n| n.to_string()).collect();
+            let health = |_: &str| Health::default();
+            let placements = (&placement, Some(&previous));
+            replica(placements, nodes, &health, 0, 0, &excluded)
+        };
+        // d and e still load epoch 3; a is gone, b and c held the expert at epoch 2.
+        let loading = nodes(&[("b", 2), ("c", 3), ("d", 2), ("e", 2)]);
+        assert_eq!(pick(&loading, &[]).as_deref(), Some("b"));
+        assert_eq!(pick(&loading, &["b"]).as_deref(), Some("c"));
+        assert_eq!(pick(&loading, &["b", "c"]).as_deref(), Some("d"));
+        // Once e has loaded epoch 3 it comes first.
+        let loaded = nodes(&[("b", 2), ("c", 3), ("d", 2), ("e", 3)]);
+        assert_eq!(pick(&loaded, &[]).as_deref(), Some("e"));
+        // Without a previous placement only the current replicas are candidates.
+        let health = |_: &str| Health::default();
+        let alone = replica(
+            (&placement, None),
+            &loading,
+            &health,
+            0,
+            0,
+            &BTreeSet::new(),
+        );
+        assert_eq!(alone.as_deref(), Some("d"));
     }
 
     #[test]
