@@ -1,8 +1,8 @@
 //! `moe up`: a whole cluster on this machine, on loopback — etcd (unless `--etcd` names one), a
 //! coordinator, `--nodes` expert nodes and a gateway, as child processes of this one. Prints the
 //! endpoints, says when the gateway is ready (`/health/ready` answers 200), and on SIGINT or
-//! SIGTERM stops everything it started, the gateway first. The children's logs (stderr) go to
-//! `<name>.log` and their standard output to `<name>.out` under the run directory.
+//! SIGTERM stops everything it started, the gateway first. The children's logs (stderr) are
+//! appended to `<name>.log` and their standard output to `<name>.out` under the run directory.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -326,17 +326,18 @@ impl LocalCluster {
     }
 
     /// Kills the process `name` if it still runs (SIGKILL, as a crash would) and starts it again
-    /// as it was first started; its new address, for a process that prints one.
-    pub fn restart(&mut self, name: &str) -> anyhow::Result<Option<String>> {
+    /// as it was first started (a server on a port the system picks gets a new one, and
+    /// registers it).
+    pub fn restart(&mut self, name: &str) -> anyhow::Result<()> {
         let started = self.find(name)?;
         let _ = started.child.kill();
         let _ = started.child.wait();
         let mut command = Command::new(&started.argv[0]);
         command.args(&started.argv[1..]);
         let logs = started.logs.clone();
-        let (again, address) = start_command(name, command, &[], &logs, started.listens)?;
+        let (again, _) = start_command(name, command, &[], &logs, started.listens)?;
         *started = again;
-        Ok(address)
+        Ok(())
     }
 }
 
