@@ -97,7 +97,7 @@ for set in "${sets[@]}"; do
 done
 refused=0
 # Refused when rendering (helm lint only logs a template's `fail`): by values.schema.json, or by
-# the templates' own checks (the last one).
+# the templates' own checks (the autoscaling bounds and the TLS Secrets).
 for bad in expertNode.config.downgradeAbove=1.5 gateway.config.prefetchLayer=2 etcd.replicas=2 \
     etcd.enabled=false expertNode.backend=auto model.source=hostPath \
     'gateway.extraEnv[0].name=MOE_MAX_WAITNG' 'expertNode.extraEnv[0].name=MOE_API_KEY' \

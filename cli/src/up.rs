@@ -79,6 +79,16 @@ impl Drop for Started {
     }
 }
 
+/// The prefixes of the TLS variables the servers read: the local cluster is plaintext, so TLS
+/// settings in this environment are not passed on to its processes.
+const TLS_VARIABLES: [&str; 5] = [
+    "MOE_TLS_",
+    "MOE_GRPC_TLS_",
+    "MOE_ETCD_CA",
+    "MOE_ETCD_CERT",
+    "MOE_ETCD_KEY",
+];
+
 /// A binary built next to `moe`.
 fn sibling(name: &str, package: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::current_exe()?.with_file_name(name);
@@ -122,6 +132,12 @@ fn start_command(
         append(format!("{name}.out"))?,
     );
     command.args(args);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if TLS_VARIABLES.iter().any(|prefix| name.starts_with(prefix)) {
+            command.env_remove(name.as_ref());
+        }
+    }
     let argv = std::iter::once(command.get_program())
         .chain(command.get_args())
         .map(OsString::from)

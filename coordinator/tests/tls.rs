@@ -300,10 +300,6 @@ async fn a_node_with_a_foreign_certificate_cannot_register() {
         "{placed:?}"
     );
     let log = std::fs::read_to_string(&rogue_log).unwrap();
-    assert!(
-        log.contains("--etcd-ca"),
-        "the complaint names the flags: {log}"
-    );
     println!("the rogue node says: {}", log.lines().next().unwrap_or(""));
 }
 
