@@ -16,14 +16,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::collector::Collector;
 use common::http::{get_text, post, post_raw, post_streamed, wait_ready};
 use common::process::{Process, sibling_binary};
-use common::servers::fixture;
+use common::servers::{self, fixture};
 use common::{EtcdServer, get};
 use moe_coordinator::etcd::Etcd;
 use moe_coordinator::keys::ClusterKeys;
@@ -57,63 +56,26 @@ impl Cluster {
     }
 
     fn coordinator(&self, id: &str) -> Process {
-        let model = fixture();
-        let args = [
-            "--etcd",
-            &self.etcd.endpoint(),
-            "--cluster",
-            CLUSTER,
-            "--listen",
-            "127.0.0.1:0",
-            "--id",
-            id,
-            "--model",
-            model.to_str().unwrap(),
-            "--lease-ttl-seconds",
-            "2",
-            "--replan-seconds",
-            "1",
-        ];
-        Process::start(
-            Path::new(env!("CARGO_BIN_EXE_coordinator")),
-            &args.map(String::from),
-            &self.collector.env(),
-        )
+        let extra = ["--lease-ttl-seconds", "2"];
+        let (etcd, env) = (self.etcd.endpoint(), self.collector.env());
+        servers::coordinator_named(&etcd, CLUSTER, id, &extra, &env)
     }
 
     /// A node whose RAM disk has room for 56 of the fixture's experts (both shard files each).
     fn node(&self, id: &str) -> Process {
         let dir = self.shards.path().join(id);
-        let model = fixture();
-        let args = [
-            "--etcd",
-            &self.etcd.endpoint(),
-            "--cluster",
-            CLUSTER,
-            "--listen",
-            "127.0.0.1:0",
-            "--node-id",
-            id,
-            "--model",
-            model.to_str().unwrap(),
-            "--shard-dir",
-            dir.to_str().unwrap(),
+        let mut command = Command::new(servers::node_binary());
+        command.envs(self.collector.env());
+        let extra = [
             "--ram-disk-bytes",
             "4000000",
             "--lease-ttl-seconds",
             "2",
             "--release-grace-seconds",
             "1",
-            "--threads",
-            "1",
-            "--backend",
-            "cpu",
         ];
-        Process::start(
-            &sibling_binary("expert-node", "moe-expert-node"),
-            &args.map(String::from),
-            &self.collector.env(),
-        )
+        let etcd = self.etcd.endpoint();
+        servers::node_with(command, &etcd, CLUSTER, id, "127.0.0.1:0", &dir, &extra)
     }
 
     async fn placement(&self, etcd: &Etcd) -> Option<Placement> {

@@ -108,7 +108,8 @@ impl Cluster {
         };
         for id in ["co-1", "co-2"] {
             let extra = ["--lease-ttl-seconds", TTL, "--replication", "2"];
-            let process = servers::coordinator_named(&cluster.etcd.endpoint(), CLUSTER, id, &extra);
+            let endpoint = cluster.etcd.endpoint();
+            let process = servers::coordinator_named(&endpoint, CLUSTER, id, &extra, &[]);
             cluster.coordinators.push((id.to_string(), Some(process)));
             // co-1 campaigns first, so it leads.
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -16,11 +16,17 @@ fn args(common: &[&str], extra: &[&str]) -> Vec<String> {
 
 /// A `coordinator` of `cluster` through `etcd`, id `co-1`, re-planning every second.
 pub fn coordinator(etcd: &str, cluster: &str, extra: &[&str]) -> Process {
-    coordinator_named(etcd, cluster, "co-1", extra)
+    coordinator_named(etcd, cluster, "co-1", extra, &[])
 }
 
-/// As [`coordinator`], with id `id`.
-pub fn coordinator_named(etcd: &str, cluster: &str, id: &str, extra: &[&str]) -> Process {
+/// As [`coordinator`], with id `id` and the variables `env` set.
+pub fn coordinator_named(
+    etcd: &str,
+    cluster: &str,
+    id: &str,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> Process {
     let model = fixture();
     let common = [
         "--etcd",
@@ -37,7 +43,7 @@ pub fn coordinator_named(etcd: &str, cluster: &str, id: &str, extra: &[&str]) ->
         "1",
     ];
     let program = Path::new(env!("CARGO_BIN_EXE_coordinator"));
-    Process::start(program, &args(&common, extra), &[])
+    Process::start(program, &args(&common, extra), env)
 }
 
 /// The `expert-node` binary, to be run by [`node`] directly or through a wrapper.
