@@ -129,7 +129,7 @@ impl RoutedExperts for SimulatedNode<'_> {
             .set
             .execute(&work, self.pair, self.pool)
             .map_err(|e| fail(&e))?;
-        let used = ExpertSet::formats(&work, self.pair);
+        let used = self.set.used(&work, self.pair);
         let dtype = reply_dtype(&req).map_err(|s| fail(&s.message()))?;
         let answer = reply(0, &work, &sums, hidden, &used, dtype, Timings::default())
             .map_err(|s| fail(&s.message()))?;

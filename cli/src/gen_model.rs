@@ -16,6 +16,10 @@ pub struct GenModelArgs {
     /// Shape: tiny (tests), small (demos) or medium (benchmarks, about 1.5 GB).
     #[arg(long, default_value = "tiny")]
     preset: moe_synth::Preset,
+    /// Keys of the preset's config.json set to other values, as key=value (JSON values; several
+    /// comma-separated or repeated), e.g. moe_intermediate_size=40.
+    #[arg(long = "set")]
+    overrides: Vec<moe_synth::Overrides>,
     /// Seed of the weights: the same seed writes the same bytes.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -37,9 +41,11 @@ pub fn run(args: &GenModelArgs) -> anyhow::Result<()> {
         });
         p.inc(done.saturating_sub(p.done()));
     };
+    let overrides = moe_synth::Overrides::from_iter(args.overrides.iter().cloned());
     let written = moe_synth::write_checkpoint_reporting(
         args.arch,
         args.preset,
+        &overrides,
         args.seed,
         &args.out,
         &mut written,

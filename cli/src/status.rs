@@ -17,7 +17,7 @@ use moe_coordinator::records::{GatewayStats, NodeRecord, Placement};
 use moe_coordinator::watch::Watcher;
 use moe_gateway::policy::Rung;
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
-use moe_proto::expert::{InfoRequest, NodeInfo};
+use moe_proto::expert::{InfoRequest, NodeInfo, Precision as WirePrecision};
 use moe_service::tls::ClientTlsArgs;
 use serde::Serialize;
 use tonic::transport::{ClientTlsConfig, Endpoint};
@@ -181,8 +181,49 @@ pub struct NodeStatus {
     pub queue_downgraded: u64,
     /// What it is doing while it loads its experts (e.g. building shards, with the count).
     pub loading: Option<String>,
+    /// Why it answers NOT_SERVING although started (it could load none of its experts).
+    pub not_serving: Option<String>,
+    /// Assigned experts it could not load, one line per cause (from its record).
+    pub unloadable: Vec<String>,
+    /// Matrices it stores in a wider format than its precisions ask (from its `Info`).
+    pub fallbacks: Vec<String>,
     /// Why `Info` did not answer, when it did not.
     pub error: Option<String>,
+}
+
+/// What a node's record says it could not load, one line per cause.
+fn unloadable_lines(record: &NodeRecord) -> Vec<String> {
+    record
+        .unloadable
+        .iter()
+        .map(|f| {
+            let room = if f.no_room { " (no room)" } else { "" };
+            format!("{} experts unloadable{room}: {}", f.experts.len(), f.cause)
+        })
+        .collect()
+}
+
+/// The matrices a node's `Info` says are stored wider than asked, one line each.
+fn fallback_lines(info: &NodeInfo) -> Vec<String> {
+    let name = |p: i32| {
+        WirePrecision::try_from(p).map_or("?".to_string(), |p| {
+            p.as_str_name()
+                .trim_start_matches("PRECISION_")
+                .to_ascii_lowercase()
+        })
+    };
+    info.fallbacks
+        .iter()
+        .map(|f| {
+            format!(
+                "{} matrices asked {} stored {}: {}",
+                f.matrix,
+                name(f.asked),
+                name(f.stored),
+                f.reason
+            )
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -281,17 +322,24 @@ impl Status {
                     gpu_downgraded: ok.map_or(0, |i| i.gpu_downgraded),
                     queue_downgraded: ok.map_or(0, |i| i.queue_downgraded),
                     loading: ok.map(|i| i.loading.clone()).filter(|l| !l.is_empty()),
+                    not_serving: ok.map(|i| i.not_serving.clone()).filter(|l| !l.is_empty()),
+                    unloadable: unloadable_lines(r),
+                    fallbacks: ok.map(fallback_lines).unwrap_or_default(),
                     error: info.and_then(|i| i.as_ref().err().cloned()),
                 }
             })
             .collect::<Vec<_>>();
         let placement = o.placement.as_ref().map(|p| {
-            let serving = |n: &String| nodes.iter().any(|s| &s.id == n && s.serving);
             let replicas: Vec<usize> = p.assignments.iter().map(|a| a.nodes.len()).collect();
             let covered = p
                 .assignments
                 .iter()
-                .filter(|a| a.nodes.iter().any(serving))
+                .filter(|a| {
+                    let serving = |r: &NodeRecord| r.has_loaded(p, a.layer, a.expert);
+                    o.nodes
+                        .iter()
+                        .any(|r| a.nodes.contains(&r.id) && serving(r))
+                })
                 .count();
             let mut tokens: BTreeMap<(u32, u32), u64> = BTreeMap::new();
             for c in o.stats.iter().flat_map(|s| &s.counts) {
@@ -377,11 +425,18 @@ impl Status {
         let nodes: Vec<String> = self
             .nodes
             .iter()
-            .map(|n| match (&n.error, &n.loading, n.serving) {
-                (Some(e), _, _) => format!("{} not answering ({e})", n.id),
-                (None, Some(what), _) => format!("{} loading: {what}", n.id),
-                (None, None, true) => format!("{} serving", n.id),
-                (None, None, false) => format!("{} loading the placement", n.id),
+            .map(|n| {
+                let mut line = match (&n.error, &n.not_serving, &n.loading, n.serving) {
+                    (Some(e), _, _, _) => format!("{} not answering ({e})", n.id),
+                    (None, Some(why), _, _) => format!("{} not serving: {why}", n.id),
+                    (None, None, Some(what), _) => format!("{} loading: {what}", n.id),
+                    (None, None, None, true) => format!("{} serving", n.id),
+                    (None, None, None, false) => format!("{} loading the placement", n.id),
+                };
+                for problem in &n.unloadable {
+                    line.push_str(&format!(" ({problem})"));
+                }
+                line
             })
             .collect();
         if nodes.is_empty() {
@@ -433,12 +488,7 @@ impl Status {
         let opt =
             |v: Option<f64>, scale: f64| v.map_or("-".to_string(), |v| format!("{:.1}", v * scale));
         for n in &self.nodes {
-            let state = match (&n.error, &n.loading, n.serving) {
-                (Some(e), _, _) => format!("no answer: {e}"),
-                (None, Some(what), _) => format!("loading: {what}"),
-                (None, None, true) => "serving".to_string(),
-                (None, None, false) => "loading".to_string(),
-            };
+            let state = n.state();
             let _ = writeln!(
                 out,
                 "{:<16} {:<22} {:<8} {:<7} {:>5} {:>7} {:>7} {:>9} {:>10} {:>10} {:<12} {:>6} {:>6}  {state}",
@@ -460,6 +510,11 @@ impl Status {
                 opt(n.downgraded, 100.0),
                 n.gpu_downgraded
             );
+        }
+        for n in &self.nodes {
+            for line in n.unloadable.iter().chain(&n.fallbacks) {
+                let _ = writeln!(out, "{}: {line}", n.id);
+            }
         }
         if let Some(p) = self.placement.as_ref().filter(|p| !p.hottest.is_empty()) {
             let hot: Vec<String> = p
@@ -495,6 +550,19 @@ impl Status {
             }
         }
         out
+    }
+}
+
+impl NodeStatus {
+    /// One word or phrase: serving, loading (with what), not serving (with why), no answer.
+    fn state(&self) -> String {
+        match (&self.error, &self.not_serving, &self.loading, self.serving) {
+            (Some(e), _, _, _) => format!("no answer: {e}"),
+            (None, Some(why), _, _) => format!("not serving: {why}"),
+            (None, None, Some(what), _) => format!("loading: {what}"),
+            (None, None, None, true) => "serving".to_string(),
+            (None, None, None, false) => "loading".to_string(),
+        }
     }
 }
 
@@ -675,6 +743,7 @@ mod tests {
                 link_bytes_per_second: 0,
             },
             epoch,
+            unloadable: Vec::new(),
         }
     }
 
@@ -797,6 +866,68 @@ moe:expert_pairs_total{node=\"a\",precision=\"skip\"} 5
             "low-weights (sat)",
             "loading: building shards: 1/4 (25%)",
             "3 running, 1 waiting, KV 25%, 12.5 tok/s",
+        ] {
+            assert!(table.contains(part), "missing {part:?} in\n{table}");
+        }
+    }
+
+    #[test]
+    fn what_a_node_could_not_load_and_its_fallbacks_are_shown() {
+        use moe_coordinator::records::LoadFailure;
+        use moe_proto::expert::FormatFallback;
+        let placement = Placement {
+            epoch: 2,
+            model: "m".into(),
+            layers: 1,
+            experts_per_layer: 2,
+            assignments: (0..2)
+                .map(|expert| Assignment {
+                    layer: 0,
+                    expert,
+                    nodes: vec!["a".into()],
+                })
+                .collect(),
+        };
+        let full = NodeRecord {
+            unloadable: vec![LoadFailure {
+                cause: "/dev/shm/a: No space left on device (os error 28)".into(),
+                no_room: true,
+                experts: vec![(0, 1)],
+            }],
+            ..record("a", 2)
+        };
+        let info = NodeInfo {
+            fallbacks: vec![FormatFallback {
+                asked: WirePrecision::Q4 as i32,
+                stored: WirePrecision::F16 as i32,
+                matrix: "down".into(),
+                reason: "40 columns is not a multiple of the 32-element block".into(),
+            }],
+            not_serving: "could load none of the 2 experts the placement assigns".into(),
+            ..NodeInfo::default()
+        };
+        let observed = Observed {
+            nodes: vec![full],
+            infos: BTreeMap::from([("a".to_string(), Ok(info))]),
+            placement: Some(placement),
+            ..Observed::default()
+        };
+        let status = Status::from_observed("c", &observed);
+        assert_eq!(status.placement.as_ref().unwrap().coverage, 0.5);
+        let waiting = status.waiting_line();
+        assert!(
+            waiting.contains("a not serving: could load none"),
+            "{waiting}"
+        );
+        assert!(
+            waiting.contains("1 experts unloadable (no room): /dev/shm/a"),
+            "{waiting}"
+        );
+        let table = status.render();
+        for part in [
+            "a: 1 experts unloadable (no room): /dev/shm/a: No space left on device",
+            "a: down matrices asked q4 stored f16: 40 columns is not a multiple",
+            "not serving: could load none",
         ] {
             assert!(table.contains(part), "missing {part:?} in\n{table}");
         }

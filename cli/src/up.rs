@@ -46,6 +46,9 @@ pub struct UpArgs {
     /// Seconds to wait for the cluster to become ready.
     #[arg(long, default_value_t = 300)]
     ready_timeout: u64,
+    /// The expert nodes' precision pair, high+low: f16+q4 (the default) or q8+q2.
+    #[arg(long)]
+    precisions: Option<String>,
 }
 
 /// A started child, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -374,6 +377,9 @@ pub struct ClusterSpec<'a> {
     pub etcd: Option<&'a str>,
     pub cluster: &'a str,
     pub dir: &'a Path,
+    /// The nodes' precision pair (`--precisions` of the coordinator and the nodes), e.g.
+    /// `q8+q4`; `None` keeps their default.
+    pub precisions: Option<&'a str>,
     /// Extra flags for every expert node.
     pub node_flags: &'a [String],
     /// Extra flags for the gateway.
@@ -396,6 +402,7 @@ impl<'a> ClusterSpec<'a> {
             etcd: None,
             cluster,
             dir,
+            precisions: None,
             node_flags: &[],
             gateway_flags: &[],
             nets: &[],
@@ -445,13 +452,14 @@ impl LocalCluster {
                 .collect()
         };
         let common = |extra: &[&str]| common_at(&etcd, extra);
-        let (process, health) = start(
-            "coordinator",
-            &coordinator,
-            &common(&["--listen", "127.0.0.1:0"]),
-            &logs,
-            true,
-        )?;
+        let precisions: Vec<String> = spec
+            .precisions
+            .iter()
+            .flat_map(|p| ["--precisions".to_string(), p.to_string()])
+            .collect();
+        let mut flags = common(&["--listen", "127.0.0.1:0"]);
+        flags.extend(precisions.iter().cloned());
+        let (process, health) = start("coordinator", &coordinator, &flags, &logs, true)?;
         cluster.started.push(process);
         cluster.endpoints.push(format!(
             "coordinator {} (health)",
@@ -477,6 +485,7 @@ impl LocalCluster {
                     &shards,
                 ],
             );
+            a.extend(precisions.iter().cloned());
             a.extend(spec.node_flags.iter().cloned());
             let command = net.map_or_else(|| Command::new(&node), |n| n.command(&node));
             let (process, address) = start_command(&id, command, &a, &logs, true)?;
@@ -498,15 +507,71 @@ impl LocalCluster {
         cluster
             .endpoints
             .push(format!("logs        {}", logs.display()));
-        let address = cluster.gateway.clone();
-        wait_for(
-            "the gateway",
-            ready_timeout,
-            || http_get(&address, "/health/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200")),
-            || Some(cluster_state(&etcd, spec.cluster)),
-        )?;
+        cluster.wait_ready(ready_timeout, &etcd, spec.cluster)?;
         Ok(cluster)
     }
+
+    /// Waits until the gateway's `/health/ready` answers 200, saying every 5 s on stderr what
+    /// it waits on. Fails at once when one of the processes exits, and when the gateway has
+    /// reported experts that no node can load for [`UNSERVABLE_GRACE`], with its reason.
+    fn wait_ready(&mut self, timeout: Duration, etcd: &str, name: &str) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let mut said = Instant::now();
+        let mut unservable_since: Option<Instant> = None;
+        loop {
+            let answer = http_get(&self.gateway, "/health/ready");
+            if answer
+                .as_deref()
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+            {
+                return Ok(());
+            }
+            for process in &mut self.started {
+                if let Ok(Some(status)) = process.child.try_wait() {
+                    let log = process.logs.join(format!("{}.log", process.name));
+                    bail!(
+                        "{} exited ({status}) before the cluster was ready; see {}",
+                        process.name,
+                        log.display()
+                    );
+                }
+            }
+            match answer.as_deref().and_then(unservable) {
+                Some(reason) => {
+                    let since = *unservable_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > UNSERVABLE_GRACE {
+                        bail!("the cluster cannot become ready: {reason}");
+                    }
+                }
+                None => unservable_since = None,
+            }
+            if start.elapsed() > timeout {
+                let state = cluster_state(etcd, name);
+                bail!("the gateway was not ready after {timeout:?}: {state}");
+            }
+            if said.elapsed() > Duration::from_secs(5) {
+                let waited = start.elapsed().as_secs_f64();
+                eprintln!(
+                    "waiting for the gateway ({waited:.0} s): {}",
+                    cluster_state(etcd, name)
+                );
+                said = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// How long the gateway may report experts that no node can load before `moe up` gives up: a
+/// re-placement and the new holders' reports take far less.
+const UNSERVABLE_GRACE: Duration = Duration::from_secs(10);
+
+/// The reason in a `/health/ready` response that reports experts no node can load.
+fn unservable(response: &str) -> Option<String> {
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    let body: serde_json::Value = serde_json::from_str(body).ok()?;
+    let count = body["readiness"]["unservable_count"].as_u64()?;
+    (count > 0).then(|| body["error"]["message"].as_str().unwrap_or("").to_string())
 }
 
 /// Where a run's shards, etcd data and logs go by default.
@@ -528,6 +593,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         etcd: args.etcd.as_deref(),
         cluster: &args.cluster,
         dir: &dir,
+        precisions: args.precisions.as_deref(),
         node_flags: &[],
         gateway_flags: &[],
         nets: &[],

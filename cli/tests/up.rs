@@ -8,8 +8,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 fn post(address: &str, body: &str) -> String {
@@ -28,26 +28,32 @@ fn post(address: &str, body: &str) -> String {
     response
 }
 
-#[test]
-fn moe_up_serves_a_completion_and_stops_everything_it_started() {
-    let work = tempfile::tempdir().unwrap();
-    let model = work.path().join("demo");
+/// Writes a `tiny` random checkpoint of `arch` (seed `seed`, `extra` gen-model flags) under
+/// `work`.
+fn gen_model(work: &Path, arch: &str, seed: &str, extra: &[&str]) -> PathBuf {
+    let model = work.join(arch);
     let generated = Command::new(env!("CARGO_BIN_EXE_moe"))
         .args([
             "gen-model",
             "--arch",
-            "mixtral",
+            arch,
             "--preset",
             "tiny",
             "--seed",
-            "3",
-            "--out",
+            seed,
         ])
+        .args(extra)
+        .arg("--out")
         .arg(&model)
         .output()
         .unwrap();
     assert!(generated.status.success());
-    let dir = work.path().join("run");
+    model
+}
+
+/// `moe up` on `model` with two nodes and `extra` flags, its run directory under `work`; once it
+/// says it is ready, the process and the gateway's address.
+fn moe_up(work: &Path, model: &Path, extra: &[&str]) -> (Child, String) {
     let mut up = Command::new(env!("CARGO_BIN_EXE_moe"))
         .args([
             "up",
@@ -60,10 +66,11 @@ fn moe_up_serves_a_completion_and_stops_everything_it_started() {
             "--ready-timeout",
             "120",
         ])
+        .args(extra)
         .arg("--model")
-        .arg(&model)
+        .arg(model)
         .arg("--dir")
-        .arg(&dir)
+        .arg(work.join("run"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -91,10 +98,32 @@ fn moe_up_serves_a_completion_and_stops_everything_it_started() {
             break;
         }
     }
-    let gateway = gateway.expect("moe up prints the gateway's address");
+    (up, gateway.expect("moe up prints the gateway's address"))
+}
+
+/// Sends `moe up` SIGTERM and waits (a minute at most) for it to exit.
+fn stop(mut up: Child) -> ExitStatus {
+    let pid = up.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "moe up did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn moe_up_serves_a_completion_and_stops_everything_it_started() {
+    let work = tempfile::tempdir().unwrap();
+    let model = gen_model(work.path(), "mixtral", "3", &[]);
+    let dir = work.path().join("run");
+    let (up, gateway) = moe_up(work.path(), &model, &[]);
     let response = post(
         &gateway,
-        r#"{"model": "demo", "prompt": "Hello", "max_tokens": 8, "temperature": 0}"#,
+        r#"{"model": "mixtral", "prompt": "Hello", "max_tokens": 8, "temperature": 0}"#,
     );
     if !response.starts_with("HTTP/1.1 200") {
         for log in std::fs::read_dir(dir.join("logs")).unwrap() {
@@ -140,20 +169,57 @@ fn moe_up_serves_a_completion_and_stops_everything_it_started() {
     let agreement = json["top1_agreement"].as_f64().unwrap();
     assert!((0.5..=1.0).contains(&agreement), "{json}");
 
-    let pid = up.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = up.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "moe up did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success());
+    assert!(stop(up).success());
     // Nothing it started is left: the gateway's port is closed.
     assert!(
         TcpStream::connect(&gateway).is_err(),
         "the gateway still answers"
     );
+}
+
+/// A Qwen3-MoE whose expert width (40) fits no 32-element block, served by `moe up` with nodes at
+/// q8+q2: every down matrix is stored at f16 instead, on the nodes as in the single-process model,
+/// and an `exact` completion equals the single-process model's greedy text at q8.
+#[test]
+fn an_expert_width_no_block_fits_serves_greedy_exact_through_moe_up() {
+    let work = tempfile::tempdir().unwrap();
+    let set = ["--set", "moe_intermediate_size=40"];
+    let model = gen_model(work.path(), "qwen3-moe", "5", &set);
+    let prompt = [1, 17, 42, 7, 99, 3];
+    let ids: Vec<String> = prompt.iter().map(u32::to_string).collect();
+    let reference = Command::new(env!("CARGO_BIN_EXE_moe"))
+        .args(["generate", "--expert-precision", "q8", "--max-tokens", "12"])
+        .args(["--json", "--prompt-ids", &ids.join(",")])
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        reference.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reference.stderr)
+    );
+    let want: serde_json::Value = serde_json::from_slice(&reference.stdout).unwrap();
+
+    let (up, gateway) = moe_up(work.path(), &model, &["--precisions", "q8+q2"]);
+    let body = serde_json::json!({
+        "model": "qwen3-moe", "prompt": prompt, "max_tokens": 12, "temperature": 0,
+        "precision": "exact",
+    });
+    let response = post(&gateway, &body.to_string());
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{response}");
+    let got: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(got["choices"][0]["text"], want["text"], "{got}");
+    assert_eq!(got["usage"]["completion_tokens"], want["completion_tokens"]);
+    let log = std::fs::read_to_string(work.path().join("run/logs/node-0.log")).unwrap();
+    let said = log
+        .lines()
+        .find(|l| l.contains("does not fit its format"))
+        .unwrap_or_else(|| panic!("the node says nothing of the fallback:\n{log}"));
+    assert!(
+        said.contains("stored=f16") && said.contains("40 columns"),
+        "{said}"
+    );
+    assert!(stop(up).success());
 }

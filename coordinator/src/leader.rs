@@ -1,5 +1,5 @@
 //! The leader's work: keep the placement in line with the nodes and the traffic. It re-plans when
-//! the set of registered nodes (or their capacity) changes, and every `replan_every` asks the
+//! the set of registered nodes (or their capacity, or the experts they could not load) changes, and every `replan_every` asks the
 //! planner's hysteresis rule whether popularity moved enough to rebalance. Writes go through the
 //! term's revision-checked transaction, so a deposed leader writes nothing.
 
@@ -18,7 +18,7 @@ use crate::etcd::{Etcd, EtcdError};
 use crate::planner::{
     self, Hysteresis, ModelShape, NodeSpace, PlanRequest, Popularity, ReplanAdvice,
 };
-use crate::records::{Capacity, GatewayStats, NodeRecord, Placement};
+use crate::records::{Capacity, GatewayStats, LoadFailure, NodeRecord, Placement};
 use crate::watch::Snapshot;
 
 /// An upper bound on what a shard file adds to its expert's weights on a RAM disk: its header
@@ -92,12 +92,18 @@ pub enum LeadError {
     Etcd(#[from] EtcdError),
 }
 
-/// The inputs that decide a membership re-plan: who is registered, with what room.
-fn membership(nodes: &Snapshot<NodeRecord>) -> BTreeMap<String, (String, Capacity)> {
+/// The inputs that decide a membership re-plan: who is registered, with what room, and what
+/// each could not load.
+fn membership(
+    nodes: &Snapshot<NodeRecord>,
+) -> BTreeMap<String, (String, Capacity, Vec<LoadFailure>)> {
     nodes
         .entries
         .values()
-        .map(|r| (r.id.clone(), (r.precisions.clone(), r.capacity)))
+        .map(|r| {
+            let member = (r.precisions.clone(), r.capacity, r.unloadable.clone());
+            (r.id.clone(), member)
+        })
         .collect()
 }
 
@@ -143,8 +149,13 @@ pub async fn lead(
     }
 }
 
-/// The nodes the placement may use: registered with the cluster's precision pair.
-fn spaces(settings: &Settings, nodes: &Snapshot<NodeRecord>) -> Vec<NodeSpace> {
+/// The nodes the placement may use: registered with the cluster's precision pair, as they
+/// stand under `current` (see `NodeSpace::of`).
+fn spaces(
+    settings: &Settings,
+    nodes: &Snapshot<NodeRecord>,
+    current: Option<&Placement>,
+) -> Vec<NodeSpace> {
     nodes
         .entries
         .values()
@@ -160,7 +171,7 @@ fn spaces(settings: &Settings, nodes: &Snapshot<NodeRecord>) -> Vec<NodeSpace> {
             }
             fits
         })
-        .map(NodeSpace::from)
+        .map(|r| NodeSpace::of(r, current, settings.shape.expert_bytes))
         .collect()
 }
 
@@ -176,7 +187,7 @@ async fn rebalance(
     let Some(current) = &base.placement else {
         return Ok(());
     };
-    let spaces = spaces(settings, nodes);
+    let spaces = spaces(settings, nodes, Some(current));
     let popularity = Popularity::from_stats(stats.entries.values());
     let request = settings.request(&spaces, &popularity, Some(current), base.epoch() + 1);
     match planner::replan_advice(current, &request, settings.hysteresis) {
@@ -203,11 +214,6 @@ async fn replan(
     stats: &Snapshot<GatewayStats>,
     balance_moves: usize,
 ) -> Result<(), LeadError> {
-    let spaces = spaces(settings, nodes);
-    if spaces.is_empty() {
-        tracing::warn!("no expert node is registered: the placement stays as it is");
-        return Ok(());
-    }
     let popularity = Popularity::from_stats(stats.entries.values());
     for _ in 0..3 {
         let base = term.read_placement(etcd).await?;
@@ -216,6 +222,11 @@ async fn replan(
             .placement
             .as_ref()
             .filter(|p| p.model == settings.shape.model);
+        let spaces = spaces(settings, nodes, previous);
+        if spaces.is_empty() {
+            tracing::warn!("no expert node is registered: the placement stays as it is");
+            return Ok(());
+        }
         let request = PlanRequest {
             balance_moves,
             ..settings.request(&spaces, &popularity, previous, base.epoch() + 1)

@@ -30,9 +30,27 @@ pub struct NodeRecord {
     pub precisions: String,
     pub capacity: Capacity,
     /// The placement epoch whose experts the node has loaded (0 before the first): gateways
-    /// count a node as serving a placement once this reaches its epoch.
+    /// count a node as serving a placement once this reaches its epoch, for every expert it
+    /// assigns the node but those listed in `unloadable`.
     #[serde(default)]
     pub epoch: u64,
+    /// Experts the placement assigned that the node could not load, by cause (absent when
+    /// none): the node keeps retrying them, and the coordinator places them elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unloadable: Vec<LoadFailure>,
+}
+
+/// Experts a node could not load for one cause.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadFailure {
+    /// What went wrong, e.g. `/dev/shm/moe/node-0: No space left on device (os error 28)`.
+    pub cause: String,
+    /// The node's shard directory had no room: it takes no more experts until it reports room
+    /// again (the record no longer says so).
+    #[serde(default)]
+    pub no_room: bool,
+    /// The (layer, expert) pairs, in order.
+    pub experts: Vec<(u32, u32)>,
 }
 
 /// Which nodes serve one (layer, expert).
@@ -95,6 +113,25 @@ fn from_json<T: for<'de> Deserialize<'de>>(
 impl NodeRecord {
     pub fn from_json(bytes: &[u8]) -> Result<NodeRecord, RecordError> {
         from_json("node record", bytes)
+    }
+
+    /// Why the node could not load (layer, expert), when it could not.
+    pub fn load_failure(&self, layer: u32, expert: u32) -> Option<&LoadFailure> {
+        self.unloadable
+            .iter()
+            .find(|f| f.experts.contains(&(layer, expert)))
+    }
+
+    /// Whether the node serves (layer, expert) as `placement` assigns it: it has loaded the
+    /// placement's epoch and the expert is not among those it could not load. (Whether the
+    /// placement assigns the expert to this node is the caller's question.)
+    pub fn has_loaded(&self, placement: &Placement, layer: u32, expert: u32) -> bool {
+        self.epoch >= placement.epoch && self.load_failure(layer, expert).is_none()
+    }
+
+    /// Whether the node reported its shard directory full.
+    pub fn no_room(&self) -> bool {
+        self.unloadable.iter().any(|f| f.no_room)
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -217,8 +254,39 @@ mod tests {
                 link_bytes_per_second: 1_250_000_000,
             },
             epoch: 4,
+            unloadable: Vec::new(),
         };
         assert_eq!(NodeRecord::from_json(&node.to_json()).unwrap(), node);
+        assert!(
+            !String::from_utf8(node.to_json())
+                .unwrap()
+                .contains("unloadable")
+        );
+        let full = NodeRecord {
+            unloadable: vec![LoadFailure {
+                cause: "/dev/shm/x: No space left on device (os error 28)".into(),
+                no_room: true,
+                experts: vec![(0, 1), (1, 0)],
+            }],
+            ..node.clone()
+        };
+        assert_eq!(NodeRecord::from_json(&full.to_json()).unwrap(), full);
+        let at_epoch = Placement {
+            epoch: 4,
+            ..p.clone()
+        };
+        assert!(node.has_loaded(&at_epoch, 0, 1));
+        assert!(!full.has_loaded(&at_epoch, 0, 1) && full.has_loaded(&at_epoch, 0, 0));
+        assert!(!node.has_loaded(
+            &Placement {
+                epoch: 5,
+                ..p.clone()
+            },
+            0,
+            0
+        ));
+        assert!(full.no_room() && !node.no_room());
+        assert!(full.load_failure(1, 0).unwrap().cause.contains("No space"));
         let stats = GatewayStats {
             gateway: "gw-1".into(),
             window_seconds: 60,

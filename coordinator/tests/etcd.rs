@@ -41,6 +41,7 @@ fn node(id: &str) -> NodeRecord {
             link_bytes_per_second: 0,
         },
         epoch: 1,
+        unloadable: Vec::new(),
     }
 }
 

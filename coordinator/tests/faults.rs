@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::http::{Streamed, get_text, stream_completion, wait_ready};
 use common::process::Process;
-use common::servers::{self, fixture};
+use common::servers;
 use common::{EtcdServer, get};
 use moe_coordinator::keys::ClusterKeys;
 use moe_service::netns::Namespace;
@@ -447,25 +447,10 @@ fn millis(d: Duration) -> u128 {
 async fn sixteen_streams_lose_no_request_to_any_fault() {
     let mut cluster = Cluster::start().await;
     // The single-process model with its experts at the nodes' high precision (f16).
-    let model = fixture();
-    let pool = Arc::new(moe_kernels::Pool::new(1).unwrap());
-    let options = moe_model::LoadOptions::with_expert_format(Some(moe_kernels::Format::F16));
-    let reference = moe_model::Model::load(&model, &options, pool).unwrap();
-    let tokenizer = moe_model::Tokenizer::from_dir(&model).unwrap();
     let prompts: Vec<Vec<u32>> = (0..STREAMS)
         .map(|i| vec![1 + i, 40 + 3 * i, 7, i % 5 + 2])
         .collect();
-    let params = moe_model::GenerateParams {
-        max_tokens: MAX_TOKENS as usize,
-        ..moe_model::GenerateParams::default()
-    };
-    let expected: Vec<String> = prompts
-        .iter()
-        .map(|p| {
-            let generated = moe_model::generate(&reference, Some(&tokenizer), p, &params);
-            generated.unwrap().text.unwrap()
-        })
-        .collect();
+    let expected = servers::reference_texts(&prompts, MAX_TOKENS as usize);
 
     let faults = [
         Fault::NodeKilled,

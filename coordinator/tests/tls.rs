@@ -181,17 +181,7 @@ async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, ok: impl Fn
 /// The single-process model's greedy completion of `prompt` (experts at f16, as nodes serve
 /// them at high precision).
 fn reference_completion(prompt: &[u32], max_tokens: usize) -> String {
-    let model = fixture();
-    let pool = std::sync::Arc::new(moe_kernels::Pool::new(1).unwrap());
-    let options = moe_model::LoadOptions::with_expert_format(Some(moe_kernels::Format::F16));
-    let reference = moe_model::Model::load(&model, &options, pool).unwrap();
-    let tokenizer = moe_model::Tokenizer::from_dir(&model).unwrap();
-    let params = moe_model::GenerateParams {
-        max_tokens,
-        ..moe_model::GenerateParams::default()
-    };
-    let generated = moe_model::generate(&reference, Some(&tokenizer), prompt, &params).unwrap();
-    generated.text.unwrap()
+    servers::reference_texts(&[prompt.to_vec()], max_tokens).remove(0)
 }
 
 fn completion(prompt: &[u32]) -> serde_json::Value {

@@ -7,9 +7,11 @@
 //! expert in. The host-to-device link counts as backed up once the copies issued since the
 //! previous batch (prefetches and this batch's own misses) exceed `backlog_bytes`; then groups whose unimportance is above T1 are served by the
 //! low-precision copy (HOBBIT's rule applied to the node's own PCIe link), and the reply reports
-//! the precision actually used. A group whose format is neither of the node's two tiers, or that
-//! cannot find room because every resident copy is pinned by a prefetch, makes the whole batch
-//! run on the CPU kernels instead ([`Accelerator::execute`] returns `None`).
+//! the precision actually used. A group whose format is neither of the node's two tiers, that
+//! cannot find room because every resident copy is pinned by a prefetch, or whose expert has its
+//! two matrices in different formats (one width did not fit the format, see
+//! `Expert::formats_at`; the kernels take one format per expert), makes the whole batch run on
+//! the CPU kernels instead ([`Accelerator::execute`] returns `None`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,7 +74,8 @@ pub trait Accelerator: Send {
 pub struct Gpu<D: ExpertDevice> {
     device: D,
     cache: ExpertCache,
-    resident: HashMap<Key, D::Expert>,
+    /// Copies on the device, with the precision each runs at (`Expert::precision`).
+    resident: HashMap<Key, (D::Expert, Format)>,
     pair: PrecisionPair,
     /// Bytes each expert takes at each tier, from the node's catalog.
     sizes: HashMap<(u32, u32), TierBytes>,
@@ -133,7 +136,8 @@ impl<D: ExpertDevice> Gpu<D> {
         }
     }
 
-    /// Frees what `decision` evicts and copies in what it loads; `Ok(None)` = no room.
+    /// Frees what `decision` evicts and copies in what it loads; `Ok(None)` = no room, or a copy
+    /// the kernels cannot take (its matrices in two formats).
     fn apply(
         &mut self,
         layer: u32,
@@ -149,17 +153,27 @@ impl<D: ExpertDevice> Gpu<D> {
                     self.resident.remove(&key);
                 }
                 let key = Key::new(layer, expert, load);
-                let copied = fetch(ShardKey {
+                let host = fetch(ShardKey {
                     layer,
                     expert,
                     format: self.format(load),
-                })
-                .and_then(|host| self.device.upload(&host).map_err(WorkError::Expert));
+                });
+                let copied = host.and_then(|host| {
+                    if !host.is_uniform() {
+                        return Ok(None);
+                    }
+                    let on_device = self.device.upload(&host).map_err(WorkError::Expert)?;
+                    Ok(Some((on_device, host.precision())))
+                });
                 match copied {
-                    Ok(on_device) => {
+                    Ok(Some(on_device)) => {
                         self.resident.insert(key, on_device);
                         self.queued_bytes += cost;
                         Ok(Some(load))
+                    }
+                    Ok(None) => {
+                        self.cache.remove(key);
+                        Ok(None)
                     }
                     Err(e) => {
                         self.cache.remove(key);
@@ -230,21 +244,23 @@ where
             return Ok(None);
         };
         let mut batch = Vec::with_capacity(work.experts.len());
+        let mut used = Vec::with_capacity(work.experts.len());
         for (e, &tier) in work.experts.iter().zip(&tiers) {
-            let on_device = self
+            let (on_device, precision) = self
                 .resident
                 .get(&Key::new(work.layer, e.expert, tier))
                 .ok_or_else(|| {
-                    WorkError::Expert(format!(
-                        "layer {} expert {}: the GPU cache lost a copy it had just placed",
-                        work.layer, e.expert
-                    ))
-                })?;
+                WorkError::Expert(format!(
+                    "layer {} expert {}: the GPU cache lost a copy it had just placed",
+                    work.layer, e.expert
+                ))
+            })?;
             let pairs = ExpertPairs {
                 rows: &e.rows,
                 weights: &e.weights,
             };
             batch.push((on_device, pairs));
+            used.push(*precision);
         }
         let hidden = work.tokens.len() / work.n_tokens.max(1);
         let out = self
@@ -253,7 +269,7 @@ where
             .map_err(WorkError::Expert)?;
         Ok(Some(GpuRun {
             out,
-            used: tiers.into_iter().map(|t| self.format(t)).collect(),
+            used,
             copied_bytes,
         }))
     }
@@ -384,7 +400,12 @@ mod tests {
                         .unwrap();
                 let down =
                     Matrix::from_f32(HIDDEN, INTER, &values(HIDDEN * INTER, 7), format).unwrap();
-                set.insert(0, expert, Expert::from_parts(gate_up, down).unwrap());
+                let key = ShardKey {
+                    layer: 0,
+                    expert,
+                    format,
+                };
+                set.insert(key, Expert::from_parts(gate_up, down).unwrap());
             }
         }
         set

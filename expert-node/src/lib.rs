@@ -20,6 +20,7 @@ pub mod server;
 pub mod shard;
 pub mod staging;
 pub mod store;
+pub mod unloadable;
 pub mod work;
 
 pub use epoch::Epoch;

@@ -144,7 +144,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         let record = membership::record(&config, address, kind, gpu_bytes)
             .with_context(|| format!("measuring {}", config.shard_dir.display()))?;
-        let joining = membership::join(&config, record, Arc::clone(&node), Arc::clone(&residency));
+        let serving = (Arc::clone(&node), Arc::clone(&residency));
+        let joining = membership::join(&config, record, serving, health.clone());
         Some(joining.await?)
     };
 

@@ -22,9 +22,10 @@ use moe_coordinator::records::{Capacity, NodeRecord, Placement};
 use moe_coordinator::registry::Registration;
 use moe_coordinator::watch::Watcher;
 use tokio::sync::{oneshot, watch};
+use tonic_health::server::HealthReporter;
 
 use crate::config::Config;
-use crate::follower::Follower;
+use crate::follower::{Follower, Standing};
 use crate::residency::Residency;
 use crate::server::Node;
 
@@ -40,7 +41,10 @@ fn filesystem_bytes(dir: &Path) -> std::io::Result<u64> {
     Ok(stats.f_blocks.saturating_mul(stats.f_frsize))
 }
 
-/// The record the node registers: where to reach it and what it can hold.
+/// The record the node registers: where to reach it and what it can hold. A `--ram-disk-bytes`
+/// larger than the filesystem under the shard directory is registered as given, with a warning:
+/// the experts that do not fit fail to load, and the node's record then says so (see
+/// `follower`), which is how the coordinator learns the room the node really has.
 pub fn record(
     config: &Config,
     address: SocketAddr,
@@ -48,9 +52,20 @@ pub fn record(
     gpu_bytes: u64,
 ) -> std::io::Result<NodeRecord> {
     let pair = config.precisions.0;
+    let filesystem = filesystem_bytes(&config.shard_dir)?;
     let ram_disk_bytes = match config.ram_disk_bytes {
-        0 => filesystem_bytes(&config.shard_dir)?,
-        n => n,
+        0 => filesystem,
+        n => {
+            if n > filesystem {
+                tracing::warn!(
+                    ram_disk_bytes = n,
+                    filesystem,
+                    shard_dir = %config.shard_dir.display(),
+                    "--ram-disk-bytes is larger than the filesystem under --shard-dir: what does not fit will fail to load"
+                );
+            }
+            n
+        }
     };
     Ok(NodeRecord {
         id: config.node_id.clone(),
@@ -64,15 +79,17 @@ pub fn record(
             link_bytes_per_second: 0,
         },
         epoch: 0,
+        unloadable: Vec::new(),
     })
 }
 
-/// Registers `record` in the cluster `config` names and follows the placement from now on.
+/// Registers `record` in the cluster `config` names and follows the placement from now on,
+/// reporting the node's health to `health`.
 pub async fn join(
     config: &Config,
     record: NodeRecord,
-    node: Arc<Node>,
-    residency: Arc<Residency>,
+    (node, residency): (Arc<Node>, Arc<Residency>),
+    health: HealthReporter,
 ) -> anyhow::Result<Membership> {
     let keys = ClusterKeys::new(&config.cluster).context("--cluster")?;
     let timeout = Duration::from_secs(config.etcd_timeout_seconds);
@@ -85,19 +102,19 @@ pub async fn join(
     let placements = Watcher::placement(&etcd, &keys)
         .await
         .context("watching the placement")?;
-    let (loaded, epochs) = watch::channel(0);
+    let (standing, standings) = watch::channel(Standing::default());
     let follower = Follower::new(
         node,
         residency,
         config.model.clone(),
-        config.node_id.clone(),
-        config.precisions.0,
+        (config.node_id.clone(), config.precisions.0),
         Duration::from_secs(config.release_grace_seconds),
-        loaded,
+        standing,
+        health,
     );
     tokio::spawn(follower.run(placements.subscribe()));
     let (leave, left) = oneshot::channel();
-    tokio::spawn(keep_registered(registration, epochs, left));
+    tokio::spawn(keep_registered(registration, standings, left));
     tracing::info!(cluster = %config.cluster, node = %config.node_id, "joined the cluster");
     Ok(Membership {
         leave,
@@ -106,19 +123,21 @@ pub async fn join(
 }
 
 /// Registers again whenever the lease is lost, records each placement epoch the node has
-/// loaded, until asked to leave; then deregisters.
+/// loaded and what it could not load of it, until asked to leave; then deregisters.
 async fn keep_registered(
     mut registration: Registration,
-    mut epochs: watch::Receiver<u64>,
+    mut standings: watch::Receiver<Standing>,
     mut leave: oneshot::Receiver<oneshot::Sender<Result<(), EtcdError>>>,
 ) {
     let mut state = registration.state();
     loop {
         tokio::select! {
-            changed = epochs.changed(), if !epochs.is_closed() => {
+            changed = standings.changed(), if !standings.is_closed() => {
                 if changed.is_ok() {
                     let mut record = registration.record().clone();
-                    record.epoch = *epochs.borrow_and_update();
+                    let standing = standings.borrow_and_update().clone();
+                    record.epoch = standing.epoch;
+                    record.unloadable = standing.unloadable;
                     if let Err(e) = registration.update(record).await {
                         tracing::warn!(error = %e, "recording the loaded epoch failed");
                     }

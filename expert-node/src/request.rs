@@ -302,7 +302,7 @@ mod tests {
             compute_us: 40,
             load_us: 0,
         };
-        let used = ExpertSet::formats(&work, pair);
+        let used = ExpertSet::new(HIDDEN).used(&work, pair);
         let r = reply(7, &work, &out, HIDDEN, &used, WireDtype::F32, timings).unwrap();
         assert_eq!((r.batch_id, r.layer), (7, 2));
         assert_eq!(r.precisions[0].used, vec![WirePrecision::Q4 as i32; 2]);

@@ -14,8 +14,8 @@ use std::time::Instant;
 use moe_kernels::{Format, Pool};
 use moe_proto::expert::expert_service_server::ExpertService;
 use moe_proto::expert::{
-    BatchError, ClientMessage, HeldExpert, InfoRequest, LayerRequest, NodeInfo, PrefetchHint,
-    ServerMessage, Timings, client_message, server_message,
+    BatchError, ClientMessage, FormatFallback, HeldExpert, InfoRequest, LayerRequest, LoadFailure,
+    NodeInfo, PrefetchHint, ServerMessage, Timings, client_message, server_message,
 };
 use moe_proto::tensor::{Limits, WireDtype};
 use tokio::sync::mpsc;
@@ -28,6 +28,8 @@ use crate::request::{self, layer_work, reply, reply_dtype, wire_precision};
 use crate::residency::Residency;
 use crate::shard::ShardKey;
 use crate::staging::{Stage, Stager};
+use crate::store::Catalog;
+use crate::unloadable::Unloadable;
 use crate::work::{ExpertSet, LayerWork, PrecisionPair, WorkError};
 
 type Replies = mpsc::Sender<Result<ServerMessage, Status>>;
@@ -92,6 +94,8 @@ pub struct Node {
     queue_downgraded: AtomicU64,
     started: AtomicBool,
     loaded: OnceLock<Arc<Loaded>>,
+    /// The assigned experts it could not load, and how many the placement assigns it.
+    unloadable: Mutex<(Unloadable, usize)>,
 }
 
 fn batch_error(batch_id: u64, status: &Status) -> ServerMessage {
@@ -156,7 +160,7 @@ impl Compute {
     ) -> Result<(Vec<f32>, Vec<Format>), WorkError> {
         if per_pair {
             let out = experts.execute_pairs(work, self.pair, &self.pool)?;
-            return Ok((out, ExpertSet::formats(work, self.pair)));
+            return Ok((out, experts.used(work, self.pair)));
         }
         if let Some(gpu) = &self.gpu {
             let catalog = self.residency.catalog();
@@ -173,7 +177,7 @@ impl Compute {
             self.gpu_fallbacks.fetch_add(1, Ordering::Relaxed);
         }
         let out = experts.execute(work, self.pair, &self.pool)?;
-        Ok((out, ExpertSet::formats(work, self.pair)))
+        Ok((out, experts.used(work, self.pair)))
     }
 
     /// Runs one batch, replies, then records what ran.
@@ -245,7 +249,25 @@ impl Node {
             queue_downgraded: AtomicU64::new(0),
             started: AtomicBool::new(false),
             loaded: OnceLock::new(),
+            unloadable: Mutex::new((Unloadable::default(), 0)),
         }
+    }
+
+    /// Records what the node could not load of the `assigned` experts the placement gives it.
+    pub fn set_unloadable(&self, unloadable: Unloadable, assigned: usize) {
+        *self.unloadable.lock().unwrap_or_else(|p| p.into_inner()) = (unloadable, assigned);
+    }
+
+    /// What the node could not load of its assignment.
+    pub fn unloadable(&self) -> Unloadable {
+        let standing = self.unloadable.lock().unwrap_or_else(|p| p.into_inner());
+        standing.0.clone()
+    }
+
+    /// Why the node should answer NOT_SERVING although started, when it should.
+    pub fn not_serving(&self) -> Option<String> {
+        let standing = self.unloadable.lock().unwrap_or_else(|p| p.into_inner());
+        standing.0.not_serving(standing.1)
     }
 
     /// T1 for the compute-queue rule ([`LayerWork::downgrade_unimportant`]); 0.6 otherwise.
@@ -517,8 +539,50 @@ impl ExpertService for NodeService {
             gpu_fallbacks: loaded.gpu_fallbacks.load(Ordering::Relaxed),
             loading: moe_service::progress::current().unwrap_or_default(),
             queue_downgraded: node.queue_downgraded.load(Ordering::Relaxed),
+            fallbacks: fallbacks(&catalog, node.pair),
+            unloadable: load_failures(&node.unloadable()),
+            not_serving: node.not_serving().unwrap_or_default(),
         }))
     }
+}
+
+/// The catalog's matrices stored wider than `pair` asks, as `Info` lists them.
+fn fallbacks(catalog: &Catalog, pair: PrecisionPair) -> Vec<FormatFallback> {
+    catalog
+        .fallbacks(pair)
+        .into_iter()
+        .map(|(matrix, fit)| FormatFallback {
+            asked: wire_precision(fit.asked) as i32,
+            stored: wire_precision(fit.format) as i32,
+            matrix: matrix.to_string(),
+            reason: fit.reason().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The experts the node could not load, as `Info` lists them: by cause, each with the formats
+/// that failed.
+fn load_failures(unloadable: &Unloadable) -> Vec<LoadFailure> {
+    unloadable
+        .records()
+        .into_iter()
+        .map(|r| LoadFailure {
+            experts: r
+                .experts
+                .iter()
+                .map(|&(layer, expert)| HeldExpert {
+                    layer,
+                    expert,
+                    precisions: unloadable
+                        .formats((layer, expert))
+                        .map(|f| wire_precision(f) as i32)
+                        .collect(),
+                })
+                .collect(),
+            cause: r.cause,
+            no_room: r.no_room,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,26 +1,34 @@
 //! Shard files: one expert's weights at one format, written once from the HF checkpoint into the
 //! shard directory (a RAM disk) and memory-mapped on every later start. A shard that is corrupt
-//! (bad magic, header or payload checksum, wrong length) or stale (other format version, other
+//! (bad magic, header or payload checksum, wrong length) or stale (other layout version, other
 //! checkpoint, other shape) is refused with a reason, so the caller rebuilds it instead of serving
 //! it. Files are written under a temporary name and renamed into place.
+//!
+//! A shard is named by the format its expert was asked for (the node's high or low precision);
+//! each matrix is stored in that format, or in the nearest wider one when its width does not fit
+//! the format's blocks (`Expert::formats_at`), and the header says which.
 //!
 //! Layout, little endian, a 64-byte header then the payload:
 //!
 //! | offset | bytes | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `MOESHARD` |
-//! | 8 | 4 | layout version (1) |
-//! | 12 | 4 | format: 0 f32, 1 f16, 2 bf16, 3 q8, 4 q4, 5 q2 |
+//! | 8 | 4 | layout version (2) |
+//! | 12 | 4 | format asked for, by code: 0 f32, 1 f16, 2 bf16, 3 q8, 4 q4, 5 q2 |
 //! | 16 | 4 | layer |
 //! | 20 | 4 | expert |
 //! | 24 | 4 | hidden size |
 //! | 28 | 4 | expert intermediate size |
 //! | 32 | 8 | fingerprint of the source checkpoint |
 //! | 40 | 8 | payload bytes |
-//! | 48 | 4 | CRC-32 of the payload |
-//! | 52 | 4 | CRC-32 of header bytes 0..52 |
-//! | 56 | 8 | zero |
+//! | 48 | 4 | format code of the gate/up matrix |
+//! | 52 | 4 | format code of the down matrix |
+//! | 56 | 4 | CRC-32 of the payload |
+//! | 60 | 4 | CRC-32 of header bytes 0..60 |
 //! | 64 | payload | stacked gate/up matrix `[2 * intermediate, hidden]`, then down `[hidden, intermediate]`, each in the kernels crate's byte layout |
+//!
+//! Version 1 (one format for both matrices, checksums at 48 and 52) is refused as stale and
+//! rebuilt.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,10 +38,10 @@ use moe_kernels::{Format, Matrix};
 use moe_model::moe::Expert;
 
 const MAGIC: &[u8; 8] = b"MOESHARD";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Bytes before the payload.
 pub const HEADER_BYTES: usize = 64;
-/// Formats by their code in the header (the inverse of the match in `Header::encode`). Kept apart
+/// Formats by their code in the header (the inverse of `format_code`). Kept apart
 /// from `Format::ALL` so that reordering that list never changes what files on disk mean.
 const FORMATS: [Format; 6] = [
     Format::F32,
@@ -131,32 +139,39 @@ struct Header {
     intermediate: u32,
     fingerprint: Fingerprint,
     payload_bytes: u64,
+    /// The formats of the gate/up and the down matrix.
+    formats: [Format; 2],
     payload_crc: u32,
+}
+
+fn format_code(format: Format) -> u32 {
+    match format {
+        Format::F32 => 0,
+        Format::F16 => 1,
+        Format::Bf16 => 2,
+        Format::Q8 => 3,
+        Format::Q4 => 4,
+        Format::Q2 => 5,
+    }
 }
 
 impl Header {
     fn encode(&self) -> [u8; HEADER_BYTES] {
         let mut h = [0u8; HEADER_BYTES];
-        let code = match self.key.format {
-            Format::F32 => 0u32,
-            Format::F16 => 1,
-            Format::Bf16 => 2,
-            Format::Q8 => 3,
-            Format::Q4 => 4,
-            Format::Q2 => 5,
-        };
         h[0..8].copy_from_slice(MAGIC);
         h[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        h[12..16].copy_from_slice(&code.to_le_bytes());
+        h[12..16].copy_from_slice(&format_code(self.key.format).to_le_bytes());
         h[16..20].copy_from_slice(&self.key.layer.to_le_bytes());
         h[20..24].copy_from_slice(&self.key.expert.to_le_bytes());
         h[24..28].copy_from_slice(&self.hidden.to_le_bytes());
         h[28..32].copy_from_slice(&self.intermediate.to_le_bytes());
         h[32..40].copy_from_slice(&self.fingerprint.0.to_le_bytes());
         h[40..48].copy_from_slice(&self.payload_bytes.to_le_bytes());
-        h[48..52].copy_from_slice(&self.payload_crc.to_le_bytes());
-        let crc = crc32fast::hash(&h[..52]);
-        h[52..56].copy_from_slice(&crc.to_le_bytes());
+        h[48..52].copy_from_slice(&format_code(self.formats[0]).to_le_bytes());
+        h[52..56].copy_from_slice(&format_code(self.formats[1]).to_le_bytes());
+        h[56..60].copy_from_slice(&self.payload_crc.to_le_bytes());
+        let crc = crc32fast::hash(&h[..60]);
+        h[60..64].copy_from_slice(&crc.to_le_bytes());
         h
     }
 
@@ -174,29 +189,33 @@ impl Header {
         if &h[0..8] != MAGIC {
             return Err(corrupt("bad magic".into()));
         }
-        if crc32fast::hash(&h[..52]) != u32_at(52) {
-            return Err(corrupt("header checksum mismatch".into()));
-        }
         if u32_at(8) != VERSION {
             return Err((
                 false,
                 format!("layout version {}, this build reads {VERSION}", u32_at(8)),
             ));
         }
-        let format = *FORMATS
-            .get(u32_at(12) as usize)
-            .ok_or_else(|| corrupt(format!("unknown format code {}", u32_at(12))))?;
+        if crc32fast::hash(&h[..60]) != u32_at(60) {
+            return Err(corrupt("header checksum mismatch".into()));
+        }
+        let format = |at: usize| {
+            FORMATS
+                .get(u32_at(at) as usize)
+                .copied()
+                .ok_or_else(|| corrupt(format!("unknown format code {}", u32_at(at))))
+        };
         Ok(Header {
             key: ShardKey {
                 layer: u32_at(16),
                 expert: u32_at(20),
-                format,
+                format: format(12)?,
             },
             hidden: u32_at(24),
             intermediate: u32_at(28),
             fingerprint: Fingerprint(u64_at(32)),
             payload_bytes: u64_at(40),
-            payload_crc: u32_at(48),
+            formats: [format(48)?, format(52)?],
+            payload_crc: u32_at(56),
         })
     }
 }
@@ -214,13 +233,13 @@ pub fn write(
         source,
     };
     let (gate_up, down) = expert.parts();
-    if gate_up.format() != key.format {
+    let formats = [gate_up.format(), down.format()];
+    if formats != Expert::formats_at(key.format, down.rows(), down.cols()) {
         return Err(ShardError::Corrupt {
             path: path.clone(),
             reason: format!(
-                "expert is {}, the key says {}",
-                gate_up.format(),
-                key.format
+                "expert is {}/{}, the key says {}",
+                formats[0], formats[1], key.format
             ),
         });
     }
@@ -233,19 +252,58 @@ pub fn write(
         intermediate: down.cols() as u32,
         fingerprint,
         payload_bytes: (gate_up.nbytes() + down.nbytes()) as u64,
+        formats,
         payload_crc: crc.finalize(),
     };
     let partial = dir.join(format!("{}.partial", key.file_name()));
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(io)?);
-    file.write_all(&header.encode()).map_err(io)?;
-    file.write_all(gate_up.as_bytes()).map_err(io)?;
-    file.write_all(down.as_bytes()).map_err(io)?;
-    file.into_inner()
-        .map_err(|e| io(e.into_error()))?
-        .sync_all()
-        .map_err(io)?;
-    std::fs::rename(&partial, &path).map_err(io)?;
+    let written = write_file(
+        &partial,
+        &[&header.encode(), gate_up.as_bytes(), down.as_bytes()],
+    )
+    .and_then(|()| std::fs::rename(&partial, &path));
+    if let Err(source) = written {
+        // A full RAM disk must not keep the part that did fit.
+        let _ = std::fs::remove_file(&partial);
+        return Err(io(source));
+    }
     Ok(path)
+}
+
+/// Writes `parts` one after another to a new file at `path` and syncs it.
+fn write_file(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for part in parts {
+        file.write_all(part)?;
+    }
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+/// Whether `e` says the shard directory has no room (a full filesystem or quota).
+pub fn is_no_room(e: &ShardError) -> bool {
+    matches!(e, ShardError::Io { source, .. } if matches!(
+        source.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ))
+}
+
+/// Removes the shard files in `dir` that `keep` refuses (and any left half-written), to make
+/// room; returns the bytes freed.
+pub fn reclaim(dir: &Path, keep: impl Fn(&str) -> bool) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut freed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let shard = name.ends_with(".shard") && !keep(&name);
+        if shard || name.ends_with(".shard.partial") {
+            let bytes = entry.metadata().map_or(0, |m| m.len());
+            if std::fs::remove_file(entry.path()).is_ok() {
+                freed += bytes;
+            }
+        }
+    }
+    freed
 }
 
 /// Checks the shard `key` in `dir` as `read` does, without copying its weights out.
@@ -274,7 +332,8 @@ pub fn read(
         path: path.clone(),
         source,
     };
-    let gate_up_bytes = 2 * intermediate * key.format.row_bytes(hidden);
+    let [gate_up_format, down_format] = Expert::formats_at(key.format, hidden, intermediate);
+    let gate_up_bytes = 2 * intermediate * gate_up_format.row_bytes(hidden);
     if payload.len() < gate_up_bytes {
         return Err(ShardError::Corrupt {
             path: path.clone(),
@@ -285,10 +344,10 @@ pub fn read(
         });
     }
     let (gu, dn) = payload.split_at(gate_up_bytes);
-    let gate_up = Matrix::from_bytes(2 * intermediate, hidden, key.format, gu)
+    let gate_up = Matrix::from_bytes(2 * intermediate, hidden, gate_up_format, gu)
         .map_err(|e| weights(e.into()))?;
     let down =
-        Matrix::from_bytes(hidden, intermediate, key.format, dn).map_err(|e| weights(e.into()))?;
+        Matrix::from_bytes(hidden, intermediate, down_format, dn).map_err(|e| weights(e.into()))?;
     Expert::from_parts(gate_up, down).map_err(weights)
 }
 
@@ -319,12 +378,20 @@ fn open_checked(
         },
     };
     let header = Header::decode(&map).map_err(refuse)?;
-    let expected = (key, hidden as u32, intermediate as u32, fingerprint);
+    let formats = Expert::formats_at(key.format, hidden, intermediate);
+    let expected = (
+        key,
+        hidden as u32,
+        intermediate as u32,
+        fingerprint,
+        formats,
+    );
     let found = (
         header.key,
         header.hidden,
         header.intermediate,
         header.fingerprint,
+        header.formats,
     );
     if found != expected {
         return Err(refuse((
@@ -403,6 +470,57 @@ mod tests {
                 .to_string_lossy()
                 .ends_with(".partial")
         }));
+    }
+
+    #[test]
+    fn an_expert_whose_width_does_not_fit_round_trips_with_its_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let inter = 40;
+        let k = key(Format::Q4);
+        let [gate_up_format, down_format] = Expert::formats_at(Format::Q4, HIDDEN, inter);
+        let values = |n: usize| (0..n).map(|i| (i % 17) as f32 * 0.01).collect::<Vec<_>>();
+        let gate_up = Matrix::from_f32(
+            2 * inter,
+            HIDDEN,
+            &values(2 * inter * HIDDEN),
+            gate_up_format,
+        );
+        let down = Matrix::from_f32(HIDDEN, inter, &values(HIDDEN * inter), down_format);
+        let e = Expert::from_parts(gate_up.unwrap(), down.unwrap()).unwrap();
+        write(dir.path(), k, FP, &e).unwrap();
+        let back = read(dir.path(), k, FP, HIDDEN, inter).unwrap();
+        assert_eq!(
+            (back.parts().0.format(), back.parts().1.format()),
+            (Format::Q4, Format::F16)
+        );
+        assert_eq!(back.parts().1.as_bytes(), e.parts().1.as_bytes());
+        assert_eq!(
+            back.weight_bytes(),
+            payload_bytes(Format::Q4, HIDDEN, inter)
+        );
+        let all_q8 = {
+            let gate_up =
+                Matrix::from_f32(2 * inter, HIDDEN, &values(2 * inter * HIDDEN), Format::Q8);
+            let down = Matrix::from_f32(HIDDEN, inter, &values(HIDDEN * inter), Format::F16);
+            Expert::from_parts(gate_up.unwrap(), down.unwrap()).unwrap()
+        };
+        let refused = write(dir.path(), k, FP, &all_q8).unwrap_err();
+        assert!(matches!(refused, ShardError::Corrupt { .. }), "{refused}");
+    }
+
+    #[test]
+    fn a_shard_of_the_first_layout_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key(Format::F16);
+        let path = write(dir.path(), k, FP, &expert(Format::F16, 4)).unwrap();
+        let mut old = std::fs::read(&path).unwrap();
+        old[8..12].copy_from_slice(&1u32.to_le_bytes());
+        std::fs::write(&path, old).unwrap();
+        let e = read(dir.path(), k, FP, HIDDEN, INTER).unwrap_err();
+        assert!(
+            matches!(&e, ShardError::Stale { reason, .. } if reason.contains("layout version 1")),
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use moe_kernels::Fit;
 use moe_model::checkpoint::Checkpoint;
 use moe_model::config::config_path;
 use moe_model::layout::{ExpertMatrix, Layout};
@@ -30,7 +31,19 @@ pub struct LoadReport {
     pub built: usize,
     /// Why shards that were present could not be used (corrupt or stale), one line each.
     pub refused: Vec<String>,
+    /// Shards that could be neither read nor built, with why.
+    pub failed: Vec<Failed>,
     pub elapsed: Duration,
+}
+
+/// A shard that could be neither read nor built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failed {
+    pub key: ShardKey,
+    /// Why, e.g. `/dev/shm/moe/node-0: No space left on device (os error 28)`.
+    pub cause: String,
+    /// The shard directory had no room for it.
+    pub no_room: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +56,8 @@ pub enum LoadError {
     Selection(String),
     #[error("layer {layer} expert {expert} is not an expert of this model")]
     NotAnExpert { layer: u32, expert: u32 },
+    #[error("cannot load an expert: {0}")]
+    Unloadable(String),
     #[error("{path}: {source}")]
     ShardDir {
         path: std::path::PathBuf,
@@ -95,6 +110,34 @@ impl Catalog {
 
     pub fn hidden(&self) -> usize {
         self.hidden
+    }
+
+    /// Columns of an expert's down matrix.
+    pub fn intermediate(&self) -> usize {
+        self.intermediate
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The matrices of an expert stored in a wider format than `pair` asks for (their widths
+    /// do not fit its blocks): (matrix, fit) for each format of the pair, gate/up then down.
+    pub fn fallbacks(&self, pair: PrecisionPair) -> Vec<(&'static str, Fit)> {
+        let mut formats = vec![pair.high];
+        if pair.low != pair.high {
+            formats.push(pair.low);
+        }
+        formats
+            .into_iter()
+            .flat_map(|f| {
+                [
+                    ("gate_up", f.fitting(self.hidden)),
+                    ("down", f.fitting(self.intermediate)),
+                ]
+            })
+            .filter(|(_, fit)| fit.fell_back())
+            .collect()
     }
 
     /// Decoder layers of the model, including those this node holds no expert of.
@@ -153,9 +196,12 @@ pub fn open(
         read,
         mut report,
     } = empty.provide(model_dir, &cfg, &keys, &hot)?;
+    if let Some(failed) = report.failed.first() {
+        return Err(LoadError::Unloadable(failed.cause.clone()));
+    }
     let mut resident = ExpertSet::new(catalog.hidden);
     for (key, weights) in read {
-        resident.insert(key.layer, key.expert, weights);
+        resident.insert(key, weights);
     }
     report.elapsed = start.elapsed();
     Ok((catalog, resident, report))
@@ -230,7 +276,8 @@ impl Catalog {
     }
 
     /// Checks or builds the shards of `keys` and reads those in `hot` into memory; returns this
-    /// catalog with `keys` added and the experts read.
+    /// catalog with the keys it could provide added, the experts read, and the keys it could not
+    /// in the report's `failed`.
     fn provide(
         &self,
         model_dir: &Path,
@@ -253,19 +300,17 @@ impl Catalog {
             .collect();
         let to_build = checked
             .iter()
-            .filter(|c| {
-                matches!(
-                    c,
-                    Err(ShardError::Missing(_)
-                        | ShardError::Corrupt { .. }
-                        | ShardError::Stale { .. })
-                )
-            })
+            .filter(|c| c.as_ref().is_err_and(needs_building))
             .count();
         let mut progress = (to_build > 0)
             .then(|| Progress::new("building shards", Unit::Items("shards"), to_build as u64));
-        let layout = Layout::new(cfg);
-        let mut checkpoint: Option<Checkpoint> = None;
+        let mut builder = Builder {
+            model_dir,
+            layout: Layout::new(cfg),
+            checkpoint: None,
+            shard_dir,
+            fingerprint,
+        };
         let mut catalog = self.clone();
         let mut read = Vec::new();
         let mut report = LoadReport::default();
@@ -275,29 +320,29 @@ impl Catalog {
                     report.mapped += 1;
                     weights
                 }
-                Err(
-                    e @ (ShardError::Missing(_)
-                    | ShardError::Corrupt { .. }
-                    | ShardError::Stale { .. }),
-                ) => {
+                Err(e) => {
+                    if !needs_building(&e) {
+                        report.failed.push(failed(key, shard_dir, &e.into()));
+                        continue;
+                    }
                     if !matches!(e, ShardError::Missing(_)) {
                         report.refused.push(e.to_string());
                     }
-                    let ckpt = match &mut checkpoint {
-                        Some(c) => c,
-                        None => checkpoint.insert(Checkpoint::open(model_dir)?),
-                    };
-                    let specs = ExpertMatrix::ALL
-                        .map(|m| layout.expert(key.layer as usize, key.expert as usize, m));
-                    let weights = Expert::load(ckpt, specs, Some(key.format))?;
-                    shard::write(shard_dir, key, fingerprint, &weights)?;
-                    report.built += 1;
+                    let built = builder.build(key);
                     if let Some(p) = &mut progress {
                         p.inc(1);
                     }
-                    hot.contains(&key).then_some(weights)
+                    match built {
+                        Ok(weights) => {
+                            report.built += 1;
+                            hot.contains(&key).then_some(weights)
+                        }
+                        Err(e) => {
+                            report.failed.push(failed(key, shard_dir, &e));
+                            continue;
+                        }
+                    }
                 }
-                Err(e) => return Err(e.into()),
             };
             catalog.experts.insert(key, self.payload_bytes(key));
             if let Some(weights) = weights {
@@ -312,6 +357,57 @@ impl Catalog {
             read,
             report,
         })
+    }
+}
+
+/// Whether a shard check's error means the shard must be built from the checkpoint.
+fn needs_building(e: &ShardError) -> bool {
+    matches!(
+        e,
+        ShardError::Missing(_) | ShardError::Corrupt { .. } | ShardError::Stale { .. }
+    )
+}
+
+/// A shard that could not be provided: why, naming the shard directory rather than the file
+/// when it had no room, so that one cause covers every shard it refused.
+fn failed(key: ShardKey, shard_dir: &Path, e: &LoadError) -> Failed {
+    let no_room = matches!(e, LoadError::Shard(s) if shard::is_no_room(s));
+    let cause = match e {
+        LoadError::Shard(ShardError::Io { source, .. }) if no_room => {
+            format!("{}: {source}", shard_dir.display())
+        }
+        _ => e.to_string(),
+    };
+    Failed {
+        key,
+        cause,
+        no_room,
+    }
+}
+
+/// Builds shards from the checkpoint, opened on first use.
+struct Builder<'a> {
+    model_dir: &'a Path,
+    layout: Layout<'a>,
+    checkpoint: Option<Checkpoint>,
+    shard_dir: &'a Path,
+    fingerprint: Fingerprint,
+}
+
+impl Builder<'_> {
+    /// Quantizes the expert `key` from the checkpoint and writes its shard.
+    fn build(&mut self, key: ShardKey) -> Result<Expert, LoadError> {
+        let ckpt = match &mut self.checkpoint {
+            Some(c) => c,
+            None => self.checkpoint.insert(Checkpoint::open(self.model_dir)?),
+        };
+        let specs = ExpertMatrix::ALL.map(|m| {
+            self.layout
+                .expert(key.layer as usize, key.expert as usize, m)
+        });
+        let weights = Expert::load(ckpt, specs, Some(key.format))?;
+        shard::write(self.shard_dir, key, self.fingerprint, &weights)?;
+        Ok(weights)
     }
 }
 

@@ -217,16 +217,13 @@ impl ExpertSet {
         }
     }
 
-    pub fn insert(&mut self, layer: u32, expert: u32, weights: Expert) {
-        let key = ShardKey {
-            layer,
-            expert,
-            format: weights.format(),
-        };
+    /// Adds the expert `key` names; `key.format` is the format it was asked for, which its
+    /// matrices are in unless a width did not fit it (`Expert::formats_at`).
+    pub fn insert(&mut self, key: ShardKey, weights: Expert) {
         self.experts.insert(key, Arc::new(weights));
     }
 
-    /// Adds an expert another set holds too; `key.format` must be its format.
+    /// Adds an expert another set holds too, under the same key.
     pub fn insert_shared(&mut self, key: ShardKey, weights: Arc<Expert>) {
         self.experts.insert(key, weights);
     }
@@ -277,11 +274,17 @@ impl ExpertSet {
         self.experts.is_empty()
     }
 
-    /// The format each of `work`'s groups runs at on the CPU: the one it asks for.
-    pub fn formats(work: &LayerWork, pair: PrecisionPair) -> Vec<Format> {
+    /// The precision each of `work`'s groups runs at on the CPU: its expert's
+    /// (`Expert::precision`), which is the one asked for unless a matrix fell back to a wider
+    /// format; the one asked for where the set lacks the expert.
+    pub fn used(&self, work: &LayerWork, pair: PrecisionPair) -> Vec<Format> {
         work.experts
             .iter()
-            .map(|e| pair.resolve(e.precision))
+            .map(|e| {
+                let asked = pair.resolve(e.precision);
+                self.get(work.layer, e.expert, asked)
+                    .map_or(asked, Expert::precision)
+            })
             .collect()
     }
 

@@ -6,6 +6,7 @@ mod common;
 use common::{fixture, max_difference};
 use std::sync::Arc;
 
+use moe_expert_node::shard::ShardKey;
 use moe_expert_node::work::ExpertRows;
 use moe_expert_node::{ExpertSet, LayerWork, Precision, PrecisionPair, WorkError};
 use moe_kernels::{Format, Pool};
@@ -54,7 +55,12 @@ fn weighted_sums_match_the_single_process_model_per_precision() {
     for layer in cfg.moe_layers() {
         for m in [&high, &low] {
             for (e, weights) in m.moe_block(layer).unwrap().experts().iter().enumerate() {
-                set.insert(layer as u32, e as u32, weights.clone());
+                let key = ShardKey {
+                    layer: layer as u32,
+                    expert: e as u32,
+                    format: weights.precision(),
+                };
+                set.insert(key, weights.clone());
             }
         }
     }
@@ -84,7 +90,12 @@ fn bad_work_is_refused_before_any_compute() {
     let m = model(PAIR.high, &pool);
     let hidden = m.config().hidden_size;
     let mut set = ExpertSet::new(hidden);
-    set.insert(0, 1, m.moe_block(0).unwrap().experts()[1].clone());
+    let key = ShardKey {
+        layer: 0,
+        expert: 1,
+        format: PAIR.high,
+    };
+    set.insert(key, m.moe_block(0).unwrap().experts()[1].clone());
     let rows = |expert, rows: Vec<u32>, weights: Vec<f32>, precision| ExpertRows {
         expert,
         rows,

@@ -37,6 +37,7 @@ use crate::metrics::header;
 use crate::node_client::{CallError, NodeClient};
 use crate::policy::{LadderConfig, PairPlan, Rung, Thresholds};
 use crate::prediction::{Accuracy, Lookahead, MAX_DISTANCE};
+use crate::readiness::{Readiness, unavailable};
 
 /// Why a layer could not be run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -48,6 +49,12 @@ pub enum DispatchError {
         layer: usize,
         expert: usize,
         last: String,
+    },
+    #[error("layer {layer} expert {expert}: no node can serve it: {cause}")]
+    Unservable {
+        layer: usize,
+        expert: usize,
+        cause: String,
     },
     #[error(transparent)]
     Call(#[from] CallError),
@@ -234,10 +241,19 @@ fn replica(
     expert: usize,
     excluded: &BTreeSet<String>,
 ) -> Option<String> {
-    let holds = |node: &String, p: &Placement| nodes.get(node).is_some_and(|r| r.epoch >= p.epoch);
-    let current = placement.nodes(layer as u32, expert as u32);
+    let (l, e) = (layer as u32, expert as u32);
+    let holds =
+        |node: &String, p: &Placement| nodes.get(node).is_some_and(|r| r.has_loaded(p, l, e));
+    // A node that reported it cannot load the expert is no candidate, even as one still loading.
+    let unloadable = |node: &String| {
+        nodes
+            .get(node)
+            .is_some_and(|r| r.load_failure(l, e).is_some())
+    };
+    let current = placement.nodes(l, e);
     let current_tiers = current
         .iter()
+        .filter(|n| !unloadable(n))
         .map(|n| (if holds(n, placement) { 0 } else { 2 }, n));
     let earlier = previous.into_iter().flat_map(|p| {
         p.nodes(layer as u32, expert as u32)
@@ -284,7 +300,10 @@ fn reroute_target<'p>(
         .iter()
         .enumerate()
         .filter(|(_, n)| *n != from && !excluded.contains(*n))
-        .filter(|(_, n)| nodes.get(n).is_some_and(|r| r.epoch >= placement.epoch))
+        .filter(|(_, n)| {
+            let (l, e) = (layer as u32, expert as u32);
+            nodes.get(n).is_some_and(|r| r.has_loaded(placement, l, e))
+        })
         .map(|(order, n)| (order, n, health(n)))
         .filter(|(_, _, h)| !h.failed_recently && h.rung < Rung::LowWeights)
         .min_by_key(|(order, _, h)| (h.rung, h.in_flight, *order))
@@ -542,14 +561,17 @@ impl Dispatcher {
     }
 
     /// Whether every expert of the placement has a registered node that has loaded it (its
-    /// record's epoch has reached the placement's): the gateway can serve.
+    /// record's epoch has reached the placement's, and it is not among those the node could not
+    /// load): the gateway can serve.
     pub fn ready(&self) -> bool {
+        self.readiness().is_ready()
+    }
+
+    /// What [`Dispatcher::ready`] decides, with what is missing and why.
+    pub fn readiness(&self) -> Readiness {
         let placement = self.placement.borrow();
         let nodes = self.nodes.borrow();
-        placement.single().is_some_and(|p| {
-            let serving = |n: &String| nodes.get(n).is_some_and(|r| r.epoch >= p.epoch);
-            !p.assignments.is_empty() && p.assignments.iter().all(|a| a.nodes.iter().any(serving))
-        })
+        Readiness::of(placement.single(), &nodes)
     }
 
     /// The current placement, and the one before it when this gateway saw one.
@@ -644,6 +666,18 @@ impl Dispatcher {
                     (chosen, reroute.cloned())
                 };
                 let Some(node) = chosen else {
+                    // No wait helps an expert every node reported it cannot load: fail now.
+                    let unservable = {
+                        let nodes = self.nodes.borrow();
+                        unavailable(&placement, &nodes, layer as u32, expert as u32)
+                    };
+                    if let Some(cause) = unservable {
+                        return Err(DispatchError::Unservable {
+                            layer,
+                            expert,
+                            cause,
+                        });
+                    }
                     // Replicas still loading get a little time, within the call deadline.
                     if !loading.is_empty() && started.elapsed() < self.deadline {
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -922,6 +956,7 @@ mod tests {
                 link_bytes_per_second: 0,
             },
             epoch,
+            unloadable: Vec::new(),
         };
         Snapshot {
             revision: 1,

@@ -6,6 +6,7 @@ use tokio::sync::mpsc;
 
 use crate::chat_template::Message;
 use crate::openai::{ApiError, FinishReason, SamplingParams, Usage};
+use crate::readiness::Readiness;
 
 /// One generation to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,8 +57,9 @@ pub trait Engine: Send + Sync + 'static {
     fn chat_prompt(&self, messages: &[Message]) -> Result<String, ApiError>;
     /// Starts `job`; refuses at once with a 503 carrying a retry-after when the engine is full.
     fn submit(&self, job: Job) -> Result<mpsc::Receiver<Event>, ApiError>;
-    /// Whether the engine can serve now (every expert has a serving node).
-    fn ready(&self) -> bool;
+    /// Whether the engine can serve now (every expert has a serving node), and if not, what is
+    /// missing.
+    fn readiness(&self) -> Readiness;
     /// Its metrics in the Prometheus text format (`GET /metrics`); none by default.
     fn metrics(&self) -> String {
         String::new()

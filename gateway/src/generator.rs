@@ -19,6 +19,7 @@ use crate::dispatch::{Dispatcher, Precision, RemoteExperts};
 use crate::engine::{Engine, Event, Job, Token};
 use crate::metrics::{Gauges, Metrics};
 use crate::openai::{ApiError, ErrorKind, Precision as OpenAiPrecision, Usage};
+use crate::readiness::Readiness;
 use crate::scheduler::{AdmitError, Scheduler, SchedulerConfig, SeqId, Step};
 use crate::sequence::{Decoding, token_logprobs};
 
@@ -224,8 +225,8 @@ impl Engine for Generator {
         Ok(receiver)
     }
 
-    fn ready(&self) -> bool {
-        self.dispatcher.ready()
+    fn readiness(&self) -> Readiness {
+        self.dispatcher.readiness()
     }
 
     fn metrics(&self) -> String {

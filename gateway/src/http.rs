@@ -290,18 +290,17 @@ async fn live() -> StatusCode {
     StatusCode::OK
 }
 
-async fn ready_probe(State(state): State<Arc<AppState>>) -> Result<StatusCode, ApiError> {
-    if state.engine.ready() {
-        Ok(StatusCode::OK)
-    } else {
-        Err(ApiError {
-            kind: ErrorKind::ServiceUnavailable,
-            message: "Not ready: some experts have no serving node.".to_owned(),
-            param: None,
-            code: None,
-            retry_after_secs: None,
-        })
+/// 200 with the readiness details when every expert has a serving node; otherwise 503 with an
+/// OpenAI error whose message says what is missing and why, and the details beside it.
+async fn ready_probe(State(state): State<Arc<AppState>>) -> Response {
+    let readiness = state.engine.readiness();
+    if readiness.is_ready() {
+        return (StatusCode::OK, Json(readiness.to_json())).into_response();
     }
+    let message = format!("Not ready: {}", readiness.summary());
+    let mut body = ApiError::unavailable(message).to_json();
+    body["readiness"] = readiness.to_json();
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -33,5 +33,6 @@ pub mod node_client;
 pub mod openai;
 pub mod policy;
 pub mod prediction;
+pub mod readiness;
 pub mod scheduler;
 pub mod sequence;

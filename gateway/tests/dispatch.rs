@@ -120,6 +120,7 @@ fn record(id: &str, address: SocketAddr) -> NodeRecord {
             link_bytes_per_second: 0,
         },
         epoch: 1,
+        unloadable: Vec::new(),
     }
 }
 
@@ -365,4 +366,66 @@ async fn readiness_waits_until_every_expert_has_a_node_that_loaded_the_placement
         snapshot.entries.get_mut("x").unwrap().epoch = 1;
     });
     assert!(s.dispatcher.ready());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expert_no_node_could_load_fails_at_once_with_the_cause_and_the_rest_serve() {
+    use moe_coordinator::records::LoadFailure;
+    let s = setup("mixtral");
+    let want = run(None, Arc::clone(&s.whole)).await.unwrap();
+    let (_, nodes) = &s.channels;
+    let cause = "/dev/shm/x: No space left on device (os error 28)";
+    let unloadable = |experts: Vec<(u32, u32)>| {
+        vec![LoadFailure {
+            cause: cause.into(),
+            no_room: true,
+            experts,
+        }]
+    };
+    // x could not load the upper experts: y serves them alone, with the same results.
+    let cfg = s.whole.config().clone();
+    let upper: Vec<(u32, u32)> = cfg
+        .moe_layers()
+        .flat_map(|l| {
+            (cfg.num_experts as u32 / 2..cfg.num_experts as u32).map(move |e| (l as u32, e))
+        })
+        .collect();
+    nodes.send_modify(|snapshot| {
+        snapshot.entries.get_mut("x").unwrap().unloadable = unloadable(upper.clone());
+    });
+    assert!(
+        s.dispatcher.ready(),
+        "{}",
+        s.dispatcher.readiness().summary()
+    );
+    let served = run(Some(Arc::clone(&s.dispatcher)), Arc::clone(&s.dense))
+        .await
+        .unwrap();
+    assert_eq!(served, want);
+
+    // x could not load expert 0 of the first MoE layer either, and nothing else holds it.
+    let first = cfg.moe_layers().next().unwrap() as u32;
+    nodes.send_modify(|snapshot| {
+        snapshot.entries.get_mut("x").unwrap().unloadable = unloadable(vec![(first, 0)]);
+    });
+    let readiness = s.dispatcher.readiness();
+    assert!(!readiness.is_ready());
+    assert_eq!(readiness.unservable().count(), 1);
+    assert!(
+        readiness.summary().contains(cause),
+        "{}",
+        readiness.summary()
+    );
+    let started = std::time::Instant::now();
+    let refused = run(Some(Arc::clone(&s.dispatcher)), Arc::clone(&s.dense)).await;
+    let waited = started.elapsed();
+    let message = refused.unwrap_err().to_string();
+    assert!(
+        message.contains("no node can serve it") && message.contains(cause),
+        "{message}"
+    );
+    assert!(
+        waited < Duration::from_secs(1),
+        "refused after {waited:?}, not at once"
+    );
 }

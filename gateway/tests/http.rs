@@ -13,6 +13,7 @@ use moe_gateway::chat_template::Message;
 use moe_gateway::engine::{Engine, Event, Job, Token};
 use moe_gateway::http::{HttpOptions, router};
 use moe_gateway::openai::{ApiError, FinishReason, Usage};
+use moe_gateway::readiness::Readiness;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -157,8 +158,13 @@ impl Engine for ScriptedEngine {
         Ok(receiver)
     }
 
-    fn ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+    fn readiness(&self) -> Readiness {
+        let ready = self.ready.load(Ordering::SeqCst);
+        Readiness {
+            epoch: ready.then_some(1),
+            experts: 1,
+            missing: Vec::new(),
+        }
     }
 }
 

@@ -78,6 +78,78 @@ impl Format {
     pub fn row_bytes(self, cols: usize) -> usize {
         cols.div_ceil(self.block_len()) * self.block_bytes()
     }
+
+    /// Whether a matrix of `cols` columns (input features) can be stored in this format: float
+    /// formats store any width, block formats a whole number of blocks per row.
+    pub fn fits(self, cols: usize) -> bool {
+        cols.is_multiple_of(self.block_len())
+    }
+
+    /// The next wider format a matrix falls back to when this one does not fit its shape:
+    /// q2 → q4 → q8 → f16; `None` for float formats, which fit every shape.
+    pub fn wider(self) -> Option<Format> {
+        match self {
+            Format::Q2 => Some(Format::Q4),
+            Format::Q4 => Some(Format::Q8),
+            Format::Q8 => Some(Format::F16),
+            Format::F32 | Format::F16 | Format::Bf16 => None,
+        }
+    }
+
+    /// The format a matrix of `cols` columns asked to be stored in this format is stored in:
+    /// this one when it fits, otherwise the nearest wider one that does (see [`Format::wider`]),
+    /// with why this one did not.
+    pub fn fitting(self, cols: usize) -> Fit {
+        let mut format = self;
+        while !format.fits(cols) {
+            match format.wider() {
+                Some(wider) => format = wider,
+                None => break,
+            }
+        }
+        Fit {
+            asked: self,
+            format,
+            cols,
+        }
+    }
+}
+
+/// What [`Format::fitting`] chose for a matrix: the format asked for, the one it is stored in and
+/// the width that decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fit {
+    pub asked: Format,
+    pub format: Format,
+    pub cols: usize,
+}
+
+impl Fit {
+    /// Whether the matrix is stored in a format other than the one asked for.
+    pub fn fell_back(&self) -> bool {
+        self.asked != self.format
+    }
+
+    /// Why the format asked for did not fit (`None` when it did), e.g. "40 columns is not a
+    /// multiple of the 32-element block".
+    pub fn reason(&self) -> Option<String> {
+        self.fell_back().then(|| {
+            format!(
+                "{} columns is not a multiple of the {}-element block",
+                self.cols,
+                self.asked.block_len()
+            )
+        })
+    }
+}
+
+impl fmt::Display for Fit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.reason() {
+            Some(reason) => write!(f, "{} stored as {}: {reason}", self.asked, self.format),
+            None => write!(f, "{}", self.format),
+        }
+    }
 }
 
 impl fmt::Display for Format {
@@ -113,6 +185,35 @@ mod tests {
             "q3".parse::<Format>(),
             Err(KernelError::UnknownFormat(_))
         ));
+    }
+
+    #[test]
+    fn a_format_that_does_not_fit_falls_back_to_the_nearest_wider_one() {
+        assert!(Format::Q4.fits(64) && !Format::Q4.fits(40) && Format::F16.fits(40));
+        let fit = Format::Q2.fitting(40);
+        assert_eq!(
+            (fit.asked, fit.format, fit.cols),
+            (Format::Q2, Format::F16, 40)
+        );
+        assert!(fit.fell_back());
+        assert_eq!(
+            fit.to_string(),
+            "q2 stored as f16: 40 columns is not a multiple of the 32-element block"
+        );
+        let fits = Format::Q4.fitting(96);
+        assert_eq!(
+            (fits.format, fits.fell_back(), fits.reason()),
+            (Format::Q4, false, None)
+        );
+        assert_eq!(Format::Bf16.fitting(7).format, Format::Bf16);
+        for format in Format::ALL {
+            let fit = format.fitting(33);
+            assert!(fit.format.fits(33), "{fit}");
+            assert!(
+                fit.format.bits_per_weight() >= format.bits_per_weight(),
+                "{fit}"
+            );
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ mod workers;
 
 pub use batch::{ExpertBatch, ExpertPairs};
 pub use error::KernelError;
-pub use format::Format;
+pub use format::{Fit, Format};
 pub use isa::Isa;
 pub use matrix::Matrix;
 pub use pool::Pool;

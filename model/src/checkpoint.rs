@@ -13,6 +13,7 @@ use safetensors::tensor::{Dtype, Metadata, SafeTensors};
 use serde::Deserialize;
 
 use crate::error::{ModelError, Result};
+use crate::fallback;
 use crate::layout::TensorSpec;
 
 pub const SINGLE_FILE: &str = "model.safetensors";
@@ -156,7 +157,8 @@ impl Checkpoint {
         Ok(self.tensor(spec)?.to_f32())
     }
 
-    /// A 2-D weight kept in its stored type (`format: None`) or converted to `format`.
+    /// A 2-D weight kept in its stored type (`format: None`) or converted to `format`, or to the
+    /// nearest wider format when its width does not fit `format`'s blocks (see `fallback`).
     pub fn matrix(&self, spec: &TensorSpec, format: Option<Format>) -> Result<Matrix> {
         self.tensor(spec)?.to_matrix(format)
     }
@@ -218,7 +220,7 @@ impl TensorData<'_> {
                 shape: self.shape.to_vec(),
             });
         };
-        let target = format.unwrap_or(self.format());
+        let target = format.map_or(self.format(), |f| fallback::fitted(f, cols));
         let matrix = match (self.dtype, target) {
             (Dtype::F16, Format::F16) => {
                 Matrix::from_f16(rows, cols, self.halves().map(f16::from_bits).collect())

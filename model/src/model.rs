@@ -12,6 +12,7 @@ use crate::attention::Attention;
 use crate::checkpoint::Checkpoint;
 use crate::config::{FeedForward, ModelConfig, config_path};
 use crate::error::{ModelError, Result};
+use crate::fallback;
 use crate::kv_cache::{BlockPool, KvCache};
 use crate::layout::{ExpertMatrix, Layout};
 use crate::moe::{Expert, MoeBlock, RoutedExperts};
@@ -152,7 +153,7 @@ impl Model {
         let embed = ckpt.matrix(&layout.embed_tokens(), None)?;
         let lm_head = match (layout.lm_head(), options.dense_format) {
             (Some(spec), format) => Some(ckpt.matrix(&spec, format)?),
-            (None, Some(format)) => Some(embed.convert(format)?),
+            (None, Some(format)) => Some(embed.convert(fallback::fitted(format, embed.cols()))?),
             (None, None) => None,
         };
         let max_context = options.max_context.unwrap_or(cfg.max_position_embeddings);

@@ -47,11 +47,10 @@ impl Expert {
     }
 
     /// An expert from its stacked `[2 * intermediate, hidden]` gate/up matrix and its
-    /// `[hidden, intermediate]` down matrix, in one format.
+    /// `[hidden, intermediate]` down matrix. The two may differ in format when one width does
+    /// not fit the format asked for (see `fallback`).
     pub fn from_parts(gate_up: Matrix, down: Matrix) -> Result<Expert> {
-        let consistent = gate_up.rows() == 2 * down.cols()
-            && gate_up.cols() == down.rows()
-            && gate_up.format() == down.format();
+        let consistent = gate_up.rows() == 2 * down.cols() && gate_up.cols() == down.rows();
         if !consistent {
             return Err(ModelError::InvalidArgument(format!(
                 "expert gate/up is {}x{} {} but down is {}x{} {}",
@@ -71,18 +70,41 @@ impl Expert {
         (&self.gate_up, &self.down)
     }
 
-    pub fn format(&self) -> Format {
-        self.gate_up.format()
+    /// The precision the expert runs at: the least precise of its two matrices' formats (both
+    /// the same unless one width fell back to a wider format).
+    pub fn precision(&self) -> Format {
+        let (a, b) = (self.gate_up.format(), self.down.format());
+        if b.bits_per_weight() < a.bits_per_weight() {
+            b
+        } else {
+            a
+        }
+    }
+
+    /// Whether both matrices are in one format.
+    pub fn is_uniform(&self) -> bool {
+        self.gate_up.format() == self.down.format()
     }
 
     pub fn weight_bytes(&self) -> usize {
         self.gate_up.nbytes() + self.down.nbytes()
     }
 
-    /// The bytes of an expert's weights at `format`, without building one: its stacked
-    /// `[2 * intermediate, hidden]` gate/up and `[hidden, intermediate]` down matrices.
+    /// The formats an expert asked to be stored as `format` has, gate/up then down: `format`, or
+    /// the nearest wider one where a width does not fit it.
+    pub fn formats_at(format: Format, hidden: usize, intermediate: usize) -> [Format; 2] {
+        [
+            format.fitting(hidden).format,
+            format.fitting(intermediate).format,
+        ]
+    }
+
+    /// The bytes of an expert's weights asked to be stored as `format` (see
+    /// [`Expert::formats_at`]), without building one: its stacked `[2 * intermediate, hidden]`
+    /// gate/up and `[hidden, intermediate]` down matrices.
     pub fn bytes_at(format: Format, hidden: usize, intermediate: usize) -> usize {
-        2 * intermediate * format.row_bytes(hidden) + hidden * format.row_bytes(intermediate)
+        let [gate_up, down] = Expert::formats_at(format, hidden, intermediate);
+        2 * intermediate * gate_up.row_bytes(hidden) + hidden * down.row_bytes(intermediate)
     }
 
     /// `x` is `[n, hidden]`; returns `[n, hidden]`.
@@ -332,6 +354,25 @@ mod tests {
                 "{format}"
             );
         }
+    }
+
+    #[test]
+    fn an_expert_whose_width_does_not_fit_keeps_the_format_where_it_does() {
+        let (hidden, inter) = (64, 40);
+        let [gate_up, down] = Expert::formats_at(Format::Q4, hidden, inter);
+        assert_eq!((gate_up, down), (Format::Q4, Format::F16));
+        let gate_up = Matrix::from_f32(2 * inter, hidden, &vec![0.5; 2 * inter * hidden], gate_up);
+        let down = Matrix::from_f32(hidden, inter, &vec![0.25; hidden * inter], down);
+        let expert = Expert::from_parts(gate_up.unwrap(), down.unwrap()).unwrap();
+        assert!(!expert.is_uniform());
+        assert_eq!(expert.precision(), Format::Q4);
+        assert_eq!(
+            Expert::bytes_at(Format::Q4, hidden, inter),
+            expert.weight_bytes()
+        );
+        let pool = Pool::new(1).unwrap();
+        let y = expert.forward(&pool, &vec![0.1; hidden], 1).unwrap();
+        assert!(y.iter().all(|v| v.is_finite() && *v != 0.0));
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn mixed_precision_per_expert_is_honoured() {
         .unwrap()
         .experts()
         .iter()
-        .map(|e| e.format())
+        .map(|e| e.precision())
         .collect();
     assert_eq!(formats[3], Format::Q2);
     assert!(
@@ -111,7 +111,7 @@ fn dense_format_converts_attention_and_head_but_not_experts() {
             .unwrap()
             .experts()
             .iter()
-            .all(|e| e.format() == Format::F32)
+            .all(|e| e.precision() == Format::F32)
     );
     assert!(model.active_weight_bytes() < stored.active_weight_bytes());
     let reference = stored

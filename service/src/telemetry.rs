@@ -50,7 +50,9 @@ impl Telemetry {
                 .with_tracer(p.tracer("moe-cluster"))
                 .with_filter(LevelFilter::INFO)
         });
+        // Colours only on a terminal: logs written to files stay plain text.
         let logs = tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .with_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()

@@ -47,30 +47,72 @@ pub fn write_checkpoint(
     seed: u64,
     out: &Path,
 ) -> Result<SynthReport, SynthError> {
-    write_checkpoint_reporting(arch, preset, seed, out, &mut |_, _| {})
+    let none = Overrides::default();
+    write_checkpoint_reporting(arch, preset, &none, seed, out, &mut |_, _| {})
 }
 
-/// As [`write_checkpoint`], calling `written(bytes_so_far, total_bytes)` as each tensor's
-/// weights are about to be written, for a progress display.
+/// As [`write_checkpoint`], with `overrides` applied to the preset's `config.json` (the weights
+/// follow the shapes it then says), calling `written(bytes_so_far, total_bytes)` as each
+/// tensor's weights are about to be written, for a progress display.
 pub fn write_checkpoint_reporting(
     arch: Arch,
     preset: Preset,
+    overrides: &Overrides,
     seed: u64,
     out: &Path,
     written: &mut dyn FnMut(u64, u64),
 ) -> Result<SynthReport, SynthError> {
-    write_sharded(arch, preset, seed, out, MAX_SHARD_BYTES, written)
+    let config = overrides.apply(config_json(arch, preset));
+    write_sharded(config, seed, out, MAX_SHARD_BYTES, written)
+}
+
+/// Keys of a preset's `config.json` set to other values (e.g. `moe_intermediate_size=40`, for a
+/// shape the kernels' blocks do not fit).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides(Vec<(String, Value)>);
+
+impl Overrides {
+    /// `config` with every override set, in order.
+    pub fn apply(&self, mut config: Value) -> Value {
+        for (key, value) in &self.0 {
+            config[key.as_str()] = value.clone();
+        }
+        config
+    }
+}
+
+impl FromIterator<Overrides> for Overrides {
+    /// Every override of each, in order.
+    fn from_iter<I: IntoIterator<Item = Overrides>>(all: I) -> Overrides {
+        Overrides(all.into_iter().flat_map(|o| o.0).collect())
+    }
+}
+
+impl std::str::FromStr for Overrides {
+    type Err = String;
+
+    /// `key=value[,key=value...]`; a value that is not JSON is taken as a string.
+    fn from_str(s: &str) -> Result<Overrides, String> {
+        s.split(',')
+            .map(|pair| {
+                let (key, value) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("`{pair}` is not key=value"))?;
+                let value = serde_json::from_str(value).unwrap_or_else(|_| json!(value));
+                Ok((key.trim().to_string(), value))
+            })
+            .collect::<Result<_, _>>()
+            .map(Overrides)
+    }
 }
 
 pub(crate) fn write_sharded(
-    arch: Arch,
-    preset: Preset,
+    config_value: Value,
     seed: u64,
     out: &Path,
     max_shard_bytes: u64,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<SynthReport, SynthError> {
-    let config_value = config_json(arch, preset);
     let config = ModelConfig::from_json(&config_value, &out.join("config.json"))?;
     let tokenizer = tokenizer_json(config.vocab_size)?;
     fs::create_dir_all(out).map_err(SynthError::io(out))?;
@@ -311,8 +353,7 @@ mod tests {
         let single = tempfile::tempdir().unwrap();
         let mut calls = Vec::new();
         let report = write_sharded(
-            Arch::Qwen3Moe,
-            Preset::Tiny,
+            config_json(Arch::Qwen3Moe, Preset::Tiny),
             1,
             dir.path(),
             200_000,
@@ -351,11 +392,30 @@ mod tests {
     }
 
     #[test]
+    fn overrides_change_the_config_and_the_shapes_that_follow_it() {
+        let overrides: Overrides = "moe_intermediate_size=40,model_type=\"qwen3_moe\""
+            .parse()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let report = write_checkpoint_reporting(
+            Arch::Qwen3Moe,
+            Preset::Tiny,
+            &overrides,
+            2,
+            dir.path(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(report.config.moe_intermediate_size, 40);
+        check(dir.path(), &report);
+        assert!("no_equals".parse::<Overrides>().is_err());
+    }
+
+    #[test]
     fn rewriting_removes_stale_weights_only() {
         let dir = tempfile::tempdir().unwrap();
         write_sharded(
-            Arch::Olmoe,
-            Preset::Tiny,
+            config_json(Arch::Olmoe, Preset::Tiny),
             0,
             dir.path(),
             100_000,

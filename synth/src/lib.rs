@@ -44,7 +44,9 @@ mod rng;
 mod shard;
 mod tokenizer;
 
-pub use checkpoint::{MAX_SHARD_BYTES, SynthReport, write_checkpoint, write_checkpoint_reporting};
+pub use checkpoint::{
+    MAX_SHARD_BYTES, Overrides, SynthReport, write_checkpoint, write_checkpoint_reporting,
+};
 pub use error::SynthError;
 pub use preset::{Preset, config_json};
 pub use tokenizer::{

@@ -190,9 +190,11 @@ fn simulate(args: &Args, count: usize) -> anyhow::Result<Run> {
     let copies = f64::from(args.layers) * f64::from(args.experts) * f64::from(args.replication);
     let even_slots = copies / count as f64 * args.headroom;
     let mut nodes: Vec<NodeSpace> = (0..count)
-        .map(|i| NodeSpace {
-            id: format!("node-{i:04}"),
-            capacity_bytes: capacity_bytes(args, even_slots, &mut rng),
+        .map(|i| {
+            NodeSpace::new(
+                format!("node-{i:04}"),
+                capacity_bytes(args, even_slots, &mut rng),
+            )
         })
         .collect();
     let fresh = step(args, &shape, &popularity, &nodes, None).context("fresh plan")?;
@@ -208,10 +210,10 @@ fn simulate(args: &Args, count: usize) -> anyhow::Result<Run> {
         Some(&fresh.plan.placement),
     )
     .context("re-plan after a node left")?;
-    nodes.push(NodeSpace {
-        id: "node-new".into(),
-        capacity_bytes: capacity_bytes(args, even_slots, &mut rng),
-    });
+    nodes.push(NodeSpace::new(
+        "node-new",
+        capacity_bytes(args, even_slots, &mut rng),
+    ));
     let join = step(
         args,
         &shape,

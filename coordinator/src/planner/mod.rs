@@ -41,6 +41,14 @@
 //!    the same layer, to the lightest node that can take it within cap and slots, when that lowers
 //!    the larger of their loads; the exchange moving nearest half their gap wins.
 //!
+//! # Unloadable experts
+//! A node that failed to load some experts lists them in its record ([`NodeSpace::cannot_hold`]).
+//! Its copies of them are not kept (step 2), and no step places or moves a copy of them onto it,
+//! so they go to nodes that can hold them. Only an expert that no other node has a slot for is
+//! placed on such a node all the same, as a placement must give every expert a node; the
+//! gateway then reports it unservable with the node's cause. A node that reported no room has
+//! the capacity of the copies it loaded ([`NodeSpace::of`]), so it is given no more.
+//!
 //! Preference: kept copies keep their order, new copies follow in the order placed, and a copy
 //! moved to another node takes the place of the one it replaces.
 //!
@@ -70,25 +78,56 @@
 //! tokens split evenly among the replicas; 1.0 is even (and is reported when no tokens are known).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::records::{Assignment, GatewayStats, NodeRecord, Placement};
 
 /// Copies per expert wanted when the slots allow.
 pub const DEFAULT_REPLICATION: u32 = 2;
 
-/// A node as the planner sees it: its id and the bytes of expert copies it may hold.
+/// A node as the planner sees it: its id, the bytes of expert copies it may hold and the
+/// experts it cannot hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSpace {
     pub id: String,
     pub capacity_bytes: u64,
+    /// (layer, expert) the node failed to load: no copy of them is kept or placed on it while
+    /// another node can take it (see "Unloadable experts" in the module docs).
+    pub cannot_hold: BTreeSet<(u32, u32)>,
 }
 
-impl From<&NodeRecord> for NodeSpace {
-    fn from(record: &NodeRecord) -> NodeSpace {
+impl NodeSpace {
+    /// A node that can hold any expert, within `capacity_bytes`.
+    pub fn new(id: impl Into<String>, capacity_bytes: u64) -> NodeSpace {
+        NodeSpace {
+            id: id.into(),
+            capacity_bytes,
+            cannot_hold: BTreeSet::new(),
+        }
+    }
+
+    /// The node `record` describes, under `current`, the placement in force: it cannot hold
+    /// the experts it reported unloadable, and when it reported no room its capacity is the
+    /// copies of `current` it did load (`expert_bytes` each), so it is given no more.
+    pub fn of(record: &NodeRecord, current: Option<&Placement>, expert_bytes: u64) -> NodeSpace {
+        let cannot_hold: BTreeSet<(u32, u32)> = record
+            .unloadable
+            .iter()
+            .flat_map(|f| f.experts.iter().copied())
+            .collect();
+        let mut capacity_bytes = record.capacity.ram_disk_bytes;
+        if record.no_room() {
+            let loaded = current.map_or(0, |p| {
+                p.experts_of(&record.id)
+                    .filter(|e| !cannot_hold.contains(e))
+                    .count() as u64
+            });
+            capacity_bytes = capacity_bytes.min(loaded.saturating_mul(expert_bytes));
+        }
         NodeSpace {
             id: record.id.clone(),
-            capacity_bytes: record.capacity.ram_disk_bytes,
+            capacity_bytes,
+            cannot_hold,
         }
     }
 }
@@ -274,6 +313,7 @@ pub fn plan(request: &PlanRequest<'_>) -> Result<Plan, PlanError> {
     let previous_nodes = previous.map(|p| previous_copies(p, &layers, per_layer, &index));
 
     let mut state = State::new(&slots, &layers, per_layer, &tokens, &replicas);
+    state.ban(&nodes, &layers, per_layer);
     if let Some(previous_nodes) = &previous_nodes {
         state.keep(previous_nodes, &replicas);
         state.fill(&rank, &replicas);

@@ -1,6 +1,10 @@
 //! The placement being built: copies per node and per layer, and the steps that add, keep, move
 //! and swap them.
 
+use std::collections::HashSet;
+
+use super::NodeSpace;
+
 /// The placement being built, with the counts the steps consult.
 pub(super) struct State {
     slots: Vec<usize>,
@@ -18,6 +22,8 @@ pub(super) struct State {
     held: Vec<Vec<usize>>,
     used: Vec<usize>,
     load: Vec<f64>,
+    /// (expert, node) pairs the node cannot hold.
+    banned: HashSet<(usize, usize)>,
 }
 
 impl State {
@@ -57,7 +63,27 @@ impl State {
             held: vec![Vec::new(); nodes],
             used: vec![0; nodes],
             load: vec![0.0; nodes],
+            banned: HashSet::new(),
         }
+    }
+
+    /// Records which experts each of `nodes` (in the state's order) cannot hold.
+    pub(super) fn ban(&mut self, nodes: &[&NodeSpace], layers: &[u32], per_layer: usize) {
+        for (node, space) in nodes.iter().enumerate() {
+            for &(layer, expert) in &space.cannot_hold {
+                if let Ok(position) = layers.binary_search(&layer)
+                    && (expert as usize) < per_layer
+                {
+                    self.banned
+                        .insert((position * per_layer + expert as usize, node));
+                }
+            }
+        }
+    }
+
+    /// Whether a copy of `expert` may go to `node`: it holds none and can hold one.
+    pub(super) fn can_take(&self, expert: usize, node: usize) -> bool {
+        !self.holds(expert, node) && !self.banned.contains(&(expert, node))
     }
 
     pub(super) fn nodes(&self) -> usize {
@@ -122,7 +148,13 @@ impl State {
     /// Step 2: previous copies on present nodes, up to the new counts and the nodes' slots.
     pub(super) fn keep(&mut self, previous: &[Vec<usize>], replicas: &[usize]) {
         for (expert, nodes) in previous.iter().enumerate() {
-            for &node in nodes.iter().take(replicas[expert]) {
+            let kept: Vec<usize> = nodes
+                .iter()
+                .copied()
+                .filter(|&node| !self.banned.contains(&(expert, node)))
+                .take(replicas[expert])
+                .collect();
+            for node in kept {
                 self.add(expert, node);
             }
         }
@@ -152,15 +184,25 @@ impl State {
             .collect();
         missing.sort_by(|&a, &b| self.tau[b].total_cmp(&self.tau[a]));
         for expert in missing {
-            let node = match self.best_node(expert) {
-                Some(node) => node,
-                None => match self.make_room(expert) {
-                    Some(node) => node,
-                    None => continue,
-                },
-            };
-            self.add(expert, node);
+            let node = self
+                .best_node(expert)
+                .or_else(|| self.make_room(expert))
+                .or_else(|| self.last_resort(expert));
+            if let Some(node) = node {
+                self.add(expert, node);
+            }
         }
+    }
+
+    /// For an expert no node can take and which has no copy yet: a node with a free slot that
+    /// cannot hold it (a placement gives every expert a node), the least used first.
+    fn last_resort(&self, expert: usize) -> Option<usize> {
+        if !self.holders[expert].is_empty() {
+            return None;
+        }
+        (0..self.nodes())
+            .filter(|&n| self.free(n))
+            .min_by(|&a, &b| (self.used[a] * self.slots[b]).cmp(&(self.used[b] * self.slots[a])))
     }
 
     /// The node a copy of `expert` goes to: one with a free slot and without the expert, first
@@ -168,10 +210,9 @@ impl State {
     /// its slots, then index.
     pub(super) fn best_node(&self, expert: usize) -> Option<usize> {
         let base = expert / self.per_layer * self.nodes();
-        let holders = &self.holders[expert];
         let mut best: Option<(usize, usize)> = None;
         for node in 0..self.nodes() {
-            if !self.free(node) || holders.contains(&node) {
+            if !self.free(node) || !self.can_take(expert, node) {
                 continue;
             }
             let over = (self.count[base + node] + 1).saturating_sub(self.cap[base + node]);
@@ -196,10 +237,10 @@ impl State {
         let free: Vec<usize> = (0..self.nodes()).filter(|&n| self.free(n)).collect();
         for &to in &free {
             for from in 0..self.nodes() {
-                if from == to || self.holds(expert, from) {
+                if from == to || !self.can_take(expert, from) {
                     continue;
                 }
-                if let Some(&other) = self.held[from].iter().find(|&&o| !self.holds(o, to)) {
+                if let Some(&other) = self.held[from].iter().find(|&&o| self.can_take(o, to)) {
                     self.relocate(other, from, to);
                     return Some(from);
                 }
@@ -238,14 +279,14 @@ impl State {
                     best = Some((worse, to, exchange));
                 }
             };
-            for &expert in mine.iter().filter(|&&e| !self.holds(e, to)) {
+            for &expert in mine.iter().filter(|&&e| self.can_take(e, to)) {
                 if self.free(to) {
                     consider(self.tau[expert], Exchange::Move(expert));
                     continue;
                 }
                 for &other in &self.held[to] {
                     if other / self.per_layer != layer
-                        && !self.holds(other, from)
+                        && self.can_take(other, from)
                         && self.under_cap(other, from)
                     {
                         consider(
@@ -308,7 +349,7 @@ impl State {
             self.held[donor]
                 .iter()
                 .copied()
-                .filter(|&e| !self.holds(e, node) && self.under_cap(e, node))
+                .filter(|&e| self.can_take(e, node) && self.under_cap(e, node))
                 .min_by(|&a, &b| {
                     (self.tau[a] - aim)
                         .abs()
@@ -358,7 +399,7 @@ impl State {
         let mut theirs: Vec<(usize, usize)> = if left >= 2 {
             self.held[to]
                 .iter()
-                .filter(|&&f| !self.holds(f, donor))
+                .filter(|&&f| self.can_take(f, donor))
                 .map(|&f| (f / self.per_layer, f))
                 .collect()
         } else {
@@ -373,7 +414,7 @@ impl State {
             }
         };
         for &expert in &self.held[donor] {
-            if self.holds(expert, to) {
+            if !self.can_take(expert, to) {
                 continue;
             }
             if self.free(to) && self.under_cap(expert, to) {

@@ -51,10 +51,7 @@ fn uniform_nodes(count: usize, slots: usize) -> Vec<NodeSpace> {
 }
 
 fn node(id: &str, slots: usize) -> NodeSpace {
-    NodeSpace {
-        id: id.into(),
-        capacity_bytes: slots as u64 * EXPERT_BYTES + EXPERT_BYTES / 2,
-    }
+    NodeSpace::new(id, slots as u64 * EXPERT_BYTES + EXPERT_BYTES / 2)
 }
 
 /// Zipf-like tokens over the experts in a random order.
@@ -170,9 +167,11 @@ fn capacity_is_never_exceeded() {
         let shape = random_shape(&mut rng);
         let x = experts(&shape);
         let mut nodes: Vec<NodeSpace> = (0..rng.range(1, 10))
-            .map(|i| NodeSpace {
-                id: format!("n{i}"),
-                capacity_bytes: rng.range(0, x * EXPERT_BYTES as usize) as u64,
+            .map(|i| {
+                NodeSpace::new(
+                    format!("n{i}"),
+                    rng.range(0, x * EXPERT_BYTES as usize) as u64,
+                )
             })
             .collect();
         let replication = rng.range(1, 4) as u32;
@@ -211,10 +210,10 @@ fn capacity_is_never_exceeded() {
                     let gone = rng.range(0, nodes.len() - 1);
                     nodes.remove(gone);
                 }
-                1 => nodes.push(NodeSpace {
-                    id: "joined".into(),
-                    capacity_bytes: rng.range(0, x * EXPERT_BYTES as usize) as u64,
-                }),
+                1 => nodes.push(NodeSpace::new(
+                    "joined",
+                    rng.range(0, x * EXPERT_BYTES as usize) as u64,
+                )),
                 _ => popularity = skewed(&mut rng, &shape),
             }
         }
@@ -586,4 +585,99 @@ fn replans_only_when_popularity_unbalances_the_placement() {
         matches!(advice, Ok(ReplanAdvice::Keep { .. })),
         "{advice:?}"
     );
+}
+
+#[test]
+fn experts_a_node_cannot_hold_go_to_nodes_that_can() {
+    let shape = shape(2, vec![0, 1], 8);
+    let popularity = Popularity::default();
+    let mut nodes = uniform_nodes(3, 16);
+    let first = plan(&request(&nodes, &shape, &popularity, 2, None)).unwrap();
+    let on_a: Vec<(u32, u32)> = first.placement.experts_of("n00").collect();
+    assert!(!on_a.is_empty());
+    nodes[0].cannot_hold = on_a[..3].iter().copied().collect();
+    let again = plan(&request(
+        &nodes,
+        &shape,
+        &popularity,
+        2,
+        Some(&first.placement),
+    ))
+    .unwrap();
+    assert_valid(&again, &nodes, &shape);
+    for &(layer, expert) in &on_a[..3] {
+        let holders = again.placement.nodes(layer, expert);
+        assert!(
+            !holders.iter().any(|n| n == "n00"),
+            "{layer}/{expert}: {holders:?}"
+        );
+        assert_eq!(
+            holders.len(),
+            2,
+            "{layer}/{expert} keeps its two copies elsewhere"
+        );
+    }
+    assert_eq!(again.report.moved, 3, "only the unloadable copies move");
+
+    // Fresh plans, and an expert that no node can hold still gets one.
+    let fresh = plan(&request(&nodes, &shape, &popularity, 2, None)).unwrap();
+    assert!(
+        on_a[..3]
+            .iter()
+            .all(|&(l, e)| !fresh.placement.nodes(l, e).iter().any(|n| n == "n00"))
+    );
+    for node in &mut nodes {
+        node.cannot_hold.insert((1, 7));
+    }
+    let nowhere = plan(&request(&nodes, &shape, &popularity, 2, None)).unwrap();
+    assert_valid(&nowhere, &nodes, &shape);
+    assert_eq!(nowhere.placement.nodes(1, 7).len(), 1);
+}
+
+#[test]
+fn a_node_without_room_keeps_what_it_loaded_and_gets_nothing_more() {
+    use crate::records::{Capacity, LoadFailure, NodeRecord};
+    let shape = shape(1, vec![0], 8);
+    let popularity = Popularity::default();
+    let nodes = uniform_nodes(2, 8);
+    let first = plan(&request(&nodes, &shape, &popularity, 2, None)).unwrap();
+    let record = NodeRecord {
+        id: "n00".into(),
+        address: "127.0.0.1:1".into(),
+        backend: "cpu".into(),
+        precisions: "f16+q4".into(),
+        capacity: Capacity {
+            ram_disk_bytes: 8 * EXPERT_BYTES,
+            host_memory_bytes: 0,
+            gpu_bytes: 0,
+            link_bytes_per_second: 0,
+        },
+        epoch: first.placement.epoch,
+        unloadable: vec![LoadFailure {
+            cause: "no space".into(),
+            no_room: true,
+            experts: vec![(0, 6), (0, 7)],
+        }],
+    };
+    let full = NodeSpace::of(&record, Some(&first.placement), EXPERT_BYTES);
+    assert_eq!(full.capacity_bytes, 6 * EXPERT_BYTES);
+    assert_eq!(full.cannot_hold.len(), 2);
+    let spaces = [full, nodes[1].clone()];
+    let again = plan(&request(
+        &spaces,
+        &shape,
+        &popularity,
+        2,
+        Some(&first.placement),
+    ))
+    .unwrap();
+    assert_valid(&again, &spaces, &shape);
+    assert_eq!(again.placement.experts_of("n00").count(), 6);
+    assert!(again.placement.nodes(0, 7) == ["n01"]);
+    let roomy = NodeRecord {
+        unloadable: Vec::new(),
+        ..record
+    };
+    let back = NodeSpace::of(&roomy, Some(&first.placement), EXPERT_BYTES);
+    assert_eq!(back.capacity_bytes, 8 * EXPERT_BYTES);
 }

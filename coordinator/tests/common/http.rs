@@ -19,6 +19,13 @@ pub async fn post_raw(address: &str, path: &str, body: &str) -> (u16, serde_json
 
 /// `POST path` with `body` as it is; the status and the raw body.
 pub async fn post_bytes(address: &str, path: &str, body: &str) -> (u16, String) {
+    let (status, _, body) = post_with_head(address, path, body).await;
+    (status, body)
+}
+
+/// `POST path` with `body` as it is; the status, the response's head (status line and headers)
+/// and its raw body.
+pub async fn post_with_head(address: &str, path: &str, body: &str) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let request = format!(
@@ -35,7 +42,7 @@ pub async fn post_bytes(address: &str, path: &str, body: &str) -> (u16, String) 
     let response = String::from_utf8(response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("headers end");
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
+    (status, head.to_string(), body.to_string())
 }
 
 /// The text of a streamed completion: the `text` of every SSE event, in order, until

@@ -96,6 +96,27 @@ pub fn node_with(
     Process::start_command(command, &args(&common, extra), &[])
 }
 
+/// The single-process model's greedy texts for `prompts`, `max_tokens` each, with its experts at
+/// the nodes' high precision (f16): what `exact` completions through the cluster must equal.
+pub fn reference_texts(prompts: &[Vec<u32>], max_tokens: usize) -> Vec<String> {
+    let model = fixture();
+    let pool = std::sync::Arc::new(moe_kernels::Pool::new(1).unwrap());
+    let options = moe_model::LoadOptions::with_expert_format(Some(moe_kernels::Format::F16));
+    let reference = moe_model::Model::load(&model, &options, pool).unwrap();
+    let tokenizer = moe_model::Tokenizer::from_dir(&model).unwrap();
+    let params = moe_model::GenerateParams {
+        max_tokens,
+        ..moe_model::GenerateParams::default()
+    };
+    prompts
+        .iter()
+        .map(|p| {
+            let generated = moe_model::generate(&reference, Some(&tokenizer), p, &params);
+            generated.unwrap().text.unwrap()
+        })
+        .collect()
+}
+
 /// A `gateway` of `cluster` on ports the system picks, with one kernel thread.
 pub fn gateway(etcd: &str, cluster: &str, extra: &[&str]) -> Process {
     let model = fixture();

@@ -123,6 +123,11 @@ impl ApiError {
         }
     }
 
+    /// 503: the service cannot serve now; `message` says why.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::ServiceUnavailable, message)
+    }
+
     /// 500: the server failed; `message` is shown to the client.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
