@@ -31,6 +31,7 @@ pub fn status(e: ApiError) -> Status {
         ErrorKind::BadRequest | ErrorKind::PayloadTooLarge => Status::invalid_argument(e.message),
         ErrorKind::NotFound => Status::not_found(e.message),
         ErrorKind::Authentication => Status::unauthenticated(e.message),
+        ErrorKind::RequestTimeout => Status::deadline_exceeded(e.message),
         ErrorKind::ServiceUnavailable if e.retry_after_secs.is_some() => {
             Status::resource_exhausted(e.message)
         }

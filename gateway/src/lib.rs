@@ -8,6 +8,8 @@
 //! * [`engine`]: the contract between the APIs and the generation engine (a job in, events out).
 //! * [`grpc`]: `moe.gateway.v1.GatewayService`, streamed generation for other services.
 //! * [`http`]: the OpenAI-compatible HTTP API (completions, chat, models, health) over an engine.
+//! * [`front_door`]: how both APIs take connections: header, body and idle timeouts, a bound on
+//!   connections, and the drain.
 //! * [`metrics`]: the engine's metrics in the Prometheus text format, with vLLM's names.
 //! * [`sequence`]: one sequence's decoding: sampling, end conditions, the text streamed.
 //! * [`generator`]: the engine: continuous batching over the cluster on one generation thread.
@@ -24,6 +26,7 @@ pub mod api_keys;
 pub mod chat_template;
 pub mod dispatch;
 pub mod engine;
+pub mod front_door;
 pub mod generator;
 pub mod grpc;
 pub mod http;

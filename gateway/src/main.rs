@@ -22,6 +22,7 @@ use moe_gateway::api_keys::ApiKeys;
 use moe_gateway::chat_template::{ChatTemplate, TemplateError};
 use moe_gateway::dispatch::Dispatcher;
 use moe_gateway::engine::Engine;
+use moe_gateway::front_door::FrontDoor;
 use moe_gateway::generator::{Generator, GeneratorConfig};
 use moe_gateway::grpc::GrpcApi;
 use moe_gateway::http::{self, HttpOptions};
@@ -123,6 +124,20 @@ struct Config {
     /// How often the tokens routed per expert are reported to etcd for the coordinator.
     #[arg(long, env = "MOE_STATS_SECONDS", default_value_t = 30)]
     stats_seconds: u64,
+    /// Seconds an HTTP request head may take from its first byte; past it the connection is
+    /// dropped. On gRPC: a connection's first bytes and its TLS handshake.
+    #[arg(long, env = "MOE_HTTP_HEADER_TIMEOUT_SECONDS", default_value_t = 60)]
+    http_header_timeout_seconds: u64,
+    /// Seconds an HTTP request body may take to arrive after its head; past it, 408.
+    #[arg(long, env = "MOE_HTTP_BODY_TIMEOUT_SECONDS", default_value_t = 60)]
+    http_body_timeout_seconds: u64,
+    /// Seconds an HTTP connection may wait for its next request before it is closed. On gRPC:
+    /// the silence after which the client is pinged (and dropped if it does not answer).
+    #[arg(long, env = "MOE_HTTP_IDLE_TIMEOUT_SECONDS", default_value_t = 75)]
+    http_idle_timeout_seconds: u64,
+    /// Connections open at once on each API; more wait in the listen backlog until one ends.
+    #[arg(long, env = "MOE_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: u32,
     #[command(flatten)]
     tls: ClientTlsArgs,
     /// TLS of the gRPC API (server side; with --grpc-tls-ca, clients must present a
@@ -203,7 +218,51 @@ fn check(config: &Config) -> Result<(), String> {
             "--kv-tokens must be at least 16, --max-waiting and --max-running positive".into(),
         );
     }
+    check_front_door(config)
+}
+
+/// How long a gRPC client has to answer a keep-alive ping (tonic's default).
+const GRPC_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The longest timeout the front door takes: a day.
+const MAX_TIMEOUT_SECONDS: u64 = 86_400;
+
+fn check_front_door(config: &Config) -> Result<(), String> {
+    let timeouts = [
+        (
+            "--http-header-timeout-seconds",
+            config.http_header_timeout_seconds,
+        ),
+        (
+            "--http-body-timeout-seconds",
+            config.http_body_timeout_seconds,
+        ),
+        (
+            "--http-idle-timeout-seconds",
+            config.http_idle_timeout_seconds,
+        ),
+    ];
+    for (flag, seconds) in timeouts {
+        if !(1..=MAX_TIMEOUT_SECONDS).contains(&seconds) {
+            return Err(format!(
+                "{flag} must be between 1 and {MAX_TIMEOUT_SECONDS}"
+            ));
+        }
+    }
+    if config.max_connections == 0 {
+        return Err("--max-connections must be positive".into());
+    }
     Ok(())
+}
+
+/// The bounds of both APIs' connections.
+fn front_door(config: &Config) -> FrontDoor {
+    FrontDoor {
+        header_timeout: Duration::from_secs(config.http_header_timeout_seconds),
+        body_timeout: Duration::from_secs(config.http_body_timeout_seconds),
+        idle_timeout: Duration::from_secs(config.http_idle_timeout_seconds),
+        max_connections: config.max_connections,
+    }
 }
 
 async fn run(config: Config, tls: Tls) -> anyhow::Result<()> {
@@ -298,6 +357,18 @@ async fn run(config: Config, tls: Tls) -> anyhow::Result<()> {
         },
     )?;
     let engine: Arc<dyn Engine> = Arc::new(generator);
+    serve(&config, engine, tls.api, shutdown).await?;
+    drop((placement, nodes));
+    Ok(())
+}
+
+/// Binds both APIs' ports and serves them until `shutdown` resolves and open requests finished.
+async fn serve(
+    config: &Config,
+    engine: Arc<dyn Engine>,
+    api_tls: Option<ServerTlsConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let api_keys = ApiKeys::new(config.api_key.iter().cloned());
     let router = http::router(
         Arc::clone(&engine),
@@ -337,23 +408,29 @@ async fn run(config: Config, tls: Tls) -> anyhow::Result<()> {
     .max_decoding_message_size(http::DEFAULT_MAX_BODY_BYTES);
     let api = InterceptedService::new(api, move |request| api_keys.check(request));
     let streams = u32::try_from(config.max_running + config.max_waiting).unwrap_or(u32::MAX);
-    let mut builder = tonic::transport::Server::builder().max_concurrent_streams(Some(streams));
-    if let Some(api_tls) = tls.api {
-        builder = builder.tls_config(api_tls)?;
+    let front_door = front_door(config);
+    // What tonic offers of the front door's bounds: pings after the idle timeout without
+    // traffic (a peer that does not answer in 20 s is dropped) and the TLS handshake's timeout;
+    // the connection bound and the deadline for a connection's first bytes come with
+    // `grpc_incoming`. No per-request timeout: a stream of tokens may run for minutes.
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(streams))
+        .http2_keepalive_interval(Some(front_door.idle_timeout))
+        .http2_keepalive_timeout(Some(GRPC_PING_TIMEOUT));
+    if let Some(api_tls) = api_tls {
+        builder = builder.tls_config(api_tls.timeout(front_door.header_timeout))?;
     }
     let grpc = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api)
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            front_door.grpc_incoming(grpc_listener),
             stopped(stopping.clone()),
         );
-    let http = axum::serve(listener, router).with_graceful_shutdown(stopped(stopping));
-    let (http, grpc) = tokio::join!(http, grpc);
-    http.context("serving HTTP")?;
+    let http = front_door.serve(listener, router, stopped(stopping));
+    let ((), grpc) = tokio::join!(http, grpc);
     grpc.context("serving gRPC")?;
-    drop((placement, nodes));
     Ok(())
 }
 
@@ -432,5 +509,14 @@ mod tests {
         );
         let refused = check(&config(&["--cluster", "no/slash"])).unwrap_err();
         assert!(refused.contains("--cluster"), "{refused}");
+        let refused = check(&config(&["--http-body-timeout-seconds", "0"])).unwrap_err();
+        assert!(refused.contains("--http-body-timeout-seconds"), "{refused}");
+        let refused = check(&config(&["--http-idle-timeout-seconds", "86401"])).unwrap_err();
+        assert!(refused.contains("--http-idle-timeout-seconds"), "{refused}");
+        let refused = check(&config(&["--max-connections", "0"])).unwrap_err();
+        assert!(refused.contains("--max-connections"), "{refused}");
+        let front_door = front_door(&config(&["--http-header-timeout-seconds", "5"]));
+        assert_eq!(front_door.header_timeout, Duration::from_secs(5));
+        assert_eq!(front_door.idle_timeout, FrontDoor::default().idle_timeout);
     }
 }

@@ -1,7 +1,7 @@
-//! The OpenAI-compatible HTTP API served on 127.0.0.1:0 over a scripted engine, driven by a
-//! minimal HTTP/1.1 client: response documents and stream chunks, probes, the model list, every
-//! refusal as OpenAI error JSON with its status, API keys, the body limit, and a streaming client
-//! that goes away cancelling its job.
+//! The OpenAI-compatible HTTP API served on 127.0.0.1:0 (through the front door, as the binary
+//! serves it) over a scripted engine, driven by a minimal HTTP/1.1 client: response documents and
+//! stream chunks, probes, the model list, every refusal as OpenAI error JSON with its status, API
+//! keys, the body limit, and a streaming client that goes away cancelling its job.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,6 +11,7 @@ use std::time::Duration;
 use moe_gateway::api_keys::ApiKeys;
 use moe_gateway::chat_template::Message;
 use moe_gateway::engine::{Engine, Event, Job, Token};
+use moe_gateway::front_door::FrontDoor;
 use moe_gateway::http::{HttpOptions, router};
 use moe_gateway::openai::{ApiError, FinishReason, Usage};
 use moe_gateway::readiness::Readiness;
@@ -181,13 +182,9 @@ async fn serve(engine: &Arc<ScriptedEngine>, options: HttpOptions) -> Server {
     let address = listener.local_addr().unwrap();
     let (shutdown, signal) = oneshot::channel::<()>();
     let app = router(Arc::clone(engine) as Arc<dyn Engine>, options);
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = signal.await;
-            })
-            .await
-    });
+    tokio::spawn(FrontDoor::default().serve(listener, app, async {
+        let _ = signal.await;
+    }));
     Server {
         address,
         _shutdown: shutdown,

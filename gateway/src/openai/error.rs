@@ -1,5 +1,7 @@
 //! Errors as OpenAI error JSON with their HTTP status.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 /// The class of an API error: its HTTP status and its OpenAI `"type"`.
@@ -11,6 +13,8 @@ pub enum ErrorKind {
     Authentication,
     /// 404 `NotFoundError`.
     NotFound,
+    /// 408 `RequestTimeoutError`: the request did not arrive in time.
+    RequestTimeout,
     /// 413 `PayloadTooLargeError`.
     PayloadTooLarge,
     /// 500 `InternalServerError`.
@@ -25,6 +29,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => 400,
             ErrorKind::Authentication => 401,
             ErrorKind::NotFound => 404,
+            ErrorKind::RequestTimeout => 408,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::Internal => 500,
             ErrorKind::ServiceUnavailable => 503,
@@ -37,6 +42,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => "BadRequestError",
             ErrorKind::Authentication => "AuthenticationError",
             ErrorKind::NotFound => "NotFoundError",
+            ErrorKind::RequestTimeout => "RequestTimeoutError",
             ErrorKind::PayloadTooLarge => "PayloadTooLargeError",
             ErrorKind::Internal => "InternalServerError",
             ErrorKind::ServiceUnavailable => "ServiceUnavailableError",
@@ -112,6 +118,17 @@ impl ApiError {
         Self::new(
             ErrorKind::PayloadTooLarge,
             format!("The request body is larger than the limit of {limit_bytes} bytes."),
+        )
+    }
+
+    /// 408: the request body had not fully arrived when `timeout` ran out.
+    pub fn request_timeout(timeout: Duration) -> Self {
+        Self::new(
+            ErrorKind::RequestTimeout,
+            format!(
+                "The request body did not arrive within the body timeout of {} seconds.",
+                timeout.as_secs_f64()
+            ),
         )
     }
 
