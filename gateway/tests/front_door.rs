@@ -17,6 +17,7 @@ use moe_gateway::engine::{Engine, Event, Job};
 use moe_gateway::front_door::FrontDoor;
 use moe_gateway::http::{HttpOptions, router};
 use moe_gateway::openai::{ApiError, FinishReason, Usage};
+use moe_gateway::readiness::Readiness;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -79,8 +80,12 @@ impl Engine for HeldEngine {
         Ok(receiver)
     }
 
-    fn ready(&self) -> bool {
-        true
+    fn readiness(&self) -> Readiness {
+        Readiness {
+            epoch: Some(1),
+            experts: 1,
+            missing: Vec::new(),
+        }
     }
 }
 
