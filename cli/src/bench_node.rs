@@ -174,7 +174,7 @@ pub fn run(args: &BenchNodeArgs) -> anyhow::Result<()> {
         .next()
         .context("the model has no MoE layer")? as u32;
     let selection = format!("{layer}:0-{}", cfg.num_experts - 1);
-    let pair: PrecisionPair = args.precisions.0;
+    let pair: PrecisionPair = args.precisions.resolve(&args.model)?;
     let precisions_flag = format!("{}+{}", pair.high, pair.low);
     let shards = tempfile::tempdir()?;
     let (set, _) = store::load(

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use moe_expert_node::config::Precisions;
+use moe_expert_node::work::PrecisionPair;
 use moe_gateway::policy::{PairPlan, Rung, Thresholds};
 use moe_service::netns::Namespace;
 
@@ -197,9 +197,8 @@ pub fn run(args: &BenchPrecisionArgs) -> anyhow::Result<()> {
         tokens: args.quality_tokens,
         thresholds,
         pair: "f16+q4"
-            .parse::<Precisions>()
-            .map_err(anyhow::Error::msg)?
-            .0,
+            .parse::<PrecisionPair>()
+            .map_err(anyhow::Error::msg)?,
         threads: args.threads,
     };
     eprintln!("quality of each ladder's top rung on {}", text.display());

@@ -437,7 +437,7 @@ pub fn run(args: &EvalQualityArgs) -> anyhow::Result<()> {
         window: args.window,
         tokens: args.tokens,
         thresholds,
-        pair: args.precisions.0,
+        pair: args.precisions.resolve(&args.model)?,
         threads: args.threads,
     };
     let q = measure(&setup, &args.rungs)?;

@@ -13,9 +13,13 @@ pub struct GenModelArgs {
     /// Architecture: mixtral, qwen2-moe, qwen3-moe or olmoe.
     #[arg(long)]
     arch: moe_model::Arch,
-    /// Shape: tiny (tests), small (demos) or medium (benchmarks, about 1.5 GB).
+    /// Shape: tiny (tests), small (demos), medium (benchmarks, about 1.5 GB) or real-width (the
+    /// released model's widths with 4 layers).
     #[arg(long, default_value = "tiny")]
     preset: moe_synth::Preset,
+    /// Decoder layers, in place of the preset's.
+    #[arg(long)]
+    layers: Option<usize>,
     /// Keys of the preset's config.json set to other values, as key=value (JSON values; several
     /// comma-separated or repeated), e.g. moe_intermediate_size=40.
     #[arg(long = "set")]
@@ -41,7 +45,15 @@ pub fn run(args: &GenModelArgs) -> anyhow::Result<()> {
         });
         p.inc(done.saturating_sub(p.done()));
     };
-    let overrides = moe_synth::Overrides::from_iter(args.overrides.iter().cloned());
+    let layers = args
+        .layers
+        .map(|n| format!("num_hidden_layers={n}").parse());
+    let overrides: moe_synth::Overrides = args
+        .overrides
+        .iter()
+        .cloned()
+        .chain(layers.transpose().map_err(anyhow::Error::msg)?)
+        .collect();
     let written = moe_synth::write_checkpoint_reporting(
         args.arch,
         args.preset,

@@ -20,8 +20,9 @@ use moe_coordinator::leader::{self, LeadError, Settings};
 use moe_coordinator::planner::{DEFAULT_REPLICATION, Hysteresis};
 use moe_coordinator::records::{GatewayStats, NodeRecord};
 use moe_coordinator::watch::Watcher;
-use moe_kernels::Format;
-use moe_model::config::served_name;
+use moe_model::ModelConfig;
+use moe_model::config::{config_path, served_name};
+use moe_model::precision::PrecisionPair;
 use moe_service::tls::{self, TlsArgs};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -54,8 +55,9 @@ struct Config {
     /// The model's name in the placement (default: the checkpoint directory's name).
     #[arg(long, env = "MOE_MODEL_NAME")]
     model_name: Option<String>,
-    /// The precision pair expert nodes serve: f16+q4 or q8+q2.
-    #[arg(long, env = "MOE_PRECISIONS", default_value = "f16+q4")]
+    /// The precision pair expert nodes serve: `auto` (fp8+q4 for an fp8 checkpoint, f16+q4
+    /// otherwise, as the nodes resolve it) or a pair such as f16+q4, q8+q2, fp8+q4.
+    #[arg(long, env = "MOE_PRECISIONS", default_value = "auto")]
     precisions: String,
     /// Copies of each expert where capacity allows (the hottest first when it does not).
     #[arg(long, env = "MOE_REPLICATION", default_value_t = DEFAULT_REPLICATION)]
@@ -109,24 +111,20 @@ fn check_tls(config: &Config) -> Result<Tls, String> {
 
 /// What the flags alone decide (all that `--check-config` checks): the cluster's keys, this
 /// coordinator's id and the precision pair.
-fn check_flags(config: &Config) -> Result<(ClusterKeys, String, (Format, Format)), String> {
+fn check_flags(config: &Config) -> Result<(ClusterKeys, String, Option<PrecisionPair>), String> {
     let keys = ClusterKeys::new(&config.cluster).map_err(|e| format!("--cluster: {e}"))?;
     let id = match &config.id {
         Some(id) => id.clone(),
         None => moe_service::instance_name("coordinator"),
     };
     Name::new("coordinator id", &id).map_err(|e| format!("--id: {e}"))?;
-    let pair = config
-        .precisions
-        .split_once('+')
-        .and_then(|(h, l)| Some((h.parse::<Format>().ok()?, l.parse::<Format>().ok()?)))
-        .filter(|pair| matches!(pair, (Format::F16, Format::Q4) | (Format::Q8, Format::Q2)))
-        .ok_or_else(|| {
-            format!(
-                "--precisions {}: expected f16+q4 or q8+q2",
-                config.precisions
-            )
-        })?;
+    let pair = match config.precisions.as_str() {
+        "auto" => None,
+        pair => Some(
+            pair.parse::<PrecisionPair>()
+                .map_err(|e| format!("--precisions {e}"))?,
+        ),
+    };
     if config.replication == 0 || config.lease_ttl_seconds == 0 || config.replan_seconds == 0 {
         return Err(
             "--replication, --lease-ttl-seconds and --replan-seconds must be positive".into(),
@@ -137,20 +135,26 @@ fn check_flags(config: &Config) -> Result<(ClusterKeys, String, (Format, Format)
 
 /// Everything checked before a start: the flags, then the model's shape from its config.json.
 fn check(config: &Config) -> Result<Checked, String> {
-    let (keys, id, (high, low)) = check_flags(config)?;
+    let (keys, id, pair) = check_flags(config)?;
     let tls = check_tls(config)?;
     let name = config
         .model_name
         .clone()
         .unwrap_or_else(|| served_name(&config.model));
-    let shape = leader::model_shape(&config.model, &name, high, low)
-        .map_err(|e| format!("--model {}: {e}", config.model.display()))?;
+    let model = |e: moe_model::ModelError| format!("--model {}: {e}", config.model.display());
+    let pair = match pair {
+        Some(pair) => pair,
+        None => PrecisionPair::for_model(
+            &ModelConfig::from_file(&config_path(&config.model)).map_err(model)?,
+        ),
+    };
+    let shape = leader::model_shape(&config.model, &name, pair.high, pair.low).map_err(model)?;
     Ok(Checked {
         keys,
         id,
         settings: Settings {
             shape,
-            precisions: config.precisions.clone(),
+            precisions: pair.to_string(),
             replication: config.replication,
             replan_every: Duration::from_secs(config.replan_seconds),
             hysteresis: Hysteresis::default(),
@@ -344,12 +348,15 @@ mod tests {
         let (_, id, pair) = check_flags(&fine).unwrap();
         assert_eq!(
             (id.as_str(), pair),
-            ("coordinator-a", (Format::F16, Format::Q4))
+            ("coordinator-a", None),
+            "auto by default"
         );
+        let (_, _, pair) = check_flags(&config(&["--precisions", "fp8+q4"])).unwrap();
+        assert_eq!(pair.map(|p| p.to_string()).as_deref(), Some("fp8+q4"));
         let refused = check(&fine).err().unwrap();
         assert!(refused.starts_with("--model /nowhere"), "{refused}");
 
-        let refused = check_flags(&config(&["--precisions", "f16+q2"])).unwrap_err();
+        let refused = check_flags(&config(&["--precisions", "q4+f16"])).unwrap_err();
         assert!(refused.contains("--precisions"), "{refused}");
         let refused = check_flags(&config(&["--replication", "0"])).unwrap_err();
         assert!(refused.contains("--replication"), "{refused}");

@@ -5,6 +5,7 @@
 use crate::config::{Backend, Config};
 use crate::gpu::Accelerator;
 use crate::store::Catalog;
+use crate::work::PrecisionPair;
 
 /// The outcome of choosing.
 pub enum Chosen {
@@ -31,11 +32,11 @@ impl Chosen {
 }
 
 /// Opens the backend `config` asks for; `Err` only when `--backend cuda` cannot be honoured.
-pub fn choose(config: &Config, catalog: &Catalog) -> Result<Chosen, String> {
+pub fn choose(config: &Config, catalog: &Catalog, pair: PrecisionPair) -> Result<Chosen, String> {
     if config.backend == Backend::Cpu {
         return Ok(Chosen::Cpu { reason: None });
     }
-    match open_cuda(config, catalog) {
+    match open_cuda(config, catalog, pair) {
         Ok(chosen) => Ok(chosen),
         Err(reason) if config.backend == Backend::Auto => Ok(Chosen::Cpu {
             reason: Some(reason),
@@ -45,7 +46,7 @@ pub fn choose(config: &Config, catalog: &Catalog) -> Result<Chosen, String> {
 }
 
 #[cfg(feature = "cuda")]
-fn open_cuda(config: &Config, catalog: &Catalog) -> Result<Chosen, String> {
+fn open_cuda(config: &Config, catalog: &Catalog, pair: PrecisionPair) -> Result<Chosen, String> {
     use moe_kernels::cuda::CudaExperts;
 
     use crate::cache_policy::{CacheConfig, TierBytes, Weights};
@@ -79,7 +80,7 @@ fn open_cuda(config: &Config, catalog: &Catalog) -> Result<Chosen, String> {
     let gpu = Gpu::new(
         device,
         cache,
-        config.precisions.0,
+        pair,
         catalog.experts(),
         config.pcie_backlog_bytes,
     )
@@ -91,6 +92,6 @@ fn open_cuda(config: &Config, catalog: &Catalog) -> Result<Chosen, String> {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn open_cuda(_config: &Config, _catalog: &Catalog) -> Result<Chosen, String> {
+fn open_cuda(_config: &Config, _catalog: &Catalog, _pair: PrecisionPair) -> Result<Chosen, String> {
     Err("this build has no CUDA backend (built without the `cuda` feature)".into())
 }

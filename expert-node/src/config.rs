@@ -2,12 +2,13 @@
 //! validated before any port is bound.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use moe_coordinator::keys::{ClusterKeys, Name};
-use moe_kernels::Format;
+use moe_model::config::config_path;
+use moe_model::{ModelConfig, ModelError};
 use moe_proto::tensor::Limits;
 use moe_service::tls::{self, Mode, Side, TlsArgs};
 use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
@@ -24,19 +25,31 @@ pub enum Backend {
     Auto,
 }
 
-/// The node's high and low precision, `f16+q4` or `q8+q2`.
+/// The node's high and low precision: `auto` (the checkpoint's, see
+/// `PrecisionPair::for_model`) or a pair such as `f16+q4`, `q8+q2` or `fp8+q4`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Precisions(pub PrecisionPair);
+pub struct Precisions(pub Option<PrecisionPair>);
 
 impl FromStr for Precisions {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Precisions, String> {
-        let pair = |high, low| Precisions(PrecisionPair { high, low });
         match s {
-            "f16+q4" => Ok(pair(Format::F16, Format::Q4)),
-            "q8+q2" => Ok(pair(Format::Q8, Format::Q2)),
-            _ => Err(format!("`{s}`: expected f16+q4 or q8+q2")),
+            "auto" => Ok(Precisions(None)),
+            pair => pair.parse().map(|p| Precisions(Some(p))),
+        }
+    }
+}
+
+impl Precisions {
+    /// The pair asked for, or the checkpoint's in `model_dir` for `auto`.
+    pub fn resolve(&self, model_dir: &Path) -> Result<PrecisionPair, ModelError> {
+        match self.0 {
+            Some(pair) => Ok(pair),
+            None => {
+                let cfg = ModelConfig::from_file(&config_path(model_dir))?;
+                Ok(PrecisionPair::for_model(&cfg))
+            }
         }
     }
 }
@@ -83,8 +96,9 @@ pub struct Config {
     /// is half full or more.
     #[arg(long, env = "MOE_DOWNGRADE_ABOVE", default_value_t = 0.6)]
     pub downgrade_above: f32,
-    /// High and low precision of every expert: f16+q4 or q8+q2.
-    #[arg(long, env = "MOE_PRECISIONS", default_value = "f16+q4")]
+    /// The high and low copy of every expert: `auto` (fp8+q4 for an fp8 checkpoint, so its
+    /// experts are served as stored; f16+q4 otherwise) or a pair such as f16+q4, q8+q2, fp8+q4.
+    #[arg(long, env = "MOE_PRECISIONS", default_value = "auto")]
     pub precisions: Precisions,
     /// Experts to serve without a coordinator: `all` (the default), or e.g. `0:0-3,1:4-7`. With
     /// `--etcd` the placement decides instead.

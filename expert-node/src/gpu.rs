@@ -194,7 +194,7 @@ impl<D: ExpertDevice> Gpu<D> {
     ) -> Result<Option<Vec<Tier>>, WorkError> {
         let mut tiers = Vec::with_capacity(work.experts.len());
         for e in &work.experts {
-            let Some(want) = self.tier(self.pair.resolve(e.precision)) else {
+            let Some(want) = self.tier(e.precision.format(self.pair)) else {
                 return Ok(None);
             };
             let request = Request {

@@ -51,7 +51,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     health
         .set_not_serving::<ExpertServiceServer<NodeService>>()
         .await;
-    let pair = config.precisions.0;
+    let pair = config
+        .precisions
+        .resolve(&config.model)
+        .with_context(|| format!("reading {}", config.model.display()))?;
     let node = Arc::new(
         Node::new(
             config.node_id.clone(),
@@ -99,7 +102,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for reason in &report.refused {
         tracing::warn!(%reason, "rebuilt a shard");
     }
-    let chosen = backend::choose(&config, &catalog).map_err(anyhow::Error::msg)?;
+    let chosen = backend::choose(&config, &catalog, pair).map_err(anyhow::Error::msg)?;
     if let Chosen::Cpu {
         reason: Some(reason),
     } = &chosen
@@ -142,10 +145,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let membership = if config.etcd.is_empty() {
         None
     } else {
-        let record = membership::record(&config, address, kind, gpu_bytes)
+        let record = membership::record(&config, pair, address, (kind, gpu_bytes))
             .with_context(|| format!("measuring {}", config.shard_dir.display()))?;
         let serving = (Arc::clone(&node), Arc::clone(&residency));
-        let joining = membership::join(&config, record, serving, health.clone());
+        let joining = membership::join((&config, pair), record, serving, health.clone());
         Some(joining.await?)
     };
 

@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::follower::{Follower, Standing};
 use crate::residency::Residency;
 use crate::server::Node;
+use crate::work::PrecisionPair;
 
 /// A joined node; [`Membership::leave`] deregisters it.
 pub struct Membership {
@@ -47,11 +48,10 @@ fn filesystem_bytes(dir: &Path) -> std::io::Result<u64> {
 /// `follower`), which is how the coordinator learns the room the node really has.
 pub fn record(
     config: &Config,
+    pair: PrecisionPair,
     address: SocketAddr,
-    backend: &str,
-    gpu_bytes: u64,
+    (backend, gpu_bytes): (&str, u64),
 ) -> std::io::Result<NodeRecord> {
-    let pair = config.precisions.0;
     let filesystem = filesystem_bytes(&config.shard_dir)?;
     let ram_disk_bytes = match config.ram_disk_bytes {
         0 => filesystem,
@@ -71,7 +71,7 @@ pub fn record(
         id: config.node_id.clone(),
         address: config.advertise.unwrap_or(address).to_string(),
         backend: backend.to_string(),
-        precisions: format!("{}+{}", pair.high, pair.low),
+        precisions: pair.to_string(),
         capacity: Capacity {
             ram_disk_bytes,
             host_memory_bytes: config.host_memory,
@@ -86,7 +86,7 @@ pub fn record(
 /// Registers `record` in the cluster `config` names and follows the placement from now on,
 /// reporting the node's health to `health`.
 pub async fn join(
-    config: &Config,
+    (config, pair): (&Config, PrecisionPair),
     record: NodeRecord,
     (node, residency): (Arc<Node>, Arc<Residency>),
     health: HealthReporter,
@@ -107,7 +107,7 @@ pub async fn join(
         node,
         residency,
         config.model.clone(),
-        (config.node_id.clone(), config.precisions.0),
+        (config.node_id.clone(), pair),
         Duration::from_secs(config.release_grace_seconds),
         standing,
         health,

@@ -24,6 +24,7 @@ pub fn precision(raw: i32) -> Result<Precision, Status> {
         WirePrecision::Q8 => Precision::Exact(Format::Q8),
         WirePrecision::Q4 => Precision::Exact(Format::Q4),
         WirePrecision::Q2 => Precision::Exact(Format::Q2),
+        WirePrecision::Fp8 => Precision::Exact(Format::Fp8),
     })
 }
 
@@ -36,6 +37,7 @@ pub fn wire_precision(format: Format) -> WirePrecision {
         Format::Q8 => WirePrecision::Q8,
         Format::Q4 => WirePrecision::Q4,
         Format::Q2 => WirePrecision::Q2,
+        Format::Fp8 => WirePrecision::Fp8,
     }
 }
 

@@ -399,7 +399,7 @@ impl Node {
             .admits(Epoch(hint.epoch))
             .map_err(|e| e.to_string())?;
         let precision = request::precision(hint.precision).map_err(|s| s.message().to_string())?;
-        let format = self.pair.resolve(precision);
+        let format = precision.format(self.pair);
         let catalog = loaded.residency.catalog();
         let keys: Vec<ShardKey> = hint
             .experts

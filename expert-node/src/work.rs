@@ -19,18 +19,14 @@ pub enum Precision {
     Exact(Format),
 }
 
-/// The node's precision pair (`f16+q4`, `q8+q2`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PrecisionPair {
-    pub high: Format,
-    pub low: Format,
-}
+pub use moe_model::precision::PrecisionPair;
 
-impl PrecisionPair {
-    pub fn resolve(&self, p: Precision) -> Format {
-        match p {
-            Precision::High => self.high,
-            Precision::Low => self.low,
+impl Precision {
+    /// The format this precision names on a node with `pair`.
+    pub fn format(self, pair: PrecisionPair) -> Format {
+        match self {
+            Precision::High => pair.high,
+            Precision::Low => pair.low,
             Precision::Exact(f) => f,
         }
     }
@@ -108,7 +104,7 @@ impl LayerWork {
         self.experts.iter().map(move |e| ShardKey {
             layer: self.layer,
             expert: e.expert,
-            format: pair.resolve(e.precision),
+            format: e.precision.format(pair),
         })
     }
 
@@ -281,7 +277,7 @@ impl ExpertSet {
         work.experts
             .iter()
             .map(|e| {
-                let asked = pair.resolve(e.precision);
+                let asked = e.precision.format(pair);
                 self.get(work.layer, e.expert, asked)
                     .map_or(asked, Expert::precision)
             })
@@ -344,7 +340,7 @@ impl ExpertSet {
             if e.rows.is_empty() {
                 continue;
             }
-            let format = pair.resolve(e.precision);
+            let format = e.precision.format(pair);
             let expert = self
                 .get(work.layer, e.expert, format)
                 .ok_or(WorkError::NotHeld {

@@ -1,4 +1,4 @@
-// Expert kernels: one MoE layer's batch on one GPU, for weights in f16, q8, q4 or q2.
+// Expert kernels: one MoE layer's batch on one GPU, for weights in f16, fp8, q8, q4 or q2.
 //
 // A batch is a list of (token row, expert, gate weight) pairs grouped by expert. The host side
 // (kernels/src/batch.rs) builds the index arrays:
@@ -61,6 +61,25 @@ struct F16 {
     }
 };
 
+// An E4M3 code's value: its bits placed where an f16 keeps them (sign to bit 15, exponent and
+// mantissa to bits 13..7) make an f16 of 2^-8 times the value, subnormals included.
+__device__ __forceinline__ float e4m3_to_f32(unsigned char code) {
+    const unsigned short h = (unsigned short)(((code & 0x7f) << 7) | ((code & 0x80) << 8));
+    return f16_to_f32(h) * 256.0f;
+}
+
+// BlockFp8: f32 d, then 32 E4M3 codes; element j = d * e4m3(qs[j]).
+struct Fp8 {
+    static constexpr int BLOCK_ELEMS = 32;
+    static constexpr int BLOCK_BYTES = 36;
+    __device__ static void load4(const unsigned char* row, int c, float w[4]) {
+        const unsigned char* b = row + (c / 32) * BLOCK_BYTES;
+        const float d = *reinterpret_cast<const float*>(b);
+        const unsigned char* qs = b + 4 + c % 32;
+        for (int i = 0; i < 4; ++i) w[i] = d * e4m3_to_f32(qs[i]);
+    }
+};
+
 // BlockQ8: f16 d, then 32 int8 codes; element j = d * qs[j].
 struct Q8 {
     static constexpr int BLOCK_ELEMS = 32;
@@ -104,6 +123,7 @@ struct Q2 {
     }
 };
 
+static_assert(Fp8::BLOCK_BYTES == 4 + 32, "BlockFp8 is 36 bytes");
 static_assert(Q8::BLOCK_BYTES == 2 + 32, "BlockQ8 is 34 bytes");
 static_assert(Q4::BLOCK_BYTES == 2 + 16, "BlockQ4 is 18 bytes");
 static_assert(Q2::BLOCK_BYTES == 2 + 2 + 8, "BlockQ2 is 12 bytes");
@@ -242,6 +262,7 @@ __device__ void down(const u64* __restrict__ down_ptrs, const int* __restrict__ 
     }
 
 MOE_FORMAT_KERNELS(f16, F16)
+MOE_FORMAT_KERNELS(fp8, Fp8)
 MOE_FORMAT_KERNELS(q8, Q8)
 MOE_FORMAT_KERNELS(q4, Q4)
 MOE_FORMAT_KERNELS(q2, Q2)

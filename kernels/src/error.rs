@@ -37,6 +37,9 @@ pub enum KernelError {
     /// NaN or infinity cannot be represented by a block scale.
     #[error("non-finite value at element {index} cannot be quantized to {format}")]
     NonFinite { format: Format, index: usize },
+    /// An fp8 weight code that is NaN, or a block scale that is not finite.
+    #[error("fp8 {what} {index} is NaN or infinite")]
+    InvalidFp8 { what: &'static str, index: usize },
     /// A row index past the end of the matrix.
     #[error("row {row} out of range for a matrix with {rows} rows")]
     RowOutOfRange { row: usize, rows: usize },

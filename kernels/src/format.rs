@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::KernelError;
-use crate::quant::{BlockQ2, BlockQ4, BlockQ8, QK};
+use crate::quant::{BlockFp8, BlockQ2, BlockQ4, BlockQ8, QK};
 
 /// A storage format for a row-major weight matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -16,6 +16,9 @@ pub enum Format {
     F16,
     /// bfloat16, 2 bytes per weight.
     Bf16,
+    /// 32-weight blocks of FP8 E4M3 codes with an f32 scale ([`BlockFp8`]), 9 bits per weight:
+    /// fp8 checkpoints as stored.
+    Fp8,
     /// 32-weight blocks of int8 with an f16 scale ([`BlockQ8`]), 8.5 bits per weight.
     Q8,
     /// 32-weight blocks of 4-bit codes with an f16 scale ([`BlockQ4`]), 4.5 bits per weight.
@@ -26,10 +29,11 @@ pub enum Format {
 
 impl Format {
     /// Every format, widest first.
-    pub const ALL: [Format; 6] = [
+    pub const ALL: [Format; 7] = [
         Format::F32,
         Format::F16,
         Format::Bf16,
+        Format::Fp8,
         Format::Q8,
         Format::Q4,
         Format::Q2,
@@ -41,6 +45,7 @@ impl Format {
             Format::F32 => "f32",
             Format::F16 => "f16",
             Format::Bf16 => "bf16",
+            Format::Fp8 => "fp8",
             Format::Q8 => "q8",
             Format::Q4 => "q4",
             Format::Q2 => "q2",
@@ -49,6 +54,12 @@ impl Format {
 
     /// Whether the format stores 32-element blocks with scales (as opposed to plain floats).
     pub fn is_quantized(self) -> bool {
+        matches!(self, Format::Fp8 | Format::Q8 | Format::Q4 | Format::Q2)
+    }
+
+    /// Whether products with this format take the activations quantized to int8 blocks (the
+    /// integer formats); the others take them as f32.
+    pub fn takes_int8_activations(self) -> bool {
         matches!(self, Format::Q8 | Format::Q4 | Format::Q2)
     }
 
@@ -62,6 +73,7 @@ impl Format {
         match self {
             Format::F32 => 4,
             Format::F16 | Format::Bf16 => 2,
+            Format::Fp8 => size_of::<BlockFp8>(),
             Format::Q8 => size_of::<BlockQ8>(),
             Format::Q4 => size_of::<BlockQ4>(),
             Format::Q2 => size_of::<BlockQ2>(),
@@ -73,26 +85,28 @@ impl Format {
         (self.block_bytes() * 8) as f64 / self.block_len() as f64
     }
 
-    /// Bytes of one row of `cols` weights. For quantized formats a partial block counts as a whole
-    /// one (such a matrix cannot be built, see [`KernelError::UnalignedCols`]).
+    /// Bytes of one row of `cols` weights. For block formats a partial block counts as a whole
+    /// one (`Fp8` pads it; the integer formats cannot build such a matrix, see
+    /// [`KernelError::UnalignedCols`]).
     pub fn row_bytes(self, cols: usize) -> usize {
         cols.div_ceil(self.block_len()) * self.block_bytes()
     }
 
     /// Whether a matrix of `cols` columns (input features) can be stored in this format: float
-    /// formats store any width, block formats a whole number of blocks per row.
+    /// formats and `Fp8` (which pads a row's last block) store any width, the integer block
+    /// formats a whole number of blocks per row.
     pub fn fits(self, cols: usize) -> bool {
-        cols.is_multiple_of(self.block_len())
+        self == Format::Fp8 || cols.is_multiple_of(self.block_len())
     }
 
     /// The next wider format a matrix falls back to when this one does not fit its shape:
-    /// q2 → q4 → q8 → f16; `None` for float formats, which fit every shape.
+    /// q2 → q4 → q8 → f16; `None` for float formats and fp8, which fit every shape.
     pub fn wider(self) -> Option<Format> {
         match self {
             Format::Q2 => Some(Format::Q4),
             Format::Q4 => Some(Format::Q8),
             Format::Q8 => Some(Format::F16),
-            Format::F32 | Format::F16 | Format::Bf16 => None,
+            Format::F32 | Format::F16 | Format::Bf16 | Format::Fp8 => None,
         }
     }
 
@@ -221,6 +235,10 @@ mod tests {
         assert_eq!(Format::Q8.bits_per_weight(), 8.5);
         assert_eq!(Format::Q4.bits_per_weight(), 4.5);
         assert_eq!(Format::Q2.bits_per_weight(), 3.0);
+        assert_eq!(Format::Fp8.bits_per_weight(), 9.0);
+        assert_eq!(Format::Fp8.row_bytes(48), 72);
+        assert!(Format::Fp8.fits(48) && Format::Fp8.is_quantized());
+        assert!(!Format::Fp8.takes_int8_activations() && Format::Q4.takes_int8_activations());
         assert_eq!(Format::F16.bits_per_weight(), 16.0);
         assert_eq!(Format::Q4.row_bytes(1024), 32 * 18);
         assert_eq!(Format::Bf16.row_bytes(7), 14);

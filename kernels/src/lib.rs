@@ -38,7 +38,7 @@ pub use format::{Fit, Format};
 pub use isa::Isa;
 pub use matrix::Matrix;
 pub use pool::Pool;
-pub use quant::{BlockQ2, BlockQ4, BlockQ8};
+pub use quant::{BlockFp8, BlockQ2, BlockQ4, BlockQ8, E4M3_MAX, e4m3_to_f32, f32_to_e4m3};
 
 #[cfg(test)]
 mod send_sync {

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::error::KernelError;
 use crate::format::Format;
-use crate::quant::{BlockQ2, BlockQ4, BlockQ8, QK};
+use crate::quant::{BlockFp8, BlockQ2, BlockQ4, BlockQ8, QK};
 
 /// Elements above which `from_f32` quantizes on the global rayon pool.
 const PARALLEL_QUANTIZE_MIN: usize = 1 << 18;
@@ -20,6 +20,7 @@ pub(crate) enum Storage {
     F32(Vec<f32>),
     F16(Vec<f16>),
     Bf16(Vec<bf16>),
+    Fp8(Vec<BlockFp8>),
     Q8(Vec<BlockQ8>),
     Q4(Vec<BlockQ4>),
     Q2(Vec<BlockQ2>),
@@ -57,7 +58,7 @@ fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), Kern
 }
 
 fn check_block_aligned(format: Format, cols: usize) -> Result<(), KernelError> {
-    if cols.is_multiple_of(format.block_len()) {
+    if format.fits(cols) {
         Ok(())
     } else {
         Err(KernelError::UnalignedCols {
@@ -76,6 +77,19 @@ fn quantize_blocks<B: Send>(data: &[f32], quantize: impl Fn(&[f32; QK]) -> B + S
         data.par_chunks_exact(QK).map(one).collect()
     } else {
         data.chunks_exact(QK).map(one).collect()
+    }
+}
+
+/// Each row of `data` (`cols` wide) quantized to fp8 blocks, the last one of a row padded.
+fn quantize_fp8_rows(data: &[f32], cols: usize) -> Vec<BlockFp8> {
+    if cols == 0 {
+        return Vec::new();
+    }
+    let row = |r: &[f32]| r.chunks(QK).map(BlockFp8::quantize).collect::<Vec<_>>();
+    if data.len() >= PARALLEL_QUANTIZE_MIN {
+        data.par_chunks_exact(cols).flat_map_iter(row).collect()
+    } else {
+        data.chunks_exact(cols).flat_map(row).collect()
     }
 }
 
@@ -112,6 +126,7 @@ impl Matrix {
             Format::F32 => Storage::F32(data.to_vec()),
             Format::F16 => Storage::F16(data.iter().map(|&v| f16::from_f32(v)).collect()),
             Format::Bf16 => Storage::Bf16(data.iter().map(|&v| bf16::from_f32(v)).collect()),
+            Format::Fp8 => Storage::Fp8(quantize_fp8_rows(data, cols)),
             Format::Q8 => Storage::Q8(quantize_blocks(data, BlockQ8::quantize)),
             Format::Q4 => Storage::Q4(quantize_blocks(data, BlockQ4::quantize)),
             Format::Q2 => Storage::Q2(quantize_blocks(data, BlockQ2::quantize)),
@@ -136,6 +151,59 @@ impl Matrix {
             rows,
             cols,
             data: Storage::Bf16(data),
+        })
+    }
+
+    /// An `Fp8` matrix from E4M3 codes (`rows x cols`, row-major) and one scale per
+    /// `block x block` tile of them (`ceil(rows / block) x ceil(cols / block)`, row-major, partial
+    /// tiles at the edges), the way fp8 checkpoints store a weight and its `weight_scale_inv`.
+    /// `block` must be a positive multiple of 32; the weights are kept exactly.
+    pub fn from_fp8(
+        rows: usize,
+        cols: usize,
+        codes: &[u8],
+        scales: &[f32],
+        block: usize,
+    ) -> Result<Matrix, KernelError> {
+        check_len("fp8 codes", element_count(rows, cols)?, codes.len())?;
+        if block == 0 || !block.is_multiple_of(QK) {
+            return Err(KernelError::UnalignedCols {
+                cols: block,
+                block: QK,
+            });
+        }
+        let tiles_per_row = cols.div_ceil(block);
+        check_len(
+            "fp8 block scales",
+            rows.div_ceil(block) * tiles_per_row,
+            scales.len(),
+        )?;
+        if let Some(index) = codes.iter().position(|&q| crate::quant::is_e4m3_nan(q)) {
+            return Err(KernelError::InvalidFp8 {
+                what: "weight",
+                index,
+            });
+        }
+        if let Some(index) = scales.iter().position(|s| !s.is_finite()) {
+            return Err(KernelError::InvalidFp8 {
+                what: "block scale",
+                index,
+            });
+        }
+        let mut blocks = Vec::with_capacity(rows * cols.div_ceil(QK));
+        for (r, row) in codes.chunks_exact(cols.max(1)).take(rows).enumerate() {
+            let tile_scales = &scales[(r / block) * tiles_per_row..][..tiles_per_row];
+            for (b, chunk) in row.chunks(QK).enumerate() {
+                let mut qs = [0u8; QK];
+                qs[..chunk.len()].copy_from_slice(chunk);
+                let d = tile_scales[b * QK / block];
+                blocks.push(BlockFp8 { d, qs });
+            }
+        }
+        Ok(Matrix {
+            rows,
+            cols,
+            data: Storage::Fp8(blocks),
         })
     }
 
@@ -164,6 +232,7 @@ impl Matrix {
             Format::F32 => Storage::F32(copy_pod(bytes)),
             Format::F16 => Storage::F16(copy_pod(bytes)),
             Format::Bf16 => Storage::Bf16(copy_pod(bytes)),
+            Format::Fp8 => Storage::Fp8(valid_fp8(copy_pod(bytes))?),
             Format::Q8 => Storage::Q8(copy_pod(bytes)),
             Format::Q4 => Storage::Q4(copy_pod(bytes)),
             Format::Q2 => Storage::Q2(copy_pod(bytes)),
@@ -252,6 +321,7 @@ impl Matrix {
             Storage::F32(_) => Format::F32,
             Storage::F16(_) => Format::F16,
             Storage::Bf16(_) => Format::Bf16,
+            Storage::Fp8(_) => Format::Fp8,
             Storage::Q8(_) => Format::Q8,
             Storage::Q4(_) => Format::Q4,
             Storage::Q2(_) => Format::Q2,
@@ -270,6 +340,7 @@ impl Matrix {
             Storage::F32(v) => bytemuck::cast_slice(v),
             Storage::F16(v) => bytemuck::cast_slice(v),
             Storage::Bf16(v) => bytemuck::cast_slice(v),
+            Storage::Fp8(v) => bytemuck::cast_slice(v),
             Storage::Q8(v) => bytemuck::cast_slice(v),
             Storage::Q4(v) => bytemuck::cast_slice(v),
             Storage::Q2(v) => bytemuck::cast_slice(v),
@@ -298,6 +369,12 @@ impl Matrix {
                     *o = x.to_f32();
                 }
             }
+            Storage::Fp8(v) => {
+                let nb = cols.div_ceil(QK);
+                for (b, chunk) in v[row * nb..][..nb].iter().zip(out.chunks_mut(QK)) {
+                    b.dequantize(chunk);
+                }
+            }
             Storage::Q8(v) => dequantize_blocks(&v[row * nb..][..nb], out, BlockQ8::dequantize),
             Storage::Q4(v) => dequantize_blocks(&v[row * nb..][..nb], out, BlockQ4::dequantize),
             Storage::Q2(v) => dequantize_blocks(&v[row * nb..][..nb], out, BlockQ2::dequantize),
@@ -319,6 +396,17 @@ impl Matrix {
 
     pub(crate) fn storage(&self) -> &Storage {
         &self.data
+    }
+}
+
+/// `blocks` when none holds a NaN code or a scale that is not finite.
+fn valid_fp8(blocks: Vec<BlockFp8>) -> Result<Vec<BlockFp8>, KernelError> {
+    match blocks.iter().position(BlockFp8::is_invalid) {
+        Some(index) => Err(KernelError::InvalidFp8 {
+            what: "block",
+            index,
+        }),
+        None => Ok(blocks),
     }
 }
 

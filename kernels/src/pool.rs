@@ -95,7 +95,7 @@ impl Pool {
             return Ok(());
         }
         let quantized;
-        let act = if w.format().is_quantized() {
+        let act = if w.format().takes_int8_activations() {
             quantized = activation::quantize(xs);
             Act::Q(&quantized)
         } else {

@@ -15,7 +15,8 @@ use crate::matrix::Matrix;
 use crate::quant::QK;
 
 pub use crate::kernel::scalar::{
-    block_dot_q2, block_dot_q4, block_dot_q8, dot_bf16, dot_f16, dot_f32, dot_q2, dot_q4, dot_q8,
+    block_dot_fp8, block_dot_q2, block_dot_q4, block_dot_q8, dot_bf16, dot_f16, dot_f32, dot_fp8,
+    dot_q2, dot_q4, dot_q8,
 };
 
 /// Checks `xs.len() == n * cols` and `ys.len() == n * rows`.
@@ -59,7 +60,7 @@ pub fn matmul(w: &Matrix, xs: &[f32], n: usize, ys: &mut [f32]) -> Result<(), Ke
     let rows = w.rows();
     let out = Out::new(ys, rows);
     let all = |job: &(dyn Fn(std::ops::Range<usize>) + Sync)| job(0..rows);
-    if w.format().is_quantized() {
+    if w.format().takes_int8_activations() {
         let mut act = vec![activation::ActBlock::default(); xs.len() / QK];
         activation::quantize_scalar(xs, &mut act);
         kernel::run(Isa::Scalar, w, Act::Q(&act), n, &out, &all);

@@ -17,13 +17,15 @@ mod common;
 
 use common::Rng;
 use half::{bf16, f16};
-use moe_kernels::{BlockQ2, BlockQ4, BlockQ8, Format, KernelError, Matrix};
+use moe_kernels::{BlockFp8, BlockQ2, BlockQ4, BlockQ8, Format, KernelError, Matrix, e4m3_to_f32};
 
 fn max_budget(format: Format) -> f32 {
     match format {
         Format::F32 => 0.0,
         Format::F16 => 0.0005,
         Format::Bf16 => 0.004,
+        // Three mantissa bits: half a step is 1/16 of a value, at most 1/16 of the block's amax.
+        Format::Fp8 => 0.0625,
         Format::Q8 => 0.004,
         Format::Q4 => 0.20,
         Format::Q2 => 0.75,
@@ -35,6 +37,7 @@ fn rms_budget(format: Format) -> f64 {
         Format::F32 => 0.0,
         Format::F16 => 0.0003,
         Format::Bf16 => 0.002,
+        Format::Fp8 => 0.03,
         Format::Q8 => 0.006,
         Format::Q4 => 0.09,
         Format::Q2 => 0.33,
@@ -144,7 +147,7 @@ fn zeros_stay_exact() {
 fn non_finite_values_are_refused_for_quantized_formats() {
     let mut x = vec![1.0f32; 64];
     x[40] = f32::NAN;
-    for format in [Format::Q8, Format::Q4, Format::Q2] {
+    for format in [Format::Fp8, Format::Q8, Format::Q4, Format::Q2] {
         assert_eq!(
             Matrix::from_f32(1, 64, &x, format).unwrap_err(),
             KernelError::NonFinite { format, index: 40 }
@@ -153,6 +156,70 @@ fn non_finite_values_are_refused_for_quantized_formats() {
     x[40] = f32::INFINITY;
     assert!(Matrix::from_f32(1, 64, &x, Format::Q4).is_err());
     assert!(Matrix::from_f32(1, 64, &x, Format::F16).is_ok());
+}
+
+#[test]
+fn fp8_layout() {
+    let mut bytes = vec![0u8; 36];
+    bytes[0..4].copy_from_slice(&0.5f32.to_le_bytes());
+    // 1.0, -2.0, 448, the smallest subnormal (2^-9), then zeros.
+    bytes[4..8].copy_from_slice(&[0x38, 0xc0, 0x7e, 0x01]);
+    let m = Matrix::from_bytes(1, 32, Format::Fp8, &bytes).unwrap();
+    let y = m.to_f32();
+    assert_eq!(y[..4], [0.5, -1.0, 224.0, 0.5 / 512.0]);
+    assert!(y[4..].iter().all(|&v| v == 0.0));
+    let b: &BlockFp8 = bytemuck::from_bytes(&bytes);
+    assert_eq!((b.d, b.qs[2]), (0.5, 0x7e));
+    // A NaN code or a scale that is not finite is refused.
+    let mut nan = bytes.clone();
+    nan[9] = 0x7f;
+    assert!(matches!(
+        Matrix::from_bytes(1, 32, Format::Fp8, &nan),
+        Err(KernelError::InvalidFp8 { .. })
+    ));
+    let mut inf = bytes.clone();
+    inf[0..4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    assert!(Matrix::from_bytes(1, 32, Format::Fp8, &inf).is_err());
+}
+
+#[test]
+fn fp8_checkpoint_weights_are_held_exactly_with_partial_blocks() {
+    // 130 x 200 codes with 128 x 128 block scales: 2 x 2 scales, partial at both edges.
+    let (rows, cols) = (130, 200);
+    let codes: Vec<u8> = (0..rows * cols)
+        .map(|i| match (i * 37 % 256) as u8 {
+            c if c & 0x7f == 0x7f => 0x10,
+            c => c,
+        })
+        .collect();
+    let scales = [0.25f32, 3.0e-4, -1.5, 7.0];
+    let m = Matrix::from_fp8(rows, cols, &codes, &scales, 128).unwrap();
+    assert_eq!(m.format(), Format::Fp8);
+    assert_eq!(m.nbytes(), rows * 7 * 36);
+    let y = m.to_f32();
+    for r in 0..rows {
+        for c in 0..cols {
+            let scale = scales[(r / 128) * 2 + c / 128];
+            let want = e4m3_to_f32(codes[r * cols + c]) * scale;
+            assert_eq!(y[r * cols + c], want, "({r}, {c})");
+        }
+    }
+    let back = Matrix::from_bytes(rows, cols, Format::Fp8, m.as_bytes()).unwrap();
+    assert_eq!(back.to_f32(), y);
+    assert!(matches!(
+        Matrix::from_fp8(rows, cols, &codes, &scales[..3], 128),
+        Err(KernelError::ShapeMismatch { .. })
+    ));
+    assert!(Matrix::from_fp8(rows, cols, &codes, &scales, 100).is_err());
+    let mut nan = codes.clone();
+    nan[5] = 0xff;
+    assert_eq!(
+        Matrix::from_fp8(rows, cols, &nan, &scales, 128).unwrap_err(),
+        KernelError::InvalidFp8 {
+            what: "weight",
+            index: 5
+        }
+    );
 }
 
 #[test]

@@ -10,12 +10,21 @@ pub enum Arch {
     Qwen2Moe,
     Qwen3Moe,
     Olmoe,
+    DeepseekV3,
+    Glm4Moe,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 4] = [Arch::Mixtral, Arch::Qwen2Moe, Arch::Qwen3Moe, Arch::Olmoe];
-    pub const SUPPORTED: &'static str =
-        "MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, OlmoeForCausalLM";
+    pub const ALL: [Arch; 6] = [
+        Arch::Mixtral,
+        Arch::Qwen2Moe,
+        Arch::Qwen3Moe,
+        Arch::Olmoe,
+        Arch::DeepseekV3,
+        Arch::Glm4Moe,
+    ];
+    pub const SUPPORTED: &'static str = "MixtralForCausalLM, Qwen2MoeForCausalLM, \
+        Qwen3MoeForCausalLM, OlmoeForCausalLM, DeepseekV3ForCausalLM, Glm4MoeForCausalLM";
 
     /// The class name HF writes into `architectures`.
     pub fn hf_class(self) -> &'static str {
@@ -24,6 +33,8 @@ impl Arch {
             Arch::Qwen2Moe => "Qwen2MoeForCausalLM",
             Arch::Qwen3Moe => "Qwen3MoeForCausalLM",
             Arch::Olmoe => "OlmoeForCausalLM",
+            Arch::DeepseekV3 => "DeepseekV3ForCausalLM",
+            Arch::Glm4Moe => "Glm4MoeForCausalLM",
         }
     }
 
@@ -34,6 +45,8 @@ impl Arch {
             Arch::Qwen2Moe => "qwen2_moe",
             Arch::Qwen3Moe => "qwen3_moe",
             Arch::Olmoe => "olmoe",
+            Arch::DeepseekV3 => "deepseek_v3",
+            Arch::Glm4Moe => "glm4_moe",
         }
     }
 
@@ -44,6 +57,8 @@ impl Arch {
             Arch::Qwen2Moe => "qwen2-moe",
             Arch::Qwen3Moe => "qwen3-moe",
             Arch::Olmoe => "olmoe",
+            Arch::DeepseekV3 => "deepseek-v3",
+            Arch::Glm4Moe => "glm4-moe",
         }
     }
 
@@ -71,7 +86,8 @@ impl FromStr for Arch {
             .or_else(|| Arch::from_hf(s))
             .ok_or_else(|| {
                 format!(
-                    "unknown architecture `{s}` (expected mixtral, qwen2-moe, qwen3-moe or olmoe)"
+                    "unknown architecture `{s}` (expected mixtral, qwen2-moe, qwen3-moe, olmoe, \
+                     deepseek-v3 or glm4-moe)"
                 )
             })
     }

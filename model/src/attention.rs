@@ -2,58 +2,34 @@
 //! q/k RMSNorm (per head or over the whole projection), optional clipping, RoPE, the KV cache, an
 //! optional sliding window, and the output projection.
 
-use moe_kernels::{Format, Matrix, Pool};
+use moe_kernels::{Format, Pool};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::layout::{Layout, Projection};
-use crate::ops::{add_bias, dot, rms_norm, softmax};
+use crate::linear::Linear;
+use crate::ops::{dot, rms_norm, softmax};
 use crate::rope::Rope;
 
-/// One or more projections stacked row-wise (q, k and v run as one product), with their biases.
-#[derive(Debug, Clone)]
-struct Linear {
-    weight: Matrix,
-    bias: Option<Vec<f32>>,
-}
-
-impl Linear {
-    fn load(
-        ckpt: &Checkpoint,
-        layout: &Layout<'_>,
-        layer: usize,
-        projections: &[Projection],
-        format: Option<Format>,
-    ) -> Result<Linear> {
-        let mut weights = projections
-            .iter()
-            .map(|&p| ckpt.matrix(&layout.projection(layer, p), format))
-            .collect::<Result<Vec<_>>>()?;
-        let weight = match weights.len() {
-            // A single projection is used as loaded, not copied.
-            1 => weights.remove(0),
-            _ => Matrix::stack_rows(&weights.iter().collect::<Vec<_>>())?,
-        };
-        // The architectures bias either all of the stacked projections or none.
-        let biases = projections
-            .iter()
-            .filter_map(|&p| layout.projection_bias(layer, p))
-            .map(|spec| ckpt.vector(&spec))
-            .collect::<Result<Vec<_>>>()?;
-        let bias = (!biases.is_empty()).then(|| biases.concat());
-        Ok(Linear { weight, bias })
-    }
-
-    fn forward(&self, pool: &Pool, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        let mut y = vec![0.0; n * self.weight.rows()];
-        pool.matmul(&self.weight, x, n, &mut y)?;
-        if let Some(b) = &self.bias {
-            add_bias(&mut y, b);
-        }
-        Ok(y)
-    }
+/// Layer `layer`'s `projections` stacked, with their biases.
+fn linear(
+    ckpt: &Checkpoint,
+    layout: &Layout<'_>,
+    layer: usize,
+    projections: &[Projection],
+    format: Option<Format>,
+) -> Result<Linear> {
+    let weights: Vec<_> = projections
+        .iter()
+        .map(|&p| layout.projection(layer, p))
+        .collect();
+    let biases: Vec<_> = projections
+        .iter()
+        .filter_map(|&p| layout.projection_bias(layer, p))
+        .collect();
+    Linear::load(ckpt, &weights, &biases, format)
 }
 
 #[derive(Debug, Clone)]
@@ -86,14 +62,14 @@ impl Attention {
             None => None,
         };
         Ok(Attention {
-            qkv: Linear::load(
+            qkv: linear(
                 ckpt,
                 &layout,
                 layer,
                 &[Projection::Q, Projection::K, Projection::V],
                 format,
             )?,
-            o: Linear::load(ckpt, &layout, layer, &[Projection::O], format)?,
+            o: linear(ckpt, &layout, layer, &[Projection::O], format)?,
             qk_norm,
             clip: cfg.clip_qkv,
             window: cfg.sliding_window[layer],
@@ -106,7 +82,10 @@ impl Attention {
 
     /// Bytes of weights read per token.
     pub fn weight_bytes(&self) -> usize {
-        [&self.qkv, &self.o].iter().map(|l| l.weight.nbytes()).sum()
+        [&self.qkv, &self.o]
+            .iter()
+            .map(|l| l.weight().nbytes())
+            .sum()
     }
 
     /// Attends `n` new tokens (`h`, `[n, hidden]`, already normalised) at positions
@@ -147,8 +126,12 @@ impl Attention {
         }
         let pos0 = cache.len();
         for t in 0..n {
-            rope.apply(&mut q[t * q_dim..(t + 1) * q_dim], pos0 + t);
-            rope.apply(&mut k[t * kv_dim..(t + 1) * kv_dim], pos0 + t);
+            rope.apply(&mut q[t * q_dim..(t + 1) * q_dim], self.head_dim, pos0 + t);
+            rope.apply(
+                &mut k[t * kv_dim..(t + 1) * kv_dim],
+                self.head_dim,
+                pos0 + t,
+            );
         }
         cache.append(layer, &k, &v);
 

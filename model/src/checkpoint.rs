@@ -17,6 +17,9 @@ use crate::fallback;
 use crate::layout::TensorSpec;
 
 pub const SINGLE_FILE: &str = "model.safetensors";
+/// The edge of the square blocks an fp8 checkpoint's `weight_scale_inv` scales (DeepSeek-V3's
+/// `weight_block_size`); partial blocks at the matrix's edges.
+pub const FP8_BLOCK: usize = 128;
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
 /// One safetensors file: its mapping and parsed header.
@@ -134,7 +137,10 @@ impl Checkpoint {
                 got: info.shape.clone(),
             });
         }
-        if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+        if !matches!(
+            info.dtype,
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F8_E4M3
+        ) {
             return Err(ModelError::UnsupportedDtype {
                 path: shard.path.clone(),
                 tensor: spec.name.clone(),
@@ -154,13 +160,50 @@ impl Checkpoint {
 
     /// A vector (norm weight, bias) as f32.
     pub fn vector(&self, spec: &TensorSpec) -> Result<Vec<f32>> {
-        Ok(self.tensor(spec)?.to_f32())
+        let tensor = self.tensor(spec)?;
+        if tensor.dtype == Dtype::F8_E4M3 {
+            return Err(tensor.invalid("an fp8 tensor where a vector of floats belongs"));
+        }
+        Ok(tensor.to_f32())
     }
 
     /// A 2-D weight kept in its stored type (`format: None`) or converted to `format`, or to the
-    /// nearest wider format when its width does not fit `format`'s blocks (see `fallback`).
+    /// nearest wider format when its width does not fit `format`'s blocks (see `fallback`). An
+    /// fp8 weight (`float8_e4m3fn` with its `<name>_scale_inv` block scales) is kept as fp8.
     pub fn matrix(&self, spec: &TensorSpec, format: Option<Format>) -> Result<Matrix> {
-        self.tensor(spec)?.to_matrix(format)
+        let tensor = self.tensor(spec)?;
+        if tensor.dtype != Dtype::F8_E4M3 {
+            return tensor.to_matrix(format);
+        }
+        let stored = self.fp8_matrix(spec, &tensor)?;
+        match format {
+            None => Ok(stored),
+            Some(f) => Ok(stored.convert(fallback::fitted(f, stored.cols()))?),
+        }
+    }
+
+    /// An fp8 weight with its block scales, as the kernels' fp8 format holds it.
+    fn fp8_matrix(&self, spec: &TensorSpec, codes: &TensorData<'_>) -> Result<Matrix> {
+        let &[rows, cols] = codes.shape else {
+            return Err(codes.invalid("an fp8 tensor that is not a matrix"));
+        };
+        let blocks = [rows.div_ceil(FP8_BLOCK), cols.div_ceil(FP8_BLOCK)];
+        let name = format!("{}_scale_inv", spec.name);
+        let scale_spec = TensorSpec {
+            name,
+            shape: blocks.to_vec(),
+        };
+        let scales = self.tensor(&scale_spec).map_err(|e| match e {
+            ModelError::ShapeMismatch { got, .. } => codes.invalid(&format!(
+                "its scale_inv is {got:?}, not one per 128x128 block {blocks:?} (other block sizes are not supported)"
+            )),
+            other => other,
+        })?;
+        if scales.dtype == Dtype::F8_E4M3 {
+            return Err(scales.invalid("fp8 block scales (float32 or bfloat16 expected)"));
+        }
+        Matrix::from_fp8(rows, cols, codes.bytes, &scales.to_f32(), FP8_BLOCK)
+            .map_err(|e| codes.invalid(&e.to_string()))
     }
 }
 
@@ -185,6 +228,15 @@ impl Shard {
 }
 
 impl TensorData<'_> {
+    /// An error naming this tensor and its file.
+    fn invalid(&self, reason: &str) -> ModelError {
+        ModelError::InvalidArgument(format!(
+            "{}: tensor `{}`: {reason}",
+            self.path.display(),
+            self.name
+        ))
+    }
+
     pub fn to_f32(&self) -> Vec<f32> {
         match self.dtype {
             Dtype::F16 => self.halves().map(|b| f16::from_bits(b).to_f32()).collect(),

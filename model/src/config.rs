@@ -1,6 +1,12 @@
 //! `config.json` as HuggingFace writes it, read into one `ModelConfig` the way transformers reads it:
 //! both the transformers-5 spelling (`rope_parameters`, `dtype`, `"head_dim": null`) and the older
 //! one (`rope_theta`, `torch_dtype`, integer `head_dim`). Shapes and switches only; no tensors.
+//! Every size and count is checked against its bound in [`bounds`] as it is read, before anything
+//! is allocated per layer.
+
+pub mod bounds;
+mod family;
+mod rope;
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +14,22 @@ use serde_json::{Map, Value};
 
 use crate::arch::Arch;
 use crate::error::{ModelError, Result};
+use crate::kv_cache::KvWidth;
+use crate::mla::MlaDims;
+use crate::rope::{RopeLayout, Yarn};
+use crate::router::Routing;
+use bounds::Size;
+
+/// The rotary embedding of a model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RopeSpec {
+    pub theta: f32,
+    /// Dimensions of each head rotated: its first `rotary_dim` (the whole head, or a part of it
+    /// for GLM-4.5's `partial_rotary_factor`; DeepSeek-V3's `qk_rope_head_dim`).
+    pub rotary_dim: usize,
+    pub layout: RopeLayout,
+    pub yarn: Option<Yarn>,
+}
 
 /// How q and k are normalised before RoPE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +60,7 @@ pub struct ModelConfig {
     pub num_kv_heads: usize,
     pub head_dim: usize,
     pub rms_norm_eps: f32,
-    pub rope_theta: f32,
+    pub rope: RopeSpec,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
     /// Bias on the q, k and v projections.
@@ -59,8 +81,21 @@ pub struct ModelConfig {
     pub moe_intermediate_size: usize,
     /// Intermediate size of dense MLP layers.
     pub intermediate_size: usize,
-    /// Intermediate size of the shared expert (Qwen2-MoE), gated by a sigmoid.
+    /// How the router picks and weighs experts.
+    pub routing: Routing,
+    /// Intermediate size of the shared expert (Qwen2-MoE), or of DeepSeek-V3's and GLM-4.5's
+    /// shared experts together (`n_shared_experts * moe_intermediate_size`).
     pub shared_expert_intermediate_size: Option<usize>,
+    /// Whether the shared expert's output is scaled by the sigmoid of a one-row gate (Qwen2-MoE).
+    pub shared_expert_gated: bool,
+    /// Multi-head latent attention's shape (DeepSeek-V3); `None`: grouped-query attention.
+    pub mla: Option<MlaDims>,
+    /// Multi-token-prediction layers the checkpoint may carry after the last decoder layer
+    /// (`num_nextn_predict_layers`); never loaded.
+    pub num_mtp_layers: usize,
+    /// The checkpoint stores its decoder layers' projections as fp8 with 128x128 block scales
+    /// (`quantization_config.quant_method` `fp8`).
+    pub fp8: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     /// The stored dtype the config names (`dtype` or `torch_dtype`), informational.
@@ -84,97 +119,43 @@ impl ModelConfig {
     pub fn from_json(value: &Value, path: &Path) -> Result<ModelConfig> {
         let keys = Keys::new(value, path)?;
         let arch = keys.arch()?;
-        let hidden_size = keys.usize("hidden_size")?;
-        let num_layers = keys.usize("num_hidden_layers")?;
-        let num_heads = keys.usize("num_attention_heads")?;
-        let num_kv_heads = keys.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
-        let head_dim = match keys.opt_usize("head_dim")? {
-            Some(d) => d,
-            None => {
-                if hidden_size % num_heads != 0 {
-                    return Err(keys.error(
-                        "head_dim",
-                        "absent and hidden_size is not a multiple of num_attention_heads",
-                    ));
-                }
-                hidden_size / num_heads
-            }
+        let hidden_size = keys.size(bounds::HIDDEN)?;
+        let num_layers = keys.size(bounds::LAYERS)?;
+        let mla = family::mla(&keys, arch)?;
+        let (num_heads, num_kv_heads, head_dim) = match &mla {
+            // transformers' DeepSeek-V3 config: as many kv heads as heads, `head_dim` the rope
+            // part (what its rotary embedding is computed over).
+            Some(d) => (d.heads, d.heads, d.qk_rope_head_dim),
+            None => keys.attention_heads(hidden_size)?,
         };
-        if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
-            return Err(keys.error(
-                "num_key_value_heads",
-                &format!("{num_kv_heads} does not divide num_attention_heads {num_heads}"),
-            ));
-        }
-        if head_dim % 2 != 0 {
-            return Err(keys.error("head_dim", "must be even for rotary embeddings"));
-        }
-
-        let intermediate_size = keys.usize("intermediate_size")?;
-        // Mixtral names the expert count `num_local_experts`, the others `num_experts`; transformers
-        // maps one onto the other, so a saved config may carry either.
-        let experts_key = match arch {
-            Arch::Mixtral => ["num_local_experts", "num_experts"],
-            _ => ["num_experts", "num_local_experts"],
-        };
-        let num_experts = match keys.opt_usize(experts_key[0])? {
-            Some(n) => n,
-            None => keys
-                .usize(experts_key[1])
-                .map_err(|_| keys.error(experts_key[0], "missing"))?,
-        };
-        let moe_intermediate_size = match arch {
-            Arch::Mixtral | Arch::Olmoe => intermediate_size,
-            Arch::Qwen2Moe | Arch::Qwen3Moe => keys.usize("moe_intermediate_size")?,
-        };
-        let top_k = keys.usize("num_experts_per_tok")?;
-        if num_experts == 0 || top_k == 0 || top_k > num_experts {
-            return Err(keys.error(
-                "num_experts_per_tok",
-                &format!("{top_k} must be between 1 and the expert count {num_experts}"),
-            ));
-        }
+        let intermediate_size = keys.size(bounds::INTERMEDIATE)?;
+        let (num_experts, top_k, moe_intermediate_size) = keys.experts(arch, intermediate_size)?;
         let norm_topk_prob = match arch {
             Arch::Mixtral => true,
+            Arch::DeepseekV3 | Arch::Glm4Moe => keys.opt_bool("norm_topk_prob")?.unwrap_or(true),
             _ => keys.opt_bool("norm_topk_prob")?.unwrap_or(false),
         };
-        let feed_forward = (0..num_layers)
-            .map(|layer| keys.feed_forward(arch, layer))
-            .collect::<Result<Vec<_>>>()?;
-        let shared_expert_intermediate_size = match arch {
-            Arch::Qwen2Moe => keys
-                .opt_usize("shared_expert_intermediate_size")?
-                .filter(|&n| n > 0),
-            _ => None,
-        };
-
-        let attention_bias = keys.opt_bool("attention_bias")?.unwrap_or(false);
-        let (qkv_bias, o_bias) = match arch {
-            Arch::Mixtral => (false, false),
-            Arch::Qwen2Moe => (keys.opt_bool("qkv_bias")?.unwrap_or(true), false),
-            Arch::Qwen3Moe | Arch::Olmoe => (attention_bias, attention_bias),
-        };
-        let qk_norm = match arch {
-            Arch::Mixtral | Arch::Qwen2Moe => QkNorm::None,
-            Arch::Qwen3Moe => QkNorm::PerHead,
-            Arch::Olmoe => QkNorm::Full,
-        };
+        let routing = family::routing(&keys, arch, norm_topk_prob, (num_experts, top_k))?;
+        let feed_forward = keys.feed_forward(arch, num_layers)?;
+        let shared_expert_intermediate_size =
+            family::shared_expert_size(&keys, arch, moe_intermediate_size)?;
+        let (qkv_bias, o_bias, qk_norm) = family::attention_switches(&keys, arch)?;
         let clip_qkv = match arch {
-            Arch::Olmoe => keys.opt_f32("clip_qkv")?,
+            Arch::Olmoe => keys.opt_positive_f32("clip_qkv")?,
             _ => None,
         };
 
-        Ok(ModelConfig {
+        let config = ModelConfig {
             arch,
-            vocab_size: keys.usize("vocab_size")?,
+            vocab_size: keys.size(bounds::VOCAB)?,
             hidden_size,
             num_layers,
             num_heads,
             num_kv_heads,
             head_dim,
-            rms_norm_eps: keys.opt_f32("rms_norm_eps")?.unwrap_or(1e-6),
-            rope_theta: keys.rope_theta(arch)?,
-            max_position_embeddings: keys.opt_usize("max_position_embeddings")?.unwrap_or(4096),
+            rms_norm_eps: keys.opt_positive_f32("rms_norm_eps")?.unwrap_or(1e-6),
+            rope: rope::spec(&keys, arch, head_dim)?,
+            max_position_embeddings: keys.opt_size(bounds::POSITIONS)?.unwrap_or(4096),
             tie_word_embeddings: keys.opt_bool("tie_word_embeddings")?.unwrap_or(false),
             qkv_bias,
             o_bias,
@@ -187,13 +168,23 @@ impl ModelConfig {
             norm_topk_prob,
             moe_intermediate_size,
             intermediate_size,
+            routing,
             shared_expert_intermediate_size,
+            shared_expert_gated: arch == Arch::Qwen2Moe,
+            mla,
+            num_mtp_layers: keys.opt_size(bounds::MTP_LAYERS)?.unwrap_or(0),
+            fp8: family::fp8(&keys)?,
             bos_token_id: keys.opt_u32("bos_token_id")?,
             eos_token_ids: keys.token_ids("eos_token_id")?,
             dtype: keys
                 .opt_str("dtype")
                 .or_else(|| keys.opt_str("torch_dtype")),
-        })
+        };
+        bounds::check_totals(&config).map_err(|exceeded| ModelError::ConfigTotal {
+            path: path.to_path_buf(),
+            exceeded,
+        })?;
+        Ok(config)
     }
 
     pub fn q_dim(&self) -> usize {
@@ -202,6 +193,15 @@ impl ModelConfig {
 
     pub fn kv_dim(&self) -> usize {
         self.num_kv_heads * self.head_dim
+    }
+
+    /// What the KV cache holds per position and layer: MLA's latent and rope key, or every kv
+    /// head's key and value.
+    pub fn kv_width(&self) -> KvWidth {
+        match &self.mla {
+            Some(d) => d.latent_width(),
+            None => KvWidth::symmetric(self.kv_dim()),
+        }
     }
 
     pub fn moe_layers(&self) -> impl Iterator<Item = usize> + '_ {
@@ -260,40 +260,121 @@ impl<'a> Keys<'a> {
         })
     }
 
-    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
+    /// `(num_attention_heads, num_key_value_heads, head_dim)`, checked against each other.
+    fn attention_heads(&self, hidden_size: usize) -> Result<(usize, usize, usize)> {
+        let num_heads = self.size(bounds::HEADS)?;
+        let num_kv_heads = self.opt_size(bounds::KV_HEADS)?.unwrap_or(num_heads);
+        let head_dim = match self.opt_size(bounds::HEAD_DIM)? {
+            Some(d) => d,
+            None => {
+                if !hidden_size.is_multiple_of(num_heads) {
+                    return Err(self.error(
+                        "head_dim",
+                        "absent and hidden_size is not a multiple of num_attention_heads",
+                    ));
+                }
+                self.bounded(bounds::HEAD_DIM, (hidden_size / num_heads) as u64)?
+            }
+        };
+        if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+            return Err(self.error(
+                "num_key_value_heads",
+                &format!("{num_kv_heads} does not divide num_attention_heads {num_heads}"),
+            ));
+        }
+        if head_dim % 2 != 0 {
+            return Err(self.error("head_dim", "must be even for rotary embeddings"));
+        }
+        Ok((num_heads, num_kv_heads, head_dim))
+    }
+
+    /// `(experts, experts per token, expert intermediate size)`.
+    fn experts(&self, arch: Arch, intermediate_size: usize) -> Result<(usize, usize, usize)> {
+        // Mixtral names the expert count `num_local_experts`, the others `num_experts`;
+        // transformers maps one onto the other, so a saved config may carry either.
+        // DeepSeek-V3 and GLM-4.5 name it `n_routed_experts`.
+        let experts_key = match arch {
+            Arch::Mixtral => [bounds::LOCAL_EXPERTS, bounds::EXPERTS],
+            Arch::DeepseekV3 | Arch::Glm4Moe => [bounds::ROUTED_EXPERTS, bounds::LOCAL_EXPERTS],
+            _ => [bounds::EXPERTS, bounds::LOCAL_EXPERTS],
+        };
+        let num_experts = match self.opt_size(experts_key[0])? {
+            Some(n) => n,
+            None => match self.opt_size(experts_key[1])? {
+                Some(n) => n,
+                None => return Err(self.error(experts_key[0].key, "missing")),
+            },
+        };
+        let moe_intermediate_size = match arch {
+            Arch::Mixtral | Arch::Olmoe => intermediate_size,
+            _ => self.size(bounds::MOE_INTERMEDIATE)?,
+        };
+        let top_k = self.size(bounds::EXPERTS_PER_TOKEN)?;
+        if num_experts == 0 || top_k > num_experts {
+            return Err(self.error(
+                "num_experts_per_tok",
+                &format!("{top_k} must be between 1 and the expert count {num_experts}"),
+            ));
+        }
+        Ok((num_experts, top_k, moe_intermediate_size))
+    }
+
+    fn opt_u64(&self, key: &str) -> Result<Option<u64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    self.error(key, &format!("expected a non-negative integer, got {v}"))
-                }),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                self.error(key, &format!("expected a non-negative integer, got {v}"))
+            }),
         }
     }
 
-    fn usize(&self, key: &str) -> Result<usize> {
-        match self.opt_usize(key)? {
-            Some(0) => Err(self.error(key, "must be positive")),
+    /// `value` as the size `size` names, refused above its bound.
+    fn bounded(&self, size: Size, value: u64) -> Result<usize> {
+        match usize::try_from(value) {
+            Ok(n) if n <= size.max => Ok(n),
+            _ => Err(self.over_bound(size, value)),
+        }
+    }
+
+    fn over_bound(&self, size: Size, value: u64) -> ModelError {
+        ModelError::ConfigBound {
+            path: self.path.to_path_buf(),
+            key: size.key.to_string(),
+            value,
+            max: size.max,
+        }
+    }
+
+    /// A size or count, checked against its bound.
+    fn opt_size(&self, size: Size) -> Result<Option<usize>> {
+        self.opt_u64(size.key)?
+            .map(|n| self.bounded(size, n))
+            .transpose()
+    }
+
+    /// A size or count that must be present and positive, checked against its bound.
+    fn size(&self, size: Size) -> Result<usize> {
+        match self.opt_size(size)? {
+            Some(0) => Err(self.error(size.key, "must be positive")),
             Some(n) => Ok(n),
-            None => Err(self.error(key, "missing")),
+            None => Err(self.error(size.key, "missing")),
         }
     }
 
     fn opt_u32(&self, key: &str) -> Result<Option<u32>> {
-        self.opt_usize(key)?
+        self.opt_u64(key)?
             .map(|n| u32::try_from(n).map_err(|_| self.error(key, "does not fit in 32 bits")))
             .transpose()
     }
 
-    fn opt_f32(&self, key: &str) -> Result<Option<f32>> {
+    /// A number that must be positive and finite (as an f32) where it is given.
+    fn opt_positive_f32(&self, key: &str) -> Result<Option<f32>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(|x| Some(x as f32))
-                .ok_or_else(|| self.error(key, &format!("expected a number, got {v}"))),
+            Some(v) => match v.as_f64().map(|x| x as f32) {
+                Some(x) if x.is_finite() && x > 0.0 => Ok(Some(x)),
+                _ => Err(self.error(key, &format!("expected a positive finite number, got {v}"))),
+            },
         }
     }
 
@@ -315,6 +396,9 @@ impl<'a> Keys<'a> {
     fn token_ids(&self, key: &str) -> Result<Vec<u32>> {
         match self.get(key) {
             None => Ok(Vec::new()),
+            Some(Value::Array(items)) if items.len() > bounds::EOS_TOKENS.max => {
+                Err(self.over_bound(bounds::EOS_TOKENS, items.len() as u64))
+            }
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|v| {
@@ -327,47 +411,11 @@ impl<'a> Keys<'a> {
         }
     }
 
-    /// `rope_parameters` (transformers 5) or top-level `rope_theta`/`rope_scaling` (older).
-    fn rope_theta(&self, arch: Arch) -> Result<f32> {
-        let default = match arch {
-            Arch::Mixtral => 1e6,
-            _ => 10000.0,
-        };
-        let (theta, rope_type) = match self.get("rope_parameters") {
-            Some(Value::Object(p)) => (
-                p.get("rope_theta").and_then(Value::as_f64),
-                p.get("rope_type")
-                    .or_else(|| p.get("type"))
-                    .and_then(Value::as_str),
-            ),
-            Some(other) => {
-                return Err(self.error(
-                    "rope_parameters",
-                    &format!("expected an object, got {other}"),
-                ));
-            }
-            None => (
-                self.opt_f32("rope_theta")?.map(f64::from),
-                self.get("rope_scaling")
-                    .and_then(|s| s.get("rope_type").or_else(|| s.get("type")))
-                    .and_then(Value::as_str),
-            ),
-        };
-        match rope_type {
-            None | Some("default") => {}
-            Some(other) => {
-                return Err(self.error(
-                    "rope_parameters.rope_type",
-                    &format!("`{other}` is not supported (only the default rotary embedding is)"),
-                ));
-            }
-        }
-        Ok(theta.map_or(default, |t| t as f32))
-    }
-
     /// The attention window per layer, the way transformers derives `layer_types`.
     fn sliding_windows(&self, arch: Arch, num_layers: usize) -> Result<Vec<Option<usize>>> {
-        let window = self.opt_usize("sliding_window")?;
+        let window = self.opt_size(bounds::SLIDING_WINDOW)?;
+        let first_windowed = self.opt_size(bounds::MAX_WINDOW_LAYERS)?;
+        let windowed = self.opt_bool("use_sliding_window")?.unwrap_or(false);
         let layer_types = self.get("layer_types").and_then(Value::as_array);
         if let Some(types) = layer_types {
             if types.len() != num_layers {
@@ -390,27 +438,35 @@ impl<'a> Keys<'a> {
                 })
                 .collect();
         }
-        let per_layer = |layer: usize| -> Result<Option<usize>> {
-            match arch {
-                Arch::Mixtral => Ok(window),
-                Arch::Olmoe => Ok(None),
-                Arch::Qwen2Moe | Arch::Qwen3Moe => {
-                    let enabled = self.opt_bool("use_sliding_window")?.unwrap_or(false);
-                    let first = self.opt_usize("max_window_layers")?.unwrap_or(num_layers);
-                    Ok(window.filter(|_| enabled && layer >= first))
-                }
-            }
+        let first = first_windowed.unwrap_or(num_layers);
+        let per_layer = |layer: usize| match arch {
+            Arch::Mixtral => window,
+            Arch::Olmoe | Arch::DeepseekV3 | Arch::Glm4Moe => None,
+            Arch::Qwen2Moe | Arch::Qwen3Moe => window.filter(|_| windowed && layer >= first),
         };
-        (0..num_layers).map(per_layer).collect()
+        Ok((0..num_layers).map(per_layer).collect())
     }
 
-    /// Qwen's `mlp_only_layers` and `decoder_sparse_step` pick dense layers; others are all MoE.
-    fn feed_forward(&self, arch: Arch, layer: usize) -> Result<FeedForward> {
-        if !matches!(arch, Arch::Qwen2Moe | Arch::Qwen3Moe) {
-            return Ok(FeedForward::Moe);
+    /// Per layer, routed experts or a dense MLP: Qwen's `mlp_only_layers` and
+    /// `decoder_sparse_step` pick dense layers, DeepSeek-V3's and GLM-4.5's first
+    /// `first_k_dense_replace` layers are dense; other architectures are MoE throughout.
+    fn feed_forward(&self, arch: Arch, num_layers: usize) -> Result<Vec<FeedForward>> {
+        if matches!(arch, Arch::DeepseekV3 | Arch::Glm4Moe) {
+            let dense = self.opt_size(bounds::FIRST_DENSE)?.unwrap_or(0);
+            let kind = |l| match l < dense {
+                true => FeedForward::Dense,
+                false => FeedForward::Moe,
+            };
+            return Ok((0..num_layers).map(kind).collect());
         }
-        let dense_only: Vec<usize> = match self.get("mlp_only_layers") {
+        if !matches!(arch, Arch::Qwen2Moe | Arch::Qwen3Moe) {
+            return Ok(vec![FeedForward::Moe; num_layers]);
+        }
+        let dense_only: Vec<u64> = match self.get("mlp_only_layers") {
             None => Vec::new(),
+            Some(Value::Array(items)) if items.len() > bounds::MLP_ONLY_LAYERS.max => {
+                return Err(self.over_bound(bounds::MLP_ONLY_LAYERS, items.len() as u64));
+            }
             Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
                 self.error(
                     "mlp_only_layers",
@@ -418,13 +474,21 @@ impl<'a> Keys<'a> {
                 )
             })?,
         };
-        let step = self.opt_usize("decoder_sparse_step")?.unwrap_or(1).max(1);
-        let sparse = !dense_only.contains(&layer) && (layer + 1).is_multiple_of(step);
-        Ok(if sparse {
-            FeedForward::Moe
-        } else {
-            FeedForward::Dense
-        })
+        let step = self
+            .opt_size(bounds::DECODER_SPARSE_STEP)?
+            .unwrap_or(1)
+            .max(1);
+        Ok((0..num_layers)
+            .map(|layer| {
+                let sparse =
+                    !dense_only.contains(&(layer as u64)) && (layer + 1).is_multiple_of(step);
+                if sparse {
+                    FeedForward::Moe
+                } else {
+                    FeedForward::Dense
+                }
+            })
+            .collect())
     }
 }
 
@@ -467,7 +531,7 @@ mod tests {
         assert_eq!(c.num_experts, 8);
         assert_eq!(c.moe_intermediate_size, 128);
         assert_eq!(c.head_dim, 16);
-        assert_eq!(c.rope_theta, 1e6);
+        assert_eq!(c.rope.theta, 1e6);
         assert!(c.norm_topk_prob);
         assert_eq!(c.sliding_window, vec![None, None]);
         assert_eq!(c.dtype.as_deref(), Some("bfloat16"));
@@ -488,7 +552,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.head_dim, 32);
         assert_eq!(c.q_dim(), 128);
-        assert_eq!(c.rope_theta, 5000.0);
+        assert_eq!(c.rope.theta, 5000.0);
         assert_eq!(c.qk_norm, QkNorm::PerHead);
         assert_eq!(c.sliding_window, vec![None, None]);
         assert_eq!(c.eos_token_ids, vec![2, 3]);
@@ -541,8 +605,8 @@ mod tests {
         assert!(parse(v).unwrap_err().to_string().contains("hidden_size"));
 
         let mut v = mixtral();
-        v["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0});
-        assert!(parse(v).unwrap_err().to_string().contains("yarn"));
+        v["rope_scaling"] = json!({"rope_type": "longrope", "factor": 4.0});
+        assert!(parse(v).unwrap_err().to_string().contains("longrope"));
     }
 
     #[test]

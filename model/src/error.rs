@@ -23,6 +23,23 @@ pub enum ModelError {
         key: String,
         reason: String,
     },
+    /// A size or count over its bound in [`crate::config::bounds`].
+    #[error(
+        "{path}: config key `{key}` is {value}, above the bound of {max} (no real model comes \
+         near it; the bounds are listed in moe_model::config::bounds)"
+    )]
+    ConfigBound {
+        path: PathBuf,
+        key: String,
+        value: u64,
+        max: usize,
+    },
+    /// A total of the whole model (parameters, KV-cache size) over its bound.
+    #[error("{path}: the config's shapes give {exceeded}")]
+    ConfigTotal {
+        path: PathBuf,
+        exceeded: crate::config::bounds::TotalExceeded,
+    },
     #[error("{path}: unsupported architecture `{arch}` (supported: {supported})")]
     UnsupportedArchitecture {
         path: PathBuf,

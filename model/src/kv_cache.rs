@@ -1,6 +1,7 @@
 //! Key/value caches in fixed-size blocks, as vLLM pages them. A [`BlockPool`] is the KV memory
 //! that sequences share, in blocks of [`BLOCK_POSITIONS`] positions, each holding those
-//! positions' rotated keys and values for every layer (f32). A sequence's [`KvCache`] holds the
+//! positions' rotated keys and values for every layer (f32). Keys and values may differ in width:
+//! multi-head latent attention caches one latent vector per position as its "key" and no value. A sequence's [`KvCache`] holds the
 //! blocks its positions live in: it takes blocks from the pool as it grows (never copying what it
 //! has), gives back the ones past its length when truncated, and all of them when dropped. A pool
 //! never holds more than its budget: a cache that cannot get a block fails with
@@ -13,14 +14,31 @@ use crate::error::{ModelError, Result};
 /// Positions per block.
 pub const BLOCK_POSITIONS: usize = 16;
 
-/// One block: `[layer][keys, values][position in block][kv_dim]`.
+/// One block: `[layer][keys: [position in block][key_dim], values: [position][value_dim]]`.
 type Block = Box<[f32]>;
+
+/// The values one position stores per layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvWidth {
+    pub key: usize,
+    pub value: usize,
+}
+
+impl KvWidth {
+    /// Keys and values of the same width (grouped-query attention).
+    pub fn symmetric(dim: usize) -> KvWidth {
+        KvWidth {
+            key: dim,
+            value: dim,
+        }
+    }
+}
 
 /// KV memory shared by sequences, in blocks, bounded by a budget.
 #[derive(Debug)]
 pub struct BlockPool {
     layers: usize,
-    kv_dim: usize,
+    width: KvWidth,
     max_blocks: usize,
     state: Mutex<PoolState>,
 }
@@ -34,13 +52,13 @@ struct PoolState {
 }
 
 impl BlockPool {
-    /// A pool for a model of `layers` layers and `kv_dim` key (and value) values per position,
+    /// A pool for a model of `layers` layers storing `width` values per position and layer,
     /// holding at most `max_positions` positions (rounded up to whole blocks). Blocks are
     /// allocated as first needed and reused afterwards.
-    pub fn new(layers: usize, kv_dim: usize, max_positions: usize) -> Arc<BlockPool> {
+    pub fn new(layers: usize, width: KvWidth, max_positions: usize) -> Arc<BlockPool> {
         Arc::new(BlockPool {
             layers,
-            kv_dim,
+            width,
             max_blocks: max_positions.div_ceil(BLOCK_POSITIONS),
             state: Mutex::new(PoolState::default()),
         })
@@ -51,7 +69,12 @@ impl BlockPool {
     }
 
     fn block_len(&self) -> usize {
-        self.layers * 2 * BLOCK_POSITIONS * self.kv_dim
+        self.layers * self.layer_len()
+    }
+
+    /// A block's values for one layer.
+    fn layer_len(&self) -> usize {
+        BLOCK_POSITIONS * (self.width.key + self.width.value)
     }
 
     fn take(&self) -> Option<Block> {
@@ -124,8 +147,8 @@ impl KvCache {
         self.capacity
     }
 
-    pub fn kv_dim(&self) -> usize {
-        self.pool.kv_dim
+    pub fn width(&self) -> KvWidth {
+        self.pool.width
     }
 
     /// Blocks this cache holds.
@@ -160,37 +183,41 @@ impl KvCache {
 
     /// Where position `pos`'s keys (`values` false) or values of `layer` start in its block.
     fn offset(&self, layer: usize, values: bool, pos: usize) -> (usize, usize) {
-        let kv_dim = self.pool.kv_dim;
-        let half = BLOCK_POSITIONS * kv_dim;
-        let at = (2 * layer + usize::from(values)) * half + (pos % BLOCK_POSITIONS) * kv_dim;
+        let KvWidth { key, value } = self.pool.width;
+        let in_block = pos % BLOCK_POSITIONS;
+        let at = layer * self.pool.layer_len()
+            + match values {
+                false => in_block * key,
+                true => BLOCK_POSITIONS * key + in_block * value,
+            };
         (pos / BLOCK_POSITIONS, at)
     }
 
     /// Writes the keys and values of the positions `len()..len() + n` of `layer`
-    /// (`[n, kv_dim]` each), reserved beforehand; they count once [`KvCache::advance`] commits
-    /// them.
+    /// (`[n, width.key]` and `[n, width.value]`), reserved beforehand; they count once
+    /// [`KvCache::advance`] commits them.
     pub fn append(&mut self, layer: usize, keys: &[f32], values: &[f32]) {
-        let kv_dim = self.pool.kv_dim;
-        let rows = keys.chunks_exact(kv_dim).zip(values.chunks_exact(kv_dim));
-        for (i, (k, v)) in rows.enumerate() {
+        let KvWidth { key, value } = self.pool.width;
+        let n = keys.len() / key.max(1);
+        for i in 0..n {
             let pos = self.len + i;
             let (block, at) = self.offset(layer, false, pos);
-            self.blocks[block][at..at + kv_dim].copy_from_slice(k);
+            self.blocks[block][at..at + key].copy_from_slice(&keys[i * key..][..key]);
             let (block, at) = self.offset(layer, true, pos);
-            self.blocks[block][at..at + kv_dim].copy_from_slice(v);
+            self.blocks[block][at..at + value].copy_from_slice(&values[i * value..][..value]);
         }
     }
 
-    /// The keys of position `pos` of `layer` (`kv_dim` values).
+    /// The keys of position `pos` of `layer` (`width.key` values).
     pub fn key(&self, layer: usize, pos: usize) -> &[f32] {
         let (block, at) = self.offset(layer, false, pos);
-        &self.blocks[block][at..at + self.pool.kv_dim]
+        &self.blocks[block][at..at + self.pool.width.key]
     }
 
-    /// The values of position `pos` of `layer` (`kv_dim` values).
+    /// The values of position `pos` of `layer` (`width.value` values).
     pub fn value(&self, layer: usize, pos: usize) -> &[f32] {
         let (block, at) = self.offset(layer, true, pos);
-        &self.blocks[block][at..at + self.pool.kv_dim]
+        &self.blocks[block][at..at + self.pool.width.value]
     }
 
     /// Commits `n` appended positions.
@@ -217,7 +244,7 @@ mod tests {
 
     #[test]
     fn positions_span_blocks_and_read_back_per_layer() {
-        let pool = BlockPool::new(2, 3, 64);
+        let pool = BlockPool::new(2, KvWidth::symmetric(3), 64);
         let mut cache = KvCache::new(Arc::clone(&pool), 64);
         for (n, base) in [(5, 0.0), (20, 1000.0)] {
             cache.reserve(n).unwrap();
@@ -236,8 +263,23 @@ mod tests {
     }
 
     #[test]
+    fn a_latent_cache_keeps_wide_keys_and_no_values() {
+        let width = KvWidth { key: 5, value: 0 };
+        let pool = BlockPool::new(2, width, 64);
+        let mut cache = KvCache::new(Arc::clone(&pool), 64);
+        cache.reserve(18).unwrap();
+        cache.append(0, &rows(18, 5, 0.0), &[]);
+        cache.append(1, &rows(18, 5, 100.0), &[]);
+        cache.advance(18);
+        assert_eq!(cache.key(0, 17), [85.0, 86.0, 87.0, 88.0, 89.0]);
+        assert_eq!(cache.key(1, 3), [115.0, 116.0, 117.0, 118.0, 119.0]);
+        assert!(cache.value(1, 3).is_empty());
+        assert_eq!(pool.block_len(), 2 * BLOCK_POSITIONS * 5);
+    }
+
+    #[test]
     fn a_full_pool_refuses_and_the_cache_keeps_what_it_had() {
-        let pool = BlockPool::new(1, 2, 40);
+        let pool = BlockPool::new(1, KvWidth::symmetric(2), 40);
         assert_eq!(pool.max_blocks(), 3);
         let mut a = KvCache::new(Arc::clone(&pool), 100);
         let mut b = KvCache::new(Arc::clone(&pool), 100);
@@ -260,7 +302,7 @@ mod tests {
 
     #[test]
     fn truncating_and_dropping_give_blocks_back_for_reuse() {
-        let pool = BlockPool::new(1, 2, 64);
+        let pool = BlockPool::new(1, KvWidth::symmetric(2), 64);
         let mut a = KvCache::new(Arc::clone(&pool), 64);
         a.reserve(40).unwrap();
         a.advance(40);

@@ -4,6 +4,18 @@
 
 use crate::arch::Arch;
 use crate::config::{FeedForward, ModelConfig, QkNorm};
+use crate::mla::MlaDims;
+use crate::router::Routing;
+
+/// The shape `Layout::mla` reads for a model without latent attention.
+const ZERO_MLA: MlaDims = MlaDims {
+    heads: 0,
+    q_lora_rank: None,
+    kv_lora_rank: 0,
+    qk_nope_head_dim: 0,
+    qk_rope_head_dim: 0,
+    v_head_dim: 0,
+};
 
 /// One tensor a checkpoint holds: its HF name and row-major shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +34,13 @@ impl TensorSpec {
 
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
+    }
+
+    /// The element count, or `None` where it overflows 64 bits.
+    pub fn checked_numel(&self) -> Option<u64> {
+        self.shape
+            .iter()
+            .try_fold(1u64, |acc, &n| acc.checked_mul(u64::try_from(n).ok()?))
     }
 }
 
@@ -79,6 +98,44 @@ impl Projection {
             Projection::K => "k_proj",
             Projection::V => "v_proj",
             Projection::O => "o_proj",
+        }
+    }
+}
+
+/// A tensor of multi-head latent attention (DeepSeek-V3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MlaTensor {
+    /// The plain query projection (no q LoRA).
+    Q,
+    QA,
+    QANorm,
+    QB,
+    KvA,
+    KvANorm,
+    KvB,
+    O,
+}
+
+impl MlaTensor {
+    /// The tensors a model with or without a q LoRA holds, in checkpoint order.
+    pub fn of(q_lora: bool) -> &'static [MlaTensor] {
+        use MlaTensor::*;
+        match q_lora {
+            true => &[QA, QANorm, QB, KvA, KvANorm, KvB, O],
+            false => &[Q, KvA, KvANorm, KvB, O],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            MlaTensor::Q => "q_proj.weight",
+            MlaTensor::QA => "q_a_proj.weight",
+            MlaTensor::QANorm => "q_a_layernorm.weight",
+            MlaTensor::QB => "q_b_proj.weight",
+            MlaTensor::KvA => "kv_a_proj_with_mqa.weight",
+            MlaTensor::KvANorm => "kv_a_layernorm.weight",
+            MlaTensor::KvB => "kv_b_proj.weight",
+            MlaTensor::O => "o_proj.weight",
         }
     }
 }
@@ -200,18 +257,53 @@ impl<'a> Layout<'a> {
         )
     }
 
-    /// The shared expert's matrix, when the architecture has a shared expert.
+    /// The shared expert's matrix, when the architecture has a shared expert (DeepSeek-V3's and
+    /// GLM-4.5's `shared_experts`, Qwen2-MoE's `shared_expert`).
     pub fn shared_expert(&self, layer: usize, m: ExpertMatrix) -> Option<TensorSpec> {
         let size = self.cfg.shared_expert_intermediate_size?;
-        let name = self.layer(layer, &format!("mlp.shared_expert.{}.weight", m.hf_name()));
+        let module = match self.cfg.shared_expert_gated {
+            true => "shared_expert",
+            false => "shared_experts",
+        };
+        let name = self.layer(layer, &format!("mlp.{module}.{}.weight", m.hf_name()));
         Some(TensorSpec::new(name, &m.shape(self.cfg.hidden_size, size)))
     }
 
-    /// The one-row gate whose sigmoid scales the shared expert's output.
+    /// The one-row gate whose sigmoid scales the shared expert's output (Qwen2-MoE).
     pub fn shared_expert_gate(&self, layer: usize) -> Option<TensorSpec> {
         self.cfg.shared_expert_intermediate_size?;
-        let name = self.layer(layer, "mlp.shared_expert_gate.weight");
-        Some(TensorSpec::new(name, &[1, self.cfg.hidden_size]))
+        self.cfg.shared_expert_gated.then(|| {
+            let name = self.layer(layer, "mlp.shared_expert_gate.weight");
+            TensorSpec::new(name, &[1, self.cfg.hidden_size])
+        })
+    }
+
+    /// The router's `e_score_correction_bias`, added to the scores when choosing experts
+    /// (sigmoid routing).
+    pub fn router_bias(&self, layer: usize) -> Option<TensorSpec> {
+        matches!(self.cfg.routing, Routing::SigmoidGrouped { .. }).then(|| {
+            let name = self.layer(layer, "mlp.gate.e_score_correction_bias");
+            TensorSpec::new(name, &[self.cfg.num_experts])
+        })
+    }
+
+    /// A tensor of layer `layer`'s multi-head latent attention (DeepSeek-V3); its shape is
+    /// empty for a model without.
+    pub fn mla(&self, layer: usize, t: MlaTensor) -> TensorSpec {
+        let (c, d) = (self.cfg, self.cfg.mla.unwrap_or(ZERO_MLA));
+        let (h, heads) = (c.hidden_size, d.heads);
+        let q_lora = d.q_lora_rank.unwrap_or(0);
+        let shape: &[usize] = match t {
+            MlaTensor::Q => &[heads * d.qk_head_dim(), h],
+            MlaTensor::QA => &[q_lora, h],
+            MlaTensor::QANorm => &[q_lora],
+            MlaTensor::QB => &[heads * d.qk_head_dim(), q_lora],
+            MlaTensor::KvA => &[d.kv_lora_rank + d.qk_rope_head_dim, h],
+            MlaTensor::KvANorm => &[d.kv_lora_rank],
+            MlaTensor::KvB => &[heads * (d.qk_nope_head_dim + d.v_head_dim), d.kv_lora_rank],
+            MlaTensor::O => &[h, heads * d.v_head_dim],
+        };
+        TensorSpec::new(self.layer(layer, &format!("self_attn.{}", t.name())), shape)
     }
 
     /// A dense layer's MLP matrix.
@@ -223,37 +315,89 @@ impl<'a> Layout<'a> {
         )
     }
 
+    /// The tensors of a layer's attention block, with the norms before and after it.
+    fn attention_tensors(&self, layer: usize) -> Vec<TensorSpec> {
+        let mut out = vec![self.input_norm(layer)];
+        if let Some(d) = self.cfg.mla {
+            let tensors = MlaTensor::of(d.q_lora_rank.is_some());
+            out.extend(tensors.iter().map(|&t| self.mla(layer, t)));
+            out.push(self.post_attention_norm(layer));
+            return out;
+        }
+        for p in Projection::ALL {
+            out.push(self.projection(layer, p));
+            out.extend(self.projection_bias(layer, p));
+        }
+        out.extend(self.qk_norms(layer).into_iter().flatten());
+        out.push(self.post_attention_norm(layer));
+        out
+    }
+
+    /// The shared expert's matrices and gate, when the architecture has a shared expert.
+    fn shared_expert_tensors(&self, layer: usize) -> Vec<TensorSpec> {
+        let mut out: Vec<TensorSpec> = ExpertMatrix::ALL
+            .into_iter()
+            .filter_map(|m| self.shared_expert(layer, m))
+            .collect();
+        out.extend(self.shared_expert_gate(layer));
+        out
+    }
+
     /// Every tensor of the checkpoint, in a stable order (embeddings, layers, final norm, head).
     pub fn all(&self) -> Vec<TensorSpec> {
         let c = self.cfg;
         let mut out = vec![self.embed_tokens()];
         for l in 0..c.num_layers {
-            out.push(self.input_norm(l));
-            for p in Projection::ALL {
-                out.push(self.projection(l, p));
-                out.extend(self.projection_bias(l, p));
-            }
-            out.extend(self.qk_norms(l).into_iter().flatten());
-            out.push(self.post_attention_norm(l));
+            out.extend(self.attention_tensors(l));
             match c.feed_forward[l] {
                 FeedForward::Dense => out.extend(ExpertMatrix::ALL.map(|m| self.dense_mlp(l, m))),
                 FeedForward::Moe => {
                     out.push(self.router(l));
+                    out.extend(self.router_bias(l));
                     for e in 0..c.num_experts {
                         out.extend(ExpertMatrix::ALL.map(|m| self.expert(l, e, m)));
                     }
-                    out.extend(
-                        ExpertMatrix::ALL
-                            .into_iter()
-                            .filter_map(|m| self.shared_expert(l, m)),
-                    );
-                    out.extend(self.shared_expert_gate(l));
+                    out.extend(self.shared_expert_tensors(l));
                 }
             }
         }
         out.push(self.final_norm());
         out.extend(self.lm_head());
         out
+    }
+
+    /// The parameters of every tensor [`Layout::all`] lists, counted from the shapes of one layer
+    /// of each kind without listing them; `None` where the count overflows 64 bits.
+    pub fn parameter_count(&self) -> Option<u64> {
+        let c = self.cfg;
+        let sum = |specs: &[TensorSpec]| {
+            specs
+                .iter()
+                .try_fold(0u64, |acc, s| acc.checked_add(s.checked_numel()?))
+        };
+        let moe_layers = c.moe_layers().count() as u64;
+        let dense_layers = c.num_layers as u64 - moe_layers;
+        let experts = sum(&ExpertMatrix::ALL.map(|m| self.expert(0, 0, m)))?
+            .checked_mul(c.num_experts as u64)?;
+        let moe = [
+            experts,
+            self.router(0).checked_numel()?,
+            self.router_bias(0).map_or(Some(0), |b| b.checked_numel())?,
+            sum(&self.shared_expert_tensors(0))?,
+        ];
+        let dense = sum(&ExpertMatrix::ALL.map(|m| self.dense_mlp(0, m)))?;
+        let per_layer_kind = [
+            sum(&self.attention_tensors(0))?.checked_mul(c.num_layers as u64)?,
+            moe.into_iter()
+                .try_fold(0u64, u64::checked_add)?
+                .checked_mul(moe_layers)?,
+            dense.checked_mul(dense_layers)?,
+        ];
+        let mut outer = vec![self.embed_tokens(), self.final_norm()];
+        outer.extend(self.lm_head());
+        per_layer_kind
+            .into_iter()
+            .try_fold(sum(&outer)?, u64::checked_add)
     }
 }
 
@@ -290,6 +434,8 @@ mod tests {
         let all = l.all();
         // embed, 2 norms, 4 projections, router, 2 experts x 3, final norm, lm_head
         assert_eq!(all.len(), 1 + 2 + 4 + 1 + 6 + 1 + 1);
+        let counted: usize = all.iter().map(TensorSpec::numel).sum();
+        assert_eq!(l.parameter_count(), Some(counted as u64));
     }
 
     #[test]
@@ -317,6 +463,8 @@ mod tests {
         assert_eq!(l.shared_expert_gate(0).unwrap().shape, vec![1, 8]);
         assert_eq!(l.dense_mlp(1, ExpertMatrix::Down).shape, vec![8, 12]);
         assert!(l.lm_head().is_none());
+        let counted: usize = l.all().iter().map(TensorSpec::numel).sum();
+        assert_eq!(l.parameter_count(), Some(counted as u64));
         let names: Vec<_> = l.all().into_iter().map(|t| t.name).collect();
         assert!(names.contains(&"model.layers.1.mlp.gate_proj.weight".to_string()));
         assert!(

@@ -10,12 +10,16 @@ pub mod fallback;
 pub mod generate;
 pub mod kv_cache;
 pub mod layout;
+pub(crate) mod linear;
+pub mod mla;
 pub mod model;
 pub mod moe;
 pub mod ops;
+pub mod precision;
 pub mod quality;
 pub mod rng;
 pub mod rope;
+pub mod router;
 pub mod sampling;
 pub mod tokenizer;
 

@@ -15,9 +15,10 @@ use crate::error::{ModelError, Result};
 use crate::fallback;
 use crate::kv_cache::{BlockPool, KvCache};
 use crate::layout::{ExpertMatrix, Layout};
+use crate::mla::Mla;
 use crate::moe::{Expert, MoeBlock, RoutedExperts};
 use crate::ops::{add_assign, rms_norm};
-use crate::rope::Rope;
+use crate::rope::{Rope, Yarn};
 
 /// How to load a checkpoint.
 #[derive(Debug, Clone, Default)]
@@ -75,10 +76,57 @@ enum FeedForwardBlock {
     Moe(MoeBlock),
 }
 
+/// A layer's self-attention: grouped-query, or multi-head latent (DeepSeek-V3).
+#[derive(Debug, Clone)]
+enum AttentionBlock {
+    Gqa(Attention),
+    Mla(Mla),
+}
+
+impl AttentionBlock {
+    fn load(
+        ckpt: &Checkpoint,
+        cfg: &ModelConfig,
+        layer: usize,
+        format: Option<Format>,
+    ) -> Result<AttentionBlock> {
+        let Some(dims) = cfg.mla else {
+            return Ok(AttentionBlock::Gqa(Attention::load(
+                ckpt, cfg, layer, format,
+            )?));
+        };
+        let yarn = cfg.rope.yarn.as_ref().map_or(1.0, Yarn::softmax_factor);
+        let scale = (dims.qk_head_dim() as f32).powf(-0.5) * yarn;
+        let shape = (dims, scale, cfg.rms_norm_eps);
+        let mla = Mla::load(ckpt, &Layout::new(cfg), layer, shape, format)?;
+        Ok(AttentionBlock::Mla(mla))
+    }
+
+    fn weight_bytes(&self) -> usize {
+        match self {
+            AttentionBlock::Gqa(a) => a.weight_bytes(),
+            AttentionBlock::Mla(a) => a.weight_bytes(),
+        }
+    }
+
+    fn forward(
+        &self,
+        pool: &Pool,
+        h: &[f32],
+        n: usize,
+        (rope, cache, layer): (&Rope, &mut KvCache, usize),
+    ) -> Result<Vec<f32>> {
+        match self {
+            AttentionBlock::Gqa(a) => a.forward(pool, h, n, rope, cache, layer),
+            AttentionBlock::Mla(a) => a.forward(pool, h, n, rope, cache, layer),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Layer {
     input_norm: Vec<f32>,
-    attention: Attention,
+    attention: AttentionBlock,
     post_norm: Vec<f32>,
     feed_forward: FeedForwardBlock,
 }
@@ -142,7 +190,7 @@ impl Model {
                 };
                 let layer = Layer {
                     input_norm: ckpt.vector(&layout.input_norm(l))?,
-                    attention: Attention::load(ckpt, &cfg, l, options.dense_format)?,
+                    attention: AttentionBlock::load(ckpt, &cfg, l, options.dense_format)?,
                     post_norm: ckpt.vector(&layout.post_attention_norm(l))?,
                     feed_forward,
                 };
@@ -157,11 +205,19 @@ impl Model {
             (None, None) => None,
         };
         let max_context = options.max_context.unwrap_or(cfg.max_position_embeddings);
+        if cfg.num_mtp_layers > 0 {
+            tracing::info!(
+                layers = cfg.num_mtp_layers,
+                "the checkpoint's multi-token-prediction layers are not loaded"
+            );
+        }
+        let r = &cfg.rope;
+        let rope = Rope::with(r.rotary_dim, r.theta, r.layout, r.yarn.as_ref());
         Ok(Model {
             embed,
             norm: ckpt.vector(&layout.final_norm())?,
             lm_head,
-            rope: Rope::new(cfg.head_dim, cfg.rope_theta),
+            rope,
             layers,
             max_context,
             cfg,
@@ -188,7 +244,7 @@ impl Model {
 
     /// KV memory for `max_positions` positions, in blocks, for caches to share.
     pub fn new_block_pool(&self, max_positions: usize) -> Arc<BlockPool> {
-        BlockPool::new(self.cfg.num_layers, self.cfg.kv_dim(), max_positions)
+        BlockPool::new(self.cfg.num_layers, self.cfg.kv_width(), max_positions)
     }
 
     /// An empty cache for one sequence, its blocks from `pool`.
@@ -262,9 +318,8 @@ impl Model {
                 let n = step.tokens.len();
                 let mut h = x.clone();
                 rms_norm(&mut h, &layer.input_norm, eps);
-                let a = layer
-                    .attention
-                    .forward(&self.pool, &h, n, &self.rope, step.cache, l)?;
+                let at = (&self.rope, &mut *step.cache, l);
+                let a = layer.attention.forward(&self.pool, &h, n, at)?;
                 add_assign(x, &a);
                 let mut h = x.clone();
                 rms_norm(&mut h, &layer.post_norm, eps);

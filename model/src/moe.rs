@@ -9,7 +9,8 @@ use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::layout::{ExpertMatrix, Layout, TensorSpec};
-use crate::ops::{sigmoid, silu, softmax};
+use crate::ops::{sigmoid, silu};
+use crate::router::Routing;
 
 /// A SwiGLU MLP: `down(silu(gate x) * up x)`, with gate and up stacked into one matrix so one
 /// product computes both.
@@ -123,31 +124,7 @@ impl Expert {
     }
 }
 
-/// One token's routing decision: expert ids with their gate weights, heaviest first.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
-    pub experts: Vec<usize>,
-    pub weights: Vec<f32>,
-}
-
-/// Softmax over the router logits, the `top_k` largest (ties to the lower id), renormalised to sum
-/// to one when `normalize` is set.
-pub fn route(logits: &[f32], top_k: usize, normalize: bool) -> Route {
-    let mut probs = logits.to_vec();
-    softmax(&mut probs);
-    let mut order: Vec<usize> = (0..probs.len()).collect();
-    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-    order.truncate(top_k);
-    let mut weights: Vec<f32> = order.iter().map(|&e| probs[e]).collect();
-    if normalize {
-        let sum: f32 = weights.iter().sum();
-        weights.iter_mut().for_each(|w| *w /= sum);
-    }
-    Route {
-        experts: order,
-        weights,
-    }
-}
+pub use crate::router::Route;
 
 /// Runs a layer's routed experts: per token, the gate-weighted sum of its experts' outputs.
 /// The single-process model runs them here ([`LocalExperts`]); a cluster gateway sends them to
@@ -200,14 +177,25 @@ impl RoutedExperts for LocalExperts<'_> {
     }
 }
 
+/// The experts every token runs beside its routed ones: Qwen2-MoE's shared expert scaled by
+/// the sigmoid of a one-row gate, or DeepSeek-V3's and GLM-4.5's shared experts (one expert of
+/// their summed width), added as they are.
+#[derive(Debug, Clone)]
+struct Shared {
+    expert: Expert,
+    gate: Option<Matrix>,
+}
+
 /// A routed mixture of experts with an optional shared expert.
 #[derive(Debug, Clone)]
 pub struct MoeBlock {
     router: Matrix,
+    /// The router's `e_score_correction_bias` (sigmoid routing).
+    bias: Option<Vec<f32>>,
+    routing: Routing,
     experts: Vec<Expert>,
-    shared: Option<(Expert, Matrix)>,
+    shared: Option<Shared>,
     top_k: usize,
-    normalize: bool,
 }
 
 impl MoeBlock {
@@ -233,22 +221,27 @@ impl MoeBlock {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let shared = match (
-            ExpertMatrix::ALL.map(|m| layout.shared_expert(layer, m)),
-            layout.shared_expert_gate(layer),
-        ) {
-            ([Some(g), Some(u), Some(d)], Some(gate)) => Some((
-                Expert::load(ckpt, [g, u, d], shared_format)?,
-                ckpt.matrix(&gate, None)?,
-            )),
+        let shared = match ExpertMatrix::ALL.map(|m| layout.shared_expert(layer, m)) {
+            [Some(g), Some(u), Some(d)] => Some(Shared {
+                expert: Expert::load(ckpt, [g, u, d], shared_format)?,
+                gate: match layout.shared_expert_gate(layer) {
+                    Some(gate) => Some(ckpt.matrix(&gate, None)?),
+                    None => None,
+                },
+            }),
             _ => None,
+        };
+        let bias = match layout.router_bias(layer) {
+            Some(spec) => Some(ckpt.vector(&spec)?),
+            None => None,
         };
         Ok(MoeBlock {
             router: ckpt.matrix(&layout.router(layer), None)?,
+            bias,
+            routing: cfg.routing,
             experts,
             shared,
             top_k: cfg.top_k,
-            normalize: cfg.norm_topk_prob,
         })
     }
 
@@ -259,10 +252,9 @@ impl MoeBlock {
     /// Bytes of weights a token reads: the router, `top_k` experts (average size) and the shared expert.
     pub fn active_weight_bytes(&self) -> usize {
         let experts: usize = self.experts.iter().map(Expert::weight_bytes).sum();
-        let shared = self
-            .shared
-            .as_ref()
-            .map_or(0, |(e, g)| e.weight_bytes() + g.nbytes());
+        let shared = self.shared.as_ref().map_or(0, |s| {
+            s.expert.weight_bytes() + s.gate.as_ref().map_or(0, Matrix::nbytes)
+        });
         self.router.nbytes() + experts * self.top_k / self.experts.len().max(1) + shared
     }
 
@@ -271,9 +263,10 @@ impl MoeBlock {
         let e = self.router.rows();
         let mut logits = vec![0.0; n * e];
         pool.matmul(&self.router, h, n, &mut logits)?;
+        let bias = self.bias.as_deref();
         Ok(logits
             .chunks_exact(e)
-            .map(|l| route(l, self.top_k, self.normalize))
+            .map(|l| self.routing.route(l, bias, self.top_k))
             .collect())
     }
 
@@ -306,16 +299,20 @@ impl MoeBlock {
                 out.len()
             )));
         }
-        if let Some((expert, gate)) = &self.shared {
-            let y = expert.forward(pool, h, n)?;
+        if let Some(shared) = &self.shared {
+            let y = shared.expert.forward(pool, h, n)?;
             let mut g = vec![0.0; n];
-            pool.matmul(gate, h, n, &mut g)?;
-            for ((o, yr), gt) in out
+            if let Some(gate) = &shared.gate {
+                pool.matmul(gate, h, n, &mut g)?;
+                g.iter_mut().for_each(|x| *x = sigmoid(*x));
+            } else {
+                g.fill(1.0);
+            }
+            for ((o, yr), s) in out
                 .chunks_exact_mut(hidden)
                 .zip(y.chunks_exact(hidden))
                 .zip(&g)
             {
-                let s = sigmoid(*gt);
                 for (a, b) in o.iter_mut().zip(yr) {
                     *a += s * b;
                 }
@@ -328,17 +325,6 @@ impl MoeBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn route_picks_top_k_and_renormalises() {
-        let r = route(&[0.0, 2.0, 1.0, -1.0], 2, true);
-        assert_eq!(r.experts, vec![1, 2]);
-        assert!((r.weights.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(r.weights[0] > r.weights[1]);
-        let raw = route(&[0.0, 2.0, 1.0, -1.0], 2, false);
-        assert!(raw.weights.iter().sum::<f32>() < 0.95);
-        assert!((raw.weights[0] / raw.weights[1] - 1f32.exp()).abs() < 1e-4);
-    }
 
     #[test]
     fn bytes_at_matches_a_built_expert() {
@@ -373,10 +359,5 @@ mod tests {
         let pool = Pool::new(1).unwrap();
         let y = expert.forward(&pool, &vec![0.1; hidden], 1).unwrap();
         assert!(y.iter().all(|v| v.is_finite() && *v != 0.0));
-    }
-
-    #[test]
-    fn route_ties_go_to_lower_id() {
-        assert_eq!(route(&[1.0, 1.0, 1.0], 2, true).experts, vec![0, 1]);
     }
 }

@@ -8,7 +8,7 @@
 //! | router (`gate`) rows | 0 | 2 / sqrt(hidden): decisive routing |
 //! | other matrices (attention, experts, shared expert and its gate, `lm_head`) | 0 | 1 / sqrt(fan_in) |
 //! | norm weights (layer, final, q/k) | 1 | 0.05 |
-//! | biases | 0 | 0.02 |
+//! | biases, the routers' `e_score_correction_bias` | 0 | 0.02 |
 //!
 //! With every block behind an RMSNorm, `1 / sqrt(fan_in)` keeps each projection's outputs near unit
 //! scale, so the residual stream grows slowly through the layers and the logits are spread (standard
@@ -59,6 +59,9 @@ impl InitPlan {
                 layout.router(layer).name,
                 Init::centred(ROUTER_GAIN / hidden.sqrt()),
             );
+            if let Some(bias) = layout.router_bias(layer) {
+                special.insert(bias.name, Init::centred(BIAS_STD));
+            }
         }
         for layer in 0..cfg.num_layers {
             for p in Projection::ALL {

@@ -21,6 +21,8 @@
 //! | `qwen2-moe` | 8 / 4; 16 / 4 | `I / 2` | shared expert of `I`, q/k/v bias, `norm_topk_prob` false |
 //! | `qwen3-moe` | 8 / 4; 16 / 4 | `I / 2` | `head_dim` = 2 × hidden / heads, per-head q/k norm, `norm_topk_prob` true |
 //! | `olmoe` | 16 / 8; 32 / 8 | `I / 4` | full q/k norm, no `clip_qkv`, `norm_topk_prob` false |
+//! | `deepseek-v3` | 8 / 2; 32 / 8 | `I / 2` | MLA (q and kv ranks `hidden / 2`, rope part half a head), 4 groups of which 2 kept, sigmoid routing with a correction bias, `routed_scaling_factor` 2.5, one shared expert, layer 0 dense (`I`) |
+//! | `glm4-moe` | 8 / 2; 32 / 8 | `I / 2` | `head_dim` = 2 × hidden / heads, half of it rotated, q/k/v bias, per-head q/k norm, sigmoid routing in one group, one shared expert, layer 0 dense (`I`) |
 //!
 //! `medium` is 740 to 830 million parameters (1.5 to 1.7 GB in f16, two shards) depending on the
 //! architecture; `tiny` is 0.3 to 0.5 million (one `model.safetensors`). All configs use
@@ -40,6 +42,7 @@ mod checkpoint;
 mod error;
 mod init;
 mod preset;
+mod real_width;
 mod rng;
 mod shard;
 mod tokenizer;

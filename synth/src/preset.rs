@@ -7,6 +7,7 @@ use std::str::FromStr;
 use moe_model::Arch;
 use serde_json::{Value, json};
 
+use crate::real_width;
 use crate::tokenizer::{BOS_ID, EOS_ID, PAD_ID};
 
 /// A checkpoint size. The table in the crate documentation gives each one's shape.
@@ -18,16 +19,24 @@ pub enum Preset {
     Small,
     /// 740 to 830 million parameters (about 1.5 GB in f16): the shape performance figures use.
     Medium,
+    /// The released models' widths with 4 layers (see `real_width`).
+    RealWidth,
 }
 
 impl Preset {
-    pub const ALL: [Preset; 3] = [Preset::Tiny, Preset::Small, Preset::Medium];
+    pub const ALL: [Preset; 4] = [
+        Preset::Tiny,
+        Preset::Small,
+        Preset::Medium,
+        Preset::RealWidth,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Preset::Tiny => "tiny",
             Preset::Small => "small",
             Preset::Medium => "medium",
+            Preset::RealWidth => "real-width",
         }
     }
 }
@@ -45,7 +54,9 @@ impl FromStr for Preset {
         Preset::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown preset `{s}` (expected tiny, small or medium)"))
+            .ok_or_else(|| {
+                format!("unknown preset `{s}` (expected tiny, small, medium or real-width)")
+            })
     }
 }
 
@@ -86,6 +97,11 @@ fn base(preset: Preset) -> Base {
             kv_heads: 4,
             intermediate: 3584,
         },
+        // Replaced key by key with the released widths (`real_width`); the layer count is its.
+        Preset::RealWidth => Base {
+            layers: real_width::LAYERS,
+            ..base(Preset::Medium)
+        },
     }
 }
 
@@ -97,6 +113,8 @@ fn experts(arch: Arch, preset: Preset) -> (usize, usize) {
         (Arch::Qwen2Moe | Arch::Qwen3Moe, _) => (8, 4),
         (Arch::Olmoe, Preset::Medium) => (32, 8),
         (Arch::Olmoe, _) => (16, 8),
+        (Arch::DeepseekV3 | Arch::Glm4Moe, Preset::Medium) => (32, 8),
+        (Arch::DeepseekV3 | Arch::Glm4Moe, _) => (8, 2),
     }
 }
 
@@ -106,8 +124,9 @@ pub fn config_json(arch: Arch, preset: Preset) -> Value {
     let (num_experts, top_k) = experts(arch, preset);
     let (rope_theta, rms_norm_eps) = match arch {
         Arch::Mixtral => (1e6, 1e-5),
-        Arch::Qwen2Moe | Arch::Qwen3Moe => (1e6, 1e-6),
+        Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::DeepseekV3 => (1e6, 1e-6),
         Arch::Olmoe => (1e4, 1e-6),
+        Arch::Glm4Moe => (1e6, 1e-5),
     };
     let mut config = json!({
         "architectures": [arch.hf_class()],
@@ -174,11 +193,64 @@ pub fn config_json(arch: Arch, preset: Preset) -> Value {
             "clip_qkv": null,
             "norm_topk_prob": false,
         }),
+        Arch::DeepseekV3 => deepseek_v3_extra(&b, num_experts),
+        Arch::Glm4Moe => glm4_moe_extra(&b, num_experts),
     };
     if let (Some(config), Value::Object(extra)) = (config.as_object_mut(), extra) {
         config.extend(extra);
     }
+    if let (Preset::RealWidth, Some(config), Value::Object(real)) =
+        (preset, config.as_object_mut(), real_width::keys(arch))
+    {
+        config.extend(real);
+    }
     config
+}
+
+/// DeepSeek-V3's keys at a base shape: MLA with half-width low ranks, a rope part of half a
+/// head, four groups of experts of which two are kept, one dense lead layer.
+fn deepseek_v3_extra(b: &Base, experts: usize) -> Value {
+    let head = b.hidden / b.heads;
+    json!({
+        "num_key_value_heads": b.heads,
+        "n_routed_experts": experts,
+        "n_shared_experts": 1,
+        "moe_intermediate_size": b.intermediate / 2,
+        "intermediate_size": b.intermediate,
+        "q_lora_rank": b.hidden / 2,
+        "kv_lora_rank": b.hidden / 2,
+        "qk_nope_head_dim": head,
+        "qk_rope_head_dim": head / 2,
+        "v_head_dim": head,
+        "n_group": 4,
+        "topk_group": 2,
+        "norm_topk_prob": true,
+        "routed_scaling_factor": 2.5,
+        "first_k_dense_replace": 1,
+        "num_nextn_predict_layers": 0,
+        "attention_bias": false,
+    })
+}
+
+/// GLM-4.5's keys at a base shape: q/k/v biases, q/k norms, half the head rotated, one group, one
+/// dense lead layer.
+fn glm4_moe_extra(b: &Base, experts: usize) -> Value {
+    json!({
+        "n_routed_experts": experts,
+        "n_shared_experts": 1,
+        "moe_intermediate_size": b.intermediate / 2,
+        "intermediate_size": b.intermediate,
+        "head_dim": 2 * b.hidden / b.heads,
+        "partial_rotary_factor": 0.5,
+        "attention_bias": true,
+        "use_qk_norm": true,
+        "n_group": 1,
+        "topk_group": 1,
+        "norm_topk_prob": true,
+        "routed_scaling_factor": 1.0,
+        "first_k_dense_replace": 1,
+        "num_nextn_predict_layers": 0,
+    })
 }
 
 #[cfg(test)]
@@ -211,7 +283,17 @@ mod tests {
                 assert_eq!(c.eos_token_ids, vec![EOS_ID]);
                 assert_eq!(c.dtype.as_deref(), Some("float16"));
                 assert!(!c.tie_word_embeddings);
-                assert!(c.feed_forward.iter().all(|f| *f == FeedForward::Moe));
+                let dense = matches!(arch, Arch::DeepseekV3 | Arch::Glm4Moe) as usize;
+                assert!(
+                    c.feed_forward[..dense]
+                        .iter()
+                        .all(|f| *f == FeedForward::Dense)
+                );
+                assert!(
+                    c.feed_forward[dense..]
+                        .iter()
+                        .all(|f| *f == FeedForward::Moe)
+                );
                 assert!(c.sliding_window.iter().all(Option::is_none));
             }
         }
@@ -226,7 +308,7 @@ mod tests {
             (m.num_experts, m.top_k, m.moe_intermediate_size),
             (8, 2, 3584)
         );
-        assert_eq!((m.rms_norm_eps, m.rope_theta), (1e-5, 1e6));
+        assert_eq!((m.rms_norm_eps, m.rope.theta), (1e-5, 1e6));
 
         let q2 = parse(Arch::Qwen2Moe, Preset::Medium);
         assert_eq!(
@@ -247,6 +329,30 @@ mod tests {
             (32, 8, 896)
         );
         assert_eq!((o.qk_norm, o.clip_qkv), (QkNorm::Full, None));
+    }
+
+    #[test]
+    fn real_width_shapes_are_the_released_models() {
+        let d = parse(Arch::DeepseekV3, Preset::RealWidth);
+        assert_eq!(
+            (d.hidden_size, d.num_experts, d.top_k, d.num_layers),
+            (7168, 256, 8, 4)
+        );
+        assert_eq!(d.moe_intermediate_size, 2048);
+        let mla = d.mla.unwrap();
+        assert_eq!(mla.latent_width().key, 576);
+        assert_eq!((mla.q_lora_rank, mla.qk_head_dim()), (Some(1536), 192));
+        let q3 = parse(Arch::Qwen3Moe, Preset::RealWidth);
+        assert_eq!(
+            (q3.hidden_size, q3.num_experts, q3.moe_intermediate_size),
+            (2048, 128, 768)
+        );
+        assert_eq!(q3.vocab_size, 151936);
+        let glm = parse(Arch::Glm4Moe, Preset::RealWidth);
+        assert_eq!(
+            (glm.num_heads, glm.num_kv_heads, glm.rope.rotary_dim),
+            (96, 8, 64)
+        );
     }
 
     #[test]

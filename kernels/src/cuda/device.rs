@@ -147,7 +147,7 @@ impl CudaExperts {
         let arch = Arch::new(major as u32, minor as u32);
         let image = compile_cached(arch, cache_dir)?;
         let module = context.load_module(Ptx::from_binary(image))?;
-        let formats = [Format::F16, Format::Q8, Format::Q4, Format::Q2]
+        let formats = [Format::F16, Format::Fp8, Format::Q8, Format::Q4, Format::Q2]
             .into_iter()
             .map(|format| {
                 Ok(FormatKernels {

@@ -19,9 +19,11 @@ pub use error::CudaError;
 pub const SOURCE: &str = include_str!("../../cuda/experts.cu");
 
 /// Every kernel entry point the source defines.
-pub const KERNELS: [&str; 9] = [
+pub const KERNELS: [&str; 11] = [
     "moe_gate_up_f16",
     "moe_down_f16",
+    "moe_gate_up_fp8",
+    "moe_down_fp8",
     "moe_gate_up_q8",
     "moe_down_q8",
     "moe_gate_up_q4",

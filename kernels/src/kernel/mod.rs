@@ -114,6 +114,37 @@ macro_rules! unprepared {
 }
 pub(crate) use unprepared;
 
+/// `n` f32 vectors as fp8 kernels read them: `blocks` whole 32-element blocks each, a vector
+/// whose width is not a multiple of 32 copied with zeros after it (the weights' padding codes).
+pub(crate) fn padded_vectors(x: &[f32], n: usize, blocks: usize) -> Cow<'_, [f32]> {
+    let padded = blocks * crate::quant::QK;
+    if n == 0 || x.len() == n * padded {
+        return Cow::Borrowed(x);
+    }
+    let cols = x.len() / n;
+    let mut out = vec![0.0; n * padded];
+    for (o, v) in out.chunks_exact_mut(padded).zip(x.chunks_exact(cols)) {
+        o[..cols].copy_from_slice(v);
+    }
+    Cow::Owned(out)
+}
+
+/// Implements `prepare` for the fp8 kernels, which take f32 vectors padded to whole blocks.
+macro_rules! fp8_prepared {
+    () => {
+        type P = f32;
+
+        fn prepared_len(len: usize) -> usize {
+            len * crate::quant::QK
+        }
+
+        fn prepare(x: &[f32], n: usize, len: usize) -> std::borrow::Cow<'_, [f32]> {
+            crate::kernel::padded_vectors(x, n, len)
+        }
+    };
+}
+pub(crate) use fp8_prepared;
+
 /// How far ahead of the bytes being read a kernel prefetches, for tiles of `rows` rows of
 /// `row_bytes` each: the same place in the next tile. One core keeps too few cache-line fills in
 /// flight from DRAM on its own; with this prefetch a 2-thread `Q4` matvec of 1024x3584 went from
@@ -244,6 +275,7 @@ pub(crate) fn run(isa: Isa, w: &Matrix, act: Act<'_>, n: usize, out: &Out, exec:
     let rows = w.rows();
     let cols = w.cols();
     let nb = cols / crate::quant::QK;
+    let fp8_blocks = cols.div_ceil(crate::quant::QK);
     macro_rules! go {
         ($k:ty, $w:expr, $x:expr, $len:expr) => {{
             let prepared = <$k as Tile>::prepare($x, n, $len);
@@ -269,6 +301,8 @@ pub(crate) fn run(isa: Isa, w: &Matrix, act: Act<'_>, n: usize, out: &Out, exec:
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Storage::Bf16(v), Act::F32(x)) => go!(avx2::Bf16, v, x, cols),
         #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, Storage::Fp8(v), Act::F32(x)) => go!(avx2::Fp8, v, x, fp8_blocks),
+        #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Storage::Q8(v), Act::Q(x)) => go!(avx2::Q8, v, x, nb),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Storage::Q4(v), Act::Q(x)) => go!(avx2::Q4, v, x, nb),
@@ -287,6 +321,10 @@ pub(crate) fn run(isa: Isa, w: &Matrix, act: Act<'_>, n: usize, out: &Out, exec:
             go!(avx512::Bf16, v, x, cols)
         }
         #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512 | Isa::Avx512Vnni, Storage::Fp8(v), Act::F32(x)) => {
+            go!(avx512::Fp8, v, x, fp8_blocks)
+        }
+        #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, Storage::Q8(v), Act::Q(x)) => go!(avx512::Q8Bw, v, x, nb),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, Storage::Q4(v), Act::Q(x)) => go!(avx512::Q4Bw, v, x, nb),
@@ -301,6 +339,7 @@ pub(crate) fn run(isa: Isa, w: &Matrix, act: Act<'_>, n: usize, out: &Out, exec:
         (_, Storage::F32(v), Act::F32(x)) => go!(scalar::F32, v, x, cols),
         (_, Storage::F16(v), Act::F32(x)) => go!(scalar::F16, v, x, cols),
         (_, Storage::Bf16(v), Act::F32(x)) => go!(scalar::Bf16, v, x, cols),
+        (_, Storage::Fp8(v), Act::F32(x)) => go!(scalar::Fp8, v, x, fp8_blocks),
         (_, Storage::Q8(v), Act::Q(x)) => go!(scalar::Q8, v, x, nb),
         (_, Storage::Q4(v), Act::Q(x)) => go!(scalar::Q4, v, x, nb),
         (_, Storage::Q2(v), Act::Q(x)) => go!(scalar::Q2, v, x, nb),

@@ -7,9 +7,9 @@
 
 use half::{bf16, f16};
 
-use super::{Tile, unprepared};
+use super::{Tile, fp8_prepared, unprepared};
 use crate::activation::ActBlock;
-use crate::quant::{BlockQ2, BlockQ4, BlockQ8, QK};
+use crate::quant::{BlockFp8, BlockQ2, BlockQ4, BlockQ8, E4M3_VALUES, QK};
 
 /// `Σ w_j x_j` over f32 weights.
 pub fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
@@ -28,6 +28,20 @@ pub fn dot_bf16(w: &[bf16], x: &[f32]) -> f32 {
     w.iter()
         .zip(x)
         .fold(0.0, |acc, (w, x)| acc + w.to_f32() * x)
+}
+
+/// `Σ e4m3(q_j) x_j` over one `Fp8` block's codes and 32 activations (the scale not applied).
+pub fn block_dot_fp8(w: &BlockFp8, x: &[f32]) -> f32 {
+    w.qs.iter()
+        .zip(x)
+        .fold(0.0, |acc, (&q, x)| acc + E4M3_VALUES[usize::from(q)] * x)
+}
+
+/// Dot product of an `Fp8` row with f32 activations padded to whole blocks.
+pub fn dot_fp8(w: &[BlockFp8], x: &[f32]) -> f32 {
+    w.iter()
+        .zip(x.chunks_exact(QK))
+        .fold(0.0, |acc, (b, x)| acc + b.d * block_dot_fp8(b, x))
 }
 
 /// Integer dot product of one `Q8` block with one activation block.
@@ -100,6 +114,29 @@ macro_rules! scalar_tile {
             }
         }
     };
+}
+
+pub(crate) struct Fp8;
+
+impl Tile for Fp8 {
+    type W = BlockFp8;
+    type X = f32;
+    fp8_prepared!();
+
+    unsafe fn tile<const R: usize, const T: usize>(
+        w: &[BlockFp8],
+        x: &[f32],
+        len: usize,
+    ) -> [[f32; R]; T] {
+        let plen = len * QK;
+        let mut out = [[0.0; R]; T];
+        for (t, o) in out.iter_mut().enumerate() {
+            for (r, v) in o.iter_mut().enumerate() {
+                *v = dot_fp8(&w[r * len..(r + 1) * len], &x[t * plen..(t + 1) * plen]);
+            }
+        }
+        out
+    }
 }
 
 scalar_tile!(F32, f32, f32, dot_f32);

@@ -9,12 +9,15 @@ use moe_kernels::{Format, Pool};
 use moe_model::{LoadOptions, Model};
 use serde::Deserialize;
 
-pub const ARCHS: [&str; 5] = [
+pub const ARCHS: [&str; 8] = [
     "mixtral",
     "qwen2-moe",
     "qwen3-moe",
     "olmoe",
     "mixtral-window",
+    "deepseek-v3",
+    "deepseek-v3-fp8",
+    "glm4-moe",
 ];
 
 pub fn fixture_dir(arch: &str) -> PathBuf {

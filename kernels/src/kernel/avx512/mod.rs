@@ -17,11 +17,12 @@
 //! the end of the weights, or has fewer than four blocks, is first copied into a zero-padded
 //! buffer.
 //!
-//! Submodules: `float` (float tiles), `groups` (the quantized data layout and block loaders),
+//! Submodules: `float` (float tiles), `fp8` (the fp8 tile), `groups` (the quantized data layout and block loaders),
 //! `quant` (the quantized tile). Their helpers are `#[inline(always)]` without target features
 //! and are only called from the `Tile` implementations in this file, which enable the features.
 
 mod float;
+mod fp8;
 mod groups;
 mod quant;
 
@@ -29,10 +30,11 @@ use std::borrow::Cow;
 
 use half::{bf16, f16};
 
-use super::{Tile, unprepared};
+use super::{Tile, fp8_prepared, unprepared};
 use crate::activation::ActBlock;
-use crate::quant::{BlockQ2, BlockQ4, BlockQ8};
+use crate::quant::{BlockFp8, BlockQ2, BlockQ4, BlockQ8};
 use float::float_tile;
+use fp8::fp8_tile;
 use groups::{GROUP, Q2Fmt, Q4Fmt, Q8Fmt, QFormat, XGroup, prepare_groups};
 use quant::quant_tile;
 
@@ -64,6 +66,25 @@ macro_rules! float_kernel {
 float_kernel!(F32, f32);
 float_kernel!(F16, f16);
 float_kernel!(Bf16, bf16);
+
+pub(crate) struct Fp8;
+
+impl Tile for Fp8 {
+    type W = BlockFp8;
+    type X = f32;
+    const WIDE: bool = true;
+    fp8_prepared!();
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    unsafe fn tile<const R: usize, const T: usize>(
+        w: &[BlockFp8],
+        x: &[f32],
+        len: usize,
+    ) -> [[f32; R]; T] {
+        // SAFETY: the features are enabled here; lengths by the trait contract.
+        unsafe { fp8_tile::<R, T>(w, x, len) }
+    }
+}
 
 macro_rules! quant_kernel {
     ($name:ident, $fmt:ty, $block:ty, $icl:expr, $init:expr, $features:literal) => {
