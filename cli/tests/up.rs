@@ -223,3 +223,64 @@ fn an_expert_width_no_block_fits_serves_greedy_exact_through_moe_up() {
     );
     assert!(stop(up).success());
 }
+
+/// The fixture `arch` (tests/fixtures), served by `moe up` at the precision pair its checkpoint
+/// implies, answers an `exact` completion of a golden prompt with the greedy tokens `transformers`
+/// produced, and `moe generate` (the single-process model) with the same.
+fn fixture_serves_the_transformers_greedy_tokens(arch: &str) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(arch);
+    let goldens: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("goldens.json")).unwrap())
+            .unwrap();
+    let golden = &goldens["prompts"][1];
+    let prompt: Vec<u64> = serde_json::from_value(golden["ids"].clone()).unwrap();
+    let want: Vec<u64> = serde_json::from_value(golden["greedy"].clone()).unwrap();
+    let ids: Vec<String> = prompt.iter().map(u64::to_string).collect();
+    let max_tokens = want.len().to_string();
+    let single = Command::new(env!("CARGO_BIN_EXE_moe"))
+        .args(["generate", "--max-tokens", &max_tokens, "--json"])
+        .args(["--prompt-ids", &ids.join(",")])
+        .arg("--model")
+        .arg(&fixture)
+        .output()
+        .unwrap();
+    assert!(
+        single.status.success(),
+        "{}",
+        String::from_utf8_lossy(&single.stderr)
+    );
+    let single: serde_json::Value = serde_json::from_slice(&single.stdout).unwrap();
+    assert_eq!(single["token_ids"], serde_json::json!(want), "{arch}");
+
+    let work = tempfile::tempdir().unwrap();
+    let (up, gateway) = moe_up(work.path(), &fixture, &[]);
+    let body = serde_json::json!({
+        "model": arch, "prompt": prompt, "max_tokens": want.len(), "temperature": 0,
+        "precision": "exact",
+    });
+    let response = post(&gateway, &body.to_string());
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{arch}: {response}");
+    let got: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(got["choices"][0]["text"], single["text"], "{arch}: {got}");
+    assert_eq!(got["usage"]["completion_tokens"], want.len(), "{arch}");
+    assert!(stop(up).success());
+}
+
+/// DeepSeek-V3 stored in fp8 (served as fp8+q4: exact requests run the stored fp8 weights).
+#[test]
+fn the_fp8_deepseek_v3_fixture_serves_the_transformers_greedy_tokens() {
+    fixture_serves_the_transformers_greedy_tokens("deepseek-v3-fp8");
+}
+
+#[test]
+fn the_deepseek_v3_fixture_serves_the_transformers_greedy_tokens() {
+    fixture_serves_the_transformers_greedy_tokens("deepseek-v3");
+}
+
+#[test]
+fn the_glm4_moe_fixture_serves_the_transformers_greedy_tokens() {
+    fixture_serves_the_transformers_greedy_tokens("glm4-moe");
+}
