@@ -92,6 +92,17 @@ pub fn run(args: &BenchDecodeArgs) -> anyhow::Result<()> {
     println!("{:<28} {:>14}", "threads", model.pool().threads());
     println!("{:<28} {:>14.1}", "read bandwidth (GB/s)", bandwidth / 1e9);
     println!("{:<28} {:>14.1}", "active weights/token (MB)", bytes / 1e6);
+    let (kv_bytes, kv_expanded) = cfg.kv_bytes_per_token();
+    println!(
+        "{:<28} {:>14.1}",
+        "KV cache/token (KB)",
+        kv_bytes as f64 / 1e3
+    );
+    println!(
+        "{:<28} {:>14.1}",
+        "KV expanded/token (KB)",
+        kv_expanded as f64 / 1e3
+    );
     println!(
         "{:<28} {:>14.1}",
         "prompt processing (tok/s)", best.prefill_tps
@@ -109,6 +120,8 @@ pub fn run(args: &BenchDecodeArgs) -> anyhow::Result<()> {
         "decode_tokens": args.decode_tokens,
         "bandwidth_gbps": bandwidth / 1e9,
         "active_bytes_per_token": bytes,
+        "kv_bytes_per_token": kv_bytes,
+        "kv_bytes_per_token_expanded": kv_expanded,
         "prefill_tokens_per_second": best.prefill_tps,
         "decode_tokens_per_second": best.decode_tps,
         "decode_bound_tokens_per_second": bound,

@@ -8,9 +8,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use moe_service::progress::{Progress, Unit};
 
+/// How a generated checkpoint stores its decoder matrices.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Storage {
+    F16,
+    Fp8,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct GenModelArgs {
-    /// Architecture: mixtral, qwen2-moe, qwen3-moe or olmoe.
+    /// Architecture: mixtral, qwen2-moe, qwen3-moe, olmoe, deepseek-v3 or glm4-moe.
     #[arg(long)]
     arch: moe_model::Arch,
     /// Shape: tiny (tests), small (demos), medium (benchmarks, about 1.5 GB) or real-width (the
@@ -24,6 +31,10 @@ pub struct GenModelArgs {
     /// comma-separated or repeated), e.g. moe_intermediate_size=40.
     #[arg(long = "set")]
     overrides: Vec<moe_synth::Overrides>,
+    /// How the decoder layers' matrices are stored: f16, or fp8 (E4M3 with one scale per 128x128
+    /// block, as DeepSeek-V3's release; embeddings, head and routers stay f16).
+    #[arg(long, default_value = "f16")]
+    storage: Storage,
     /// Seed of the weights: the same seed writes the same bytes.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -53,6 +64,7 @@ pub fn run(args: &GenModelArgs) -> anyhow::Result<()> {
         .iter()
         .cloned()
         .chain(layers.transpose().map_err(anyhow::Error::msg)?)
+        .chain((args.storage == Storage::Fp8).then(moe_synth::Overrides::fp8_storage))
         .collect();
     let written = moe_synth::write_checkpoint_reporting(
         args.arch,

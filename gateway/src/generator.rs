@@ -127,8 +127,16 @@ impl Generator {
         runtime: tokio::runtime::Handle,
         config: GeneratorConfig,
     ) -> std::io::Result<Generator> {
-        let kv =
-            model.new_block_pool(config.scheduler.block_tokens * config.scheduler.total_blocks);
+        let positions = config.scheduler.block_tokens * config.scheduler.total_blocks;
+        let kv = model.new_block_pool(positions);
+        let (per_token, expanded) = model.config().kv_bytes_per_token();
+        tracing::info!(
+            positions,
+            kv_bytes_per_token = per_token,
+            expanded_bytes_per_token = expanded,
+            kv_bytes = per_token * positions,
+            "KV cache"
+        );
         let scheduler = Scheduler::new(config.scheduler)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let shared = Arc::new(Shared {

@@ -204,6 +204,19 @@ impl ModelConfig {
         }
     }
 
+    /// KV cache bytes per token over every layer: as this model caches (MLA: the latent), and as
+    /// it would with every head's keys and values expanded (the same without MLA).
+    pub fn kv_bytes_per_token(&self) -> (usize, usize) {
+        let expanded = self
+            .mla
+            .as_ref()
+            .map_or(self.kv_width(), |d| d.expanded_width());
+        (
+            self.num_layers * self.kv_width().bytes(),
+            self.num_layers * expanded.bytes(),
+        )
+    }
+
     pub fn moe_layers(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.num_layers).filter(|&l| self.feed_forward[l] == FeedForward::Moe)
     }

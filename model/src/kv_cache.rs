@@ -32,6 +32,11 @@ impl KvWidth {
             value: dim,
         }
     }
+
+    /// Bytes one position takes in one layer (the cache holds f32).
+    pub fn bytes(&self) -> usize {
+        (self.key + self.value) * size_of::<f32>()
+    }
 }
 
 /// KV memory shared by sequences, in blocks, bounded by a budget.

@@ -2,10 +2,12 @@
 //! file is written under a temporary name and renamed into place, so an interrupted run never
 //! leaves a truncated file under a real name. Files this crate does not name are left alone.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use moe_model::checkpoint::FP8_BLOCK;
 use moe_model::layout::Layout;
 use moe_model::{Arch, ModelConfig};
 use serde_json::{Map, Value, json};
@@ -72,6 +74,19 @@ pub fn write_checkpoint_reporting(
 pub struct Overrides(Vec<(String, Value)>);
 
 impl Overrides {
+    /// The `quantization_config` of a checkpoint stored in fp8 the way DeepSeek-V3 is (E4M3
+    /// weights, one scale per 128x128 block): with it the decoder layers' matrices are written
+    /// in fp8.
+    pub fn fp8_storage() -> Overrides {
+        let config = json!({
+            "quant_method": "fp8",
+            "fmt": "e4m3",
+            "activation_scheme": "dynamic",
+            "weight_block_size": [FP8_BLOCK, FP8_BLOCK],
+        });
+        Overrides(vec![("quantization_config".to_string(), config)])
+    }
+
     /// `config` with every override set, in order.
     pub fn apply(&self, mut config: Value) -> Value {
         for (key, value) in &self.0 {
@@ -124,9 +139,11 @@ pub(crate) fn write_sharded(
     let tokenizer_config = tokenizer_config_json(config.max_position_embeddings);
     written.json("tokenizer_config.json", &tokenizer_config)?;
 
-    let tensors = Layout::new(&config).all();
-    let parameters = tensors.iter().map(|t| t.numel() as u64).sum();
-    let total_size: u64 = tensors.iter().map(shard::tensor_bytes).sum();
+    let specs = Layout::new(&config).all();
+    let parameters = specs.iter().map(|t| t.numel() as u64).sum();
+    let kept_wide = kept_wide_in_fp8(&config);
+    let tensors = shard::stored(specs, |t| config.fp8 && !kept_wide.contains(&t.name));
+    let total_size: u64 = tensors.iter().map(shard::Stored::bytes).sum();
     let plan = InitPlan::new(&config);
     let shards = shard::plan(tensors, max_shard_bytes);
     let mut done = 0;
@@ -134,8 +151,8 @@ pub(crate) fn write_sharded(
         written.file(&s.file_name, |w| {
             shard::write(w, &s.tensors, |t| {
                 progress(done, total_size);
-                done += shard::tensor_bytes(t);
-                Values::new(seed, &t.name, plan.init(t))
+                done += t.bytes();
+                Values::new(seed, &t.spec.name, plan.init(&t.spec))
             })
         })?;
     }
@@ -146,7 +163,7 @@ pub(crate) fn write_sharded(
             .flat_map(|s| {
                 s.tensors
                     .iter()
-                    .map(|t| (t.name.clone(), json!(s.file_name)))
+                    .map(|t| (t.spec.name.clone(), json!(s.file_name)))
             })
             .collect();
         let index = json!({"metadata": {"total_size": total_size}, "weight_map": weight_map});
@@ -160,6 +177,23 @@ pub(crate) fn write_sharded(
         bytes: written.bytes,
         files: written.files,
     })
+}
+
+/// The matrices an fp8 checkpoint keeps in their wide type, as DeepSeek's FP8 release does: the
+/// embeddings, the head and the routers (and a shared expert's gate); every other matrix of the
+/// decoder layers is stored in fp8.
+fn kept_wide_in_fp8(config: &ModelConfig) -> HashSet<String> {
+    let layout = Layout::new(config);
+    let mut kept: HashSet<String> = [Some(layout.embed_tokens()), layout.lm_head()]
+        .into_iter()
+        .flatten()
+        .map(|t| t.name)
+        .collect();
+    for layer in config.moe_layers() {
+        kept.insert(layout.router(layer).name);
+        kept.extend(layout.shared_expert_gate(layer).map(|t| t.name));
+    }
+    kept
 }
 
 fn generation_config() -> Value {
@@ -295,6 +329,63 @@ mod tests {
         assert_eq!(map.len(), tensors.len());
         for (name, (file, _, _)) in &tensors {
             assert_eq!(map[name], json!(file), "{name}");
+        }
+    }
+
+    /// An fp8 DeepSeek-V3: the decoder matrices (routers aside) are E4M3 with one f32 scale per
+    /// 128x128 block, and hold the f16 checkpoint's values to fp8 precision; the rest is f16.
+    #[test]
+    fn fp8_storage_quantizes_the_decoder_matrices_with_block_scales() {
+        let fp8 = Overrides::fp8_storage();
+        let (wide, narrow) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let none = Overrides::default();
+        let f16_report = write_checkpoint_reporting(
+            Arch::DeepseekV3,
+            Preset::Tiny,
+            &none,
+            3,
+            wide.path(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let report = write_checkpoint_reporting(
+            Arch::DeepseekV3,
+            Preset::Tiny,
+            &fp8,
+            3,
+            narrow.path(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert!(report.config.fp8 && !f16_report.config.fp8);
+        assert!(report.bytes < f16_report.bytes);
+        let bytes = weights(narrow.path());
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let layout = Layout::new(&report.config);
+        let layer = report.config.moe_layers().next().unwrap();
+        let expert = layout.expert(layer, 1, moe_model::layout::ExpertMatrix::Down);
+        assert_eq!(st.tensor(&expert.name).unwrap().dtype(), Dtype::F8_E4M3);
+        let scales = st.tensor(&format!("{}_scale_inv", expert.name)).unwrap();
+        assert_eq!(scales.dtype(), Dtype::F32);
+        assert_eq!(scales.shape(), [1, 1]);
+        for kept in [layout.embed_tokens(), layout.router(layer)] {
+            assert_eq!(
+                st.tensor(&kept.name).unwrap().dtype(),
+                Dtype::F16,
+                "{}",
+                kept.name
+            );
+        }
+        let open = |dir: &Path| moe_model::checkpoint::Checkpoint::open(dir).unwrap();
+        let (a, b) = (open(wide.path()), open(narrow.path()));
+        for spec in [expert, layout.mla(0, moe_model::layout::MlaTensor::KvB)] {
+            let want = a.matrix(&spec, None).unwrap().to_f32();
+            let got = b.matrix(&spec, None).unwrap();
+            assert_eq!(got.format(), moe_kernels::Format::Fp8, "{}", spec.name);
+            let amax = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (g, w) in got.to_f32().iter().zip(&want) {
+                assert!((g - w).abs() <= amax / 16.0, "{}: {g} vs {w}", spec.name);
+            }
         }
     }
 

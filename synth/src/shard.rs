@@ -1,5 +1,7 @@
 //! Safetensors files written tensor by tensor, so a checkpoint never has to fit in memory, and the
-//! split of a checkpoint into shard files the way HF `save_pretrained` splits it. Writes f16 only;
+//! split of a checkpoint into shard files the way HF `save_pretrained` splits it. Writes f16, or
+//! for an fp8 checkpoint the decoder layers' projections as E4M3 codes, each followed by its f32
+//! `weight_scale_inv` (one scale per 128x128 block, partial at the edges: DeepSeek-V3's layout);
 //! reading is the loader's business.
 //!
 //! Format: an 8-byte little-endian header length, a JSON header (`__metadata__` first, then the
@@ -9,39 +11,108 @@
 use std::io::{self, Write};
 
 use half::f16;
+use moe_kernels::f32_to_e4m3;
+use moe_model::checkpoint::FP8_BLOCK;
 use moe_model::layout::TensorSpec;
 use serde_json::Value;
 
 use crate::init::Values;
 
-/// Bytes per stored value (f16).
-pub(crate) const DTYPE_BYTES: u64 = 2;
 /// Values generated and converted per write.
 const CHUNK: usize = 1 << 16;
+/// The largest E4M3 magnitude, which a block's largest value is scaled to.
+const FP8_MAX: f32 = 448.0;
 
 pub(crate) use moe_model::checkpoint::{INDEX_FILE, SINGLE_FILE};
 
-pub(crate) fn tensor_bytes(spec: &TensorSpec) -> u64 {
-    spec.numel() as u64 * DTYPE_BYTES
+/// How a tensor's values are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dtype {
+    F16,
+    /// E4M3 codes; the next tensor holds their block scales.
+    Fp8,
+    /// The f32 `weight_scale_inv` of the fp8 tensor before it.
+    Fp8Scales,
+}
+
+impl Dtype {
+    fn bytes(self) -> u64 {
+        match self {
+            Dtype::F16 => 2,
+            Dtype::Fp8 => 1,
+            Dtype::Fp8Scales => 4,
+        }
+    }
+
+    fn safetensors_name(self) -> &'static str {
+        match self {
+            Dtype::F16 => "F16",
+            Dtype::Fp8 => "F8_E4M3",
+            Dtype::Fp8Scales => "F32",
+        }
+    }
+}
+
+/// A tensor as a checkpoint stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Stored {
+    pub spec: TensorSpec,
+    pub dtype: Dtype,
+}
+
+impl Stored {
+    pub fn bytes(&self) -> u64 {
+        self.spec.numel() as u64 * self.dtype.bytes()
+    }
+}
+
+/// `tensors` in f16, except the matrices `fp8` selects, stored as E4M3 codes each followed by its
+/// `<name>_scale_inv`.
+pub(crate) fn stored(tensors: Vec<TensorSpec>, fp8: impl Fn(&TensorSpec) -> bool) -> Vec<Stored> {
+    let mut out = Vec::with_capacity(tensors.len());
+    for spec in tensors {
+        match spec.shape.as_slice() {
+            &[rows, cols] if fp8(&spec) => {
+                let scales = TensorSpec {
+                    name: format!("{}_scale_inv", spec.name),
+                    shape: vec![rows.div_ceil(FP8_BLOCK), cols.div_ceil(FP8_BLOCK)],
+                };
+                out.push(Stored {
+                    spec,
+                    dtype: Dtype::Fp8,
+                });
+                out.push(Stored {
+                    spec: scales,
+                    dtype: Dtype::Fp8Scales,
+                });
+            }
+            _ => out.push(Stored {
+                spec,
+                dtype: Dtype::F16,
+            }),
+        }
+    }
+    out
 }
 
 /// One file of a checkpoint and the tensors it holds, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Shard {
     pub file_name: String,
-    pub tensors: Vec<TensorSpec>,
+    pub tensors: Vec<Stored>,
 }
 
 /// Splits tensors, in order, into shards of at most `max_bytes` of data each (a tensor larger
-/// than that gets a shard of its own). One shard is `model.safetensors`; several are
-/// `model-00001-of-0000N.safetensors` and so on.
-pub(crate) fn plan(tensors: Vec<TensorSpec>, max_bytes: u64) -> Vec<Shard> {
-    let mut groups: Vec<Vec<TensorSpec>> = Vec::new();
+/// than that gets a shard of its own; block scales stay with their codes). One shard is
+/// `model.safetensors`; several are `model-00001-of-0000N.safetensors` and so on.
+pub(crate) fn plan(tensors: Vec<Stored>, max_bytes: u64) -> Vec<Shard> {
+    let mut groups: Vec<Vec<Stored>> = Vec::new();
     let mut current = Vec::new();
     let mut size = 0;
     for t in tensors {
-        let bytes = tensor_bytes(&t);
-        if !current.is_empty() && size + bytes > max_bytes {
+        let bytes = t.bytes();
+        let splittable = t.dtype != Dtype::Fp8Scales;
+        if splittable && !current.is_empty() && size + bytes > max_bytes {
             groups.push(std::mem::take(&mut current));
             size = 0;
         }
@@ -90,15 +161,16 @@ pub(crate) fn is_weight_file(name: &str) -> bool {
 }
 
 /// The 8-byte length and the padded JSON header of a file holding `tensors`.
-pub(crate) fn header(tensors: &[TensorSpec]) -> Vec<u8> {
+pub(crate) fn header(tensors: &[Stored]) -> Vec<u8> {
     let mut json = String::from(r#"{"__metadata__":{"format":"pt"}"#);
     let mut offset = 0;
     for t in tensors {
-        let end = offset + tensor_bytes(t);
-        let shape = Value::from(t.shape.clone());
-        let name = Value::from(t.name.as_str());
+        let end = offset + t.bytes();
+        let shape = Value::from(t.spec.shape.clone());
+        let name = Value::from(t.spec.name.as_str());
+        let dtype = t.dtype.safetensors_name();
         json.push_str(&format!(
-            r#",{name}:{{"dtype":"F16","shape":{shape},"data_offsets":[{offset},{end}]}}"#
+            r#",{name}:{{"dtype":"{dtype}","shape":{shape},"data_offsets":[{offset},{end}]}}"#
         ));
         offset = end;
     }
@@ -112,28 +184,72 @@ pub(crate) fn header(tensors: &[TensorSpec]) -> Vec<u8> {
     out
 }
 
-/// Writes one safetensors file: the header, then each tensor's values from `values`.
+/// Writes one safetensors file: the header, then each tensor's values from `values` (an fp8
+/// tensor's are the f16 values it would otherwise hold, quantized per block).
 pub(crate) fn write(
     w: &mut impl Write,
-    tensors: &[TensorSpec],
-    mut values: impl FnMut(&TensorSpec) -> Values,
+    tensors: &[Stored],
+    mut values: impl FnMut(&Stored) -> Values,
 ) -> io::Result<()> {
     w.write_all(&header(tensors))?;
-    let mut halves = vec![f16::ZERO; CHUNK];
-    let mut bytes = Vec::with_capacity(CHUNK * DTYPE_BYTES as usize);
+    let mut scales = Vec::new();
     for t in tensors {
-        let mut source = values(t);
-        let mut left = t.numel();
-        while left > 0 {
-            let n = left.min(CHUNK);
-            source.fill(&mut halves[..n]);
-            bytes.clear();
-            bytes.extend(halves[..n].iter().flat_map(|h| h.to_le_bytes()));
-            w.write_all(&bytes)?;
-            left -= n;
+        match t.dtype {
+            Dtype::F16 => write_f16(w, t.spec.numel(), values(t))?,
+            Dtype::Fp8 => {
+                let (codes, block_scales) = quantize_fp8(&t.spec, values(t));
+                w.write_all(&codes)?;
+                scales = block_scales;
+            }
+            Dtype::Fp8Scales => {
+                let bytes: Vec<u8> = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+                w.write_all(&bytes)?;
+            }
         }
     }
     Ok(())
+}
+
+fn write_f16(w: &mut impl Write, numel: usize, mut source: Values) -> io::Result<()> {
+    let mut halves = vec![f16::ZERO; CHUNK];
+    let mut bytes = Vec::with_capacity(CHUNK * 2);
+    let mut left = numel;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        source.fill(&mut halves[..n]);
+        bytes.clear();
+        bytes.extend(halves[..n].iter().flat_map(|h| h.to_le_bytes()));
+        w.write_all(&bytes)?;
+        left -= n;
+    }
+    Ok(())
+}
+
+/// A matrix's values as E4M3 codes and one scale per 128x128 block (its largest magnitude over
+/// 448, so the block's largest value gets the largest code), row-major both.
+fn quantize_fp8(spec: &TensorSpec, mut source: Values) -> (Vec<u8>, Vec<f32>) {
+    let (rows, cols) = match spec.shape.as_slice() {
+        &[rows, cols] => (rows, cols),
+        _ => (1, spec.numel()),
+    };
+    let mut halves = vec![f16::ZERO; rows * cols];
+    source.fill(&mut halves);
+    let block_cols = cols.div_ceil(FP8_BLOCK);
+    let block = |i: usize| (i / cols / FP8_BLOCK) * block_cols + i % cols / FP8_BLOCK;
+    let mut scales = vec![0.0f32; rows.div_ceil(FP8_BLOCK) * block_cols];
+    for (i, v) in halves.iter().enumerate() {
+        let s = &mut scales[block(i)];
+        *s = s.max(v.to_f32().abs() / FP8_MAX);
+    }
+    let codes = halves
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match scales[block(i)] {
+            0.0 => 0,
+            s => f32_to_e4m3(v.to_f32() / s),
+        })
+        .collect();
+    (codes, scales)
 }
 
 #[cfg(test)]
@@ -141,10 +257,13 @@ mod tests {
     use super::*;
     use crate::init::Init;
 
-    fn spec(name: &str, shape: &[usize]) -> TensorSpec {
-        TensorSpec {
-            name: name.to_string(),
-            shape: shape.to_vec(),
+    fn spec(name: &str, shape: &[usize]) -> Stored {
+        Stored {
+            spec: TensorSpec {
+                name: name.to_string(),
+                shape: shape.to_vec(),
+            },
+            dtype: Dtype::F16,
         }
     }
 
@@ -161,7 +280,7 @@ mod tests {
         );
         let names: Vec<Vec<&str>> = shards
             .iter()
-            .map(|s| s.tensors.iter().map(|t| t.name.as_str()).collect())
+            .map(|s| s.tensors.iter().map(|t| t.spec.name.as_str()).collect())
             .collect();
         assert_eq!(
             names,
@@ -203,7 +322,7 @@ mod tests {
             mean: 0.0,
             std: 1.0,
         };
-        write(&mut out, &tensors, |t| Values::new(9, &t.name, init)).unwrap();
+        write(&mut out, &tensors, |t| Values::new(9, &t.spec.name, init)).unwrap();
         let header_len = header(&tensors).len();
         assert_eq!(out.len(), header_len + (3 * CHUNK + 5) * 2);
         let mut expected = vec![f16::ZERO; 5];
