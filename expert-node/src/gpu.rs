@@ -8,10 +8,10 @@
 //! previous batch (prefetches and this batch's own misses) exceed `backlog_bytes`; then groups whose unimportance is above T1 are served by the
 //! low-precision copy (HOBBIT's rule applied to the node's own PCIe link), and the reply reports
 //! the precision actually used. A group whose format is neither of the node's two tiers, that
-//! cannot find room because every resident copy is pinned by a prefetch, or whose expert has its
-//! two matrices in different formats (one width did not fit the format, see
-//! `Expert::formats_at`; the kernels take one format per expert), makes the whole batch run on
-//! the CPU kernels instead ([`Accelerator::execute`] returns `None`).
+//! cannot find room because every resident copy is pinned by a prefetch, or whose expert the
+//! device's kernels cannot take (its two matrices in different formats because one width did not
+//! fit the format, see `Expert::formats_at`, or widths that are not multiples of 32), makes the
+//! whole batch run on the CPU kernels instead ([`Accelerator::execute`] returns `None`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +29,9 @@ use crate::work::{LayerWork, PrecisionPair, WorkError};
 pub trait ExpertDevice {
     /// An expert in device memory; dropping it frees the memory.
     type Expert;
+    /// Whether the device's kernels can run `expert` (its format, its shape); one they cannot
+    /// runs on the CPU.
+    fn takes(&self, expert: &Expert) -> bool;
     fn upload(&self, expert: &Expert) -> Result<Self::Expert, String>;
     /// `x` is `[n_tokens, hidden]`; returns per token the gate-weighted sum of its experts.
     fn run(
@@ -137,7 +140,7 @@ impl<D: ExpertDevice> Gpu<D> {
     }
 
     /// Frees what `decision` evicts and copies in what it loads; `Ok(None)` = no room, or a copy
-    /// the kernels cannot take (its matrices in two formats).
+    /// the kernels cannot take (see `ExpertDevice::takes`).
     fn apply(
         &mut self,
         layer: u32,
@@ -159,7 +162,7 @@ impl<D: ExpertDevice> Gpu<D> {
                     format: self.format(load),
                 });
                 let copied = host.and_then(|host| {
-                    if !host.is_uniform() {
+                    if !self.device.takes(&host) {
                         return Ok(None);
                     }
                     let on_device = self.device.upload(&host).map_err(WorkError::Expert)?;
@@ -304,6 +307,11 @@ where
 impl ExpertDevice for moe_kernels::cuda::CudaExperts {
     type Expert = moe_kernels::cuda::DeviceExpert;
 
+    fn takes(&self, expert: &Expert) -> bool {
+        let (gate_up, down) = expert.parts();
+        expert.is_uniform() && moe_kernels::cuda::CudaExperts::takes(self, gate_up, down)
+    }
+
     fn upload(&self, expert: &Expert) -> Result<Self::Expert, String> {
         let (gate_up, down) = expert.parts();
         moe_kernels::cuda::CudaExperts::upload(self, gate_up, down).map_err(|e| e.to_string())
@@ -348,6 +356,10 @@ mod tests {
 
     impl ExpertDevice for HostDevice {
         type Expert = Expert;
+
+        fn takes(&self, expert: &Expert) -> bool {
+            expert.is_uniform()
+        }
 
         fn upload(&self, expert: &Expert) -> Result<Expert, String> {
             self.uploads.set(self.uploads.get() + 1);

@@ -205,18 +205,28 @@ impl CudaExperts {
             .ok_or(CudaError::UnsupportedFormat(format))
     }
 
+    /// Whether the kernels can run an expert of these matrices: one format they implement, a
+    /// SwiGLU expert's shapes, widths that are multiples of 32.
+    pub fn takes(&self, gate_up: &Matrix, down: &Matrix) -> bool {
+        self.kernels(gate_up.format()).is_ok() && Self::shaped_for_kernels(gate_up, down)
+    }
+
+    fn shaped_for_kernels(gate_up: &Matrix, down: &Matrix) -> bool {
+        let (hidden, inter) = (gate_up.cols(), down.cols());
+        down.format() == gate_up.format()
+            && gate_up.rows() == 2 * inter
+            && down.rows() == hidden
+            && hidden.is_multiple_of(32)
+            && inter.is_multiple_of(32)
+    }
+
     /// Copies an expert to the device on the copy stream, so an upload from another thread
     /// overlaps a running batch; returns once the copy has landed.
     pub fn upload(&self, gate_up: &Matrix, down: &Matrix) -> Result<DeviceExpert, CudaError> {
         let format = gate_up.format();
         self.kernels(format)?;
         let (hidden, inter) = (gate_up.cols(), down.cols());
-        let consistent = down.format() == format
-            && gate_up.rows() == 2 * inter
-            && down.rows() == hidden
-            && hidden.is_multiple_of(32)
-            && inter.is_multiple_of(32);
-        if !consistent {
+        if !Self::shaped_for_kernels(gate_up, down) {
             return Err(CudaError::Shape(format!(
                 "expert gate/up {}x{} {} and down {}x{} {} do not form a SwiGLU expert with 32-aligned sizes",
                 gate_up.rows(),
