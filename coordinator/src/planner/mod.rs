@@ -22,7 +22,9 @@
 //!    their tokens, `d_e = max(min(r, N), ceil(t_e / g))`, and when the slots run out the
 //!    spare ones go to the hottest per copy first. In a re-plan an expert keeps its previous
 //!    count while its copies carry between 3/4 and 5/4 of the grain, so one node joining or
-//!    leaving a large cluster, or a small shift of popularity, changes no count. Counts are
+//!    leaving a large cluster, or a small shift of popularity, changes no count; when the
+//!    slots run out the grain there is what a copy of the hottest expert they stop carries in a
+//!    fresh count, so a join's slots do not all go to new copies of hot experts. Counts are
 //!    exact: counts `d_e` can be placed on distinct nodes iff for every `m`,
 //!    `sum_e max(0, d_e - m)` is at most `S` minus the `m` largest slot counts (the min-cut of
 //!    the expert-to-node flow), and no copy is counted that breaks it.

@@ -45,33 +45,63 @@ pub(super) fn replica_counts(demand: Demand<'_>, slots: &[usize], floor: usize) 
 }
 
 /// The redundant copies: one more copy at a time for the expert whose copies carry the most
-/// tokens, while that is above the grain `T / (LOAD_GRAIN * n)` (`T` all tokens, `n` the nodes
-/// with a slot) and the slots can take it on distinct nodes that can hold it. Below its previous
-/// count an expert gets copies while they carry more than 3/4 of the grain, at or above it while
-/// they carry more than 5/4 of it.
+/// tokens, while that is above the grain and the slots can take it on distinct nodes that can
+/// hold it. The grain is `W / (LOAD_GRAIN * n)` (`W` all tokens, `n` the nodes with a slot); in a
+/// re-plan, it is at least what each copy of the hottest expert the slots stop carries in a
+/// fresh count, and below its previous count an expert gets copies while they carry more than
+/// 3/4 of the grain, at or above it while they carry more than 5/4 of it.
 fn redundant(counts: &mut [usize], demand: &Demand<'_>, slots: &[usize], room: &mut Room) {
-    let tokens = demand.tokens;
-    let total: u128 = tokens.iter().map(|&t| u128::from(t)).sum();
-    let nodes = slots.iter().filter(|&&s| s > 0).count();
-    let grain = u128::from(LOAD_GRAIN) * nodes as u128;
-    let too_hot = |load: &PerCopy| {
-        let (num, den) = match demand.previous {
-            None => (1, 1),
-            Some(had) if load.copies < had[load.expert] => KEEP_DOWN_TO,
-            Some(_) => RAISE_ABOVE,
-        };
-        u128::from(load.tokens) * grain * den > total * load.copies as u128 * num
+    let nodes = slots.iter().filter(|&&s| s > 0).count() as u128;
+    let mut grain = Share {
+        tokens: demand.tokens.iter().map(|&t| u128::from(t)).sum(),
+        copies: u128::from(LOAD_GRAIN) * nodes,
     };
+    let Some(had) = demand.previous else {
+        add_copies(counts, demand, room, |load| load.share().exceeds(grain));
+        return;
+    };
+    let mut fresh = counts.to_vec();
+    let stopped = add_copies(&mut fresh, demand, &mut room.clone(), |load| {
+        load.share().exceeds(grain)
+    });
+    if let Some(stopped) = stopped.filter(|s| s.exceeds(grain)) {
+        grain = stopped;
+    }
+    let (keep, raise) = (grain.scaled(KEEP_DOWN_TO), grain.scaled(RAISE_ABOVE));
+    add_copies(counts, demand, room, |load| {
+        let over = if load.copies < had[load.expert] {
+            keep
+        } else {
+            raise
+        };
+        load.share().exceeds(over)
+    });
+}
+
+/// Adds copies one at a time, to the expert whose copies carry the most tokens first, while
+/// `wanted` says so and the expert's nodes and the slots allow; returns what each copy of the
+/// hottest expert the slots stopped carries.
+fn add_copies(
+    counts: &mut [usize],
+    demand: &Demand<'_>,
+    room: &mut Room,
+    wanted: impl Fn(&PerCopy) -> bool,
+) -> Option<Share> {
     let mut heap: BinaryHeap<PerCopy> = (0..counts.len())
         .map(|expert| PerCopy {
-            tokens: tokens[expert],
+            tokens: demand.tokens[expert],
             copies: counts[expert],
             expert,
         })
-        .filter(|load| load.copies > 0 && too_hot(load))
+        .filter(|load| load.copies > 0 && wanted(load))
         .collect();
+    let mut stopped = None;
     while let Some(load) = heap.pop() {
-        if load.copies >= demand.reach[load.expert] || !room.fits(load.copies) {
+        if load.copies >= demand.reach[load.expert] {
+            continue;
+        }
+        if !room.fits(load.copies) {
+            stopped = stopped.or(Some(load.share()));
             continue;
         }
         room.add(load.copies);
@@ -80,15 +110,17 @@ fn redundant(counts: &mut [usize], demand: &Demand<'_>, slots: &[usize], room: &
             copies: load.copies + 1,
             ..load
         };
-        if too_hot(&next) {
+        if wanted(&next) {
             heap.push(next);
         }
     }
+    stopped
 }
 
 /// What the slots can still take: an expert with `d` copies can have one more on distinct
 /// nodes iff for every `m <= d`, `sum_e max(0, d_e - m)` stays within the slots outside the
 /// `m` largest nodes (the min-cut of the expert-to-node flow).
+#[derive(Debug, Clone)]
 struct Room {
     /// Slots outside the `m` largest nodes, per `m`.
     outside: Vec<usize>,
@@ -136,6 +168,15 @@ struct PerCopy {
     expert: usize,
 }
 
+impl PerCopy {
+    fn share(&self) -> Share {
+        Share {
+            tokens: u128::from(self.tokens),
+            copies: self.copies as u128,
+        }
+    }
+}
+
 impl Ord for PerCopy {
     fn cmp(&self, other: &PerCopy) -> Ordering {
         let mine = u128::from(self.tokens) * other.copies as u128;
@@ -147,5 +188,26 @@ impl Ord for PerCopy {
 impl PartialOrd for PerCopy {
     fn partial_cmp(&self, other: &PerCopy) -> Option<Ordering> {
         Some(self.cmp(other))
+    }
+}
+
+/// Tokens per copy as an exact fraction.
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    tokens: u128,
+    copies: u128,
+}
+
+impl Share {
+    fn exceeds(self, other: Share) -> bool {
+        self.tokens.saturating_mul(other.copies) > other.tokens.saturating_mul(self.copies)
+    }
+
+    /// This share times `num / den`.
+    fn scaled(self, (num, den): (u128, u128)) -> Share {
+        Share {
+            tokens: self.tokens.saturating_mul(num),
+            copies: self.copies.saturating_mul(den),
+        }
     }
 }
