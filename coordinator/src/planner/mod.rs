@@ -22,9 +22,10 @@
 //!    their tokens, `d_e = max(min(r, N), ceil(t_e / g))`, and when the slots run out the
 //!    spare ones go to the hottest per copy first. In a re-plan an expert keeps its previous
 //!    count while its copies carry between 3/4 and 5/4 of the grain, so one node joining or
-//!    leaving a large cluster, or a small shift of popularity, changes no count; when the
-//!    slots run out the grain there is what a copy of the hottest expert they stop carries in a
-//!    fresh count, so a join's slots do not all go to new copies of hot experts. Counts are
+//!    leaving a large cluster, or a small shift of popularity, changes no count. Where the
+//!    slots run out before the grain is reached, a re-plan takes as the grain what a copy of
+//!    the hottest expert left short carries in a fresh count, so a join's slots do not all go
+//!    to new copies of hot experts (on the joining node, the only one with room). Counts are
 //!    exact: counts `d_e` can be placed on distinct nodes iff for every `m`,
 //!    `sum_e max(0, d_e - m)` is at most `S` minus the `m` largest slot counts (the min-cut of
 //!    the expert-to-node flow), and no copy is counted that breaks it.
@@ -233,6 +234,28 @@ pub struct PlanReport {
     pub imbalance: f64,
 }
 
+impl PlanReport {
+    /// The figures of a placement holding `holders` (nodes per expert), with `(moved, removed)`
+    /// copies against the previous one and `loads` per node.
+    fn new(holders: &[Vec<usize>], (moved, removed): (usize, usize), loads: Vec<NodeLoad>) -> Self {
+        let copies = holders.iter().map(Vec::len).sum();
+        PlanReport {
+            copies,
+            moved,
+            removed,
+            replicas_min: holders.iter().map(Vec::len).min().unwrap_or(0),
+            replicas_max: holders.iter().map(Vec::len).max().unwrap_or(0),
+            replicas_mean: if holders.is_empty() {
+                0.0
+            } else {
+                copies as f64 / holders.len() as f64
+            },
+            imbalance: imbalance(&loads),
+            nodes: loads,
+        }
+    }
+}
+
 /// What one node holds under a placement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeLoad {
@@ -373,26 +396,13 @@ pub fn plan(request: &PlanRequest<'_>) -> Result<Plan, PlanError> {
     let sorted: Vec<NodeSpace> = nodes.into_iter().cloned().collect();
     let loads = node_loads(&placement, &sorted, shape.expert_bytes, request.popularity);
     let copies = state.holders.iter().map(Vec::len).sum();
-    let (moved, removed) = movement(
+    let movement = movement(
         &state.holders,
         previous_nodes.as_deref(),
         request.previous,
         copies,
     );
-    let report = PlanReport {
-        copies,
-        moved,
-        removed,
-        replicas_min: state.holders.iter().map(Vec::len).min().unwrap_or(0),
-        replicas_max: state.holders.iter().map(Vec::len).max().unwrap_or(0),
-        replicas_mean: if experts == 0 {
-            0.0
-        } else {
-            copies as f64 / experts as f64
-        },
-        imbalance: imbalance(&loads),
-        nodes: loads,
-    };
+    let report = PlanReport::new(&state.holders, movement, loads);
     Ok(Plan { placement, report })
 }
 
