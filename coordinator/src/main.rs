@@ -59,7 +59,8 @@ struct Config {
     /// otherwise, as the nodes resolve it) or a pair such as f16+q4, q8+q2, fp8+q4.
     #[arg(long, env = "MOE_PRECISIONS", default_value = "auto")]
     precisions: String,
-    /// Copies of each expert where capacity allows (the hottest first when it does not).
+    /// Copies of every expert where capacity allows (the hottest first when it does not); hot
+    /// experts get more, in proportion to their tokens, with the room left.
     #[arg(long, env = "MOE_REPLICATION", default_value_t = DEFAULT_REPLICATION)]
     replication: u32,
     /// Lease TTL of this coordinator's candidacy: a dead leader is replaced within it.

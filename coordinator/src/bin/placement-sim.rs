@@ -1,12 +1,13 @@
 //! `placement-sim`: plans expert placements for synthetic clusters and reports how the planner
-//! does — plan time, load imbalance, replicas, copies moved when a node leaves and when one
-//! joins, capacity use. Prints an aligned table, then one JSON object as the last line.
+//! does — plan time, load imbalance, copies per expert, copies moved when a node leaves and when
+//! one joins (also in joining-node shares, `moved / (copies / N)`), capacity use. Prints an
+//! aligned table, then one JSON object as the last line.
 //!
 //! Per node count it plans from scratch, then re-plans from that placement without one node (a
 //! seeded choice), then from the result with a new node added. Popularity is Zipf-skewed within
 //! each MoE layer, as every token passes every layer: a layer's experts get ranks in a seeded
 //! random order and `tokens = 1e9 / rank^zipf`. Node capacities are an even share of all copies
-//! at the replication factor times `--headroom`, optionally drawn around it (`--heterogeneity`).
+//! at the replication floor times `--headroom`, optionally drawn around it (`--heterogeneity`).
 //! Times are of `planner::plan` alone.
 
 use std::path::PathBuf;
@@ -17,6 +18,9 @@ use anyhow::Context;
 use clap::Parser;
 use moe_coordinator::planner::{ModelShape, NodeSpace, Plan, PlanRequest, Popularity, plan};
 use moe_coordinator::records::Placement;
+
+/// Moves per join the planner aims to stay within, in shares of `copies / N`.
+const JOIN_SHARES: f64 = 1.5;
 
 /// Options of `placement-sim`.
 #[derive(Parser, Debug)]
@@ -34,7 +38,7 @@ struct Args {
     /// Experts per layer.
     #[arg(long, default_value_t = 256)]
     experts: u32,
-    /// Copies wanted per expert.
+    /// Copies of every expert (the floor; hot experts get more).
     #[arg(long, default_value_t = 2)]
     replication: u32,
     /// Zipf exponent of expert popularity within a layer.
@@ -46,7 +50,7 @@ struct Args {
     /// Bytes of one expert copy (both precisions), MiB.
     #[arg(long, default_value_t = 48)]
     expert_mib: u64,
-    /// Node capacity over an even share of all copies at the replication factor.
+    /// Node capacity over an even share of all copies at the replication floor.
     #[arg(long, default_value_t = 1.25)]
     headroom: f64,
     /// Capacities drawn uniformly from [1 - h, 1 + h] times the even one (0: uniform).
@@ -105,7 +109,12 @@ impl Step {
         self.plan.report.moved as f64 / self.plan.report.copies.max(1) as f64
     }
 
-    fn json(&self) -> serde_json::Value {
+    /// Copies moved in shares of `copies / nodes`, what one node of `nodes` holds on average.
+    fn moved_shares(&self, nodes: usize) -> f64 {
+        self.moved_fraction() * nodes as f64
+    }
+
+    fn json(&self, nodes: usize) -> serde_json::Value {
         let r = &self.plan.report;
         serde_json::json!({
             "plan_ms": self.ms,
@@ -113,6 +122,7 @@ impl Step {
             "moved": r.moved,
             "removed": r.removed,
             "moved_fraction": self.moved_fraction(),
+            "moved_shares": self.moved_shares(nodes),
             "imbalance": r.imbalance,
             "replicas_min": r.replicas_min,
             "replicas_mean": r.replicas_mean,
@@ -277,64 +287,29 @@ fn run(args: &Args, counts: &[usize]) -> anyhow::Result<()> {
         args.balance_moves,
         args.seed
     );
-    println!(
-        "{:>5} {:>7} {:>9} {:>12} {:>4} | {:>8} {:>6} {:>6} {:>5} {:>9} | \
-         {:>7} {:>6} {:>6} {:>6} {:>9}",
-        "nodes",
-        "plan ms",
-        "imbalance",
-        "replicas",
-        "use",
-        "leave ms",
-        "moved",
-        "of all",
-        "lost",
-        "imbalance",
-        "join ms",
-        "moved",
-        "of all",
-        "joined",
-        "imbalance"
-    );
+    print_header();
     let mut runs = Vec::new();
     for &count in counts {
-        let r = simulate(args, count)?;
-        let f = &r.fresh.plan.report;
-        println!(
-            "{:>5} {:>7.1} {:>9.3} {:>12} {:>3.0}% | {:>8.1} {:>6} {:>5.2}% {:>5} {:>9.3} | \
-             {:>7.1} {:>6} {:>5.2}% {:>6} {:>9.3}",
-            r.nodes,
-            r.fresh.ms,
-            f.imbalance,
-            format!(
-                "{}/{:.2}/{}",
-                f.replicas_min, f.replicas_mean, f.replicas_max
-            ),
-            100.0 * r.capacity_use,
-            r.leave.ms,
-            r.leave.plan.report.moved,
-            100.0 * r.leave.moved_fraction(),
-            r.lost,
-            r.leave.plan.report.imbalance,
-            r.join.ms,
-            r.join.plan.report.moved,
-            100.0 * r.join.moved_fraction(),
-            r.joined,
-            r.join.plan.report.imbalance
-        );
-        runs.push(r);
+        let run = simulate(args, count)?;
+        print_row(&run);
+        runs.push(run);
     }
+    println!(
+        "copies: min/mean/max per expert; moved: copies placed anew, of all copies and in \
+         shares of copies/N (a join aims at <= {JOIN_SHARES})"
+    );
     let results: Vec<serde_json::Value> = runs
         .iter()
         .map(|r| {
             serde_json::json!({
                 "nodes": r.nodes,
                 "capacity_use": r.capacity_use,
-                "fresh": r.fresh.json(),
-                "leave": r.leave.json(),
+                "fresh": r.fresh.json(r.nodes),
+                "leave": r.leave.json(r.nodes - 1),
                 "leaving_node_copies": r.lost,
-                "join": r.join.json(),
+                "join": r.join.json(r.nodes),
                 "joining_node_copies": r.joined,
+                "join_within_shares": r.join.moved_shares(r.nodes) <= JOIN_SHARES,
             })
         })
         .collect();
@@ -357,6 +332,56 @@ fn run(args: &Args, counts: &[usize]) -> anyhow::Result<()> {
     }
     println!("{line}");
     Ok(())
+}
+
+fn print_header() {
+    println!(
+        "{:>5} {:>7} {:>9} {:>11} {:>4} | {:>8} {:>6} {:>6} {:>5} {:>9} | \
+         {:>7} {:>6} {:>6} {:>6} {:>6} {:>9}",
+        "nodes",
+        "plan ms",
+        "imbalance",
+        "copies",
+        "use",
+        "leave ms",
+        "moved",
+        "of all",
+        "lost",
+        "imbalance",
+        "join ms",
+        "moved",
+        "of all",
+        "shares",
+        "joined",
+        "imbalance"
+    );
+}
+
+fn print_row(r: &Run) {
+    let f = &r.fresh.plan.report;
+    println!(
+        "{:>5} {:>7.1} {:>9.3} {:>11} {:>3.0}% | {:>8.1} {:>6} {:>5.2}% {:>5} {:>9.3} | \
+         {:>7.1} {:>6} {:>5.2}% {:>6.2} {:>6} {:>9.3}",
+        r.nodes,
+        r.fresh.ms,
+        f.imbalance,
+        format!(
+            "{}/{:.2}/{}",
+            f.replicas_min, f.replicas_mean, f.replicas_max
+        ),
+        100.0 * r.capacity_use,
+        r.leave.ms,
+        r.leave.plan.report.moved,
+        100.0 * r.leave.moved_fraction(),
+        r.lost,
+        r.leave.plan.report.imbalance,
+        r.join.ms,
+        r.join.plan.report.moved,
+        100.0 * r.join.moved_fraction(),
+        r.join.moved_shares(r.nodes),
+        r.joined,
+        r.join.plan.report.imbalance
+    );
 }
 
 fn main() -> ExitCode {

@@ -12,11 +12,23 @@
 //! # Steps
 //! 1. **Replica counts.** Every expert gets one copy; if `S < X` planning fails with
 //!    [`PlanError::InsufficientCapacity`], which says how many experts and bytes are missing.
-//!    Then, for `k = 2..=min(r, N)` (`r` the replication factor), a `k`-th copy goes to as many
-//!    experts as the slots can take, hottest first (tokens routed, ties by layer then expert). The
-//!    count is exact: replica counts `d_e` can be placed on distinct nodes iff for every
-//!    `m < min(r, N)`, `sum_e max(0, d_e - m)` is at most `S` minus the `m` largest slot counts
-//!    (the min-cut of the expert-to-node flow).
+//!    Then, for `k = 2..=min(r, N)` (`r` the replication factor: the floor), a `k`-th copy goes
+//!    to as many experts as the slots can take, hottest first (tokens routed, ties by layer then
+//!    expert). Once every expert has its floor, redundant copies follow, the way EPLB adds
+//!    redundant experts: one at a time to the expert whose copies carry the most tokens
+//!    (`t_e / d_e`), while that is above the grain `g = W / (LOAD_GRAIN * n)` (`W` all tokens,
+//!    `n` the nodes with a slot: a [`LOAD_GRAIN`]th of a node's mean load), and never more
+//!    copies than nodes that can hold the expert. Hot experts so get copies in proportion to
+//!    their tokens, `d_e = max(min(r, N), ceil(t_e / g))`, and when the slots run out the
+//!    spare ones go to the hottest per copy first. In a re-plan an expert keeps its previous
+//!    count while its copies carry between 3/4 and 5/4 of the grain, so one node joining or
+//!    leaving a large cluster, or a small shift of popularity, changes no count. Where the
+//!    slots run out before the grain is reached, a re-plan takes as the grain what a copy of
+//!    the hottest expert left short carries in a fresh count, so a join's slots do not all go
+//!    to new copies of hot experts (on the joining node, the only one with room). Counts are
+//!    exact: counts `d_e` can be placed on distinct nodes iff for every `m`,
+//!    `sum_e max(0, d_e - m)` is at most `S` minus the `m` largest slot counts (the min-cut of
+//!    the expert-to-node flow), and no copy is counted that breaks it.
 //! 2. **Keep** (with a previous placement of the same model). Its copies on nodes still present
 //!    are kept in their order, up to each expert's new count; a node left with more copies than
 //!    slots drops its copies of the most replicated, then coldest, experts.
@@ -54,20 +66,23 @@
 //!
 //! # Documented rules
 //! * **Spread:** in a fresh plan with uniform capacity of at least `sum_l ceil(C_l / N)` slots
-//!   per node (`C_l` = copies of layer `l`, `E_l * min(r, N)` with room), no node holds more than
+//!   per node (`C_l` = copies of layer `l` counted in step 1), no node holds more than
 //!   `ceil(C_l / N)` copies of layer `l` — no slack, property-tested. Otherwise the caps are
 //!   followed where the slots and the distinct-node rule allow.
 //! * **Replication:** `min(r, N)` copies of every expert where the slots allow; otherwise the
-//!   `k`-th copies go to the hottest experts first, level by level, so a hotter expert never has
-//!   fewer copies than a colder one.
+//!   `k`-th copies go to the hottest experts first, level by level. Redundant copies only once
+//!   every expert has its floor, within the slots. In a fresh plan a hotter expert never has
+//!   fewer copies than a colder one, unless fewer nodes can hold it.
 //! * **Movement:** a copy "moves" when its (layer, expert, node) is in the new placement and not
 //!   in the previous one; previous copies absent from the new one are "removed". When a node
 //!   leaves, exactly its copies move if every node with a free slot can take them; otherwise each
 //!   may relocate one other copy (step 3), so at most twice the leaving node's copies move
-//!   (fewer when the counts of step 1 drop with the lost slots). When nodes join, at most the sum
-//!   of their fair shares `ceil(T * s_j / S)` move, plus new copies for experts whose counts of
-//!   step 1 rise with the added slots. Token balancing adds at most `balance_moves`. Without it,
-//!   a re-plan with unchanged nodes and popularity moves nothing.
+//!   (fewer when the counts of step 1 drop with the lost slots or nodes). When nodes join, at
+//!   most the sum of their fair shares `ceil(T * s_j / S)` move, plus new copies for experts
+//!   whose counts of step 1 rise (with popularity unchanged, counts only fall when nodes leave
+//!   and only rise when nodes join, and step 1's tolerance keeps most of them). Token balancing
+//!   adds at most `balance_moves`. Without it, a re-plan with unchanged nodes and popularity
+//!   moves nothing.
 //! * **Hysteresis** ([`replan_advice`]): popularity warrants a re-plan when the current
 //!   placement's imbalance under it exceeds [`Hysteresis::threshold`] *and* exceeds a fresh
 //!   plan's imbalance times [`Hysteresis::margin`] (a re-plan must be able to gain something).
@@ -82,8 +97,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::records::{Assignment, GatewayStats, NodeRecord, Placement};
 
-/// Copies per expert wanted when the slots allow.
+/// Copies per expert wanted when the slots allow: the replication floor.
 pub const DEFAULT_REPLICATION: u32 = 2;
+
+/// Redundant copies are added to an expert while one of its copies carries more than
+/// `1 / LOAD_GRAIN` of a node's mean expected tokens (and the slots allow).
+pub const LOAD_GRAIN: u32 = 16;
 
 /// A node as the planner sees it: its id, the bytes of expert copies it may hold and the
 /// experts it cannot hold.
@@ -215,6 +234,28 @@ pub struct PlanReport {
     pub imbalance: f64,
 }
 
+impl PlanReport {
+    /// The figures of a placement holding `holders` (nodes per expert), with `(moved, removed)`
+    /// copies against the previous one and `loads` per node.
+    fn new(holders: &[Vec<usize>], (moved, removed): (usize, usize), loads: Vec<NodeLoad>) -> Self {
+        let copies = holders.iter().map(Vec::len).sum();
+        PlanReport {
+            copies,
+            moved,
+            removed,
+            replicas_min: holders.iter().map(Vec::len).min().unwrap_or(0),
+            replicas_max: holders.iter().map(Vec::len).max().unwrap_or(0),
+            replicas_mean: if holders.is_empty() {
+                0.0
+            } else {
+                copies as f64 / holders.len() as f64
+            },
+            imbalance: imbalance(&loads),
+            nodes: loads,
+        }
+    }
+}
+
 /// What one node holds under a placement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeLoad {
@@ -304,12 +345,18 @@ pub fn plan(request: &PlanRequest<'_>) -> Result<Plan, PlanError> {
     let tokens = dense_tokens(&layers, per_layer, request.popularity);
     let mut rank: Vec<usize> = (0..experts).collect();
     rank.sort_by_key(|&e| (Reverse(tokens[e]), e));
+    let previous = request.previous.filter(|p| p.model == shape.model);
+    let had = previous.map(|p| previous_counts(p, &layers, per_layer));
     let replicas = replica_counts(
-        &rank,
+        Demand {
+            rank: &rank,
+            tokens: &tokens,
+            reach: &reach(&nodes, &slots, &layers, per_layer),
+            previous: had.as_deref(),
+        },
         &slots,
         (request.replication as usize).min(nodes.len()),
     );
-    let previous = request.previous.filter(|p| p.model == shape.model);
     let previous_nodes = previous.map(|p| previous_copies(p, &layers, per_layer, &index));
 
     let mut state = State::new(&slots, &layers, per_layer, &tokens, &replicas);
@@ -349,26 +396,13 @@ pub fn plan(request: &PlanRequest<'_>) -> Result<Plan, PlanError> {
     let sorted: Vec<NodeSpace> = nodes.into_iter().cloned().collect();
     let loads = node_loads(&placement, &sorted, shape.expert_bytes, request.popularity);
     let copies = state.holders.iter().map(Vec::len).sum();
-    let (moved, removed) = movement(
+    let movement = movement(
         &state.holders,
         previous_nodes.as_deref(),
         request.previous,
         copies,
     );
-    let report = PlanReport {
-        copies,
-        moved,
-        removed,
-        replicas_min: state.holders.iter().map(Vec::len).min().unwrap_or(0),
-        replicas_max: state.holders.iter().map(Vec::len).max().unwrap_or(0),
-        replicas_mean: if experts == 0 {
-            0.0
-        } else {
-            copies as f64 / experts as f64
-        },
-        imbalance: imbalance(&loads),
-        nodes: loads,
-    };
+    let report = PlanReport::new(&state.holders, movement, loads);
     Ok(Plan { placement, report })
 }
 
@@ -500,41 +534,39 @@ fn dense_tokens(layers: &[u32], per_layer: usize, popularity: &Popularity) -> Ve
     tokens
 }
 
-/// Copies per expert (step 1): one each, then `k`-th copies hottest first while the min-cut
-/// condition holds. `rank` lists experts hottest first; `target` is `min(r, N)`.
-fn replica_counts(rank: &[usize], slots: &[usize], target: usize) -> Vec<usize> {
-    let experts = rank.len();
-    let mut largest = slots.to_vec();
-    largest.sort_unstable_by(|a, b| b.cmp(a));
-    let total: usize = slots.iter().sum();
-    let mut room_without: Vec<usize> = Vec::with_capacity(target);
-    let mut top = 0;
-    for &s in largest.iter().take(target) {
-        room_without.push(total - top);
-        top += s;
-    }
-    let mut replicas = vec![1; experts];
-    let mut above: Vec<usize> = (0..target)
-        .map(|m| if m == 0 { experts } else { 0 })
-        .collect();
-    let mut count = experts;
-    for k in 2..=target {
-        let room = (0..k)
-            .map(|m| room_without[m].saturating_sub(above[m]))
-            .min()
-            .unwrap_or(0);
-        count = count.min(room);
-        if count == 0 {
-            break;
+/// Per expert index, the nodes with a slot that can hold it.
+fn reach(nodes: &[&NodeSpace], slots: &[usize], layers: &[u32], per_layer: usize) -> Vec<usize> {
+    let roomy = slots.iter().filter(|&&s| s > 0).count();
+    let mut reach = vec![roomy; layers.len() * per_layer];
+    for (node, &s) in nodes.iter().zip(slots) {
+        if s == 0 {
+            continue;
         }
-        for &e in &rank[..count] {
-            replicas[e] = k;
-        }
-        for slot in above.iter_mut().take(k) {
-            *slot += count;
+        for &(layer, expert) in &node.cannot_hold {
+            if let Ok(position) = layers.binary_search(&layer)
+                && (expert as usize) < per_layer
+            {
+                reach[position * per_layer + expert as usize] -= 1;
+            }
         }
     }
-    replicas
+    reach
+}
+
+/// Per expert index, the copies the previous placement gave it, on any node.
+fn previous_counts(previous: &Placement, layers: &[u32], per_layer: usize) -> Vec<usize> {
+    let mut counts = vec![0; layers.len() * per_layer];
+    for a in &previous.assignments {
+        if let Ok(position) = layers.binary_search(&a.layer)
+            && (a.expert as usize) < per_layer
+        {
+            let mut ids: Vec<&str> = a.nodes.iter().map(String::as_str).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            counts[position * per_layer + a.expert as usize] = ids.len();
+        }
+    }
+    counts
 }
 
 /// Per expert index, the nodes (indices) of the previous placement still present, in order.
@@ -592,8 +624,10 @@ fn movement(
     (copies - kept, previous_copies - kept)
 }
 
+mod replicas;
 mod state;
 
+use replicas::{Demand, replica_counts};
 use state::State;
 #[cfg(test)]
 mod tests;

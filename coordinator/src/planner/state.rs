@@ -1,7 +1,8 @@
 //! The placement being built: copies per node and per layer, and the steps that add, keep, move
 //! and swap them.
 
-use std::collections::HashSet;
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
 
 use super::NodeSpace;
 
@@ -22,8 +23,10 @@ pub(super) struct State {
     held: Vec<Vec<usize>>,
     used: Vec<usize>,
     load: Vec<f64>,
-    /// (expert, node) pairs the node cannot hold.
-    banned: HashSet<(usize, usize)>,
+    /// The nodes with a free slot, lightest first (the order [`State::best_node`] prefers).
+    light: BTreeSet<Lightness>,
+    /// Per expert, the nodes that cannot hold it.
+    banned: Vec<Vec<usize>>,
 }
 
 impl State {
@@ -48,6 +51,15 @@ impl State {
                     .map(move |&s| (c * s).div_ceil(total_slots.max(1)))
             })
             .collect();
+        let light = (0..nodes)
+            .filter(|&node| slots[node] > 0)
+            .map(|node| Lightness {
+                load: 0.0,
+                used: 0,
+                slots: slots[node],
+                node,
+            })
+            .collect();
         State {
             slots: slots.to_vec(),
             total_slots,
@@ -63,7 +75,8 @@ impl State {
             held: vec![Vec::new(); nodes],
             used: vec![0; nodes],
             load: vec![0.0; nodes],
-            banned: HashSet::new(),
+            light,
+            banned: vec![Vec::new(); tokens.len()],
         }
     }
 
@@ -74,8 +87,7 @@ impl State {
                 if let Ok(position) = layers.binary_search(&layer)
                     && (expert as usize) < per_layer
                 {
-                    self.banned
-                        .insert((position * per_layer + expert as usize, node));
+                    self.banned[position * per_layer + expert as usize].push(node);
                 }
             }
         }
@@ -83,7 +95,7 @@ impl State {
 
     /// Whether a copy of `expert` may go to `node`: it holds none and can hold one.
     pub(super) fn can_take(&self, expert: usize, node: usize) -> bool {
-        !self.holds(expert, node) && !self.banned.contains(&(expert, node))
+        !self.holds(expert, node) && !self.banned[expert].contains(&node)
     }
 
     pub(super) fn nodes(&self) -> usize {
@@ -109,12 +121,19 @@ impl State {
     }
 
     pub(super) fn add(&mut self, expert: usize, node: usize) {
-        let cell = self.cell(expert, node);
         self.holders[expert].push(node);
+        self.take(expert, node);
+    }
+
+    /// Counts `expert`'s copy on `node`, which `holders` already lists.
+    fn take(&mut self, expert: usize, node: usize) {
+        let cell = self.cell(expert, node);
+        self.unlist(node);
         self.held[node].push(expert);
         self.used[node] += 1;
         self.count[cell] += 1;
         self.load[node] += self.tau[expert];
+        self.list(node);
     }
 
     pub(super) fn remove(&mut self, expert: usize, node: usize) {
@@ -129,20 +148,41 @@ impl State {
             *slot = to;
         }
         self.forget(expert, from, self.cell(expert, from));
-        let cell = self.cell(expert, to);
-        self.held[to].push(expert);
-        self.used[to] += 1;
-        self.count[cell] += 1;
-        self.load[to] += self.tau[expert];
+        self.take(expert, to);
     }
 
     pub(super) fn forget(&mut self, expert: usize, node: usize, cell: usize) {
         if let Some(at) = self.held[node].iter().position(|&e| e == expert) {
             self.held[node].swap_remove(at);
         }
+        self.unlist(node);
         self.used[node] -= 1;
         self.count[cell] -= 1;
         self.load[node] -= self.tau[expert];
+        self.list(node);
+    }
+
+    fn lightness(&self, node: usize) -> Lightness {
+        Lightness {
+            load: self.load[node],
+            used: self.used[node],
+            slots: self.slots[node],
+            node,
+        }
+    }
+
+    /// Takes `node` out of the light order before its load or use changes.
+    fn unlist(&mut self, node: usize) {
+        if self.free(node) {
+            self.light.remove(&self.lightness(node));
+        }
+    }
+
+    /// Puts `node` back into the light order after its load or use changed.
+    fn list(&mut self, node: usize) {
+        if self.free(node) {
+            self.light.insert(self.lightness(node));
+        }
     }
 
     /// Step 2: previous copies on present nodes, up to the new counts and the nodes' slots.
@@ -151,7 +191,7 @@ impl State {
             let kept: Vec<usize> = nodes
                 .iter()
                 .copied()
-                .filter(|&node| !self.banned.contains(&(expert, node)))
+                .filter(|&node| !self.banned[expert].contains(&node))
                 .take(replicas[expert])
                 .collect();
             for node in kept {
@@ -205,28 +245,21 @@ impl State {
             .min_by(|&a, &b| (self.used[a] * self.slots[b]).cmp(&(self.used[b] * self.slots[a])))
     }
 
-    /// The node a copy of `expert` goes to: one with a free slot and without the expert, first
+    /// The node a copy of `expert` goes to: one with a free slot that can take the expert, first
     /// by its excess over the layer's spread cap, then expected tokens, then the used fraction of
     /// its slots, then index.
     pub(super) fn best_node(&self, expert: usize) -> Option<usize> {
         let base = expert / self.per_layer * self.nodes();
         let mut best: Option<(usize, usize)> = None;
-        for node in 0..self.nodes() {
-            if !self.free(node) || !self.can_take(expert, node) {
+        for &Lightness { node, .. } in &self.light {
+            let over = (self.count[base + node] + 1).saturating_sub(self.cap[base + node]);
+            if best.is_some_and(|(least, _)| least <= over) || !self.can_take(expert, node) {
                 continue;
             }
-            let over = (self.count[base + node] + 1).saturating_sub(self.cap[base + node]);
-            let better = best.is_none_or(|(best_over, b)| {
-                over.cmp(&best_over)
-                    .then_with(|| self.load[node].total_cmp(&self.load[b]))
-                    .then_with(|| {
-                        (self.used[node] * self.slots[b]).cmp(&(self.used[b] * self.slots[node]))
-                    })
-                    .is_lt()
-            });
-            if better {
-                best = Some((over, node));
+            if over == 0 {
+                return Some(node);
             }
+            best = Some((over, node));
         }
         best.map(|(_, node)| node)
     }
@@ -440,3 +473,37 @@ pub(super) enum Exchange {
     /// The giving node's copy of the first expert for the receiving node's of the second.
     Swap(usize, usize),
 }
+
+/// A node with a free slot in the order the fill prefers: fewest expected tokens, then smallest
+/// used fraction of its slots, then index. A snapshot: the state takes it out of its set before
+/// the node changes and puts a new one in after.
+#[derive(Debug, Clone, Copy)]
+struct Lightness {
+    load: f64,
+    used: usize,
+    slots: usize,
+    node: usize,
+}
+
+impl Ord for Lightness {
+    fn cmp(&self, other: &Lightness) -> Ordering {
+        self.load
+            .total_cmp(&other.load)
+            .then((self.used * other.slots).cmp(&(other.used * self.slots)))
+            .then(self.node.cmp(&other.node))
+    }
+}
+
+impl PartialOrd for Lightness {
+    fn partial_cmp(&self, other: &Lightness) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Lightness {
+    fn eq(&self, other: &Lightness) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Lightness {}
