@@ -25,6 +25,7 @@ pub fn precision(raw: i32) -> Result<Precision, Status> {
         WirePrecision::Q4 => Precision::Exact(Format::Q4),
         WirePrecision::Q2 => Precision::Exact(Format::Q2),
         WirePrecision::Fp8 => Precision::Exact(Format::Fp8),
+        WirePrecision::Mxfp4 => Precision::Exact(Format::Mxfp4),
     })
 }
 
@@ -38,6 +39,7 @@ pub fn wire_precision(format: Format) -> WirePrecision {
         Format::Q4 => WirePrecision::Q4,
         Format::Q2 => WirePrecision::Q2,
         Format::Fp8 => WirePrecision::Fp8,
+        Format::Mxfp4 => WirePrecision::Mxfp4,
     }
 }
 
