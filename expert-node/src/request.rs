@@ -185,6 +185,15 @@ mod tests {
 
     const HIDDEN: usize = 4;
 
+    #[test]
+    fn every_format_crosses_the_wire_both_ways() {
+        for format in Format::ALL {
+            let wire = wire_precision(format);
+            assert_eq!(precision(wire as i32).unwrap(), Precision::Exact(format));
+        }
+        assert_eq!(wire_precision(Format::Mxfp4) as i32, 10);
+    }
+
     fn request(experts: Vec<ExpertWork>) -> LayerRequest {
         let tokens: Vec<f32> = (0..3 * HIDDEN).map(|i| i as f32 * 0.25).collect();
         LayerRequest {
