@@ -28,7 +28,7 @@ pub struct GpuBenchArgs {
     #[arg(long, default_value_t = 0)]
     device: usize,
     /// Comma-separated weight formats to measure.
-    #[arg(long, default_value = "f16,fp8,q8,q4,q2")]
+    #[arg(long, default_value = "f16,fp8,q8,q4,mxfp4,q2")]
     formats: String,
     /// Model hidden size.
     #[arg(long, default_value_t = 2048)]

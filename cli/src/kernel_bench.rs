@@ -18,7 +18,7 @@ pub struct KernelBenchArgs {
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Comma-separated weight formats to measure.
-    #[arg(long, default_value = "f32,f16,bf16,fp8,q8,q4,q2")]
+    #[arg(long, default_value = "f32,f16,bf16,fp8,q8,q4,mxfp4,q2")]
     formats: String,
     /// Model hidden size (columns of gate/up, rows of down).
     #[arg(long, default_value_t = 1024)]

@@ -25,6 +25,7 @@ pub fn precision(raw: i32) -> Result<Precision, Status> {
         WirePrecision::Q4 => Precision::Exact(Format::Q4),
         WirePrecision::Q2 => Precision::Exact(Format::Q2),
         WirePrecision::Fp8 => Precision::Exact(Format::Fp8),
+        WirePrecision::Mxfp4 => Precision::Exact(Format::Mxfp4),
     })
 }
 
@@ -38,6 +39,7 @@ pub fn wire_precision(format: Format) -> WirePrecision {
         Format::Q4 => WirePrecision::Q4,
         Format::Q2 => WirePrecision::Q2,
         Format::Fp8 => WirePrecision::Fp8,
+        Format::Mxfp4 => WirePrecision::Mxfp4,
     }
 }
 
@@ -182,6 +184,15 @@ mod tests {
     use moe_proto::expert::ExpertWork;
 
     const HIDDEN: usize = 4;
+
+    #[test]
+    fn every_format_crosses_the_wire_both_ways() {
+        for format in Format::ALL {
+            let wire = wire_precision(format);
+            assert_eq!(precision(wire as i32).unwrap(), Precision::Exact(format));
+        }
+        assert_eq!(wire_precision(Format::Mxfp4) as i32, 10);
+    }
 
     fn request(experts: Vec<ExpertWork>) -> LayerRequest {
         let tokens: Vec<f32> = (0..3 * HIDDEN).map(|i| i as f32 * 0.25).collect();

@@ -43,7 +43,7 @@ const VERSION: u32 = 2;
 pub const HEADER_BYTES: usize = 64;
 /// Formats by their code in the header (the inverse of `format_code`). Kept apart
 /// from `Format::ALL` so that reordering that list never changes what files on disk mean.
-const FORMATS: [Format; 7] = [
+const FORMATS: [Format; 8] = [
     Format::F32,
     Format::F16,
     Format::Bf16,
@@ -51,6 +51,7 @@ const FORMATS: [Format; 7] = [
     Format::Q4,
     Format::Q2,
     Format::Fp8,
+    Format::Mxfp4,
 ];
 
 /// Which expert at which format a shard holds; ordered by layer, expert, then format.
@@ -154,6 +155,7 @@ fn format_code(format: Format) -> u32 {
         Format::Q4 => 4,
         Format::Q2 => 5,
         Format::Fp8 => 6,
+        Format::Mxfp4 => 7,
     }
 }
 

@@ -1,4 +1,4 @@
-// Expert kernels: one MoE layer's batch on one GPU, for weights in f16, fp8, q8, q4 or q2.
+// Expert kernels: one MoE layer's batch on one GPU, for weights in f16, fp8, q8, q4, mxfp4 or q2.
 //
 // A batch is a list of (token row, expert, gate weight) pairs grouped by expert. The host side
 // (kernels/src/batch.rs) builds the index arrays:
@@ -107,6 +107,34 @@ struct Q4 {
     }
 };
 
+// An E2M1 code's value: its magnitude bits placed in an f16's two lowest exponent bits and top
+// mantissa bit (sign to bit 15) make an f16 of 2^-14 times the value, 0.5 as a subnormal.
+__device__ __forceinline__ float e2m1_to_f32(unsigned int code) {
+    const unsigned short h = (unsigned short)(((code & 7) << 9) | ((code & 8) << 12));
+    return f16_to_f32(h) * 16384.0f;
+}
+
+// An E8M0 scale 2^(e - 127) (e < 255; the host refuses 255) built from its bits; e = 0 is the
+// f32 subnormal 2^-127.
+__device__ __forceinline__ float e8m0_to_f32(unsigned int e) {
+    return __uint_as_float(e == 0 ? 0x00400000u : e << 23);
+}
+
+// BlockMxfp4: E8M0 e, then 16 bytes; byte j holds the E2M1 codes of element j (low nibble) and
+// j + 16 (high nibble); element = 2^(e - 127) * e2m1(code).
+struct Mxfp4 {
+    static constexpr int BLOCK_ELEMS = 32;
+    static constexpr int BLOCK_BYTES = 17;
+    __device__ static void load4(const unsigned char* row, int c, float w[4]) {
+        const unsigned char* b = row + (c / 32) * BLOCK_BYTES;
+        const float d = e8m0_to_f32(b[0]);
+        const int j = c % 32;
+        const unsigned char* qs = b + 1 + (j % 16);
+        const int shift = j < 16 ? 0 : 4;
+        for (int i = 0; i < 4; ++i) w[i] = d * e2m1_to_f32((qs[i] >> shift) & 15);
+    }
+};
+
 // BlockQ2: f16 d, f16 m, then 8 bytes; element j is in byte j % 8 at bits 2 * (j / 8);
 // element = d * code + m.
 struct Q2 {
@@ -126,6 +154,7 @@ struct Q2 {
 static_assert(Fp8::BLOCK_BYTES == 4 + 32, "BlockFp8 is 36 bytes");
 static_assert(Q8::BLOCK_BYTES == 2 + 32, "BlockQ8 is 34 bytes");
 static_assert(Q4::BLOCK_BYTES == 2 + 16, "BlockQ4 is 18 bytes");
+static_assert(Mxfp4::BLOCK_BYTES == 1 + 16, "BlockMxfp4 is 17 bytes");
 static_assert(Q2::BLOCK_BYTES == 2 + 2 + 8, "BlockQ2 is 12 bytes");
 static_assert(TILE % 128 == 0, "a tile is a whole number of warp steps");
 static_assert(MOE_THREADS % 32 == 0, "whole warps");
@@ -265,6 +294,7 @@ MOE_FORMAT_KERNELS(f16, F16)
 MOE_FORMAT_KERNELS(fp8, Fp8)
 MOE_FORMAT_KERNELS(q8, Q8)
 MOE_FORMAT_KERNELS(q4, Q4)
+MOE_FORMAT_KERNELS(mxfp4, Mxfp4)
 MOE_FORMAT_KERNELS(q2, Q2)
 
 extern "C" __global__ void moe_combine(const int* __restrict__ token_offsets,

@@ -19,8 +19,8 @@ pub enum KernelError {
     /// Matrices that must share a format do not.
     #[error("format mismatch: expected {expected}, got {got}")]
     FormatMismatch { expected: Format, got: Format },
-    /// A format name that is none of `f32`, `f16`, `bf16`, `q8`, `q4`, `q2`.
-    #[error("unknown weight format {0:?} (expected one of f32, f16, bf16, q8, q4, q2)")]
+    /// A format name that is none of `f32`, `f16`, `bf16`, `fp8`, `q8`, `q4`, `mxfp4`, `q2`.
+    #[error("unknown weight format {0:?} (expected one of f32, f16, bf16, fp8, q8, q4, mxfp4, q2)")]
     UnknownFormat(String),
     /// Raw bytes whose length does not match the matrix they claim to hold.
     #[error("a {format} matrix of {rows}x{cols} is {expected} bytes, got {got}")]
@@ -40,6 +40,9 @@ pub enum KernelError {
     /// An fp8 weight code that is NaN, or a block scale that is not finite.
     #[error("fp8 {what} {index} is NaN or infinite")]
     InvalidFp8 { what: &'static str, index: usize },
+    /// An mxfp4 block whose E8M0 scale is NaN (255) or that holds a value beyond the f32 range.
+    #[error("mxfp4 block {index} has a NaN scale or a value beyond the f32 range")]
+    InvalidMxfp4 { index: usize },
     /// A row index past the end of the matrix.
     #[error("row {row} out of range for a matrix with {rows} rows")]
     RowOutOfRange { row: usize, rows: usize },

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::KernelError;
-use crate::quant::{BlockFp8, BlockQ2, BlockQ4, BlockQ8, QK};
+use crate::quant::{BlockFp8, BlockMxfp4, BlockQ2, BlockQ4, BlockQ8, QK};
 
 /// A storage format for a row-major weight matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,19 +23,23 @@ pub enum Format {
     Q8,
     /// 32-weight blocks of 4-bit codes with an f16 scale ([`BlockQ4`]), 4.5 bits per weight.
     Q4,
+    /// 32-weight blocks of FP4 E2M1 codes with an E8M0 power-of-two scale ([`BlockMxfp4`]),
+    /// 4.25 bits per weight: OCP MXFP4, as gpt-oss checkpoints store their experts.
+    Mxfp4,
     /// 32-weight blocks of 2-bit codes with an f16 scale and minimum ([`BlockQ2`]), 3 bits per weight.
     Q2,
 }
 
 impl Format {
     /// Every format, widest first.
-    pub const ALL: [Format; 7] = [
+    pub const ALL: [Format; 8] = [
         Format::F32,
         Format::F16,
         Format::Bf16,
         Format::Fp8,
         Format::Q8,
         Format::Q4,
+        Format::Mxfp4,
         Format::Q2,
     ];
 
@@ -48,19 +52,24 @@ impl Format {
             Format::Fp8 => "fp8",
             Format::Q8 => "q8",
             Format::Q4 => "q4",
+            Format::Mxfp4 => "mxfp4",
             Format::Q2 => "q2",
         }
     }
 
     /// Whether the format stores 32-element blocks with scales (as opposed to plain floats).
     pub fn is_quantized(self) -> bool {
-        matches!(self, Format::Fp8 | Format::Q8 | Format::Q4 | Format::Q2)
+        matches!(
+            self,
+            Format::Fp8 | Format::Q8 | Format::Q4 | Format::Mxfp4 | Format::Q2
+        )
     }
 
     /// Whether products with this format take the activations quantized to int8 blocks (the
-    /// integer formats); the others take them as f32.
+    /// integer formats, and `Mxfp4`, whose codes doubled are integers); the others take them
+    /// as f32.
     pub fn takes_int8_activations(self) -> bool {
-        matches!(self, Format::Q8 | Format::Q4 | Format::Q2)
+        matches!(self, Format::Q8 | Format::Q4 | Format::Mxfp4 | Format::Q2)
     }
 
     /// Elements per storage unit: 1 for float formats, 32 for quantized ones.
@@ -76,6 +85,7 @@ impl Format {
             Format::Fp8 => size_of::<BlockFp8>(),
             Format::Q8 => size_of::<BlockQ8>(),
             Format::Q4 => size_of::<BlockQ4>(),
+            Format::Mxfp4 => size_of::<BlockMxfp4>(),
             Format::Q2 => size_of::<BlockQ2>(),
         }
     }
@@ -100,11 +110,12 @@ impl Format {
     }
 
     /// The next wider format a matrix falls back to when this one does not fit its shape:
-    /// q2 → q4 → q8 → f16; `None` for float formats and fp8, which fit every shape.
+    /// q2 → q4 → q8 → f16, and mxfp4 → q8 (q4 has the same block length, so it never fits where
+    /// mxfp4 does not); `None` for float formats and fp8, which fit every shape.
     pub fn wider(self) -> Option<Format> {
         match self {
             Format::Q2 => Some(Format::Q4),
-            Format::Q4 => Some(Format::Q8),
+            Format::Q4 | Format::Mxfp4 => Some(Format::Q8),
             Format::Q8 => Some(Format::F16),
             Format::F32 | Format::F16 | Format::Bf16 | Format::Fp8 => None,
         }
@@ -239,6 +250,12 @@ mod tests {
         assert_eq!(Format::Fp8.row_bytes(48), 72);
         assert!(Format::Fp8.fits(48) && Format::Fp8.is_quantized());
         assert!(!Format::Fp8.takes_int8_activations() && Format::Q4.takes_int8_activations());
+        assert_eq!(Format::Mxfp4.bits_per_weight(), 4.25);
+        assert_eq!(Format::Mxfp4.row_bytes(64), 34);
+        assert!(Format::Mxfp4.is_quantized() && Format::Mxfp4.takes_int8_activations());
+        assert!(Format::Mxfp4.fits(64) && !Format::Mxfp4.fits(48));
+        assert_eq!(Format::Mxfp4.wider(), Some(Format::Q8));
+        assert_eq!(Format::Mxfp4.fitting(48).format, Format::F16);
         assert_eq!(Format::F16.bits_per_weight(), 16.0);
         assert_eq!(Format::Q4.row_bytes(1024), 32 * 18);
         assert_eq!(Format::Bf16.row_bytes(7), 14);

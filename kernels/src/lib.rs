@@ -1,7 +1,7 @@
 //! Quantized weight formats and CPU kernels for serving Mixture-of-Experts models.
 //!
 //! * [`Format`] names the storage formats: `f32`, `f16`, `bf16` and the 32-element block formats
-//!   `q8`, `q4`, `q2` whose byte layouts are documented in [`quant`] (a CUDA backend reads the same
+//!   `fp8`, `q8`, `q4`, `mxfp4`, `q2` whose byte layouts are documented in [`quant`] (a CUDA backend reads the same
 //!   bytes).
 //! * [`Matrix`] holds a row-major weight matrix in one format and converts between formats.
 //! * [`Pool`] runs `y = W x` (`matvec`) and small batches (`matmul`) on a dedicated thread pool,
@@ -38,7 +38,10 @@ pub use format::{Fit, Format};
 pub use isa::Isa;
 pub use matrix::Matrix;
 pub use pool::Pool;
-pub use quant::{BlockFp8, BlockQ2, BlockQ4, BlockQ8, E4M3_MAX, e4m3_to_f32, f32_to_e4m3};
+pub use quant::{
+    BlockFp8, BlockMxfp4, BlockQ2, BlockQ4, BlockQ8, E4M3_MAX, e4m3_to_f32, e8m0_to_f32,
+    f32_to_e4m3,
+};
 
 #[cfg(test)]
 mod send_sync {

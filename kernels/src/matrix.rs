@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::error::KernelError;
 use crate::format::Format;
-use crate::quant::{BlockFp8, BlockQ2, BlockQ4, BlockQ8, QK};
+use crate::quant::{BlockFp8, BlockMxfp4, BlockQ2, BlockQ4, BlockQ8, QK};
 
 /// Elements above which `from_f32` quantizes on the global rayon pool.
 const PARALLEL_QUANTIZE_MIN: usize = 1 << 18;
@@ -23,6 +23,7 @@ pub(crate) enum Storage {
     Fp8(Vec<BlockFp8>),
     Q8(Vec<BlockQ8>),
     Q4(Vec<BlockQ4>),
+    Mxfp4(Vec<BlockMxfp4>),
     Q2(Vec<BlockQ2>),
 }
 
@@ -104,10 +105,10 @@ impl Matrix {
     /// Builds a matrix from f32 values, converting or quantizing them to `format`.
     ///
     /// Float formats round to nearest (beyond the f16 range to infinity). Quantized formats need
-    /// `cols % 32 == 0` and finite values; their block scales are f16, so blocks whose largest
-    /// magnitude is below about 1e-2 (`q8`) or 5e-4 (`q4`) get subnormal scales with less
-    /// relative precision, and magnitudes beyond about 8e6 (`q8`), 5e5 (`q4`) or 6.5e4 (`q2`)
-    /// saturate. Large matrices are quantized on the global rayon pool.
+    /// `cols % 32 == 0` (except `fp8`) and finite values; the integer formats' block scales are
+    /// f16, so blocks whose largest magnitude is below about 1e-2 (`q8`) or 5e-4 (`q4`) get
+    /// subnormal scales with less relative precision, and magnitudes beyond about 8e6 (`q8`),
+    /// 5e5 (`q4`) or 6.5e4 (`q2`) saturate; `mxfp4` scales span the f32 range. Large matrices are quantized on the global rayon pool.
     pub fn from_f32(
         rows: usize,
         cols: usize,
@@ -129,6 +130,7 @@ impl Matrix {
             Format::Fp8 => Storage::Fp8(quantize_fp8_rows(data, cols)),
             Format::Q8 => Storage::Q8(quantize_blocks(data, BlockQ8::quantize)),
             Format::Q4 => Storage::Q4(quantize_blocks(data, BlockQ4::quantize)),
+            Format::Mxfp4 => Storage::Mxfp4(quantize_blocks(data, BlockMxfp4::quantize)),
             Format::Q2 => Storage::Q2(quantize_blocks(data, BlockQ2::quantize)),
         };
         Ok(Matrix { rows, cols, data })
@@ -207,6 +209,35 @@ impl Matrix {
         })
     }
 
+    /// An `Mxfp4` matrix from a checkpoint's `*_blocks` and `*_scales` bytes: `blocks` is
+    /// `rows x cols / 32` blocks of 16 bytes, byte `j` of a block holding element `2j` in its low
+    /// nibble and `2j + 1` in its high one (the order HF transformers decodes); `scales` one E8M0
+    /// byte per block. `cols` must be a multiple of 32; the weights are kept exactly.
+    pub fn from_mxfp4(
+        rows: usize,
+        cols: usize,
+        blocks: &[u8],
+        scales: &[u8],
+    ) -> Result<Matrix, KernelError> {
+        let n = element_count(rows, cols)?;
+        check_block_aligned(Format::Mxfp4, cols)?;
+        check_len("mxfp4 blocks", n / 2, blocks.len())?;
+        check_len("mxfp4 scales", n / QK, scales.len())?;
+        let data: Vec<BlockMxfp4> = blocks
+            .chunks_exact(QK / 2)
+            .zip(scales)
+            .map(|(b, &e)| match b.try_into() {
+                Ok(b) => BlockMxfp4::from_checkpoint(b, e),
+                Err(_) => unreachable!("chunks_exact yields whole blocks"),
+            })
+            .collect();
+        Ok(Matrix {
+            rows,
+            cols,
+            data: Storage::Mxfp4(valid_mxfp4(data)?),
+        })
+    }
+
     /// Copies a matrix out of its raw bytes (the layout `as_bytes` returns), checking the length.
     pub fn from_bytes(
         rows: usize,
@@ -235,6 +266,7 @@ impl Matrix {
             Format::Fp8 => Storage::Fp8(valid_fp8(copy_pod(bytes))?),
             Format::Q8 => Storage::Q8(copy_pod(bytes)),
             Format::Q4 => Storage::Q4(copy_pod(bytes)),
+            Format::Mxfp4 => Storage::Mxfp4(valid_mxfp4(copy_pod(bytes))?),
             Format::Q2 => Storage::Q2(copy_pod(bytes)),
         };
         Ok(Matrix { rows, cols, data })
@@ -324,6 +356,7 @@ impl Matrix {
             Storage::Fp8(_) => Format::Fp8,
             Storage::Q8(_) => Format::Q8,
             Storage::Q4(_) => Format::Q4,
+            Storage::Mxfp4(_) => Format::Mxfp4,
             Storage::Q2(_) => Format::Q2,
         }
     }
@@ -343,6 +376,7 @@ impl Matrix {
             Storage::Fp8(v) => bytemuck::cast_slice(v),
             Storage::Q8(v) => bytemuck::cast_slice(v),
             Storage::Q4(v) => bytemuck::cast_slice(v),
+            Storage::Mxfp4(v) => bytemuck::cast_slice(v),
             Storage::Q2(v) => bytemuck::cast_slice(v),
         }
     }
@@ -377,6 +411,9 @@ impl Matrix {
             }
             Storage::Q8(v) => dequantize_blocks(&v[row * nb..][..nb], out, BlockQ8::dequantize),
             Storage::Q4(v) => dequantize_blocks(&v[row * nb..][..nb], out, BlockQ4::dequantize),
+            Storage::Mxfp4(v) => {
+                dequantize_blocks(&v[row * nb..][..nb], out, BlockMxfp4::dequantize)
+            }
             Storage::Q2(v) => dequantize_blocks(&v[row * nb..][..nb], out, BlockQ2::dequantize),
         }
         Ok(())
@@ -406,6 +443,14 @@ fn valid_fp8(blocks: Vec<BlockFp8>) -> Result<Vec<BlockFp8>, KernelError> {
             what: "block",
             index,
         }),
+        None => Ok(blocks),
+    }
+}
+
+/// `blocks` when none has a NaN scale or a value beyond the f32 range.
+fn valid_mxfp4(blocks: Vec<BlockMxfp4>) -> Result<Vec<BlockMxfp4>, KernelError> {
+    match blocks.iter().position(BlockMxfp4::is_invalid) {
+        Some(index) => Err(KernelError::InvalidMxfp4 { index }),
         None => Ok(blocks),
     }
 }

@@ -15,8 +15,8 @@ use crate::matrix::Matrix;
 use crate::quant::QK;
 
 pub use crate::kernel::scalar::{
-    block_dot_fp8, block_dot_q2, block_dot_q4, block_dot_q8, dot_bf16, dot_f16, dot_f32, dot_fp8,
-    dot_q2, dot_q4, dot_q8,
+    block_dot_fp8, block_dot_mxfp4, block_dot_q2, block_dot_q4, block_dot_q8, dot_bf16, dot_f16,
+    dot_f32, dot_fp8, dot_mxfp4, dot_q2, dot_q4, dot_q8,
 };
 
 /// Checks `xs.len() == n * cols` and `ys.len() == n * rows`.

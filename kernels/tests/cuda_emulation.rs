@@ -51,6 +51,7 @@ fn format_code(format: Format) -> u32 {
         Format::Q4 => 2,
         Format::Q2 => 3,
         Format::Fp8 => 4,
+        Format::Mxfp4 => 5,
         other => panic!("no GPU kernel for {other}"),
     }
 }
@@ -156,7 +157,14 @@ fn emulation_refuses_a_shuffle_across_a_barrier() {
 
 #[test]
 fn expert_kernels_match_the_scalar_reference_for_every_format() {
-    for format in [Format::F16, Format::Fp8, Format::Q8, Format::Q4, Format::Q2] {
+    for format in [
+        Format::F16,
+        Format::Fp8,
+        Format::Q8,
+        Format::Q4,
+        Format::Mxfp4,
+        Format::Q2,
+    ] {
         let mut worst = 0.0f32;
         for (i, case) in Case::small(format).into_iter().enumerate() {
             worst = worst.max(check_case(case, 100 + i as u64));

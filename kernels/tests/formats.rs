@@ -8,16 +8,21 @@
 //! | bf16   | 0.004 (0.0039)             | 0.002 (0.0017)          |
 //! | q8     | 0.004 (0.00394)            | 0.006 (0.0053)          |
 //! | q4     | 0.20 (0.159)               | 0.09 (0.081)            |
+//! | mxfp4  | 0.25 (a bound, not measured) | 0.13 (0.116 on 2^18) |
 //! | q2     | 0.75 (0.58)                | 0.33 (0.31)             |
 //!
 //! The max-error column is what the adversarial inputs are held to (per 32-element block; for
-//! float formats per element relative to the block amax as well).
+//! float formats per element relative to the block amax as well). The mxfp4 bound: a power-of-two
+//! scale leaves the block's amax at 3 to 6 code units, and the widest step (4 to 6) halved is one
+//! unit, at most amax / 4.
 
 mod common;
 
 use common::Rng;
 use half::{bf16, f16};
-use moe_kernels::{BlockFp8, BlockQ2, BlockQ4, BlockQ8, Format, KernelError, Matrix, e4m3_to_f32};
+use moe_kernels::{
+    BlockFp8, BlockMxfp4, BlockQ2, BlockQ4, BlockQ8, Format, KernelError, Matrix, e4m3_to_f32,
+};
 
 fn max_budget(format: Format) -> f32 {
     match format {
@@ -28,6 +33,7 @@ fn max_budget(format: Format) -> f32 {
         Format::Fp8 => 0.0625,
         Format::Q8 => 0.004,
         Format::Q4 => 0.20,
+        Format::Mxfp4 => 0.25,
         Format::Q2 => 0.75,
     }
 }
@@ -40,6 +46,7 @@ fn rms_budget(format: Format) -> f64 {
         Format::Fp8 => 0.03,
         Format::Q8 => 0.006,
         Format::Q4 => 0.09,
+        Format::Mxfp4 => 0.13,
         Format::Q2 => 0.33,
     }
 }
@@ -147,7 +154,13 @@ fn zeros_stay_exact() {
 fn non_finite_values_are_refused_for_quantized_formats() {
     let mut x = vec![1.0f32; 64];
     x[40] = f32::NAN;
-    for format in [Format::Fp8, Format::Q8, Format::Q4, Format::Q2] {
+    for format in [
+        Format::Fp8,
+        Format::Q8,
+        Format::Q4,
+        Format::Mxfp4,
+        Format::Q2,
+    ] {
         assert_eq!(
             Matrix::from_f32(1, 64, &x, format).unwrap_err(),
             KernelError::NonFinite { format, index: 40 }
@@ -219,6 +232,91 @@ fn fp8_checkpoint_weights_are_held_exactly_with_partial_blocks() {
             what: "weight",
             index: 5
         }
+    );
+}
+
+#[test]
+fn mxfp4_layout() {
+    let mut bytes = vec![0u8; 17];
+    // Scale 2^-1; element 0 = -6, element 16 = 1, element 1 = 0.5, element 17 = 6 (code units).
+    bytes[0] = 126;
+    bytes[1] = 0x2f;
+    bytes[2] = 0x71;
+    let m = Matrix::from_bytes(1, 32, Format::Mxfp4, &bytes).unwrap();
+    let y = m.to_f32();
+    assert_eq!((y[0], y[16], y[1], y[17]), (-3.0, 0.5, 0.25, 3.0));
+    assert_eq!(y.iter().filter(|&&v| v != 0.0).count(), 4);
+    let b: &BlockMxfp4 = bytemuck::from_bytes(&bytes);
+    assert_eq!((b.e, b.qs[0], b.code(16)), (126, 0x2f, 2));
+    let mut nan = bytes.clone();
+    nan[0] = 255;
+    assert_eq!(
+        Matrix::from_bytes(1, 32, Format::Mxfp4, &nan).unwrap_err(),
+        KernelError::InvalidMxfp4 { index: 0 }
+    );
+}
+
+/// What HF transformers' `convert_moe_packed_tensors` computes: byte `j` of a block gives element
+/// `2j` (low nibble) and `2j + 1` (high nibble) through the E2M1 table, then `ldexp` by
+/// `scale - 127`.
+fn transformers_decode(blocks: &[u8], scales: &[u8]) -> Vec<f32> {
+    const LUT: [f32; 16] = [
+        0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
+    ];
+    let mut out = Vec::with_capacity(blocks.len() * 2);
+    for (block, &s) in blocks.chunks_exact(16).zip(scales) {
+        let factor = 2f64.powi(i32::from(s) - 127);
+        for &b in block {
+            out.push((f64::from(LUT[usize::from(b & 0x0f)]) * factor) as f32);
+            out.push((f64::from(LUT[usize::from(b >> 4)]) * factor) as f32);
+        }
+    }
+    out
+}
+
+#[test]
+fn mxfp4_checkpoint_weights_decode_exactly_as_transformers_does() {
+    // 2 x 64: four blocks with a small, a unit, a large and the smallest scale.
+    let scales = [124u8, 127, 147, 0];
+    let mut blocks = vec![0u8; 4 * 16];
+    blocks[0] = 0x9f; // elements 0, 1: codes 15 (-6), 9 (-0.5)
+    blocks[15] = 0x07; // elements 30, 31: codes 7 (6), 0
+    for (i, b) in blocks.iter_mut().enumerate().skip(16) {
+        *b = (i * 29 % 256) as u8;
+    }
+    blocks[16] = 0x10;
+    blocks[32] = 0x40;
+    let m = Matrix::from_mxfp4(2, 64, &blocks, &scales).unwrap();
+    assert_eq!((m.format(), m.nbytes()), (Format::Mxfp4, 4 * 17));
+    let y = m.to_f32();
+    // Block 0 at scale 2^-3, by hand.
+    assert_eq!((y[0], y[1], y[30], y[31]), (-0.75, -0.0625, 0.75, 0.0));
+    assert!(y[2..30].iter().all(|&v| v == 0.0));
+    // Block 1 starts with byte 16 = 0x10: element 32 is code 0, element 33 code 1 (0.5).
+    assert_eq!((y[32], y[33]), (0.0, 0.5));
+    // Block 2 at scale 2^20: byte 32 = 0x40, so element 65 is code 4 (2.0).
+    assert_eq!(y[65], 2.0 * 1048576.0);
+    let want = transformers_decode(&blocks, &scales);
+    for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+        assert_eq!(a.to_bits(), b.to_bits(), "element {i}: {a} vs {b}");
+    }
+    assert!(y[96..].iter().any(|&v| v != 0.0 && v.abs() < 1e-37));
+    let back = Matrix::from_bytes(2, 64, Format::Mxfp4, m.as_bytes()).unwrap();
+    assert_eq!(back.to_f32(), y);
+    assert!(matches!(
+        Matrix::from_mxfp4(2, 64, &blocks, &scales[..3]),
+        Err(KernelError::ShapeMismatch { .. })
+    ));
+    assert!(Matrix::from_mxfp4(2, 64, &blocks[..63], &scales).is_err());
+    assert!(matches!(
+        Matrix::from_mxfp4(1, 48, &blocks[..24], &scales[..1]),
+        Err(KernelError::UnalignedCols { .. })
+    ));
+    let mut nan = scales;
+    nan[2] = 255;
+    assert_eq!(
+        Matrix::from_mxfp4(2, 64, &blocks, &nan).unwrap_err(),
+        KernelError::InvalidMxfp4 { index: 2 }
     );
 }
 

@@ -119,7 +119,7 @@ fn unsupported_isa_is_an_error() {
 fn quantized_products_stay_within_the_activation_quantization_bound() {
     let mut rng = Rng::new(13);
     let (rows, cols, n) = (48, 512, 3);
-    for format in [Format::Q8, Format::Q4, Format::Q2] {
+    for format in [Format::Q8, Format::Q4, Format::Mxfp4, Format::Q2] {
         let w = Matrix::from_f32(rows, cols, &rng.normals(rows * cols, 0.05), format).unwrap();
         let mut xs = rng.normals(n * cols, 1.0);
         xs[5] = 40.0; // an outlier widens one block's step

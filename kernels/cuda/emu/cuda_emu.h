@@ -53,6 +53,12 @@ inline float4 make_float4(float x, float y, float z, float w) { return float4{x,
 
 inline float __expf(float x) { return std::exp(x); }
 
+inline float __uint_as_float(unsigned int bits) {
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
 using std::max;
 using std::min;
 

@@ -5,7 +5,7 @@
 //   harness selftest       checks the emulation itself (barriers, shared memory, shuffles)
 //   harness misuse         a kernel that shuffles with lanes waiting at __syncthreads: must fail
 //
-// Batch file (little endian): "MOEBATCH", then u32 format (0 f16, 1 q8, 2 q4, 3 q2, 4 fp8), hidden,
+// Batch file (little endian): "MOEBATCH", then u32 format (0 f16, 1 q8, 2 q4, 3 q2, 4 fp8, 5 mxfp4), hidden,
 // inter, n_tokens, n_experts, n_pairs; i32 pair_offsets[n_experts + 1], pair_rows[n_pairs];
 // f32 pair_weights[n_pairs]; i32 token_offsets[n_tokens + 1], token_pairs[n_pairs];
 // f32 x[n_tokens * hidden]; then per expert: u64 length and bytes of gate_up, same for down.
@@ -89,6 +89,7 @@ int run_batch(const char* in_path, const char* out_path) {
         MOE_LAUNCH(2, q4)
         MOE_LAUNCH(3, q2)
         MOE_LAUNCH(4, fp8)
+        MOE_LAUNCH(5, mxfp4)
 #undef MOE_LAUNCH
         default:
             emu::fail("unknown format code", format);

@@ -21,7 +21,7 @@ pub enum CudaError {
     #[error("NVRTC could not compile the kernels for {arch}:\n{log}")]
     Compile { arch: String, log: String },
     /// A format the GPU kernels do not implement.
-    #[error("the GPU kernels do not implement {0} weights (only f16, fp8, q8, q4, q2)")]
+    #[error("the GPU kernels do not implement {0} weights (only f16, fp8, q8, q4, mxfp4, q2)")]
     UnsupportedFormat(Format),
     /// Shapes or index arrays the kernels cannot take.
     #[error("{0}")]

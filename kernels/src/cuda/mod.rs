@@ -19,7 +19,7 @@ pub use error::CudaError;
 pub const SOURCE: &str = include_str!("../../cuda/experts.cu");
 
 /// Every kernel entry point the source defines.
-pub const KERNELS: [&str; 11] = [
+pub const KERNELS: [&str; 13] = [
     "moe_gate_up_f16",
     "moe_down_f16",
     "moe_gate_up_fp8",
@@ -28,6 +28,8 @@ pub const KERNELS: [&str; 11] = [
     "moe_down_q8",
     "moe_gate_up_q4",
     "moe_down_q4",
+    "moe_gate_up_mxfp4",
+    "moe_down_mxfp4",
     "moe_gate_up_q2",
     "moe_down_q2",
     "moe_combine",

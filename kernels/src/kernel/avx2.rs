@@ -4,7 +4,8 @@
 //! last `cols % 8` in scalar code. Quantized formats: one block per step; the 32 codes are
 //! unpacked to bytes, multiplied with the activation codes by `vpmaddubsw`/`vpmaddwd` into 8
 //! int32 partial sums (exact), converted to f32 and accumulated with the scale product
-//! `d_w * d_x`, as in the scalar reference. `Fp8`: 16 codes at a time widened through f16,
+//! `d_w * d_x`, as in the scalar reference (`Mxfp4`: the 4-bit codes unpacked like `Q4`'s and
+//! looked up as their doubled values with `vpshufb`). `Fp8`: 16 codes at a time widened through f16,
 //! each block's sum scaled by its f32 scale.
 //!
 //! The helpers are `#[inline(always)]` without target features; they are only called from the
@@ -17,7 +18,7 @@ use half::{bf16, f16};
 
 use super::{Tile, fp8_prepared, prefetch_ahead, unprepared};
 use crate::activation::ActBlock;
-use crate::quant::{BlockFp8, BlockQ2, BlockQ4, BlockQ8, QK};
+use crate::quant::{BlockFp8, BlockMxfp4, BlockQ2, BlockQ4, BlockQ8, E2M1_DOUBLED, QK};
 
 /// Sum of the 8 lanes.
 ///
@@ -206,6 +207,22 @@ impl QBlock for BlockQ4 {
             let both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
             let q = _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
             (q, f16_to_f32(self.d))
+        }
+    }
+}
+
+impl QBlock for BlockMxfp4 {
+    const SIGNED: bool = true;
+
+    #[inline(always)]
+    unsafe fn unpack(&self) -> (__m256i, f32) {
+        // SAFETY: features by the caller; `qs` and the table are 16 readable bytes.
+        unsafe {
+            let raw = _mm_loadu_si128(self.qs.as_ptr().cast());
+            let both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+            let codes = _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+            let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(E2M1_DOUBLED.as_ptr().cast()));
+            (_mm256_shuffle_epi8(table, codes), self.half_scale())
         }
     }
 }
@@ -439,6 +456,24 @@ impl Tile for Q4 {
     ) -> [[f32; R]; T] {
         // SAFETY: the features are enabled here; lengths by the trait contract.
         unsafe { quant_tile::<BlockQ4, R, T>(w, x, len) }
+    }
+}
+
+pub(crate) struct Mxfp4;
+
+impl Tile for Mxfp4 {
+    type W = BlockMxfp4;
+    type X = ActBlock;
+    unprepared!();
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile<const R: usize, const T: usize>(
+        w: &[BlockMxfp4],
+        x: &[ActBlock],
+        len: usize,
+    ) -> [[f32; R]; T] {
+        // SAFETY: the features are enabled here; lengths by the trait contract.
+        unsafe { quant_tile::<BlockMxfp4, R, T>(w, x, len) }
     }
 }
 

@@ -307,6 +307,8 @@ pub(crate) fn run(isa: Isa, w: &Matrix, act: Act<'_>, n: usize, out: &Out, exec:
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Storage::Q4(v), Act::Q(x)) => go!(avx2::Q4, v, x, nb),
         #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2, Storage::Mxfp4(v), Act::Q(x)) => go!(avx2::Mxfp4, v, x, nb),
+        #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Storage::Q2(v), Act::Q(x)) => go!(avx2::Q2, v, x, nb),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512 | Isa::Avx512Vnni, Storage::F32(v), Act::F32(x)) => {
@@ -329,11 +331,15 @@ pub(crate) fn run(isa: Isa, w: &Matrix, act: Act<'_>, n: usize, out: &Out, exec:
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, Storage::Q4(v), Act::Q(x)) => go!(avx512::Q4Bw, v, x, nb),
         #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, Storage::Mxfp4(v), Act::Q(x)) => go!(avx512::Mxfp4Bw, v, x, nb),
+        #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, Storage::Q2(v), Act::Q(x)) => go!(avx512::Q2Bw, v, x, nb),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512Vnni, Storage::Q8(v), Act::Q(x)) => go!(avx512::Q8Icl, v, x, nb),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512Vnni, Storage::Q4(v), Act::Q(x)) => go!(avx512::Q4Icl, v, x, nb),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512Vnni, Storage::Mxfp4(v), Act::Q(x)) => go!(avx512::Mxfp4Icl, v, x, nb),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512Vnni, Storage::Q2(v), Act::Q(x)) => go!(avx512::Q2Icl, v, x, nb),
         (_, Storage::F32(v), Act::F32(x)) => go!(scalar::F32, v, x, cols),
@@ -342,6 +348,7 @@ pub(crate) fn run(isa: Isa, w: &Matrix, act: Act<'_>, n: usize, out: &Out, exec:
         (_, Storage::Fp8(v), Act::F32(x)) => go!(scalar::Fp8, v, x, fp8_blocks),
         (_, Storage::Q8(v), Act::Q(x)) => go!(scalar::Q8, v, x, nb),
         (_, Storage::Q4(v), Act::Q(x)) => go!(scalar::Q4, v, x, nb),
+        (_, Storage::Mxfp4(v), Act::Q(x)) => go!(scalar::Mxfp4, v, x, nb),
         (_, Storage::Q2(v), Act::Q(x)) => go!(scalar::Q2, v, x, nb),
         _ => debug_assert!(false, "activation prepared for the wrong format"),
     }

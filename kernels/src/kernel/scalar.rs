@@ -2,14 +2,17 @@
 //!
 //! Float formats accumulate `w * x` in f32 in element order. Quantized formats compute each
 //! block's integer dot product exactly and accumulate `(d_w * d_x) * dot` (plus
-//! `(m_w * d_x) * Σq_x` for `Q2`) in f32 in block order; the SIMD paths do the same integer work
+//! `(m_w * d_x) * Σq_x` for `Q2`; for `Mxfp4` the codes doubled and `d_w = 2^(e-128)`) in f32 in
+//! block order; the SIMD paths do the same integer work
 //! and the same scale products, differing only in the order of the float additions.
 
 use half::{bf16, f16};
 
 use super::{Tile, fp8_prepared, unprepared};
 use crate::activation::ActBlock;
-use crate::quant::{BlockFp8, BlockQ2, BlockQ4, BlockQ8, E4M3_VALUES, QK};
+use crate::quant::{
+    BlockFp8, BlockMxfp4, BlockQ2, BlockQ4, BlockQ8, E2M1_DOUBLED, E4M3_VALUES, QK,
+};
 
 /// `Σ w_j x_j` over f32 weights.
 pub fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
@@ -62,6 +65,18 @@ pub fn block_dot_q4(w: &BlockQ4, x: &ActBlock) -> i32 {
     s
 }
 
+/// Integer dot product `Σ 2 e2m1(q_j) x_j` of one `Mxfp4` block (its codes doubled, which makes
+/// them integers) with one activation block.
+pub fn block_dot_mxfp4(w: &BlockMxfp4, x: &ActBlock) -> i32 {
+    let value = |code: u8| i32::from(E2M1_DOUBLED[usize::from(code)]);
+    let mut s = 0i32;
+    for (j, &b) in w.qs.iter().enumerate() {
+        s += value(b & 0x0f) * i32::from(x.qs[j]);
+        s += value(b >> 4) * i32::from(x.qs[j + QK / 2]);
+    }
+    s
+}
+
 /// Integer dot product `Σ q_j x_j` of one `Q2` block's codes with one activation block.
 pub fn block_dot_q2(w: &BlockQ2, x: &ActBlock) -> i32 {
     (0..QK)
@@ -80,6 +95,13 @@ pub fn dot_q8(w: &[BlockQ8], x: &[ActBlock]) -> f32 {
 pub fn dot_q4(w: &[BlockQ4], x: &[ActBlock]) -> f32 {
     w.iter().zip(x).fold(0.0, |acc, (b, a)| {
         acc + (b.d.to_f32() * a.d) * block_dot_q4(b, a) as f32
+    })
+}
+
+/// Dot product of an `Mxfp4` row with a quantized activation vector.
+pub fn dot_mxfp4(w: &[BlockMxfp4], x: &[ActBlock]) -> f32 {
+    w.iter().zip(x).fold(0.0, |acc, (b, a)| {
+        acc + (b.half_scale() * a.d) * block_dot_mxfp4(b, a) as f32
     })
 }
 
@@ -144,4 +166,5 @@ scalar_tile!(F16, f16, f32, dot_f16);
 scalar_tile!(Bf16, bf16, f32, dot_bf16);
 scalar_tile!(Q8, BlockQ8, ActBlock, dot_q8);
 scalar_tile!(Q4, BlockQ4, ActBlock, dot_q4);
+scalar_tile!(Mxfp4, BlockMxfp4, ActBlock, dot_mxfp4);
 scalar_tile!(Q2, BlockQ2, ActBlock, dot_q2);

@@ -13,7 +13,9 @@
 //! vector of four with one `vpermps`) accumulate the whole group. The activations are
 //! rearranged once per product into [`XGroup`]s with the same layout, including per-lane
 //! integer offsets (`Q4`: `-2 Σx` per lane, so four lanes subtract `8 Σx`; `Q8` with VNNI: the
-//! unsigned operand is `w + 128`, corrected by `-32 Σx` per lane). A group that would read past
+//! unsigned operand is `w + 128`, corrected by `-32 Σx` per lane; `Mxfp4`, whose codes are looked
+//! up as their doubled values with `vpshufb`, with VNNI: the doubled value plus 12, corrected by
+//! `-3 Σx` per lane). A group that would read past
 //! the end of the weights, or has fewer than four blocks, is first copied into a zero-padded
 //! buffer.
 //!
@@ -32,10 +34,10 @@ use half::{bf16, f16};
 
 use super::{Tile, fp8_prepared, unprepared};
 use crate::activation::ActBlock;
-use crate::quant::{BlockFp8, BlockQ2, BlockQ4, BlockQ8};
+use crate::quant::{BlockFp8, BlockMxfp4, BlockQ2, BlockQ4, BlockQ8};
 use float::float_tile;
 use fp8::fp8_tile;
-use groups::{GROUP, Q2Fmt, Q4Fmt, Q8Fmt, QFormat, XGroup, prepare_groups};
+use groups::{GROUP, Mxfp4Fmt, Q2Fmt, Q4Fmt, Q8Fmt, QFormat, XGroup, prepare_groups};
 use quant::quant_tile;
 
 // Tile implementations (the only functions with target features).
@@ -134,6 +136,14 @@ quant_kernel!(
     "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
 );
 quant_kernel!(
+    Mxfp4Bw,
+    Mxfp4Fmt,
+    BlockMxfp4,
+    false,
+    0,
+    "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
+);
+quant_kernel!(
     Q2Bw,
     Q2Fmt,
     BlockQ2,
@@ -155,6 +165,14 @@ quant_kernel!(
     BlockQ4,
     true,
     -2,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c"
+);
+quant_kernel!(
+    Mxfp4Icl,
+    Mxfp4Fmt,
+    BlockMxfp4,
+    true,
+    -3,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c"
 );
 quant_kernel!(
