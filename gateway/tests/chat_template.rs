@@ -5,8 +5,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use moe_gateway::chat_template::{ChatTemplate, Message, TemplateError};
+use moe_gateway::chat_template::{ChatTemplate, Message, RenderBudget, TemplateError};
 
 const MIXTRAL: &str = include_str!("data/chat_templates/mixtral-8x7b-instruct-v0.1.jinja");
 const QWEN2: &str = include_str!("data/chat_templates/qwen2-57b-a14b-instruct.jinja");
@@ -368,4 +369,118 @@ fn a_config_that_is_not_json_is_unreadable() {
         matches!(&err, TemplateError::Unreadable { path, .. } if path.ends_with("tokenizer_config.json")),
         "{err:?}"
     );
+}
+
+// --- Hostile templates and the render budget ------------------------------------------------
+
+/// How long refusing a hostile template may take, in a debug build on a slow machine.
+const REFUSAL_TIME: Duration = Duration::from_secs(1);
+
+/// Renders `source` for a short conversation, checking that it ends within [`REFUSAL_TIME`].
+fn render_hostile(source: &str) -> TemplateError {
+    let template = template(source, Some("<s>"), Some("</s>"));
+    let started = Instant::now();
+    let err = template
+        .render(&follow_up(), true)
+        .expect_err("a hostile template is refused");
+    let took = started.elapsed();
+    assert!(took < REFUSAL_TIME, "refusing took {took:?}: {err}");
+    err
+}
+
+#[test]
+fn a_huge_tojson_indent_is_refused_with_the_indent_named() {
+    let err = render_hostile("{{ messages|tojson(indent=1099511627776) }}");
+    assert!(
+        err.to_string()
+            .contains("tojson: indent 1099511627776 is wider than the 64 characters allowed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn nested_hundred_thousand_loops_run_out_of_fuel() {
+    let err = render_hostile(
+        "{% for i in range(100000) %}{% for j in range(100000) %}{{ '' }}{% endfor %}{% endfor %}",
+    );
+    let budget = RenderBudget::for_conversation(&follow_up());
+    assert!(
+        matches!(&err, TemplateError::OutOfFuel { fuel, .. } if *fuel == budget.fuel),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("budget"), "{err}");
+}
+
+#[test]
+fn unbounded_output_is_stopped() {
+    let err = render_hostile("{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}");
+    assert!(
+        matches!(
+            err,
+            TemplateError::OutOfFuel { .. } | TemplateError::PromptTooLong { .. }
+        ),
+        "{err:?}"
+    );
+}
+
+/// The four-message conversation of the budget figures: system, user, assistant, user.
+fn four_messages() -> Vec<Message> {
+    vec![
+        Message::new("system", "Answer briefly."),
+        Message::new("user", "What is 2+2?"),
+        Message::new("assistant", "4."),
+        Message::new("user", "And 3+3?"),
+    ]
+}
+
+/// A long conversation: a system message, then 200 questions and answers of 2 KB each.
+fn long_conversation() -> Vec<Message> {
+    let mut messages = vec![Message::new("system", "Answer briefly.")];
+    for turn in 0..200 {
+        let text = format!("{turn} {}", "lorem ipsum ".repeat(170));
+        messages.push(Message::new("user", text.clone()));
+        messages.push(Message::new("assistant", text));
+    }
+    messages
+}
+
+#[test]
+fn real_templates_use_a_small_part_of_their_budget() {
+    let real = [
+        ("mixtral", template(MIXTRAL, Some("<s>"), Some("</s>"))),
+        ("qwen2", template(QWEN2, None, Some("<|im_end|>"))),
+        ("qwen3", template(QWEN3, None, Some("<|im_end|>"))),
+        ("olmoe", template(OLMOE, None, Some("<|endoftext|>"))),
+    ];
+    for (name, template) in &real {
+        for (conversation, messages) in [
+            ("4 messages", four_messages()),
+            ("401 messages", long_conversation()),
+        ] {
+            // Mixtral accepts a system message only first and then strict alternation, which
+            // both conversations keep to.
+            let rendered = template
+                .render_measured(&messages, true)
+                .unwrap_or_else(|err| panic!("{name}, {conversation}: {err}"));
+            let budget = RenderBudget::for_conversation(&messages);
+            eprintln!(
+                "{name}, {conversation}: {} fuel of {} ({:.2}%), {} prompt bytes of {}",
+                rendered.fuel_used,
+                budget.fuel,
+                100.0 * rendered.fuel_used as f64 / budget.fuel as f64,
+                rendered.prompt.len(),
+                budget.prompt_bytes,
+            );
+            // Fuel: a tenth at most. Prompt bytes: a template writes each message about once,
+            // and the bound allows four times the conversation's bytes.
+            assert!(
+                rendered.fuel_used * 10 < budget.fuel,
+                "{name}, {conversation}"
+            );
+            assert!(
+                rendered.prompt.len() * 3 < budget.prompt_bytes,
+                "{name}, {conversation}"
+            );
+        }
+    }
 }
