@@ -36,5 +36,5 @@ fuzz_target!(|bytes: &[u8]| {
     else {
         return;
     };
-    let _ = template.render(&messages, bytes.len() % 2 == 0);
+    let _ = template.render(&messages, bytes.len().is_multiple_of(2));
 });
