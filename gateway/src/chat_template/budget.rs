@@ -9,7 +9,9 @@
 //! templates use 100 to 300 fuel for a four-message conversation, and under 200 fuel a message
 //! for a conversation of 401 messages of 2 KB each: a few percent of the budget at most (the
 //! chat template integration tests print the figures and check that every one stays under a
-//! tenth of its budget).
+//! tenth of its budget). A template that loops without end is stopped after about 2 ms for a
+//! four-message conversation and about 1.1 s for 30,000 one-character messages (most of a 1 MiB
+//! body), measured in a release build.
 
 use std::io;
 
