@@ -205,9 +205,7 @@ impl Engine for Generator {
                 ),
             )
         })?;
-        template
-            .render(messages, true)
-            .map_err(|e| ApiError::bad_request("messages", e.to_string()))
+        template.render(messages, true).map_err(ApiError::from)
     }
 
     fn submit(&self, job: Job) -> Result<mpsc::Receiver<Event>, ApiError> {

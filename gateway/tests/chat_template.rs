@@ -1,17 +1,40 @@
 //! Renders the chat templates of the served model families (see
 //! `tests/data/chat_templates/README.md`) and compares the prompts with the exact text
 //! `transformers`' `apply_chat_template(..., tokenize=False)` produces; also loads templates
-//! from checkpoint directories the way `transformers` does.
+//! from checkpoint directories the way `transformers` does, and refuses hostile templates.
+//!
+//! Where the DeepSeek-V3 and GLM-4.5 templates come from:
+//!
+//! * `deepseek-v3.jinja`: repository huggingface/huggingface.js, path
+//!   `packages/ollama-utils/src/chat-template-automap.ts`, the `gguf` template of the entry
+//!   `library/deepseek-v3:671b` (the template of deepseek-ai/DeepSeek-V3's
+//!   `tokenizer_config.json` as its GGUF conversion carries it), copied character for character.
+//! * `glm-4.5.jinja`: the GGUF template of ubergarm/GLM-4.5-GGUF as llama-server printed it in
+//!   the log of issue #809 of repository ikawrakow/ik_llama.cpp, with the one replacement that
+//!   repository ggml-org/llama.cpp's `convert_hf_to_gguf.py` made in GLM-4.5's template
+//!   (`# Patch broken chat template`, added in commit ef0144c08, removed in 662192e1d) undone.
+//!   The result equals ggml-org/llama.cpp's `models/templates/GLM-4.6.jinja` but for the lines
+//!   on tool-call arguments that GLM-4.6 changed.
+//!
+//! The expected prompts of both were rendered with Python's jinja2 3.1 configured as
+//! `transformers` configures it (sandboxed, `trim_blocks`, `lstrip_blocks`, `loopcontrols`,
+//! `raise_exception`, `strftime_now` and `json.dumps` as `tojson`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use moe_gateway::chat_template::{ChatTemplate, Message, TemplateError};
+use moe_gateway::chat_template::{ChatTemplate, Message, RenderBudget, TemplateError};
 
 const MIXTRAL: &str = include_str!("data/chat_templates/mixtral-8x7b-instruct-v0.1.jinja");
 const QWEN2: &str = include_str!("data/chat_templates/qwen2-57b-a14b-instruct.jinja");
 const QWEN3: &str = include_str!("data/chat_templates/qwen3-30b-a3b.jinja");
 const OLMOE: &str = include_str!("data/chat_templates/olmoe-1b-7b-0924-instruct.jinja");
+const DEEPSEEK_V3: &str = include_str!("data/chat_templates/deepseek-v3.jinja");
+const GLM_4_5: &str = include_str!("data/chat_templates/glm-4.5.jinja");
+
+const DEEPSEEK_BOS: &str = "<｜begin▁of▁sentence｜>";
+const DEEPSEEK_EOS: &str = "<｜end▁of▁sentence｜>";
 
 const MIXTRAL_ALTERNATION: &str = "After the optional system message, conversation roles must \
                                    alternate user/assistant/user/assistant/...";
@@ -216,6 +239,72 @@ fn olmoe_writes_the_bos_token_and_a_system_turn() {
     assert_eq!(without_prompt, conversation);
 }
 
+fn deepseek_v3() -> ChatTemplate {
+    template(DEEPSEEK_V3, Some(DEEPSEEK_BOS), Some(DEEPSEEK_EOS))
+}
+
+#[test]
+fn deepseek_v3_puts_the_system_prompt_after_the_bos_and_opens_the_assistant_turn() {
+    // The system messages are gathered first and written right after the BOS, with no role
+    // tag; every answer ends with the EOS; the generation prompt is the bare assistant tag.
+    let conversation = "<｜begin▁of▁sentence｜>Answer briefly.\
+                        <｜User｜>What is 2+2?<｜Assistant｜>4.<｜end▁of▁sentence｜>\
+                        <｜User｜>And 3+3?";
+    let (with_prompt, without_prompt) = both(&deepseek_v3(), &four_messages());
+    assert_eq!(with_prompt, format!("{conversation}<｜Assistant｜>"));
+    assert_eq!(without_prompt, conversation);
+}
+
+#[test]
+fn deepseek_v3_joins_system_messages_with_a_blank_line() {
+    // The template's '\n\n' between system messages is a line break inside a string literal.
+    let messages = [
+        Message::new("system", "A."),
+        Message::new("system", "B."),
+        Message::new("user", "Hi"),
+    ];
+    assert_eq!(
+        deepseek_v3().render(&messages, true).unwrap(),
+        "<｜begin▁of▁sentence｜>A.\n\nB.<｜User｜>Hi<｜Assistant｜>"
+    );
+}
+
+fn glm_4_5() -> ChatTemplate {
+    // GLM-4.5's tokenizer has no BOS; the template writes its own `[gMASK]<sop>` prefix.
+    template(GLM_4_5, None, Some("<|endoftext|>"))
+}
+
+#[test]
+fn glm_4_5_gives_every_earlier_answer_an_empty_think_block() {
+    // Each role tag is followed by a newline (template text after `-%}` on the tag's line is
+    // kept up to the next `{{`), answers before the last user message get '\n<think></think>',
+    // and with `enable_thinking` undefined the generation prompt is the bare assistant tag.
+    let conversation = "[gMASK]<sop><|system|>\nAnswer briefly.\
+                        <|user|>\nWhat is 2+2?\
+                        <|assistant|>\n<think></think>\n4.\
+                        <|user|>\nAnd 3+3?";
+    let (with_prompt, without_prompt) = both(&glm_4_5(), &four_messages());
+    assert_eq!(with_prompt, format!("{conversation}<|assistant|>"));
+    assert_eq!(without_prompt, conversation);
+}
+
+#[test]
+fn glm_4_5_keeps_the_reasoning_of_answers_after_the_last_question() {
+    let messages = [
+        Message::new("user", "What is 2+2?"),
+        Message::new("assistant", "<think>\nSimple arithmetic.\n</think>\n\n4."),
+        Message::new("user", "And 3+3?"),
+        Message::new("assistant", "<think>\nAlso simple.\n</think>\n\n6."),
+    ];
+    // The first answer comes before the last user message (index 2) and loses its reasoning;
+    // the second keeps it, stripped, inside '<think>...</think>' with no newlines around it.
+    assert_eq!(
+        glm_4_5().render(&messages, false).unwrap(),
+        "[gMASK]<sop><|user|>\nWhat is 2+2?<|assistant|>\n<think></think>\n4.\
+         <|user|>\nAnd 3+3?<|assistant|>\n<think>Also simple.</think>\n6."
+    );
+}
+
 #[test]
 fn a_syntax_error_is_reported_with_its_line() {
     let source = "{% for message in messages %}\n{{ message.content }}\n{% if %}\n{% endfor %}";
@@ -368,4 +457,120 @@ fn a_config_that_is_not_json_is_unreadable() {
         matches!(&err, TemplateError::Unreadable { path, .. } if path.ends_with("tokenizer_config.json")),
         "{err:?}"
     );
+}
+
+// --- Hostile templates and the render budget ------------------------------------------------
+
+/// How long refusing a hostile template may take, in a debug build on a slow machine.
+const REFUSAL_TIME: Duration = Duration::from_secs(1);
+
+/// Renders `source` for a short conversation, checking that it ends within [`REFUSAL_TIME`].
+fn render_hostile(source: &str) -> TemplateError {
+    let template = template(source, Some("<s>"), Some("</s>"));
+    let started = Instant::now();
+    let err = template
+        .render(&follow_up(), true)
+        .expect_err("a hostile template is refused");
+    let took = started.elapsed();
+    assert!(took < REFUSAL_TIME, "refusing took {took:?}: {err}");
+    err
+}
+
+#[test]
+fn a_huge_tojson_indent_is_refused_with_the_indent_named() {
+    let err = render_hostile("{{ messages|tojson(indent=1099511627776) }}");
+    assert!(
+        err.to_string()
+            .contains("tojson: indent 1099511627776 is wider than the 64 characters allowed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn nested_hundred_thousand_loops_run_out_of_fuel() {
+    let err = render_hostile(
+        "{% for i in range(100000) %}{% for j in range(100000) %}{{ '' }}{% endfor %}{% endfor %}",
+    );
+    let budget = RenderBudget::for_conversation(&follow_up());
+    assert!(
+        matches!(&err, TemplateError::OutOfFuel { fuel, .. } if *fuel == budget.fuel),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("budget"), "{err}");
+}
+
+#[test]
+fn unbounded_output_is_stopped() {
+    let err = render_hostile("{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}");
+    assert!(
+        matches!(
+            err,
+            TemplateError::OutOfFuel { .. } | TemplateError::PromptTooLong { .. }
+        ),
+        "{err:?}"
+    );
+}
+
+/// The four-message conversation of the budget figures: system, user, assistant, user.
+fn four_messages() -> Vec<Message> {
+    vec![
+        Message::new("system", "Answer briefly."),
+        Message::new("user", "What is 2+2?"),
+        Message::new("assistant", "4."),
+        Message::new("user", "And 3+3?"),
+    ]
+}
+
+/// A long conversation: a system message, then 200 questions and answers of 2 KB each.
+fn long_conversation() -> Vec<Message> {
+    let mut messages = vec![Message::new("system", "Answer briefly.")];
+    for turn in 0..200 {
+        let text = format!("{turn} {}", "lorem ipsum ".repeat(170));
+        messages.push(Message::new("user", text.clone()));
+        messages.push(Message::new("assistant", text));
+    }
+    messages
+}
+
+#[test]
+fn real_templates_use_a_small_part_of_their_budget() {
+    let real = [
+        ("mixtral", template(MIXTRAL, Some("<s>"), Some("</s>"))),
+        ("qwen2", template(QWEN2, None, Some("<|im_end|>"))),
+        ("qwen3", template(QWEN3, None, Some("<|im_end|>"))),
+        ("olmoe", template(OLMOE, None, Some("<|endoftext|>"))),
+        ("deepseek-v3", deepseek_v3()),
+        ("glm-4.5", glm_4_5()),
+    ];
+    for (name, template) in &real {
+        for (conversation, messages) in [
+            ("4 messages", four_messages()),
+            ("401 messages", long_conversation()),
+        ] {
+            // Mixtral accepts a system message only first and then strict alternation, which
+            // both conversations keep to.
+            let rendered = template
+                .render_measured(&messages, true)
+                .unwrap_or_else(|err| panic!("{name}, {conversation}: {err}"));
+            let budget = RenderBudget::for_conversation(&messages);
+            eprintln!(
+                "{name}, {conversation}: {} fuel of {} ({:.2}%), {} prompt bytes of {}",
+                rendered.fuel_used,
+                budget.fuel,
+                100.0 * rendered.fuel_used as f64 / budget.fuel as f64,
+                rendered.prompt.len(),
+                budget.prompt_bytes,
+            );
+            // Fuel: a tenth at most. Prompt bytes: a template writes each message about once,
+            // and the bound allows four times the conversation's bytes.
+            assert!(
+                rendered.fuel_used * 10 < budget.fuel,
+                "{name}, {conversation}"
+            );
+            assert!(
+                rendered.prompt.len() * 3 < budget.prompt_bytes,
+                "{name}, {conversation}"
+            );
+        }
+    }
 }

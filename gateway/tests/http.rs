@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moe_gateway::api_keys::ApiKeys;
-use moe_gateway::chat_template::Message;
+use moe_gateway::chat_template::{ChatTemplate, Message};
 use moe_gateway::engine::{Engine, Event, Job, Token};
 use moe_gateway::front_door::FrontDoor;
 use moe_gateway::http::{HttpOptions, router};
@@ -40,10 +40,11 @@ enum Ending {
 }
 
 /// Tokenizes by splitting on whitespace (a word's id is its length), renders chat as
-/// `role: content` lines, and answers every job with the scripted tokens (at most `max_tokens`
-/// of them) and ending.
+/// `role: content` lines (or with its chat template, when it has one), and answers every job
+/// with the scripted tokens (at most `max_tokens` of them) and ending.
 struct ScriptedEngine {
     reply: Vec<Token>,
+    template: Option<ChatTemplate>,
     ending: Ending,
     refuse: bool,
     ready: AtomicBool,
@@ -61,6 +62,7 @@ impl ScriptedEngine {
                 token(6, " world", -1.0),
                 token(1, "!", -2.0),
             ],
+            template: None,
             ending: Ending::Finish,
             refuse: false,
             ready: AtomicBool::new(true),
@@ -104,6 +106,9 @@ impl Engine for ScriptedEngine {
     }
 
     fn chat_prompt(&self, messages: &[Message]) -> Result<String, ApiError> {
+        if let Some(template) = &self.template {
+            return template.render(messages, true).map_err(ApiError::from);
+        }
         Ok(messages
             .iter()
             .map(|message| format!("{}: {}\n", message.role, message.content))
@@ -585,6 +590,32 @@ async fn a_chat_completion_is_the_assistant_message() {
     let jobs = engine.jobs();
     assert_eq!(jobs[0].prompt, [7, 2, 5, 5, 2, 5]);
     assert_eq!(jobs[0].max_tokens, MAX_TOKENS_LIMIT.min(CONTEXT_LENGTH - 6));
+}
+
+#[tokio::test]
+async fn a_runaway_chat_template_is_refused_with_a_400() {
+    for (source, says) in [
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "budget",
+        ),
+        (
+            "{{ messages|tojson(indent=1099511627776) }}",
+            "indent 1099511627776",
+        ),
+    ] {
+        let engine = Arc::new(ScriptedEngine {
+            template: Some(ChatTemplate::from_source(source, None, None).unwrap()),
+            ..ScriptedEngine::new()
+        });
+        let server = serve(&engine, options()).await;
+        let reply = post(&server, "/v1/chat/completions", &chat_body()).await;
+        assert_eq!(reply.status, 400, "{}", reply.body);
+        let error = &reply.json()["error"];
+        assert_eq!(error["param"], "messages");
+        assert!(error["message"].as_str().unwrap().contains(says), "{error}");
+        assert!(engine.jobs().is_empty());
+    }
 }
 
 #[tokio::test]

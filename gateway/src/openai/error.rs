@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::chat_template::TemplateError;
+
 /// The class of an API error: its HTTP status and its OpenAI `"type"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -164,5 +166,14 @@ impl ApiError {
                 "code": self.code,
             }
         })
+    }
+}
+
+impl From<TemplateError> for ApiError {
+    /// 400 on `messages`: the chat template refused the conversation (its own
+    /// `raise_exception`), failed on it, or used up the budget of work or prompt bytes the
+    /// conversation allows.
+    fn from(err: TemplateError) -> Self {
+        ApiError::bad_request("messages", err.to_string())
     }
 }
