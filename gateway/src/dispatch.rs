@@ -230,16 +230,15 @@ fn hint_precision(pairs: &[Pair], rung: Rung, thresholds: Thresholds) -> WirePre
 /// loaded the placement, then one that held the expert in the `previous` placement and has not
 /// moved on (a node keeps an expert it lost for a grace period, so work finds it while the new
 /// replicas load), then one still loading it; within each, one whose calls have not failed
-/// lately, then the one with the fewest calls in flight, then each in turn: `turn` counts the
-/// expert's calls, so equally good replicas take them round-robin from the placements' order
-/// (the coordinator's choice of primary first) and a hot expert's extra copies share its load.
-/// A replica takes over from a busy or failing one.
+/// lately, then the one with the fewest calls in flight, then the placements' order (the
+/// coordinator's choice of primary first). Under light load with healthy nodes that is always
+/// the first replica; a replica takes over from a busy or failing one.
 fn replica(
     (placement, previous): (&Placement, Option<&Placement>),
     nodes: &Snapshot<NodeRecord>,
     health: &dyn Fn(&str) -> Health,
-    (layer, expert): (usize, usize),
-    turn: u64,
+    layer: usize,
+    expert: usize,
     excluded: &BTreeSet<String>,
 ) -> Option<String> {
     let (l, e) = (layer as u32, expert as u32);
@@ -262,19 +261,13 @@ fn replica(
             .filter(|n| !current.contains(*n) && holds(n, p))
             .map(|n| (1, n))
     });
-    let candidates: Vec<(u8, &String)> = current_tiers
+    current_tiers
         .chain(earlier)
         .filter(|(_, n)| !excluded.contains(*n))
-        .collect();
-    let count = candidates.len().max(1);
-    let first = (turn % count as u64) as usize;
-    candidates
-        .into_iter()
         .enumerate()
         .min_by_key(|(order, (tier, n))| {
             let h = health(n);
-            let in_turn = (order + count - first) % count;
-            (*tier, h.failed_recently, h.in_flight, in_turn)
+            (*tier, h.failed_recently, h.in_flight, *order)
         })
         .map(|(_, (_, n))| n.clone())
 }
@@ -342,8 +335,6 @@ pub struct Dispatcher {
     routed: std::sync::Mutex<BTreeMap<(u32, u32), u64>>,
     /// Tokens routed to each (layer, expert) since start.
     popularity: std::sync::Mutex<BTreeMap<(u32, u32), u64>>,
-    /// Calls of each (layer, expert) since start: whose turn it is among its replicas.
-    turns: std::sync::Mutex<BTreeMap<(u32, u32), u64>>,
 }
 
 impl Dispatcher {
@@ -374,7 +365,6 @@ impl Dispatcher {
             accuracy: Accuracy::default(),
             routed: std::sync::Mutex::new(BTreeMap::new()),
             popularity: std::sync::Mutex::new(BTreeMap::new()),
-            turns: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -497,14 +487,9 @@ impl Dispatcher {
             let nodes = self.nodes.borrow();
             let health = |n: &str| self.links.health(n);
             let none = BTreeSet::new();
-            let turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
             for (expert, pairs) in pairs_by_expert(predicted) {
                 let placements = (&placement, previous.as_ref());
-                let turn = turns.get(&(layer as u32, expert as u32)).copied();
-                let key = (layer, expert);
-                let Some(node) =
-                    replica(placements, &nodes, &health, key, turn.unwrap_or(0), &none)
-                else {
+                let Some(node) = replica(placements, &nodes, &health, layer, expert, &none) else {
                     continue;
                 };
                 let rung = match precision {
@@ -624,22 +609,6 @@ impl Dispatcher {
         out
     }
 
-    /// Each of `experts`' turn for this call of `layer` (see [`replica`]), counted on.
-    fn take_turns(
-        &self,
-        layer: usize,
-        experts: impl Iterator<Item = usize>,
-    ) -> BTreeMap<usize, u64> {
-        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
-        experts
-            .map(|expert| {
-                let count = turns.entry((layer as u32, expert as u32)).or_default();
-                *count += 1;
-                (expert, *count - 1)
-            })
-            .collect()
-    }
-
     async fn dispatch_layer(
         &self,
         layer: usize,
@@ -657,7 +626,6 @@ impl Dispatcher {
                 *counts.entry((layer as u32, expert as u32)).or_default() += pairs.len() as u64;
             }
         }
-        let turns = self.take_turns(layer, all.keys().copied());
         let mut remaining: BTreeMap<Unit, Vec<Pair>> = all
             .iter()
             .map(|(&expert, pairs)| {
@@ -690,9 +658,7 @@ impl Dispatcher {
                     let health = |n: &str| self.links.health(n);
                     let nodes = self.nodes.borrow();
                     let placements = (&placement, previous.as_ref());
-                    let turn = turns.get(&expert).copied().unwrap_or(0);
-                    let key = (layer, expert);
-                    let chosen = replica(placements, &nodes, &health, key, turn, &excluded);
+                    let chosen = replica(placements, &nodes, &health, layer, expert, &excluded);
                     let reroute = chosen.as_ref().filter(|_| first_attempt).and_then(|node| {
                         let key = (layer, expert);
                         reroute_target(&placement, &nodes, &health, key, node, &excluded)
@@ -1054,7 +1020,7 @@ mod tests {
                         },
                     )
                 };
-                replica((&placement, None), nodes, &health, (0, 0), 0, &excluded)
+                replica((&placement, None), nodes, &health, 0, 0, &excluded)
             };
         let loaded = nodes(&[("a", 2), ("b", 2), ("c", 2)]);
         assert_eq!(pick(&loaded, &[], &[]).as_deref(), Some("a"));
@@ -1081,36 +1047,6 @@ mod tests {
     }
 
     #[test]
-    fn equally_good_replicas_take_an_experts_calls_in_turn() {
-        let placement = one_expert_on_abc();
-        let loaded = nodes(&[("a", 2), ("b", 2), ("c", 2)]);
-        let pick = |turn: u64, busy: &[&str], excluded: &[&str]| {
-            let excluded = excluded.iter().map(|n| n.to_string()).collect();
-            let health = |n: &str| Health {
-                in_flight: usize::from(busy.contains(&n)),
-                ..Health::default()
-            };
-            replica(
-                (&placement, None),
-                &loaded,
-                &health,
-                (0, 0),
-                turn,
-                &excluded,
-            )
-        };
-        let turns: Vec<Option<String>> = (0..6).map(|t| pick(t, &[], &[])).collect();
-        let names = ["a", "b", "c", "a", "b", "c"].map(|n| Some(n.to_string()));
-        assert_eq!(turns, names);
-        // Health and load still come first; the turn only orders equals.
-        assert_eq!(pick(1, &["b"], &[]).as_deref(), Some("c"));
-        // The turn goes round the replicas left: a, c.
-        assert_eq!(pick(1, &[], &["b"]).as_deref(), Some("c"));
-        assert_eq!(pick(2, &[], &["b"]).as_deref(), Some("a"));
-        assert_eq!(pick(2, &["c", "a"], &[]).as_deref(), Some("b"));
-    }
-
-    #[test]
     fn while_new_replicas_load_the_previous_holders_serve() {
         let previous = one_expert_on_abc();
         let placement = Placement {
@@ -1126,7 +1062,7 @@ mod tests {
             let excluded = excluded.iter().map(|n| n.to_string()).collect();
             let health = |_: &str| Health::default();
             let placements = (&placement, Some(&previous));
-            replica(placements, nodes, &health, (0, 0), 0, &excluded)
+            replica(placements, nodes, &health, 0, 0, &excluded)
         };
         // d and e still load epoch 3; a is gone, b and c held the expert at epoch 2.
         let loading = nodes(&[("b", 2), ("c", 3), ("d", 2), ("e", 2)]);
@@ -1142,7 +1078,7 @@ mod tests {
             (&placement, None),
             &loading,
             &health,
-            (0, 0),
+            0,
             0,
             &BTreeSet::new(),
         );
