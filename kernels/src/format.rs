@@ -43,6 +43,17 @@ impl Format {
         Format::Q2,
     ];
 
+    /// The formats the CUDA expert kernels (`cuda/experts.cu`) implement, each with its
+    /// `moe_gate_up_<name>` and `moe_down_<name>`.
+    pub const GPU: [Format; 6] = [
+        Format::F16,
+        Format::Fp8,
+        Format::Q8,
+        Format::Q4,
+        Format::Mxfp4,
+        Format::Q2,
+    ];
+
     /// The lowercase name used on the command line and in file names.
     pub fn name(self) -> &'static str {
         match self {

@@ -52,14 +52,7 @@ fn run_on(gpu: &CudaExperts, hidden: usize, x: &[f32], experts: &[TestExpert]) -
 #[test]
 fn every_format_matches_the_scalar_reference_on_the_gpu() {
     let Some(gpu) = gpu() else { return };
-    for format in [
-        Format::F16,
-        Format::Fp8,
-        Format::Q8,
-        Format::Q4,
-        Format::Mxfp4,
-        Format::Q2,
-    ] {
+    for format in Format::GPU {
         // The small cases, and a layer of a real model's shape: Qwen-MoE-sized experts (2048 x
         // 1408), 64 tokens routed top-4 among 16 experts, so most experts take several passes.
         let mut cases = Case::small(format);

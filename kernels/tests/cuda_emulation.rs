@@ -157,14 +157,7 @@ fn emulation_refuses_a_shuffle_across_a_barrier() {
 
 #[test]
 fn expert_kernels_match_the_scalar_reference_for_every_format() {
-    for format in [
-        Format::F16,
-        Format::Fp8,
-        Format::Q8,
-        Format::Q4,
-        Format::Mxfp4,
-        Format::Q2,
-    ] {
+    for format in Format::GPU {
         let mut worst = 0.0f32;
         for (i, case) in Case::small(format).into_iter().enumerate() {
             worst = worst.max(check_case(case, 100 + i as u64));

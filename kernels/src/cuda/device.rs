@@ -47,16 +47,6 @@ impl Availability {
     }
 }
 
-/// The formats the expert kernels implement (`moe_gate_up_<name>` and `moe_down_<name>`).
-const GPU_FORMATS: [Format; 6] = [
-    Format::F16,
-    Format::Fp8,
-    Format::Q8,
-    Format::Q4,
-    Format::Mxfp4,
-    Format::Q2,
-];
-
 /// The kernels for one weight format.
 struct FormatKernels {
     format: Format,
@@ -157,7 +147,7 @@ impl CudaExperts {
         let arch = Arch::new(major as u32, minor as u32);
         let image = compile_cached(arch, cache_dir)?;
         let module = context.load_module(Ptx::from_binary(image))?;
-        let formats = GPU_FORMATS
+        let formats = Format::GPU
             .into_iter()
             .map(|format| {
                 Ok(FormatKernels {

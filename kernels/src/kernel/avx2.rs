@@ -176,6 +176,21 @@ trait QBlock: Copy {
     }
 }
 
+/// 16 bytes of 4-bit codes as 32 bytes in element order: the low nibbles (elements `j`), then
+/// the high ones (elements `j + 16`).
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline(always)]
+unsafe fn nibbles(qs: &[u8; 16]) -> __m256i {
+    // SAFETY: the caller guarantees AVX2; `qs` is 16 readable bytes.
+    unsafe {
+        let raw = _mm_loadu_si128(qs.as_ptr().cast());
+        let both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+        _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
+    }
+}
+
 impl QBlock for BlockQ8 {
     const SIGNED: bool = true;
 
@@ -202,12 +217,7 @@ impl QBlock for BlockQ4 {
     #[inline(always)]
     unsafe fn unpack(&self) -> (__m256i, f32) {
         // SAFETY: features by the caller; `qs` is 16 readable bytes.
-        unsafe {
-            let raw = _mm_loadu_si128(self.qs.as_ptr().cast());
-            let both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
-            let q = _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
-            (q, f16_to_f32(self.d))
-        }
+        unsafe { (nibbles(&self.qs), f16_to_f32(self.d)) }
     }
 }
 
@@ -218,9 +228,7 @@ impl QBlock for BlockMxfp4 {
     unsafe fn unpack(&self) -> (__m256i, f32) {
         // SAFETY: features by the caller; `qs` and the table are 16 readable bytes.
         unsafe {
-            let raw = _mm_loadu_si128(self.qs.as_ptr().cast());
-            let both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
-            let codes = _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+            let codes = nibbles(&self.qs);
             let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(E2M1_DOUBLED.as_ptr().cast()));
             (_mm256_shuffle_epi8(table, codes), self.half_scale())
         }

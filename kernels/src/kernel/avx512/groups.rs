@@ -330,6 +330,43 @@ impl QFormat for Q8Fmt {
     }
 }
 
+/// The 16 code bytes at offset `skip` of each of the four `bytes`-byte blocks at `p`, as their
+/// low nibbles and their high nibbles (the `Q4` nibble order: elements `j` and `j + 16`).
+///
+/// # Safety
+/// AVX-512 F/BW must be available and the four blocks readable.
+#[inline(always)]
+unsafe fn nibbles4(p: *const u8, bytes: usize, skip: usize) -> [__m512i; 2] {
+    // SAFETY: features and readable blocks by the caller.
+    unsafe {
+        let mut ptrs = [p; 4];
+        for k in 0..4 {
+            ptrs[k] = p.add(bytes * k + skip);
+        }
+        let raw = join4(ptrs);
+        let mask = _mm512_set1_epi8(0x0f);
+        [
+            _mm512_and_si512(raw, mask),
+            _mm512_and_si512(_mm512_srli_epi16(raw, 4), mask),
+        ]
+    }
+}
+
+/// The low and the high nibbles of `raw`'s bytes, each extracted with one `vgf2p8affineqb`.
+///
+/// # Safety
+/// AVX-512 F and GFNI must be available.
+#[inline(always)]
+unsafe fn split_nibbles(raw: __m512i) -> [__m512i; 2] {
+    // SAFETY: the caller guarantees the features.
+    unsafe {
+        [
+            _mm512_gf2p8affine_epi64_epi8::<0>(raw, _mm512_set1_epi64(GF_LOW_NIBBLE)),
+            _mm512_gf2p8affine_epi64_epi8::<0>(raw, _mm512_set1_epi64(GF_HIGH_NIBBLE)),
+        ]
+    }
+}
+
 pub(super) struct Q4Fmt;
 
 impl QFormat for Q4Fmt {
@@ -342,17 +379,8 @@ impl QFormat for Q4Fmt {
     unsafe fn load_bw(p: *const u8) -> WGroup {
         // SAFETY: features and readable blocks by the caller.
         unsafe {
-            let mut ptrs = [p; 4];
-            for k in 0..4 {
-                ptrs[k] = p.add(Self::BYTES * k + 2);
-            }
-            let raw = join4(ptrs);
-            let mask = _mm512_set1_epi8(0x0f);
             WGroup {
-                q: [
-                    _mm512_and_si512(raw, mask),
-                    _mm512_and_si512(_mm512_srli_epi16(raw, 4), mask),
-                ],
+                q: nibbles4(p, Self::BYTES, 2),
                 s: halves4(p, Self::BYTES),
             }
         }
@@ -367,10 +395,7 @@ impl QFormat for Q4Fmt {
             let raw = _mm512_permutex2var_epi8(l0, table(&Q4_CODES), l1);
             let d = _mm512_permutexvar_epi8(table(&Q4_SCALES), l0);
             WGroup {
-                q: [
-                    _mm512_gf2p8affine_epi64_epi8::<0>(raw, _mm512_set1_epi64(GF_LOW_NIBBLE)),
-                    _mm512_gf2p8affine_epi64_epi8::<0>(raw, _mm512_set1_epi64(GF_HIGH_NIBBLE)),
-                ],
+                q: split_nibbles(raw),
                 s: _mm256_cvtph_ps(_mm512_castsi512_si128(d)),
             }
         }
@@ -412,15 +437,8 @@ impl QFormat for Mxfp4Fmt {
     unsafe fn load_bw(p: *const u8) -> WGroup {
         // SAFETY: features and readable blocks by the caller.
         unsafe {
-            let mut ptrs = [p; 4];
-            for k in 0..4 {
-                ptrs[k] = p.add(Self::BYTES * k + 1);
-            }
-            let raw = join4(ptrs);
-            let mask = _mm512_set1_epi8(0x0f);
             let values = lut(&E2M1_DOUBLED_BYTES);
-            let lo = _mm512_and_si512(raw, mask);
-            let hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), mask);
+            let [lo, hi] = nibbles4(p, Self::BYTES, 1);
             WGroup {
                 q: [
                     _mm512_shuffle_epi8(values, lo),
@@ -438,8 +456,7 @@ impl QFormat for Mxfp4Fmt {
             let l0 = _mm512_loadu_si512(p.cast());
             let l1 = _mm512_loadu_si512(p.add(4).cast());
             let raw = _mm512_permutex2var_epi8(l0, table(&MXFP4_CODES), l1);
-            let lo = _mm512_gf2p8affine_epi64_epi8::<0>(raw, _mm512_set1_epi64(GF_LOW_NIBBLE));
-            let hi = _mm512_gf2p8affine_epi64_epi8::<0>(raw, _mm512_set1_epi64(GF_HIGH_NIBBLE));
+            let [lo, hi] = split_nibbles(raw);
             let biased = lut(&E2M1_DOUBLED_BIASED);
             WGroup {
                 q: [
