@@ -281,7 +281,7 @@ impl<'a> Layout<'a> {
     /// The router's `e_score_correction_bias`, added to the scores when choosing experts
     /// (sigmoid routing).
     pub fn router_bias(&self, layer: usize) -> Option<TensorSpec> {
-        matches!(self.cfg.routing, Routing::SigmoidGrouped { .. }).then(|| {
+        matches!(self.cfg.routing, Routing::SigmoidGrouped(_)).then(|| {
             let name = self.layer(layer, "mlp.gate.e_score_correction_bias");
             TensorSpec::new(name, &[self.cfg.num_experts])
         })

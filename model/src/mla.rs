@@ -136,6 +136,13 @@ impl Mla {
         layer: usize,
     ) -> Result<Vec<f32>> {
         let d = self.dims;
+        if cache.width() != d.latent_width() {
+            return Err(ModelError::InvalidArgument(format!(
+                "layer {layer}: a cache of {:?} per position, not MLA's latent {:?}",
+                cache.width(),
+                d.latent_width()
+            )));
+        }
         let mut q = match &self.query {
             Query::Direct(q) => q.forward(pool, h, n)?,
             Query::LowRank { a, norm, b } => {
@@ -153,20 +160,7 @@ impl Mla {
             rms_norm(c, &self.kv_norm, self.eps);
             rope.apply(k_rope, d.qk_rope_head_dim, pos0 + t);
             let q_row = &mut q[t * d.heads * d.qk_head_dim()..][..d.heads * d.qk_head_dim()];
-            for head in q_row.chunks_exact_mut(d.qk_head_dim()) {
-                rope.apply(
-                    &mut head[d.qk_nope_head_dim..],
-                    d.qk_rope_head_dim,
-                    pos0 + t,
-                );
-            }
-        }
-        if cache.width() != d.latent_width() {
-            return Err(ModelError::InvalidArgument(format!(
-                "layer {layer}: a cache of {:?} per position, not MLA's latent {:?}",
-                cache.width(),
-                d.latent_width()
-            )));
+            rope.apply_from(q_row, d.qk_head_dim(), d.qk_nope_head_dim, pos0 + t);
         }
         cache.append(layer, &latent, &[]);
         let absorbed = self.absorb_queries(&q, n)?;

@@ -130,6 +130,12 @@ impl Rope {
 
     /// Rotates every `head_dim`-wide head in `x` (one token's heads) for position `pos`.
     pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        self.apply_from(x, head_dim, 0, pos);
+    }
+
+    /// As [`Rope::apply`], rotating the `rotary_dim` dimensions of each head that start at
+    /// `start` (DeepSeek-V3's query heads end in their rope part).
+    pub fn apply_from(&self, x: &mut [f32], head_dim: usize, start: usize, pos: usize) {
         let half = self.inv_freq.len();
         let (sin, cos): (Vec<f32>, Vec<f32>) = self
             .inv_freq
@@ -140,7 +146,7 @@ impl Rope {
             })
             .unzip();
         for head in x.chunks_exact_mut(head_dim) {
-            let rotary = &mut head[..self.rotary_dim];
+            let rotary = &mut head[start..start + self.rotary_dim];
             match self.layout {
                 RopeLayout::Half => {
                     let (a, b) = rotary.split_at_mut(half);

@@ -18,39 +18,17 @@ pub enum Routing {
     /// Softmax over every expert's logit, the `top_k` largest, renormalised to sum to one when
     /// `normalize` is set (Mixtral, Qwen2/3-MoE, OLMoE).
     Softmax { normalize: bool },
-    /// DeepSeek-V3 and GLM-4.5 (`noaux_tc`): a sigmoid score per expert; experts are chosen by
-    /// their score plus the layer's `e_score_correction_bias`, among the best `kept_groups` of
-    /// `groups` equal groups of experts (a group scored by the sum of its two best), and weighted
-    /// by their unbiased scores, renormalised when `normalize` is set, times `scaling`
-    /// (`routed_scaling_factor`).
-    SigmoidGrouped {
-        groups: usize,
-        kept_groups: usize,
-        normalize: bool,
-        scaling: f32,
-    },
+    /// DeepSeek-V3 and GLM-4.5 (`noaux_tc`), see [`Grouped`].
+    SigmoidGrouped(Grouped),
 }
 
 impl Routing {
     /// The experts and weights of one token with router `logits`; `bias` is the layer's
     /// `e_score_correction_bias` (sigmoid routing only; zero when absent).
     pub fn route(&self, logits: &[f32], bias: Option<&[f32]>, top_k: usize) -> Route {
-        match *self {
-            Routing::Softmax { normalize } => softmax_route(logits, top_k, normalize),
-            Routing::SigmoidGrouped {
-                groups,
-                kept_groups,
-                normalize,
-                scaling,
-            } => {
-                let rule = Grouped {
-                    groups,
-                    kept_groups,
-                    normalize,
-                    scaling,
-                };
-                rule.route(logits, bias, top_k)
-            }
+        match self {
+            Routing::Softmax { normalize } => softmax_route(logits, top_k, *normalize),
+            Routing::SigmoidGrouped(rule) => rule.route(logits, bias, top_k),
         }
     }
 }
@@ -65,7 +43,7 @@ fn top(values: &[f32], candidates: impl Iterator<Item = usize>, k: usize) -> Vec
 
 /// Softmax over the router logits, the `top_k` largest (ties to the lower id), renormalised to sum
 /// to one when `normalize` is set.
-pub fn softmax_route(logits: &[f32], top_k: usize, normalize: bool) -> Route {
+fn softmax_route(logits: &[f32], top_k: usize, normalize: bool) -> Route {
     let mut probs = logits.to_vec();
     softmax(&mut probs);
     let experts = top(&probs, 0..probs.len(), top_k);
@@ -77,12 +55,16 @@ pub fn softmax_route(logits: &[f32], top_k: usize, normalize: bool) -> Route {
     Route { experts, weights }
 }
 
-/// [`Routing::SigmoidGrouped`]'s parameters.
-struct Grouped {
-    groups: usize,
-    kept_groups: usize,
-    normalize: bool,
-    scaling: f32,
+/// Sigmoid routing with groups: a sigmoid score per expert; experts are chosen by their score
+/// plus the layer's `e_score_correction_bias`, among the best `kept_groups` of `groups` equal
+/// groups of experts (a group scored by the sum of its two best), and weighted by their unbiased
+/// scores, renormalised when `normalize` is set, times `scaling` (`routed_scaling_factor`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Grouped {
+    pub groups: usize,
+    pub kept_groups: usize,
+    pub normalize: bool,
+    pub scaling: f32,
 }
 
 impl Grouped {
@@ -134,12 +116,12 @@ mod tests {
 
     #[test]
     fn sigmoid_routing_keeps_the_best_groups_selects_by_bias_and_weighs_without_it() {
-        let routing = Routing::SigmoidGrouped {
+        let routing = Routing::SigmoidGrouped(Grouped {
             groups: 2,
             kept_groups: 1,
             normalize: true,
             scaling: 2.5,
-        };
+        });
         // Group 0 = experts 0-3, group 1 = experts 4-7. Expert 7 has the best logit, but group 0
         // has the better two-best sum, so it is chosen; the bias lifts expert 3 above expert 1.
         let logits = [2.0, 1.0, -3.0, 0.9, -3.0, -3.0, -3.0, 3.0];
@@ -158,12 +140,12 @@ mod tests {
         let unbiased = routing.route(&logits, None, 2);
         assert_eq!(unbiased.experts, vec![0, 1]);
 
-        let one_group = Routing::SigmoidGrouped {
+        let one_group = Routing::SigmoidGrouped(Grouped {
             groups: 1,
             kept_groups: 1,
             normalize: false,
             scaling: 1.0,
-        };
+        });
         let r = one_group.route(&logits, None, 2);
         assert_eq!(r.experts, vec![7, 0]);
         assert!((r.weights[0] - sigmoid(3.0)).abs() < 1e-7);

@@ -9,7 +9,7 @@ use crate::arch::Arch;
 use crate::checkpoint::FP8_BLOCK;
 use crate::error::Result;
 use crate::mla::MlaDims;
-use crate::router::Routing;
+use crate::router::{Grouped, Routing};
 
 /// DeepSeek-V3's attention shape; `None` for the other architectures.
 pub(super) fn mla(keys: &Keys<'_>, arch: Arch) -> Result<Option<MlaDims>> {
@@ -65,12 +65,12 @@ pub(super) fn routing(
         );
         return Err(keys.error("topk_group", &reason));
     }
-    Ok(Routing::SigmoidGrouped {
+    Ok(Routing::SigmoidGrouped(Grouped {
         groups,
         kept_groups,
         normalize,
         scaling,
-    })
+    }))
 }
 
 /// The width of the shared expert(s) every token runs: Qwen2-MoE's
