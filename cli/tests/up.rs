@@ -115,6 +115,48 @@ fn stop(mut up: Child) -> ExitStatus {
     }
 }
 
+/// `moe generate --json` on `model` for the token ids `prompt` (greedy), with `extra` flags.
+fn generate(model: &Path, prompt: &[u64], max_tokens: usize, extra: &[&str]) -> serde_json::Value {
+    let ids: Vec<String> = prompt.iter().map(u64::to_string).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_moe"))
+        .args([
+            "generate",
+            "--json",
+            "--max-tokens",
+            &max_tokens.to_string(),
+        ])
+        .args(["--prompt-ids", &ids.join(",")])
+        .args(extra)
+        .arg("--model")
+        .arg(model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A greedy `exact` completion of the token ids `prompt` from the gateway at `address`; its body,
+/// once the answer is a 200.
+fn complete_exact(
+    address: &str,
+    model: &str,
+    prompt: &[u64],
+    max_tokens: usize,
+) -> serde_json::Value {
+    let body = serde_json::json!({
+        "model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+        "precision": "exact",
+    });
+    let response = post(address, &body.to_string());
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{model}: {response}");
+    serde_json::from_str(body).unwrap()
+}
+
 #[test]
 fn moe_up_serves_a_completion_and_stops_everything_it_started() {
     let work = tempfile::tempdir().unwrap();
@@ -186,30 +228,10 @@ fn an_expert_width_no_block_fits_serves_greedy_exact_through_moe_up() {
     let set = ["--set", "moe_intermediate_size=40"];
     let model = gen_model(work.path(), "qwen3-moe", "5", &set);
     let prompt = [1, 17, 42, 7, 99, 3];
-    let ids: Vec<String> = prompt.iter().map(u32::to_string).collect();
-    let reference = Command::new(env!("CARGO_BIN_EXE_moe"))
-        .args(["generate", "--expert-precision", "q8", "--max-tokens", "12"])
-        .args(["--json", "--prompt-ids", &ids.join(",")])
-        .arg("--model")
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(
-        reference.status.success(),
-        "{}",
-        String::from_utf8_lossy(&reference.stderr)
-    );
-    let want: serde_json::Value = serde_json::from_slice(&reference.stdout).unwrap();
+    let want = generate(&model, &prompt, 12, &["--expert-precision", "q8"]);
 
     let (up, gateway) = moe_up(work.path(), &model, &["--precisions", "q8+q2"]);
-    let body = serde_json::json!({
-        "model": "qwen3-moe", "prompt": prompt, "max_tokens": 12, "temperature": 0,
-        "precision": "exact",
-    });
-    let response = post(&gateway, &body.to_string());
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{response}");
-    let got: serde_json::Value = serde_json::from_str(body).unwrap();
+    let got = complete_exact(&gateway, "qwen3-moe", &prompt, 12);
     assert_eq!(got["choices"][0]["text"], want["text"], "{got}");
     assert_eq!(got["usage"]["completion_tokens"], want["completion_tokens"]);
     let log = std::fs::read_to_string(work.path().join("run/logs/node-0.log")).unwrap();
@@ -237,33 +259,12 @@ fn fixture_serves_the_transformers_greedy_tokens(arch: &str) {
     let golden = &goldens["prompts"][1];
     let prompt: Vec<u64> = serde_json::from_value(golden["ids"].clone()).unwrap();
     let want: Vec<u64> = serde_json::from_value(golden["greedy"].clone()).unwrap();
-    let ids: Vec<String> = prompt.iter().map(u64::to_string).collect();
-    let max_tokens = want.len().to_string();
-    let single = Command::new(env!("CARGO_BIN_EXE_moe"))
-        .args(["generate", "--max-tokens", &max_tokens, "--json"])
-        .args(["--prompt-ids", &ids.join(",")])
-        .arg("--model")
-        .arg(&fixture)
-        .output()
-        .unwrap();
-    assert!(
-        single.status.success(),
-        "{}",
-        String::from_utf8_lossy(&single.stderr)
-    );
-    let single: serde_json::Value = serde_json::from_slice(&single.stdout).unwrap();
+    let single = generate(&fixture, &prompt, want.len(), &[]);
     assert_eq!(single["token_ids"], serde_json::json!(want), "{arch}");
 
     let work = tempfile::tempdir().unwrap();
     let (up, gateway) = moe_up(work.path(), &fixture, &[]);
-    let body = serde_json::json!({
-        "model": arch, "prompt": prompt, "max_tokens": want.len(), "temperature": 0,
-        "precision": "exact",
-    });
-    let response = post(&gateway, &body.to_string());
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{arch}: {response}");
-    let got: serde_json::Value = serde_json::from_str(body).unwrap();
+    let got = complete_exact(&gateway, arch, &prompt, want.len());
     assert_eq!(got["choices"][0]["text"], single["text"], "{arch}: {got}");
     assert_eq!(got["usage"]["completion_tokens"], want.len(), "{arch}");
     assert!(stop(up).success());
