@@ -13,11 +13,12 @@ use moe_service::progress::{Progress, Unit};
 enum Storage {
     F16,
     Fp8,
+    Mxfp4,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct GenModelArgs {
-    /// Architecture: mixtral, qwen2-moe, qwen3-moe, olmoe, deepseek-v3 or glm4-moe.
+    /// Architecture: mixtral, qwen2-moe, qwen3-moe, olmoe, deepseek-v3, glm4-moe or gpt-oss.
     #[arg(long)]
     arch: moe_model::Arch,
     /// Shape: tiny (tests), small (demos), medium (benchmarks, about 1.5 GB) or real-width (the
@@ -31,8 +32,9 @@ pub struct GenModelArgs {
     /// comma-separated or repeated), e.g. moe_intermediate_size=40.
     #[arg(long = "set")]
     overrides: Vec<moe_synth::Overrides>,
-    /// How the decoder layers' matrices are stored: f16, or fp8 (E4M3 with one scale per 128x128
-    /// block, as DeepSeek-V3's release; embeddings, head and routers stay f16).
+    /// How the decoder layers' matrices are stored: f16; fp8 (E4M3 with one scale per 128x128
+    /// block, as DeepSeek-V3's release; embeddings, head and routers stay f16); or mxfp4
+    /// (gpt-oss only: its fused experts as MXFP4 blocks and scales, as released).
     #[arg(long, default_value = "f16")]
     storage: Storage,
     /// Seed of the weights: the same seed writes the same bytes.
@@ -47,6 +49,12 @@ pub struct GenModelArgs {
 }
 
 pub fn run(args: &GenModelArgs) -> anyhow::Result<()> {
+    if args.storage == Storage::Mxfp4 && args.arch != moe_model::Arch::GptOss {
+        anyhow::bail!(
+            "--storage mxfp4 is gpt-oss's (its fused experts); {} has none",
+            args.arch
+        );
+    }
     let start = Instant::now();
     let mut progress: Option<Progress> = None;
     let mut written = |done: u64, total: u64| {
@@ -65,6 +73,7 @@ pub fn run(args: &GenModelArgs) -> anyhow::Result<()> {
         .cloned()
         .chain(layers.transpose().map_err(anyhow::Error::msg)?)
         .chain((args.storage == Storage::Fp8).then(moe_synth::Overrides::fp8_storage))
+        .chain((args.storage == Storage::Mxfp4).then(moe_synth::Overrides::mxfp4_storage))
         .collect();
     let written = moe_synth::write_checkpoint_reporting(
         args.arch,

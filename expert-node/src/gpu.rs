@@ -309,7 +309,10 @@ impl ExpertDevice for moe_kernels::cuda::CudaExperts {
 
     fn takes(&self, expert: &Expert) -> bool {
         let (gate_up, down) = expert.parts();
-        expert.is_uniform() && moe_kernels::cuda::CudaExperts::takes(self, gate_up, down)
+        // The CUDA kernels compute SwiGLU without biases; other experts run on the CPU.
+        expert.shape() == moe_model::moe::ExpertShape::SWIGLU
+            && expert.is_uniform()
+            && moe_kernels::cuda::CudaExperts::takes(self, gate_up, down)
     }
 
     fn upload(&self, expert: &Expert) -> Result<Self::Expert, String> {

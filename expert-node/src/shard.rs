@@ -8,13 +8,13 @@
 //! each matrix is stored in that format, or in the nearest wider one when its width does not fit
 //! the format's blocks (`Expert::formats_at`), and the header says which.
 //!
-//! Layout, little endian, a 64-byte header then the payload:
+//! Layout, little endian, a 128-byte header then the payload:
 //!
 //! | offset | bytes | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `MOESHARD` |
-//! | 8 | 4 | layout version (2) |
-//! | 12 | 4 | format asked for, by code: 0 f32, 1 f16, 2 bf16, 3 q8, 4 q4, 5 q2 |
+//! | 8 | 4 | layout version (3) |
+//! | 12 | 4 | format asked for, by code: 0 f32, 1 f16, 2 bf16, 3 q8, 4 q4, 5 q2, 6 fp8, 7 mxfp4 |
 //! | 16 | 4 | layer |
 //! | 20 | 4 | expert |
 //! | 24 | 4 | hidden size |
@@ -24,23 +24,54 @@
 //! | 48 | 4 | format code of the gate/up matrix |
 //! | 52 | 4 | format code of the down matrix |
 //! | 56 | 4 | CRC-32 of the payload |
-//! | 60 | 4 | CRC-32 of header bytes 0..60 |
-//! | 64 | payload | stacked gate/up matrix `[2 * intermediate, hidden]`, then down `[hidden, intermediate]`, each in the kernels crate's byte layout |
+//! | 60 | 4 | 1 when the payload ends in the expert's biases (gpt-oss), else 0 |
+//! | 64 | 60 | zero |
+//! | 124 | 4 | CRC-32 of header bytes 0..124 |
+//! | 128 | payload | stacked gate/up matrix `[2 * intermediate, hidden]`, then down `[hidden, intermediate]`, each in the kernels crate's byte layout; then, when biased, the gate/up bias (`2 * intermediate` f32, gate then up) and the down bias (`hidden` f32) |
 //!
-//! Version 1 (one format for both matrices, checksums at 48 and 52) is refused as stale and
-//! rebuilt.
+//! The activation between the products is the model's (its config is in the fingerprint).
+//! Versions 1 and 2 (64-byte headers without biases) are refused as stale and rebuilt.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use moe_kernels::mmap::MappedFile;
 use moe_kernels::{Format, Matrix};
-use moe_model::moe::Expert;
+use moe_model::ModelConfig;
+use moe_model::moe::{Expert, ExpertBias, ExpertShape};
 
 const MAGIC: &[u8; 8] = b"MOESHARD";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Bytes before the payload.
-pub const HEADER_BYTES: usize = 64;
+pub const HEADER_BYTES: usize = 128;
+/// Where the header's own checksum is.
+const HEADER_CRC_AT: usize = HEADER_BYTES - 4;
+
+/// What every expert of a model is: its widths and shape (activation, biases).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExpertDims {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub shape: ExpertShape,
+}
+
+impl ExpertDims {
+    pub fn of(cfg: &ModelConfig) -> ExpertDims {
+        ExpertDims {
+            hidden: cfg.hidden_size,
+            intermediate: cfg.moe_intermediate_size,
+            shape: cfg.expert_shape,
+        }
+    }
+
+    /// Bytes of the biases a shard's payload ends in.
+    fn bias_bytes(&self) -> usize {
+        match self.shape.biased {
+            true => (2 * self.intermediate + self.hidden) * size_of::<f32>(),
+            false => 0,
+        }
+    }
+}
 /// Formats by their code in the header (the inverse of `format_code`). Kept apart
 /// from `Format::ALL` so that reordering that list never changes what files on disk mean.
 const FORMATS: [Format; 8] = [
@@ -144,6 +175,7 @@ struct Header {
     /// The formats of the gate/up and the down matrix.
     formats: [Format; 2],
     payload_crc: u32,
+    biased: bool,
 }
 
 fn format_code(format: Format) -> u32 {
@@ -174,15 +206,16 @@ impl Header {
         h[48..52].copy_from_slice(&format_code(self.formats[0]).to_le_bytes());
         h[52..56].copy_from_slice(&format_code(self.formats[1]).to_le_bytes());
         h[56..60].copy_from_slice(&self.payload_crc.to_le_bytes());
-        let crc = crc32fast::hash(&h[..60]);
-        h[60..64].copy_from_slice(&crc.to_le_bytes());
+        h[60..64].copy_from_slice(&u32::from(self.biased).to_le_bytes());
+        let crc = crc32fast::hash(&h[..HEADER_CRC_AT]);
+        h[HEADER_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         h
     }
 
     /// Parses and checks a header; `Err` is the reason it is corrupt or stale.
     fn decode(h: &[u8]) -> Result<Header, (bool, String)> {
         let corrupt = |reason: String| (true, reason);
-        if h.len() < HEADER_BYTES {
+        if h.len() < 12 {
             return Err(corrupt(format!(
                 "{} bytes, shorter than the header",
                 h.len()
@@ -199,7 +232,13 @@ impl Header {
                 format!("layout version {}, this build reads {VERSION}", u32_at(8)),
             ));
         }
-        if crc32fast::hash(&h[..60]) != u32_at(60) {
+        if h.len() < HEADER_BYTES {
+            return Err(corrupt(format!(
+                "{} bytes, shorter than the header",
+                h.len()
+            )));
+        }
+        if crc32fast::hash(&h[..HEADER_CRC_AT]) != u32_at(HEADER_CRC_AT) {
             return Err(corrupt("header checksum mismatch".into()));
         }
         let format = |at: usize| {
@@ -220,6 +259,7 @@ impl Header {
             payload_bytes: u64_at(40),
             formats: [format(48)?, format(52)?],
             payload_crc: u32_at(56),
+            biased: u32_at(60) != 0,
         })
     }
 }
@@ -247,24 +287,30 @@ pub fn write(
             ),
         });
     }
+    let biases: Vec<u8> = expert.bias().map_or_else(Vec::new, |b| {
+        b.gate_up
+            .iter()
+            .chain(&b.down)
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
+    });
+    let parts = [gate_up.as_bytes(), down.as_bytes(), &biases];
     let mut crc = crc32fast::Hasher::new();
-    crc.update(gate_up.as_bytes());
-    crc.update(down.as_bytes());
+    parts.iter().for_each(|p| crc.update(p));
     let header = Header {
         key,
         hidden: down.rows() as u32,
         intermediate: down.cols() as u32,
         fingerprint,
-        payload_bytes: (gate_up.nbytes() + down.nbytes()) as u64,
+        payload_bytes: parts.iter().map(|p| p.len() as u64).sum(),
         formats,
         payload_crc: crc.finalize(),
+        biased: expert.bias().is_some(),
     };
     let partial = dir.join(format!("{}.partial", key.file_name()));
-    let written = write_file(
-        &partial,
-        &[&header.encode(), gate_up.as_bytes(), down.as_bytes()],
-    )
-    .and_then(|()| std::fs::rename(&partial, &path));
+    let encoded = header.encode();
+    let written = write_file(&partial, &[&encoded, parts[0], parts[1], parts[2]])
+        .and_then(|()| std::fs::rename(&partial, &path));
     if let Err(source) = written {
         // A full RAM disk must not keep the part that did fit.
         let _ = std::fs::remove_file(&partial);
@@ -315,23 +361,27 @@ pub fn check(
     dir: &Path,
     key: ShardKey,
     fingerprint: Fingerprint,
-    hidden: usize,
-    intermediate: usize,
+    dims: ExpertDims,
 ) -> Result<(), ShardError> {
-    open_checked(dir, key, fingerprint, hidden, intermediate).map(|_| ())
+    open_checked(dir, key, fingerprint, dims).map(|_| ())
 }
 
 /// Reads the shard `key` from `dir`, checking it against the checkpoint `fingerprint` and the
-/// expected `hidden` and `intermediate` sizes.
+/// expected expert `dims`.
 pub fn read(
     dir: &Path,
     key: ShardKey,
     fingerprint: Fingerprint,
-    hidden: usize,
-    intermediate: usize,
+    dims: ExpertDims,
 ) -> Result<Expert, ShardError> {
-    let (path, map) = open_checked(dir, key, fingerprint, hidden, intermediate)?;
+    let ExpertDims {
+        hidden,
+        intermediate,
+        shape,
+    } = dims;
+    let (path, map) = open_checked(dir, key, fingerprint, dims)?;
     let payload = &map[HEADER_BYTES..];
+    let (payload, biases) = payload.split_at(payload.len() - dims.bias_bytes());
     let weights = |source| ShardError::Weights {
         path: path.clone(),
         source,
@@ -352,7 +402,22 @@ pub fn read(
         .map_err(|e| weights(e.into()))?;
     let down =
         Matrix::from_bytes(hidden, intermediate, down_format, dn).map_err(|e| weights(e.into()))?;
-    Expert::from_parts(gate_up, down).map_err(weights)
+    let expert = Expert::from_parts(gate_up, down)
+        .map_err(weights)?
+        .with_activation(shape.activation);
+    if !shape.biased {
+        return Ok(expert);
+    }
+    let values: Vec<f32> = biases
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let (gate_up, down) = values.split_at(2 * intermediate);
+    let bias = ExpertBias {
+        gate_up: gate_up.to_vec(),
+        down: down.to_vec(),
+    };
+    expert.with_bias(bias).map_err(weights)
 }
 
 /// Maps the shard `key` and checks its header, length and payload checksum.
@@ -360,9 +425,9 @@ fn open_checked(
     dir: &Path,
     key: ShardKey,
     fingerprint: Fingerprint,
-    hidden: usize,
-    intermediate: usize,
+    dims: ExpertDims,
 ) -> Result<(PathBuf, MappedFile), ShardError> {
+    let (hidden, intermediate) = (dims.hidden, dims.intermediate);
     let path = dir.join(key.file_name());
     if !path.exists() {
         return Err(ShardError::Missing(path));
@@ -389,6 +454,7 @@ fn open_checked(
         intermediate as u32,
         fingerprint,
         formats,
+        dims.shape.biased,
     );
     let found = (
         header.key,
@@ -396,6 +462,7 @@ fn open_checked(
         header.intermediate,
         header.fingerprint,
         header.formats,
+        header.biased,
     );
     if found != expected {
         return Err(refuse((
@@ -404,11 +471,12 @@ fn open_checked(
         )));
     }
     let payload = &map[HEADER_BYTES..];
-    if payload.len() as u64 != header.payload_bytes {
+    let weights = payload_bytes(key.format, hidden, intermediate) + dims.bias_bytes();
+    if payload.len() as u64 != header.payload_bytes || payload.len() != weights {
         return Err(refuse((
             true,
             format!(
-                "payload is {} bytes, header says {}",
+                "payload is {} bytes, header says {}, the expert takes {weights}",
                 payload.len(),
                 header.payload_bytes
             ),
@@ -447,6 +515,47 @@ mod tests {
 
     const FP: Fingerprint = Fingerprint(0x1234_5678_9abc_def0);
 
+    fn dims(intermediate: usize) -> ExpertDims {
+        ExpertDims {
+            hidden: HIDDEN,
+            intermediate,
+            shape: ExpertShape::SWIGLU,
+        }
+    }
+
+    #[test]
+    fn a_biased_expert_round_trips_with_its_biases_and_activation() {
+        use moe_model::moe::Activation;
+        let dir = tempfile::tempdir().unwrap();
+        let shape = ExpertShape {
+            activation: Activation::ClampedSwiglu {
+                alpha: 1.702,
+                limit: 7.0,
+            },
+            biased: true,
+        };
+        let bias = ExpertBias {
+            gate_up: (0..2 * INTER).map(|i| i as f32 * 0.5).collect(),
+            down: (0..HIDDEN).map(|i| -(i as f32)).collect(),
+        };
+        let e = expert(Format::Mxfp4, 7)
+            .with_activation(shape.activation)
+            .with_bias(bias.clone())
+            .unwrap();
+        let k = key(Format::Mxfp4);
+        write(dir.path(), k, FP, &e).unwrap();
+        let biased = ExpertDims {
+            shape,
+            ..dims(INTER)
+        };
+        let back = read(dir.path(), k, FP, biased).unwrap();
+        assert_eq!((back.shape(), back.bias()), (shape, Some(&bias)));
+        assert_eq!(back.parts().0.as_bytes(), e.parts().0.as_bytes());
+        // A model whose experts have no biases does not take this shard.
+        let e = read(dir.path(), k, FP, dims(INTER)).unwrap_err();
+        assert!(matches!(e, ShardError::Stale { .. }), "{e}");
+    }
+
     #[test]
     fn every_format_round_trips_bit_for_bit() {
         let dir = tempfile::tempdir().unwrap();
@@ -454,9 +563,9 @@ mod tests {
             let e = expert(format, 1);
             let path = write(dir.path(), key(format), FP, &e).unwrap();
             assert!(path.ends_with(format!("layer003-expert0005-{format}.shard")));
-            let back = read(dir.path(), key(format), FP, HIDDEN, INTER).unwrap();
+            let back = read(dir.path(), key(format), FP, dims(INTER)).unwrap();
             assert_eq!(back.weight_bytes(), payload_bytes(format, HIDDEN, INTER));
-            check(dir.path(), key(format), FP, HIDDEN, INTER).unwrap();
+            check(dir.path(), key(format), FP, dims(INTER)).unwrap();
             assert_eq!(
                 back.parts().0.as_bytes(),
                 e.parts().0.as_bytes(),
@@ -492,7 +601,7 @@ mod tests {
         let down = Matrix::from_f32(HIDDEN, inter, &values(HIDDEN * inter), down_format);
         let e = Expert::from_parts(gate_up.unwrap(), down.unwrap()).unwrap();
         write(dir.path(), k, FP, &e).unwrap();
-        let back = read(dir.path(), k, FP, HIDDEN, inter).unwrap();
+        let back = read(dir.path(), k, FP, dims(inter)).unwrap();
         assert_eq!(
             (back.parts().0.format(), back.parts().1.format()),
             (Format::Q4, Format::F16)
@@ -513,16 +622,16 @@ mod tests {
     }
 
     #[test]
-    fn a_shard_of_the_first_layout_is_stale() {
+    fn a_shard_of_an_earlier_layout_is_stale() {
         let dir = tempfile::tempdir().unwrap();
         let k = key(Format::F16);
         let path = write(dir.path(), k, FP, &expert(Format::F16, 4)).unwrap();
         let mut old = std::fs::read(&path).unwrap();
-        old[8..12].copy_from_slice(&1u32.to_le_bytes());
+        old[8..12].copy_from_slice(&2u32.to_le_bytes());
         std::fs::write(&path, old).unwrap();
-        let e = read(dir.path(), k, FP, HIDDEN, INTER).unwrap_err();
+        let e = read(dir.path(), k, FP, dims(INTER)).unwrap_err();
         assert!(
-            matches!(&e, ShardError::Stale { reason, .. } if reason.contains("layout version 1")),
+            matches!(&e, ShardError::Stale { reason, .. } if reason.contains("layout version 2")),
             "{e}"
         );
     }
@@ -535,7 +644,7 @@ mod tests {
         let good = std::fs::read(&path).unwrap();
         let corrupt_with = |bytes: Vec<u8>| {
             std::fs::write(&path, bytes).unwrap();
-            read(dir.path(), k, FP, HIDDEN, INTER).unwrap_err()
+            read(dir.path(), k, FP, dims(INTER)).unwrap_err()
         };
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 1;
@@ -543,7 +652,7 @@ mod tests {
             matches!(corrupt_with(flipped), ShardError::Corrupt { reason, .. } if reason.contains("payload checksum"))
         );
         assert!(matches!(
-            check(dir.path(), k, FP, HIDDEN, INTER),
+            check(dir.path(), k, FP, dims(INTER)),
             Err(ShardError::Corrupt { .. })
         ));
         assert!(matches!(
@@ -571,13 +680,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let k = key(Format::Q8);
         write(dir.path(), k, FP, &expert(Format::Q8, 3)).unwrap();
-        let e = read(dir.path(), k, Fingerprint(1), HIDDEN, INTER).unwrap_err();
+        let e = read(dir.path(), k, Fingerprint(1), dims(INTER)).unwrap_err();
         assert!(matches!(e, ShardError::Stale { .. }), "{e}");
-        let e = read(dir.path(), k, FP, HIDDEN, INTER * 2).unwrap_err();
+        let e = read(dir.path(), k, FP, dims(INTER * 2)).unwrap_err();
         assert!(matches!(e, ShardError::Stale { .. }), "{e}");
         let other = ShardKey { expert: 6, ..k };
         assert!(matches!(
-            read(dir.path(), other, FP, HIDDEN, INTER),
+            read(dir.path(), other, FP, dims(INTER)),
             Err(ShardError::Missing(_))
         ));
         let wrong_format =

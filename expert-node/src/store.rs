@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 use moe_kernels::Fit;
 use moe_model::checkpoint::Checkpoint;
 use moe_model::config::config_path;
-use moe_model::layout::{ExpertMatrix, Layout};
-use moe_model::moe::Expert;
+use moe_model::layout::Layout;
+use moe_model::moe::{Expert, ExpertShape};
 use moe_model::{ModelConfig, ModelError};
 use rayon::prelude::*;
 
 use crate::hot_set::{self, Budget, Candidate};
 use crate::selection::ExpertSelection;
-use crate::shard::{self, Fingerprint, ShardError, ShardKey};
+use crate::shard::{self, ExpertDims, Fingerprint, ShardError, ShardKey};
 use crate::work::{ExpertSet, PrecisionPair};
 
 /// What a load did.
@@ -71,8 +71,7 @@ pub enum LoadError {
 pub struct Catalog {
     dir: PathBuf,
     fingerprint: Fingerprint,
-    hidden: usize,
-    intermediate: usize,
+    dims: ExpertDims,
     /// Decoder layers of the model (held or not).
     layers: usize,
     /// Bytes of each expert's weights (its shard's payload).
@@ -82,13 +81,7 @@ pub struct Catalog {
 impl Catalog {
     /// Reads the expert `key` from its shard, checking it again.
     pub fn read(&self, key: ShardKey) -> Result<Expert, ShardError> {
-        shard::read(
-            &self.dir,
-            key,
-            self.fingerprint,
-            self.hidden,
-            self.intermediate,
-        )
+        shard::read(&self.dir, key, self.fingerprint, self.dims)
     }
 
     pub fn contains(&self, key: ShardKey) -> bool {
@@ -109,12 +102,12 @@ impl Catalog {
     }
 
     pub fn hidden(&self) -> usize {
-        self.hidden
+        self.dims.hidden
     }
 
     /// Columns of an expert's down matrix.
     pub fn intermediate(&self) -> usize {
-        self.intermediate
+        self.dims.intermediate
     }
 
     pub fn dir(&self) -> &Path {
@@ -132,8 +125,8 @@ impl Catalog {
             .into_iter()
             .flat_map(|f| {
                 [
-                    ("gate_up", f.fitting(self.hidden)),
-                    ("down", f.fitting(self.intermediate)),
+                    ("gate_up", f.fitting(self.dims.hidden)),
+                    ("down", f.fitting(self.dims.intermediate)),
                 ]
             })
             .filter(|(_, fit)| fit.fell_back())
@@ -174,8 +167,7 @@ pub fn open(
     let empty = Catalog {
         dir: shard_dir.to_path_buf(),
         fingerprint: Fingerprint::of_checkpoint(model_dir)?,
-        hidden: cfg.hidden_size,
-        intermediate: cfg.moe_intermediate_size,
+        dims: ExpertDims::of(&cfg),
         layers: cfg.num_layers,
         experts: BTreeMap::new(),
     };
@@ -199,7 +191,7 @@ pub fn open(
     if let Some(failed) = report.failed.first() {
         return Err(LoadError::Unloadable(failed.cause.clone()));
     }
-    let mut resident = ExpertSet::new(catalog.hidden);
+    let mut resident = ExpertSet::new(catalog.dims.hidden);
     for (key, weights) in read {
         resident.insert(key, weights);
     }
@@ -230,7 +222,7 @@ pub fn shard_keys(experts: &[(u32, u32)], pair: PrecisionPair) -> Vec<ShardKey> 
 
 impl Catalog {
     fn payload_bytes(&self, key: ShardKey) -> u64 {
-        shard::payload_bytes(key.format, self.hidden, self.intermediate) as u64
+        shard::payload_bytes(key.format, self.dims.hidden, self.dims.intermediate) as u64
     }
 
     /// This catalog with `keys` added: their shards checked, or built from the checkpoint in
@@ -286,15 +278,15 @@ impl Catalog {
         hot: &std::collections::BTreeSet<ShardKey>,
     ) -> Result<Provided, LoadError> {
         let (shard_dir, fingerprint) = (&self.dir, self.fingerprint);
-        let (hidden, intermediate) = (self.hidden, self.intermediate);
+        let dims = self.dims;
         // Checking a shard reads all of it (the payload checksum): spread that over the cores.
         let checked: Vec<Result<Option<Expert>, ShardError>> = keys
             .par_iter()
             .map(|&key| {
                 if hot.contains(&key) {
-                    shard::read(shard_dir, key, fingerprint, hidden, intermediate).map(Some)
+                    shard::read(shard_dir, key, fingerprint, dims).map(Some)
                 } else {
-                    shard::check(shard_dir, key, fingerprint, hidden, intermediate).map(|()| None)
+                    shard::check(shard_dir, key, fingerprint, dims).map(|()| None)
                 }
             })
             .collect();
@@ -307,6 +299,7 @@ impl Catalog {
         let mut builder = Builder {
             model_dir,
             layout: Layout::new(cfg),
+            shape: cfg.expert_shape,
             checkpoint: None,
             shard_dir,
             fingerprint,
@@ -389,6 +382,7 @@ fn failed(key: ShardKey, shard_dir: &Path, e: &LoadError) -> Failed {
 struct Builder<'a> {
     model_dir: &'a Path,
     layout: Layout<'a>,
+    shape: ExpertShape,
     checkpoint: Option<Checkpoint>,
     shard_dir: &'a Path,
     fingerprint: Fingerprint,
@@ -401,11 +395,10 @@ impl Builder<'_> {
             Some(c) => c,
             None => self.checkpoint.insert(Checkpoint::open(self.model_dir)?),
         };
-        let specs = ExpertMatrix::ALL.map(|m| {
-            self.layout
-                .expert(key.layer as usize, key.expert as usize, m)
-        });
-        let weights = Expert::load(ckpt, specs, Some(key.format))?;
+        let tensors = self
+            .layout
+            .routed_expert(key.layer as usize, key.expert as usize);
+        let weights = Expert::load_routed(ckpt, &tensors, self.shape, Some(key.format))?;
         shard::write(self.shard_dir, key, self.fingerprint, &weights)?;
         Ok(weights)
     }

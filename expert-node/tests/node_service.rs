@@ -256,7 +256,10 @@ async fn hints_stage_experts_and_the_hot_set_follows_use_within_the_budget() {
         (budget, budget)
     );
     assert_eq!((start.hot_experts, start.cold_experts), (2, 6));
-    assert_eq!(start.ram_disk_bytes, 4 * (f16 + q4) + 8 * 64);
+    assert_eq!(
+        start.ram_disk_bytes,
+        4 * (f16 + q4) + 8 * shard::HEADER_BYTES as u64
+    );
     assert_eq!((start.gpu_memory_bytes, start.queue_capacity), (0, 8));
 
     let mut stream = Stream::open(&mut client).await;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use moe_expert_node::request::layer_work;
 use moe_expert_node::selection::ExpertSelection;
-use moe_expert_node::shard::{self, Fingerprint, ShardKey};
+use moe_expert_node::shard::{self, ExpertDims, Fingerprint, ShardKey};
 use moe_expert_node::store;
 use moe_expert_node::work::PrecisionPair;
 use moe_fuzz::{Mutator, iterations, run, seed};
@@ -298,15 +298,15 @@ fn shard_files_that_changed_are_refused() {
         format: Format::Q4,
     };
     let original = read(&shards.path().join(key.file_name()));
-    let (hidden, intermediate) = (cfg.hidden_size, cfg.intermediate_size);
-    assert!(shard::read(shards.path(), key, fingerprint, hidden, intermediate).is_ok());
+    let dims = ExpertDims::of(&cfg);
+    assert!(shard::read(shards.path(), key, fingerprint, dims).is_ok());
     let mut mutator = Mutator::new(vec![original.clone()], seed());
     let n = file_iterations();
     let work = tempfile::tempdir().unwrap();
     for _ in 0..n {
         let bytes = mutator.next_input();
         std::fs::write(work.path().join(key.file_name()), &bytes).unwrap();
-        let read = shard::read(work.path(), key, fingerprint, hidden, intermediate);
+        let read = shard::read(work.path(), key, fingerprint, dims);
         if bytes != original {
             assert!(read.is_err(), "a changed shard file was accepted");
         }

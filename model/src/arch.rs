@@ -12,19 +12,21 @@ pub enum Arch {
     Olmoe,
     DeepseekV3,
     Glm4Moe,
+    GptOss,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 6] = [
+    pub const ALL: [Arch; 7] = [
         Arch::Mixtral,
         Arch::Qwen2Moe,
         Arch::Qwen3Moe,
         Arch::Olmoe,
         Arch::DeepseekV3,
         Arch::Glm4Moe,
+        Arch::GptOss,
     ];
     pub const SUPPORTED: &'static str = "MixtralForCausalLM, Qwen2MoeForCausalLM, \
-        Qwen3MoeForCausalLM, OlmoeForCausalLM, DeepseekV3ForCausalLM, Glm4MoeForCausalLM";
+        Qwen3MoeForCausalLM, OlmoeForCausalLM, DeepseekV3ForCausalLM, Glm4MoeForCausalLM, GptOssForCausalLM";
 
     /// The class name HF writes into `architectures`.
     pub fn hf_class(self) -> &'static str {
@@ -35,6 +37,7 @@ impl Arch {
             Arch::Olmoe => "OlmoeForCausalLM",
             Arch::DeepseekV3 => "DeepseekV3ForCausalLM",
             Arch::Glm4Moe => "Glm4MoeForCausalLM",
+            Arch::GptOss => "GptOssForCausalLM",
         }
     }
 
@@ -47,6 +50,7 @@ impl Arch {
             Arch::Olmoe => "olmoe",
             Arch::DeepseekV3 => "deepseek_v3",
             Arch::Glm4Moe => "glm4_moe",
+            Arch::GptOss => "gpt_oss",
         }
     }
 
@@ -59,6 +63,7 @@ impl Arch {
             Arch::Olmoe => "olmoe",
             Arch::DeepseekV3 => "deepseek-v3",
             Arch::Glm4Moe => "glm4-moe",
+            Arch::GptOss => "gpt-oss",
         }
     }
 
@@ -87,7 +92,7 @@ impl FromStr for Arch {
             .ok_or_else(|| {
                 format!(
                     "unknown architecture `{s}` (expected mixtral, qwen2-moe, qwen3-moe, olmoe, \
-                     deepseek-v3 or glm4-moe)"
+                     deepseek-v3, glm4-moe or gpt-oss)"
                 )
             })
     }

@@ -1,6 +1,7 @@
 //! Grouped-query causal self-attention of one decoder layer: q/k/v projections (+ bias), optional
 //! q/k RMSNorm (per head or over the whole projection), optional clipping, RoPE, the KV cache, an
-//! optional sliding window, and the output projection.
+//! optional sliding window, optional attention sinks (a learned logit per head that joins the
+//! softmax's denominator and takes no value, gpt-oss), and the output projection.
 
 use moe_kernels::{Format, Pool};
 
@@ -10,7 +11,7 @@ use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::layout::{Layout, Projection};
 use crate::linear::Linear;
-use crate::ops::{dot, rms_norm, softmax};
+use crate::ops::{dot, rms_norm, softmax, softmax_with_sink};
 use crate::rope::Rope;
 
 /// Layer `layer`'s `projections` stacked, with their biases.
@@ -42,6 +43,8 @@ pub struct Attention {
     qk_norm: Option<(Vec<f32>, Vec<f32>)>,
     clip: Option<f32>,
     window: Option<usize>,
+    /// Each head's sink logit.
+    sinks: Option<Vec<f32>>,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
@@ -61,6 +64,7 @@ impl Attention {
             Some([q, k]) => Some((ckpt.vector(&q)?, ckpt.vector(&k)?)),
             None => None,
         };
+        let sinks = layout.sinks(layer).map(|s| ckpt.vector(&s)).transpose()?;
         Ok(Attention {
             qkv: linear(
                 ckpt,
@@ -73,6 +77,7 @@ impl Attention {
             qk_norm,
             clip: cfg.clip_qkv,
             window: cfg.sliding_window[layer],
+            sinks,
             num_heads: cfg.num_heads,
             num_kv_heads: cfg.num_kv_heads,
             head_dim: cfg.head_dim,
@@ -150,7 +155,10 @@ impl Attention {
                     let kh = &cache.key(layer, j)[kv_off..][..self.head_dim];
                     dot(qh, kh) * scale
                 }));
-                softmax(&mut scores);
+                match &self.sinks {
+                    Some(sinks) => softmax_with_sink(&mut scores, sinks[head]),
+                    None => softmax(&mut scores),
+                }
                 let oh = &mut out[t * q_dim + head * self.head_dim..][..self.head_dim];
                 for (j, &w) in (first..=pos).zip(&scores) {
                     let vh = &cache.value(layer, j)[kv_off..][..self.head_dim];

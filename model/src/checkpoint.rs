@@ -113,8 +113,13 @@ impl Checkpoint {
         self.owner.contains_key(name)
     }
 
-    /// The tensor `spec` names, checked against `spec`'s shape.
+    /// The tensor `spec` names, checked against `spec`'s shape: weights of a float type.
     pub fn tensor<'a>(&'a self, spec: &'a TensorSpec) -> Result<TensorData<'a>> {
+        self.typed(spec, &[Dtype::F32, Dtype::F16, Dtype::BF16, Dtype::F8_E4M3])
+    }
+
+    /// The tensor `spec` names, checked against `spec`'s shape and against `dtypes`.
+    fn typed<'a>(&'a self, spec: &'a TensorSpec, dtypes: &[Dtype]) -> Result<TensorData<'a>> {
         let Some(&i) = self.owner.get(&spec.name) else {
             return Err(ModelError::MissingTensor {
                 dir: self.dir.clone(),
@@ -137,10 +142,7 @@ impl Checkpoint {
                 got: info.shape.clone(),
             });
         }
-        if !matches!(
-            info.dtype,
-            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F8_E4M3
-        ) {
+        if !dtypes.contains(&info.dtype) {
             return Err(ModelError::UnsupportedDtype {
                 path: shard.path.clone(),
                 tensor: spec.name.clone(),
@@ -207,6 +209,92 @@ impl Checkpoint {
     }
 }
 
+/// The rows of one expert of a layer's fused tensors (gpt-oss's layout, see `FusedExpert`).
+impl Checkpoint {
+    /// Rows `rows` (output indices, in order) of expert `expert` of the fused matrix `spec`
+    /// (`[experts, inputs, outputs]`, input-major), as a `[rows.len(), inputs]` matrix kept in
+    /// its stored type (`format: None`) or converted to `format`. Read from `<name>_blocks` and
+    /// `<name>_scales` where the checkpoint stores it as MXFP4.
+    pub fn expert_rows(
+        &self,
+        spec: &TensorSpec,
+        expert: usize,
+        rows: &[usize],
+        format: Option<Format>,
+    ) -> Result<Matrix> {
+        let &[_, inputs, outputs] = spec.shape.as_slice() else {
+            return Err(ModelError::InvalidArgument(format!(
+                "fused expert tensor `{}` is {:?}, not 3-D",
+                spec.name, spec.shape
+            )));
+        };
+        let blocks = format!("{}_blocks", spec.name);
+        if self.contains(&blocks) {
+            let stored = self.mxfp4_rows(spec, (inputs, outputs), expert, rows)?;
+            return match format {
+                None | Some(Format::Mxfp4) => Ok(stored),
+                Some(f) => Ok(stored.convert(fallback::fitted(f, inputs))?),
+            };
+        }
+        let tensor = self.tensor(spec)?;
+        if tensor.dtype == Dtype::F8_E4M3 {
+            return Err(tensor.invalid("an fp8 fused expert tensor (MXFP4 or floats expected)"));
+        }
+        let slice = tensor.range_f32(expert * inputs * outputs, inputs * outputs);
+        let mut data = Vec::with_capacity(rows.len() * inputs);
+        for &r in rows {
+            data.extend((0..inputs).map(|i| slice[i * outputs + r]));
+        }
+        let target = format.map_or(tensor.format(), |f| fallback::fitted(f, inputs));
+        Matrix::from_f32(rows.len(), inputs, &data, target)
+            .map_err(|e| tensor.invalid(&e.to_string()))
+    }
+
+    /// Rows of one expert of an MXFP4-stored fused matrix: `<name>_blocks` `[experts, outputs,
+    /// inputs / 32, 16]` and `<name>_scales` `[experts, outputs, inputs / 32]`, both bytes.
+    fn mxfp4_rows(
+        &self,
+        spec: &TensorSpec,
+        (inputs, outputs): (usize, usize),
+        expert: usize,
+        rows: &[usize],
+    ) -> Result<Matrix> {
+        let groups = inputs / 32;
+        let experts = spec.shape[0];
+        let bytes = |suffix: &str, shape: &[usize]| TensorSpec {
+            name: format!("{}_{suffix}", spec.name),
+            shape: shape.to_vec(),
+        };
+        let (b, s) = (
+            bytes("blocks", &[experts, outputs, groups, 16]),
+            bytes("scales", &[experts, outputs, groups]),
+        );
+        let (blocks, scales) = (self.typed(&b, &[Dtype::U8])?, self.typed(&s, &[Dtype::U8])?);
+        if !inputs.is_multiple_of(32) {
+            return Err(blocks.invalid(&format!("{inputs} inputs are not whole 32-value blocks")));
+        }
+        let row = |r: usize| expert * outputs + r;
+        let mut picked_blocks = Vec::with_capacity(rows.len() * groups * 16);
+        let mut picked_scales = Vec::with_capacity(rows.len() * groups);
+        for &r in rows {
+            picked_blocks.extend_from_slice(&blocks.bytes[row(r) * groups * 16..][..groups * 16]);
+            picked_scales.extend_from_slice(&scales.bytes[row(r) * groups..][..groups]);
+        }
+        Matrix::from_mxfp4(rows.len(), inputs, &picked_blocks, &picked_scales)
+            .map_err(|e| blocks.invalid(&e.to_string()))
+    }
+
+    /// Row `expert` of a per-expert vector tensor `[experts, n]` (a fused expert's bias).
+    pub fn expert_vector(&self, spec: &TensorSpec, expert: usize) -> Result<Vec<f32>> {
+        let n = spec.shape.get(1).copied().unwrap_or(0);
+        let tensor = self.tensor(spec)?;
+        if tensor.dtype == Dtype::F8_E4M3 {
+            return Err(tensor.invalid("an fp8 tensor where a vector of floats belongs"));
+        }
+        Ok(tensor.range_f32(expert * n, n))
+    }
+}
+
 impl Shard {
     fn open(path: &Path) -> Result<Shard> {
         let map = MappedFile::open(path).map_err(|source| ModelError::Io {
@@ -227,6 +315,13 @@ impl Shard {
     }
 }
 
+/// Little-endian 16-bit words.
+fn halves(bytes: &[u8]) -> impl Iterator<Item = u16> + '_ {
+    bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+}
+
 impl TensorData<'_> {
     /// An error naming this tensor and its file.
     fn invalid(&self, reason: &str) -> ModelError {
@@ -238,11 +333,18 @@ impl TensorData<'_> {
     }
 
     pub fn to_f32(&self) -> Vec<f32> {
+        let len = self.bytes.len() * 8 / self.dtype.bitsize().max(1);
+        self.range_f32(0, len)
+    }
+
+    /// Elements `start..start + len` (of a float tensor) as f32.
+    fn range_f32(&self, start: usize, len: usize) -> Vec<f32> {
+        let size = self.dtype.bitsize() / 8;
+        let bytes = &self.bytes[start * size..(start + len) * size];
         match self.dtype {
-            Dtype::F16 => self.halves().map(|b| f16::from_bits(b).to_f32()).collect(),
-            Dtype::BF16 => self.halves().map(|b| bf16::from_bits(b).to_f32()).collect(),
-            _ => self
-                .bytes
+            Dtype::F16 => halves(bytes).map(|b| f16::from_bits(b).to_f32()).collect(),
+            Dtype::BF16 => halves(bytes).map(|b| bf16::from_bits(b).to_f32()).collect(),
+            _ => bytes
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect(),
@@ -250,9 +352,7 @@ impl TensorData<'_> {
     }
 
     fn halves(&self) -> impl Iterator<Item = u16> + '_ {
-        self.bytes
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        halves(self.bytes)
     }
 
     /// The stored format of this tensor.

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::arch::Arch;
 use crate::error::{ModelError, Result};
+use crate::expert::ExpertShape;
 use crate::kv_cache::KvWidth;
 use crate::mla::MlaDims;
 use crate::rope::{RopeLayout, Yarn};
@@ -50,6 +51,15 @@ pub enum FeedForward {
     Dense,
 }
 
+/// How a checkpoint stores its quantized weights (`quantization_config.quant_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantization {
+    /// DeepSeek-V3's: decoder-layer projections as `float8_e4m3fn` with 128x128 block scales.
+    Fp8,
+    /// gpt-oss's: routed experts as MXFP4 `_blocks` and `_scales`.
+    Mxfp4,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     pub arch: Arch,
@@ -72,6 +82,8 @@ pub struct ModelConfig {
     pub clip_qkv: Option<f32>,
     /// Per layer: the attention window, or `None` for full causal attention.
     pub sliding_window: Vec<Option<usize>>,
+    /// Each head has a learned sink logit that joins its softmax's denominator (gpt-oss).
+    pub attention_sinks: bool,
     /// Per layer: routed experts or a dense MLP.
     pub feed_forward: Vec<FeedForward>,
     pub num_experts: usize,
@@ -83,6 +95,8 @@ pub struct ModelConfig {
     pub intermediate_size: usize,
     /// How the router picks and weighs experts.
     pub routing: Routing,
+    /// What every routed expert computes (activation, biases).
+    pub expert_shape: ExpertShape,
     /// Intermediate size of the shared expert (Qwen2-MoE), or of DeepSeek-V3's and GLM-4.5's
     /// shared experts together (`n_shared_experts * moe_intermediate_size`).
     pub shared_expert_intermediate_size: Option<usize>,
@@ -93,9 +107,8 @@ pub struct ModelConfig {
     /// Multi-token-prediction layers the checkpoint may carry after the last decoder layer
     /// (`num_nextn_predict_layers`); never loaded.
     pub num_mtp_layers: usize,
-    /// The checkpoint stores its decoder layers' projections as fp8 with 128x128 block scales
-    /// (`quantization_config.quant_method` `fp8`).
-    pub fp8: bool,
+    /// How the checkpoint stores its quantized weights, if it does.
+    pub quantization: Option<Quantization>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     /// The stored dtype the config names (`dtype` or `torch_dtype`), informational.
@@ -131,7 +144,8 @@ impl ModelConfig {
         let intermediate_size = keys.size(bounds::INTERMEDIATE)?;
         let (num_experts, top_k, moe_intermediate_size) = keys.experts(arch, intermediate_size)?;
         let norm_topk_prob = match arch {
-            Arch::Mixtral => true,
+            // gpt-oss takes the softmax of the top-k logits: the same as renormalising.
+            Arch::Mixtral | Arch::GptOss => true,
             Arch::DeepseekV3 | Arch::Glm4Moe => keys.opt_bool("norm_topk_prob")?.unwrap_or(true),
             _ => keys.opt_bool("norm_topk_prob")?.unwrap_or(false),
         };
@@ -153,7 +167,9 @@ impl ModelConfig {
             num_heads,
             num_kv_heads,
             head_dim,
-            rms_norm_eps: keys.opt_positive_f32("rms_norm_eps")?.unwrap_or(1e-6),
+            rms_norm_eps: keys
+                .opt_positive_f32("rms_norm_eps")?
+                .unwrap_or(family::default_rms_norm_eps(arch)),
             rope: rope::spec(&keys, arch, head_dim)?,
             max_position_embeddings: keys.opt_size(bounds::POSITIONS)?.unwrap_or(4096),
             tie_word_embeddings: keys.opt_bool("tie_word_embeddings")?.unwrap_or(false),
@@ -162,6 +178,7 @@ impl ModelConfig {
             qk_norm,
             clip_qkv,
             sliding_window: keys.sliding_windows(arch, num_layers)?,
+            attention_sinks: arch == Arch::GptOss,
             feed_forward,
             num_experts,
             top_k,
@@ -169,11 +186,12 @@ impl ModelConfig {
             moe_intermediate_size,
             intermediate_size,
             routing,
+            expert_shape: family::expert_shape(&keys, arch)?,
             shared_expert_intermediate_size,
             shared_expert_gated: arch == Arch::Qwen2Moe,
             mla,
             num_mtp_layers: keys.opt_size(bounds::MTP_LAYERS)?.unwrap_or(0),
-            fp8: family::fp8(&keys)?,
+            quantization: family::quantization(&keys)?,
             bos_token_id: keys.opt_u32("bos_token_id")?,
             eos_token_ids: keys.token_ids("eos_token_id")?,
             dtype: keys
@@ -307,7 +325,7 @@ impl<'a> Keys<'a> {
         // transformers maps one onto the other, so a saved config may carry either.
         // DeepSeek-V3 and GLM-4.5 name it `n_routed_experts`.
         let experts_key = match arch {
-            Arch::Mixtral => [bounds::LOCAL_EXPERTS, bounds::EXPERTS],
+            Arch::Mixtral | Arch::GptOss => [bounds::LOCAL_EXPERTS, bounds::EXPERTS],
             Arch::DeepseekV3 | Arch::Glm4Moe => [bounds::ROUTED_EXPERTS, bounds::LOCAL_EXPERTS],
             _ => [bounds::EXPERTS, bounds::LOCAL_EXPERTS],
         };
@@ -319,7 +337,7 @@ impl<'a> Keys<'a> {
             },
         };
         let moe_intermediate_size = match arch {
-            Arch::Mixtral | Arch::Olmoe => intermediate_size,
+            Arch::Mixtral | Arch::Olmoe | Arch::GptOss => intermediate_size,
             _ => self.size(bounds::MOE_INTERMEDIATE)?,
         };
         let top_k = self.size(bounds::EXPERTS_PER_TOKEN)?;
@@ -424,9 +442,13 @@ impl<'a> Keys<'a> {
         }
     }
 
-    /// The attention window per layer, the way transformers derives `layer_types`.
+    /// The attention window per layer, the way transformers derives `layer_types` (gpt-oss:
+    /// sliding and full attention alternate, from a sliding first layer, 128 wide unless set).
     fn sliding_windows(&self, arch: Arch, num_layers: usize) -> Result<Vec<Option<usize>>> {
-        let window = self.opt_size(bounds::SLIDING_WINDOW)?;
+        let window = match (self.opt_size(bounds::SLIDING_WINDOW)?, arch) {
+            (None, Arch::GptOss) => Some(128),
+            (w, _) => w,
+        };
         let first_windowed = self.opt_size(bounds::MAX_WINDOW_LAYERS)?;
         let windowed = self.opt_bool("use_sliding_window")?.unwrap_or(false);
         let layer_types = self.get("layer_types").and_then(Value::as_array);
@@ -455,6 +477,7 @@ impl<'a> Keys<'a> {
         let per_layer = |layer: usize| match arch {
             Arch::Mixtral => window,
             Arch::Olmoe | Arch::DeepseekV3 | Arch::Glm4Moe => None,
+            Arch::GptOss => window.filter(|_| layer.is_multiple_of(2)),
             Arch::Qwen2Moe | Arch::Qwen3Moe => window.filter(|_| windowed && layer >= first),
         };
         Ok((0..num_layers).map(per_layer).collect())

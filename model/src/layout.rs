@@ -80,6 +80,28 @@ impl ExpertMatrix {
     }
 }
 
+/// Where a routed expert's weights are in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpertTensors {
+    /// Gate, up and down, one matrix each (`ExpertMatrix::ALL` order).
+    Separate([TensorSpec; 3]),
+    /// One slice of a layer's fused expert tensors (gpt-oss).
+    Fused(FusedExpert),
+}
+
+/// Expert `expert` of a layer's fused tensors: `gate_up` `[experts, hidden, 2 * intermediate]`
+/// (input-major, gate and up interleaved by output column), `down` `[experts, intermediate,
+/// hidden]`, and their biases `[experts, 2 * intermediate]` and `[experts, hidden]`. An MXFP4
+/// checkpoint stores each of the two matrices as `<name>_blocks` and `<name>_scales`, output-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FusedExpert {
+    pub gate_up: TensorSpec,
+    pub gate_up_bias: TensorSpec,
+    pub down: TensorSpec,
+    pub down_bias: TensorSpec,
+    pub expert: usize,
+}
+
 /// Which attention projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Projection {
@@ -162,6 +184,11 @@ impl<'a> Layout<'a> {
         }
     }
 
+    /// Whether a layer's experts are stored fused, all in one tensor per projection.
+    fn fused_experts(&self) -> bool {
+        self.cfg.arch == Arch::GptOss
+    }
+
     pub fn embed_tokens(&self) -> TensorSpec {
         TensorSpec::new(
             "model.embed_tokens.weight".into(),
@@ -237,9 +264,77 @@ impl<'a> Layout<'a> {
         ])
     }
 
+    fn router_name(&self) -> &'static str {
+        match self.cfg.arch {
+            Arch::GptOss => "router",
+            _ => "gate",
+        }
+    }
+
     pub fn router(&self, layer: usize) -> TensorSpec {
-        let name = self.layer(layer, &format!("{}.gate.weight", self.moe_prefix()));
-        TensorSpec::new(name, &[self.cfg.num_experts, self.cfg.hidden_size])
+        let rest = format!("{}.{}.weight", self.moe_prefix(), self.router_name());
+        TensorSpec::new(
+            self.layer(layer, &rest),
+            &[self.cfg.num_experts, self.cfg.hidden_size],
+        )
+    }
+
+    /// The router's own bias, added to its logits (gpt-oss).
+    pub fn router_logit_bias(&self, layer: usize) -> Option<TensorSpec> {
+        self.fused_experts().then(|| {
+            let name = self.layer(layer, "mlp.router.bias");
+            TensorSpec::new(name, &[self.cfg.num_experts])
+        })
+    }
+
+    /// Each head's attention sink logit (gpt-oss).
+    pub fn sinks(&self, layer: usize) -> Option<TensorSpec> {
+        self.cfg.attention_sinks.then(|| {
+            let name = self.layer(layer, "self_attn.sinks");
+            TensorSpec::new(name, &[self.cfg.num_heads])
+        })
+    }
+
+    /// Where routed expert `expert` of `layer` is.
+    pub fn routed_expert(&self, layer: usize, expert: usize) -> ExpertTensors {
+        if !self.fused_experts() {
+            return ExpertTensors::Separate(
+                ExpertMatrix::ALL.map(|m| self.expert(layer, expert, m)),
+            );
+        }
+        let [gate_up, gate_up_bias, down, down_bias] = self.fused_tensors(layer);
+        ExpertTensors::Fused(FusedExpert {
+            gate_up,
+            gate_up_bias,
+            down,
+            down_bias,
+            expert,
+        })
+    }
+
+    /// A layer's fused expert tensors: gate/up, its bias, down, its bias.
+    fn fused_tensors(&self, layer: usize) -> [TensorSpec; 4] {
+        let c = self.cfg;
+        let (e, h, i) = (c.num_experts, c.hidden_size, c.moe_intermediate_size);
+        let spec = |rest: &str, shape: &[usize]| {
+            TensorSpec::new(self.layer(layer, &format!("mlp.experts.{rest}")), shape)
+        };
+        [
+            spec("gate_up_proj", &[e, h, 2 * i]),
+            spec("gate_up_proj_bias", &[e, 2 * i]),
+            spec("down_proj", &[e, i, h]),
+            spec("down_proj_bias", &[e, h]),
+        ]
+    }
+
+    /// Every routed expert tensor of a layer.
+    fn routed_expert_tensors(&self, layer: usize) -> Vec<TensorSpec> {
+        if self.fused_experts() {
+            return self.fused_tensors(layer).to_vec();
+        }
+        (0..self.cfg.num_experts)
+            .flat_map(|e| ExpertMatrix::ALL.map(|m| self.expert(layer, e, m)))
+            .collect()
     }
 
     pub fn expert(&self, layer: usize, expert: usize, m: ExpertMatrix) -> TensorSpec {
@@ -328,6 +423,7 @@ impl<'a> Layout<'a> {
             out.push(self.projection(layer, p));
             out.extend(self.projection_bias(layer, p));
         }
+        out.extend(self.sinks(layer));
         out.extend(self.qk_norms(layer).into_iter().flatten());
         out.push(self.post_attention_norm(layer));
         out
@@ -353,10 +449,9 @@ impl<'a> Layout<'a> {
                 FeedForward::Dense => out.extend(ExpertMatrix::ALL.map(|m| self.dense_mlp(l, m))),
                 FeedForward::Moe => {
                     out.push(self.router(l));
+                    out.extend(self.router_logit_bias(l));
                     out.extend(self.router_bias(l));
-                    for e in 0..c.num_experts {
-                        out.extend(ExpertMatrix::ALL.map(|m| self.expert(l, e, m)));
-                    }
+                    out.extend(self.routed_expert_tensors(l));
                     out.extend(self.shared_expert_tensors(l));
                 }
             }
@@ -377,11 +472,16 @@ impl<'a> Layout<'a> {
         };
         let moe_layers = c.moe_layers().count() as u64;
         let dense_layers = c.num_layers as u64 - moe_layers;
-        let experts = sum(&ExpertMatrix::ALL.map(|m| self.expert(0, 0, m)))?
-            .checked_mul(c.num_experts as u64)?;
+        let experts = match self.fused_experts() {
+            true => sum(&self.fused_tensors(0))?,
+            false => sum(&ExpertMatrix::ALL.map(|m| self.expert(0, 0, m)))?
+                .checked_mul(c.num_experts as u64)?,
+        };
         let moe = [
             experts,
             self.router(0).checked_numel()?,
+            self.router_logit_bias(0)
+                .map_or(Some(0), |b| b.checked_numel())?,
             self.router_bias(0).map_or(Some(0), |b| b.checked_numel())?,
             sum(&self.shared_expert_tensors(0))?,
         ];

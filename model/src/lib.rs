@@ -6,6 +6,7 @@ pub mod attention;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod expert;
 pub mod fallback;
 pub mod generate;
 pub mod kv_cache;

@@ -1,128 +1,18 @@
-//! The feed-forward half of a decoder layer: SwiGLU experts, the router (softmax, top-k, optional
-//! renormalisation), the routed mixture with an optional sigmoid-gated shared expert, and the dense
-//! MLP of non-MoE layers. Experts may be stored in any kernel format; the router and shared expert
-//! stay in their stored precision.
+//! The feed-forward half of a decoder layer: the router (a linear layer, with a bias in gpt-oss;
+//! softmax or grouped sigmoid, top-k), the routed mixture of [`Expert`]s with an optional
+//! sigmoid-gated shared expert. Experts may be stored in any kernel format; the router and shared
+//! expert stay in their stored precision.
 
 use moe_kernels::{Format, Matrix, Pool};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::layout::{ExpertMatrix, Layout, TensorSpec};
-use crate::ops::{sigmoid, silu};
+use crate::layout::{ExpertMatrix, Layout};
+use crate::ops::{add_bias, sigmoid};
 use crate::router::Routing;
 
-/// A SwiGLU MLP: `down(silu(gate x) * up x)`, with gate and up stacked into one matrix so one
-/// product computes both.
-#[derive(Debug, Clone)]
-pub struct Expert {
-    gate_up: Matrix,
-    down: Matrix,
-}
-
-impl Expert {
-    /// Reads the gate, up and down matrices (in `ExpertMatrix::ALL` order), converted to `format`
-    /// if given.
-    pub fn load(
-        ckpt: &Checkpoint,
-        specs: [TensorSpec; 3],
-        format: Option<Format>,
-    ) -> Result<Expert> {
-        let [gate, up, down] = specs;
-        Expert::from_matrices(
-            &ckpt.matrix(&gate, format)?,
-            &ckpt.matrix(&up, format)?,
-            ckpt.matrix(&down, format)?,
-        )
-    }
-
-    pub fn from_matrices(gate: &Matrix, up: &Matrix, down: Matrix) -> Result<Expert> {
-        if gate.rows() != up.rows() {
-            return Err(ModelError::InvalidArgument(format!(
-                "expert gate has {} rows but up has {}",
-                gate.rows(),
-                up.rows()
-            )));
-        }
-        Expert::from_parts(Matrix::stack_rows(&[gate, up])?, down)
-    }
-
-    /// An expert from its stacked `[2 * intermediate, hidden]` gate/up matrix and its
-    /// `[hidden, intermediate]` down matrix. The two may differ in format when one width does
-    /// not fit the format asked for (see `fallback`).
-    pub fn from_parts(gate_up: Matrix, down: Matrix) -> Result<Expert> {
-        let consistent = gate_up.rows() == 2 * down.cols() && gate_up.cols() == down.rows();
-        if !consistent {
-            return Err(ModelError::InvalidArgument(format!(
-                "expert gate/up is {}x{} {} but down is {}x{} {}",
-                gate_up.rows(),
-                gate_up.cols(),
-                gate_up.format(),
-                down.rows(),
-                down.cols(),
-                down.format()
-            )));
-        }
-        Ok(Expert { gate_up, down })
-    }
-
-    /// The stacked gate/up matrix and the down matrix.
-    pub fn parts(&self) -> (&Matrix, &Matrix) {
-        (&self.gate_up, &self.down)
-    }
-
-    /// The precision the expert runs at: the least precise of its two matrices' formats (both
-    /// the same unless one width fell back to a wider format).
-    pub fn precision(&self) -> Format {
-        let (a, b) = (self.gate_up.format(), self.down.format());
-        if b.bits_per_weight() < a.bits_per_weight() {
-            b
-        } else {
-            a
-        }
-    }
-
-    /// Whether both matrices are in one format.
-    pub fn is_uniform(&self) -> bool {
-        self.gate_up.format() == self.down.format()
-    }
-
-    pub fn weight_bytes(&self) -> usize {
-        self.gate_up.nbytes() + self.down.nbytes()
-    }
-
-    /// The formats an expert asked to be stored as `format` has, gate/up then down: `format`, or
-    /// the nearest wider one where a width does not fit it.
-    pub fn formats_at(format: Format, hidden: usize, intermediate: usize) -> [Format; 2] {
-        [
-            format.fitting(hidden).format,
-            format.fitting(intermediate).format,
-        ]
-    }
-
-    /// The bytes of an expert's weights asked to be stored as `format` (see
-    /// [`Expert::formats_at`]), without building one: its stacked `[2 * intermediate, hidden]`
-    /// gate/up and `[hidden, intermediate]` down matrices.
-    pub fn bytes_at(format: Format, hidden: usize, intermediate: usize) -> usize {
-        let [gate_up, down] = Expert::formats_at(format, hidden, intermediate);
-        2 * intermediate * gate_up.row_bytes(hidden) + hidden * down.row_bytes(intermediate)
-    }
-
-    /// `x` is `[n, hidden]`; returns `[n, hidden]`.
-    pub fn forward(&self, pool: &Pool, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        let inter = self.down.cols();
-        let mut gate_up = vec![0.0; n * 2 * inter];
-        pool.matmul(&self.gate_up, x, n, &mut gate_up)?;
-        let mut h = Vec::with_capacity(n * inter);
-        for row in gate_up.chunks_exact(2 * inter) {
-            let (g, u) = row.split_at(inter);
-            h.extend(g.iter().zip(u).map(|(g, u)| silu(*g) * u));
-        }
-        let mut y = vec![0.0; n * self.down.rows()];
-        pool.matmul(&self.down, &h, n, &mut y)?;
-        Ok(y)
-    }
-}
+pub use crate::expert::{Activation, Expert, ExpertBias, ExpertShape};
 
 pub use crate::router::Route;
 
@@ -190,6 +80,8 @@ struct Shared {
 #[derive(Debug, Clone)]
 pub struct MoeBlock {
     router: Matrix,
+    /// The router's own bias, added to its logits (gpt-oss).
+    logit_bias: Option<Vec<f32>>,
     /// The router's `e_score_correction_bias` (sigmoid routing).
     bias: Option<Vec<f32>>,
     routing: Routing,
@@ -214,11 +106,8 @@ impl MoeBlock {
         let count = if routed_experts { cfg.num_experts } else { 0 };
         let experts = (0..count)
             .map(|e| {
-                Expert::load(
-                    ckpt,
-                    ExpertMatrix::ALL.map(|m| layout.expert(layer, e, m)),
-                    format(e),
-                )
+                let tensors = layout.routed_expert(layer, e);
+                Expert::load_routed(ckpt, &tensors, cfg.expert_shape, format(e))
             })
             .collect::<Result<Vec<_>>>()?;
         let shared = match ExpertMatrix::ALL.map(|m| layout.shared_expert(layer, m)) {
@@ -231,13 +120,11 @@ impl MoeBlock {
             }),
             _ => None,
         };
-        let bias = match layout.router_bias(layer) {
-            Some(spec) => Some(ckpt.vector(&spec)?),
-            None => None,
-        };
+        let vector = |spec| ckpt.vector(&spec);
         Ok(MoeBlock {
             router: ckpt.matrix(&layout.router(layer), None)?,
-            bias,
+            logit_bias: layout.router_logit_bias(layer).map(vector).transpose()?,
+            bias: layout.router_bias(layer).map(vector).transpose()?,
             routing: cfg.routing,
             experts,
             shared,
@@ -263,6 +150,9 @@ impl MoeBlock {
         let e = self.router.rows();
         let mut logits = vec![0.0; n * e];
         pool.matmul(&self.router, h, n, &mut logits)?;
+        if let Some(b) = &self.logit_bias {
+            add_bias(&mut logits, b);
+        }
         let bias = self.bias.as_deref();
         Ok(logits
             .chunks_exact(e)
@@ -319,45 +209,5 @@ impl MoeBlock {
             }
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_at_matches_a_built_expert() {
-        let (hidden, inter) = (64, 96);
-        for format in [Format::F16, Format::Q8, Format::Q4, Format::Q2] {
-            let gate_up =
-                Matrix::from_f32(2 * inter, hidden, &vec![0.5; 2 * inter * hidden], format);
-            let down = Matrix::from_f32(hidden, inter, &vec![0.25; hidden * inter], format);
-            let expert = Expert::from_parts(gate_up.unwrap(), down.unwrap()).unwrap();
-            assert_eq!(
-                Expert::bytes_at(format, hidden, inter),
-                expert.weight_bytes(),
-                "{format}"
-            );
-        }
-    }
-
-    #[test]
-    fn an_expert_whose_width_does_not_fit_keeps_the_format_where_it_does() {
-        let (hidden, inter) = (64, 40);
-        let [gate_up, down] = Expert::formats_at(Format::Q4, hidden, inter);
-        assert_eq!((gate_up, down), (Format::Q4, Format::F16));
-        let gate_up = Matrix::from_f32(2 * inter, hidden, &vec![0.5; 2 * inter * hidden], gate_up);
-        let down = Matrix::from_f32(hidden, inter, &vec![0.25; hidden * inter], down);
-        let expert = Expert::from_parts(gate_up.unwrap(), down.unwrap()).unwrap();
-        assert!(!expert.is_uniform());
-        assert_eq!(expert.precision(), Format::Q4);
-        assert_eq!(
-            Expert::bytes_at(Format::Q4, hidden, inter),
-            expert.weight_bytes()
-        );
-        let pool = Pool::new(1).unwrap();
-        let y = expert.forward(&pool, &vec![0.1; hidden], 1).unwrap();
-        assert!(y.iter().all(|v| v.is_finite() && *v != 0.0));
     }
 }

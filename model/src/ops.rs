@@ -34,6 +34,20 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
+/// Softmax in place over `x` and one more logit, `sink`, that joins the denominator and is then
+/// dropped (an attention sink): the result sums to less than one.
+pub fn softmax_with_sink(x: &mut [f32], sink: f32) {
+    let max = x.iter().copied().fold(sink, f32::max);
+    let mut sum = (sink - max).exp();
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
+}
+
 /// `log softmax` of a logits row, in f64 for stable comparisons of distributions.
 pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use moe_kernels::Format;
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Quantization};
 
 /// A node's high and low precision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,10 +21,19 @@ impl PrecisionPair {
     /// The pair a node serves `cfg`'s experts at unless told otherwise: `fp8+q4` for an fp8
     /// checkpoint (its experts as stored, never widened), `f16+q4` otherwise.
     pub fn for_model(cfg: &ModelConfig) -> PrecisionPair {
-        let high = if cfg.fp8 { Format::Fp8 } else { Format::F16 };
-        PrecisionPair {
-            high,
-            low: Format::Q4,
+        match cfg.quantization {
+            Some(Quantization::Fp8) => PrecisionPair {
+                high: Format::Fp8,
+                low: Format::Q4,
+            },
+            Some(Quantization::Mxfp4) => PrecisionPair {
+                high: Format::Mxfp4,
+                low: Format::Q2,
+            },
+            None => PrecisionPair {
+                high: Format::F16,
+                low: Format::Q4,
+            },
         }
     }
 }

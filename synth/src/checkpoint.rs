@@ -8,14 +8,15 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use moe_model::checkpoint::FP8_BLOCK;
-use moe_model::layout::Layout;
+use moe_model::config::Quantization;
+use moe_model::layout::{ExpertTensors, Layout};
 use moe_model::{Arch, ModelConfig};
 use serde_json::{Map, Value, json};
 
 use crate::error::SynthError;
 use crate::init::{InitPlan, Values};
 use crate::preset::{Preset, config_json};
-use crate::shard::{self, INDEX_FILE};
+use crate::shard::{self, INDEX_FILE, Quantized};
 use crate::tokenizer::{BOS_ID, EOS_ID, tokenizer_config_json, tokenizer_json};
 
 /// Data bytes per shard above which a checkpoint is split, as HF's default `max_shard_size` splits.
@@ -78,12 +79,27 @@ impl Overrides {
     /// weights, one scale per 128x128 block): with it the decoder layers' matrices are written
     /// in fp8.
     pub fn fp8_storage() -> Overrides {
-        let config = json!({
+        Overrides::quantization(json!({
             "quant_method": "fp8",
             "fmt": "e4m3",
             "activation_scheme": "dynamic",
             "weight_block_size": [FP8_BLOCK, FP8_BLOCK],
-        });
+        }))
+    }
+
+    /// The `quantization_config` of a checkpoint whose experts are stored in MXFP4 the way
+    /// gpt-oss's are; with it the fused expert matrices are written as blocks and scales.
+    pub fn mxfp4_storage() -> Overrides {
+        Overrides::quantization(json!({
+            "quant_method": "mxfp4",
+            "modules_to_not_convert": [
+                "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens",
+                "lm_head"
+            ],
+        }))
+    }
+
+    fn quantization(config: Value) -> Overrides {
         Overrides(vec![("quantization_config".to_string(), config)])
     }
 
@@ -142,7 +158,12 @@ pub(crate) fn write_sharded(
     let specs = Layout::new(&config).all();
     let parameters = specs.iter().map(|t| t.numel() as u64).sum();
     let kept_wide = kept_wide_in_fp8(&config);
-    let tensors = shard::stored(specs, |t| config.fp8 && !kept_wide.contains(&t.name));
+    let fused = fused_expert_matrices(&config);
+    let tensors = shard::stored(specs, |t| match config.quantization {
+        Some(Quantization::Fp8) if !kept_wide.contains(&t.name) => Some(Quantized::Fp8),
+        Some(Quantization::Mxfp4) if fused.contains(&t.name) => Some(Quantized::Mxfp4),
+        _ => None,
+    });
     let total_size: u64 = tensors.iter().map(shard::Stored::bytes).sum();
     let plan = InitPlan::new(&config);
     let shards = shard::plan(tensors, max_shard_bytes);
@@ -152,7 +173,7 @@ pub(crate) fn write_sharded(
             shard::write(w, &s.tensors, |t| {
                 progress(done, total_size);
                 done += t.bytes();
-                Values::new(seed, &t.spec.name, plan.init(&t.spec))
+                Values::new(seed, &t.spec.name, plan.init(&t.logical()))
             })
         })?;
     }
@@ -194,6 +215,19 @@ fn kept_wide_in_fp8(config: &ModelConfig) -> HashSet<String> {
         kept.extend(layout.shared_expert_gate(layer).map(|t| t.name));
     }
     kept
+}
+
+/// The fused expert matrices an MXFP4 checkpoint stores as blocks and scales (gpt-oss's gate/up
+/// and down of every MoE layer; their biases stay wide).
+fn fused_expert_matrices(config: &ModelConfig) -> HashSet<String> {
+    let layout = Layout::new(config);
+    let mut names = HashSet::new();
+    for layer in config.moe_layers() {
+        if let ExpertTensors::Fused(f) = layout.routed_expert(layer, 0) {
+            names.extend([f.gate_up.name, f.down.name]);
+        }
+    }
+    names
 }
 
 fn generation_config() -> Value {
@@ -357,7 +391,10 @@ mod tests {
             &mut |_, _| {},
         )
         .unwrap();
-        assert!(report.config.fp8 && !f16_report.config.fp8);
+        assert_eq!(
+            (report.config.quantization, f16_report.config.quantization),
+            (Some(Quantization::Fp8), None)
+        );
         assert!(report.bytes < f16_report.bytes);
         let bytes = weights(narrow.path());
         let st = SafeTensors::deserialize(&bytes).unwrap();

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use moe_model::ModelConfig;
-use moe_model::layout::{Layout, Projection, TensorSpec};
+use moe_model::layout::{ExpertTensors, Layout, Projection, TensorSpec};
 
 use crate::rng::{Normal, Xoshiro256};
 
@@ -61,6 +61,18 @@ impl InitPlan {
             );
             if let Some(bias) = layout.router_bias(layer) {
                 special.insert(bias.name, Init::centred(BIAS_STD));
+            }
+            if let Some(bias) = layout.router_logit_bias(layer) {
+                special.insert(bias.name, Init::centred(BIAS_STD));
+            }
+            if let ExpertTensors::Fused(f) = layout.routed_expert(layer, 0) {
+                // `[experts, inputs, outputs]`: the fan-in is the middle dimension.
+                for m in [f.gate_up, f.down] {
+                    special.insert(m.name, Init::centred(1.0 / (m.shape[1] as f64).sqrt()));
+                }
+                for b in [f.gate_up_bias, f.down_bias] {
+                    special.insert(b.name, Init::centred(BIAS_STD));
+                }
             }
         }
         for layer in 0..cfg.num_layers {

@@ -115,6 +115,8 @@ fn experts(arch: Arch, preset: Preset) -> (usize, usize) {
         (Arch::Olmoe, _) => (16, 8),
         (Arch::DeepseekV3 | Arch::Glm4Moe, Preset::Medium) => (32, 8),
         (Arch::DeepseekV3 | Arch::Glm4Moe, _) => (8, 2),
+        (Arch::GptOss, Preset::Medium) => (32, 4),
+        (Arch::GptOss, _) => (8, 2),
     }
 }
 
@@ -127,6 +129,7 @@ pub fn config_json(arch: Arch, preset: Preset) -> Value {
         Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::DeepseekV3 => (1e6, 1e-6),
         Arch::Olmoe => (1e4, 1e-6),
         Arch::Glm4Moe => (1e6, 1e-5),
+        Arch::GptOss => (150000.0, 1e-5),
     };
     let mut config = json!({
         "architectures": [arch.hf_class()],
@@ -195,6 +198,7 @@ pub fn config_json(arch: Arch, preset: Preset) -> Value {
         }),
         Arch::DeepseekV3 => deepseek_v3_extra(&b, num_experts),
         Arch::Glm4Moe => glm4_moe_extra(&b, num_experts),
+        Arch::GptOss => gpt_oss_extra(&b, num_experts),
     };
     if let (Some(config), Value::Object(extra)) = (config.as_object_mut(), extra) {
         config.extend(extra);
@@ -253,6 +257,25 @@ fn glm4_moe_extra(b: &Base, experts: usize) -> Value {
     })
 }
 
+/// gpt-oss's keys at a base shape: attention biases and sinks, sliding (128) and full attention
+/// alternating (`layer_types` left to its default, so `--layers` keeps it whole), YaRN as
+/// released (factor 32 over 4096 positions, not truncated), the clamped SwiGLU at its released
+/// limit.
+fn gpt_oss_extra(b: &Base, experts: usize) -> Value {
+    json!({
+        "num_local_experts": experts,
+        "intermediate_size": b.intermediate,
+        "head_dim": b.hidden / b.heads,
+        "sliding_window": 128,
+        "attention_bias": true,
+        "swiglu_limit": 7.0,
+        "rope_parameters": {
+            "rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0,
+            "beta_slow": 1.0, "truncate": false, "original_max_position_embeddings": 4096,
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,7 +317,11 @@ mod tests {
                         .iter()
                         .all(|f| *f == FeedForward::Moe)
                 );
-                assert!(c.sliding_window.iter().all(Option::is_none));
+                let windowed = c.sliding_window.iter().filter(|w| w.is_some()).count();
+                match arch {
+                    Arch::GptOss => assert_eq!(windowed, c.num_layers.div_ceil(2)),
+                    _ => assert_eq!(windowed, 0),
+                }
             }
         }
     }
@@ -348,6 +375,18 @@ mod tests {
             (2048, 128, 768)
         );
         assert_eq!(q3.vocab_size, 151936);
+        let oss = parse(Arch::GptOss, Preset::RealWidth);
+        assert_eq!(
+            (
+                oss.hidden_size,
+                oss.num_experts,
+                oss.top_k,
+                oss.moe_intermediate_size
+            ),
+            (2880, 32, 4, 2880)
+        );
+        assert_eq!((oss.num_heads, oss.num_kv_heads, oss.head_dim), (64, 8, 64));
+        assert!(oss.attention_sinks && oss.expert_shape.biased);
         let glm = parse(Arch::Glm4Moe, Preset::RealWidth);
         assert_eq!(
             (glm.num_heads, glm.num_kv_heads, glm.rope.rotary_dim),

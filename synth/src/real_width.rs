@@ -10,6 +10,7 @@
 //! | `olmoe` | OLMoE-1B-7B | 2048 | 64 / 8 | 1024 | 50304 |
 //! | `deepseek-v3` | DeepSeek-V3 / Kimi K2 | 7168 | 256 / 8 (+ 1 shared) | 2048 | 129280 |
 //! | `glm4-moe` | GLM-4.5-Air | 4096 | 128 / 8 (+ 1 shared) | 1408 | 151552 |
+//! | `gpt-oss` | gpt-oss-20b | 2880 | 32 / 4 | 2880 | 201088 |
 //!
 //! DeepSeek-V3's first layer is dense (the release has three; with four layers that would leave
 //! one MoE layer) and GLM-4.5-Air's as released. A DeepSeek-V3 MoE layer at these widths holds
@@ -71,6 +72,12 @@ pub(crate) fn keys(arch: Arch) -> Value {
             "use_qk_norm": false, "n_group": 1, "topk_group": 1, "norm_topk_prob": true,
             "routed_scaling_factor": 1.0, "first_k_dense_replace": 1,
             "num_nextn_predict_layers": 0,
+        }),
+        Arch::GptOss => json!({
+            "vocab_size": 201088, "hidden_size": 2880, "num_attention_heads": 64,
+            "num_key_value_heads": 8, "head_dim": 64, "num_local_experts": 32,
+            "num_experts_per_tok": 4, "intermediate_size": 2880,
+            "max_position_embeddings": 131072,
         }),
     }
 }

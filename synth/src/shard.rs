@@ -1,7 +1,9 @@
 //! Safetensors files written tensor by tensor, so a checkpoint never has to fit in memory, and the
 //! split of a checkpoint into shard files the way HF `save_pretrained` splits it. Writes f16, or
 //! for an fp8 checkpoint the decoder layers' projections as E4M3 codes, each followed by its f32
-//! `weight_scale_inv` (one scale per 128x128 block, partial at the edges: DeepSeek-V3's layout);
+//! `weight_scale_inv` (one scale per 128x128 block, partial at the edges: DeepSeek-V3's layout),
+//! or for an MXFP4 checkpoint the fused expert matrices as `<name>_blocks` and `<name>_scales`
+//! (gpt-oss's layout: output-major, 32 values per E8M0-scaled block, two E2M1 codes per byte);
 //! reading is the loader's business.
 //!
 //! Format: an 8-byte little-endian header length, a JSON header (`__metadata__` first, then the
@@ -11,7 +13,7 @@
 use std::io::{self, Write};
 
 use half::f16;
-use moe_kernels::f32_to_e4m3;
+use moe_kernels::{BlockMxfp4, f32_to_e4m3};
 use moe_model::checkpoint::FP8_BLOCK;
 use moe_model::layout::TensorSpec;
 use serde_json::Value;
@@ -33,13 +35,18 @@ pub(crate) enum Dtype {
     Fp8,
     /// The f32 `weight_scale_inv` of the fp8 tensor before it.
     Fp8Scales,
+    /// MXFP4 codes of a fused `[experts, inputs, outputs]` matrix, `[experts, outputs,
+    /// inputs / 32, 16]` bytes; the next tensor holds their scales.
+    Mxfp4Blocks,
+    /// The E8M0 scales of the blocks before it, `[experts, outputs, inputs / 32]` bytes.
+    Mxfp4Scales,
 }
 
 impl Dtype {
     fn bytes(self) -> u64 {
         match self {
             Dtype::F16 => 2,
-            Dtype::Fp8 => 1,
+            Dtype::Fp8 | Dtype::Mxfp4Blocks | Dtype::Mxfp4Scales => 1,
             Dtype::Fp8Scales => 4,
         }
     }
@@ -49,6 +56,7 @@ impl Dtype {
             Dtype::F16 => "F16",
             Dtype::Fp8 => "F8_E4M3",
             Dtype::Fp8Scales => "F32",
+            Dtype::Mxfp4Blocks | Dtype::Mxfp4Scales => "U8",
         }
     }
 }
@@ -64,15 +72,56 @@ impl Stored {
     pub fn bytes(&self) -> u64 {
         self.spec.numel() as u64 * self.dtype.bytes()
     }
+
+    /// The tensor whose values this one stores: itself, or for MXFP4 blocks the fused matrix
+    /// `[experts, inputs, outputs]` they quantize.
+    pub fn logical(&self) -> TensorSpec {
+        match (self.dtype, self.spec.shape.as_slice()) {
+            (Dtype::Mxfp4Blocks, &[experts, outputs, groups, _]) => TensorSpec {
+                name: self.spec.name.trim_end_matches("_blocks").to_string(),
+                shape: vec![experts, groups * MXFP4_BLOCK, outputs],
+            },
+            _ => self.spec.clone(),
+        }
+    }
 }
 
-/// `tensors` in f16, except the matrices `fp8` selects, stored as E4M3 codes each followed by its
-/// `<name>_scale_inv`.
-pub(crate) fn stored(tensors: Vec<TensorSpec>, fp8: impl Fn(&TensorSpec) -> bool) -> Vec<Stored> {
+/// Values per MXFP4 block.
+const MXFP4_BLOCK: usize = 32;
+
+/// How a tensor is quantized in the checkpoint, if it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Quantized {
+    Fp8,
+    Mxfp4,
+}
+
+/// `tensors` in f16, except the matrices `quantized` selects: fp8 ones stored as E4M3 codes each
+/// followed by its `<name>_scale_inv`, MXFP4 ones (fused `[experts, inputs, outputs]` matrices)
+/// as `<name>_blocks` followed by `<name>_scales`.
+pub(crate) fn stored(
+    tensors: Vec<TensorSpec>,
+    quantized: impl Fn(&TensorSpec) -> Option<Quantized>,
+) -> Vec<Stored> {
     let mut out = Vec::with_capacity(tensors.len());
     for spec in tensors {
-        match spec.shape.as_slice() {
-            &[rows, cols] if fp8(&spec) => {
+        match (spec.shape.as_slice(), quantized(&spec)) {
+            (&[experts, inputs, outputs], Some(Quantized::Mxfp4)) => {
+                let groups = inputs / MXFP4_BLOCK;
+                let named = |suffix: &str, shape: Vec<usize>| TensorSpec {
+                    name: format!("{}_{suffix}", spec.name),
+                    shape,
+                };
+                out.push(Stored {
+                    spec: named("blocks", vec![experts, outputs, groups, 16]),
+                    dtype: Dtype::Mxfp4Blocks,
+                });
+                out.push(Stored {
+                    spec: named("scales", vec![experts, outputs, groups]),
+                    dtype: Dtype::Mxfp4Scales,
+                });
+            }
+            (&[rows, cols], Some(Quantized::Fp8)) => {
                 let scales = TensorSpec {
                     name: format!("{}_scale_inv", spec.name),
                     shape: vec![rows.div_ceil(FP8_BLOCK), cols.div_ceil(FP8_BLOCK)],
@@ -111,7 +160,7 @@ pub(crate) fn plan(tensors: Vec<Stored>, max_bytes: u64) -> Vec<Shard> {
     let mut size = 0;
     for t in tensors {
         let bytes = t.bytes();
-        let splittable = t.dtype != Dtype::Fp8Scales;
+        let splittable = !matches!(t.dtype, Dtype::Fp8Scales | Dtype::Mxfp4Scales);
         if splittable && !current.is_empty() && size + bytes > max_bytes {
             groups.push(std::mem::take(&mut current));
             size = 0;
@@ -185,7 +234,8 @@ pub(crate) fn header(tensors: &[Stored]) -> Vec<u8> {
 }
 
 /// Writes one safetensors file: the header, then each tensor's values from `values` (an fp8
-/// tensor's are the f16 values it would otherwise hold, quantized per block).
+/// tensor's are the f16 values it would otherwise hold, quantized per block; MXFP4 blocks take
+/// their matrix's values output-major, 32 at a time).
 pub(crate) fn write(
     w: &mut impl Write,
     tensors: &[Stored],
@@ -193,6 +243,7 @@ pub(crate) fn write(
 ) -> io::Result<()> {
     w.write_all(&header(tensors))?;
     let mut scales = Vec::new();
+    let mut mxfp4_scales = Vec::new();
     for t in tensors {
         match t.dtype {
             Dtype::F16 => write_f16(w, t.spec.numel(), values(t))?,
@@ -205,6 +256,8 @@ pub(crate) fn write(
                 let bytes: Vec<u8> = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
                 w.write_all(&bytes)?;
             }
+            Dtype::Mxfp4Blocks => mxfp4_scales = write_mxfp4(w, t.spec.numel() * 2, values(t))?,
+            Dtype::Mxfp4Scales => w.write_all(&mxfp4_scales)?,
         }
     }
     Ok(())
@@ -223,6 +276,29 @@ fn write_f16(w: &mut impl Write, numel: usize, mut source: Values) -> io::Result
         left -= n;
     }
     Ok(())
+}
+
+/// Quantizes `numel` values to MXFP4 blocks, writing their codes in a checkpoint's byte order;
+/// returns their scales.
+fn write_mxfp4(w: &mut impl Write, numel: usize, mut source: Values) -> io::Result<Vec<u8>> {
+    let mut halves = vec![f16::ZERO; CHUNK];
+    let mut scales = Vec::with_capacity(numel / MXFP4_BLOCK);
+    let mut bytes = Vec::with_capacity(CHUNK / 2);
+    let mut left = numel;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        source.fill(&mut halves[..n]);
+        bytes.clear();
+        for chunk in halves[..n].chunks_exact(MXFP4_BLOCK) {
+            let values: [f32; MXFP4_BLOCK] = std::array::from_fn(|i| chunk[i].to_f32());
+            let block = BlockMxfp4::quantize(&values);
+            bytes.extend_from_slice(&block.to_checkpoint());
+            scales.push(block.e);
+        }
+        w.write_all(&bytes)?;
+        left -= n;
+    }
+    Ok(scales)
 }
 
 /// A matrix's values as E4M3 codes and one scale per 128x128 block (its largest magnitude over

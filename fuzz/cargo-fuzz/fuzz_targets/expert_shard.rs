@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use moe_cargo_fuzz::{experts, fixture};
-use moe_expert_node::shard::{self, Fingerprint, ShardKey};
+use moe_expert_node::shard::{self, ExpertDims, Fingerprint, ShardKey};
 use moe_kernels::Format;
 
 const KEY: ShardKey = ShardKey {
@@ -37,13 +37,7 @@ fuzz_target!(|bytes: &[u8]| {
     let (original, fingerprint, work) = original();
     let config = &experts().config;
     std::fs::write(work.path().join(KEY.file_name()), bytes).expect("the shard is written");
-    let read = shard::read(
-        work.path(),
-        KEY,
-        *fingerprint,
-        config.hidden_size,
-        config.intermediate_size,
-    );
+    let read = shard::read(work.path(), KEY, *fingerprint, ExpertDims::of(config));
     if bytes != original.as_slice() {
         assert!(read.is_err(), "a changed shard file was accepted");
     }

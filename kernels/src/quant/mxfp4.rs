@@ -152,6 +152,12 @@ impl BlockMxfp4 {
         BlockMxfp4 { e, qs }
     }
 
+    /// The block's 16 code bytes in a checkpoint's order (the inverse of
+    /// [`BlockMxfp4::from_checkpoint`]); its scale is `e`.
+    pub fn to_checkpoint(&self) -> [u8; QK / 2] {
+        std::array::from_fn(|j| self.code(2 * j) | (self.code(2 * j + 1) << 4))
+    }
+
     /// The code of element `i` (`0..32`).
     pub fn code(&self, i: usize) -> u8 {
         (self.qs[i % (QK / 2)] >> (4 * (i / (QK / 2)))) & 0x0f
@@ -267,6 +273,17 @@ mod tests {
         let h = BlockMxfp4::quantize(&huge);
         assert_eq!((h.e, h.code(7)), (253, 13));
         assert!(!h.is_invalid());
+    }
+
+    #[test]
+    fn the_checkpoint_order_round_trips() {
+        let bytes: [u8; QK / 2] = std::array::from_fn(|j| (j as u8).wrapping_mul(37));
+        let block = BlockMxfp4::from_checkpoint(&bytes, 120);
+        assert_eq!(block.to_checkpoint(), bytes);
+        assert_eq!(
+            (block.code(2), block.code(3)),
+            (bytes[1] & 0x0f, bytes[1] >> 4)
+        );
     }
 
     #[test]

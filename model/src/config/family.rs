@@ -1,13 +1,15 @@
 //! What sets the architectures apart in `config.json` beyond the common shapes: DeepSeek-V3's
 //! multi-head latent attention, the sigmoid group-limited routing DeepSeek-V3 and GLM-4.5 share,
-//! their shared experts, the attention switches (biases, q/k norms) per family, and fp8 storage.
+//! their shared experts, the attention switches (biases, q/k norms) per family, gpt-oss's experts,
+//! and fp8 or MXFP4 storage.
 
 use serde_json::Value;
 
-use super::{Keys, QkNorm, bounds};
+use super::{Keys, QkNorm, Quantization, bounds};
 use crate::arch::Arch;
 use crate::checkpoint::FP8_BLOCK;
 use crate::error::Result;
+use crate::expert::{Activation, ExpertShape};
 use crate::mla::MlaDims;
 use crate::router::{Grouped, Routing};
 
@@ -95,7 +97,9 @@ pub(super) fn shared_expert_size(
 
 /// `(q/k/v bias, o bias, q/k norm)` of the grouped-query attention.
 pub(super) fn attention_switches(keys: &Keys<'_>, arch: Arch) -> Result<(bool, bool, QkNorm)> {
-    let attention_bias = keys.opt_bool("attention_bias")?.unwrap_or(false);
+    let attention_bias = keys
+        .opt_bool("attention_bias")?
+        .unwrap_or(arch == Arch::GptOss);
     Ok(match arch {
         Arch::Mixtral | Arch::DeepseekV3 => (false, false, QkNorm::None),
         Arch::Qwen2Moe => (
@@ -105,6 +109,7 @@ pub(super) fn attention_switches(keys: &Keys<'_>, arch: Arch) -> Result<(bool, b
         ),
         Arch::Qwen3Moe => (attention_bias, attention_bias, QkNorm::PerHead),
         Arch::Olmoe => (attention_bias, attention_bias, QkNorm::Full),
+        Arch::GptOss => (attention_bias, attention_bias, QkNorm::None),
         // GLM-4.5's o_proj has no bias whatever `attention_bias` says.
         Arch::Glm4Moe => {
             let norm = match keys.opt_bool("use_qk_norm")?.unwrap_or(false) {
@@ -116,17 +121,49 @@ pub(super) fn attention_switches(keys: &Keys<'_>, arch: Arch) -> Result<(bool, b
     })
 }
 
-/// Whether the checkpoint is an fp8 one (`quantization_config.quant_method` `fp8`), with the
-/// 128x128 blocks this crate reads.
-pub(super) fn fp8(keys: &Keys<'_>) -> Result<bool> {
-    let Some(q) = keys.get("quantization_config") else {
-        return Ok(false);
+/// `rms_norm_eps` where the config leaves it out, as each transformers config defaults it.
+pub(super) fn default_rms_norm_eps(arch: Arch) -> f32 {
+    match arch {
+        Arch::GptOss => 1e-5,
+        _ => 1e-6,
+    }
+}
+
+/// What the routed experts compute: gpt-oss's clamped SwiGLU (`swiglu_alpha` 1.702 and
+/// `swiglu_limit` 7 unless set) with biases, SwiGLU without for the others.
+pub(super) fn expert_shape(keys: &Keys<'_>, arch: Arch) -> Result<ExpertShape> {
+    if arch != Arch::GptOss {
+        return Ok(ExpertShape::SWIGLU);
+    }
+    let activation = Activation::ClampedSwiglu {
+        alpha: keys.opt_positive_f32("swiglu_alpha")?.unwrap_or(1.702),
+        limit: keys.opt_positive_f32("swiglu_limit")?.unwrap_or(7.0),
     };
+    Ok(ExpertShape {
+        activation,
+        biased: true,
+    })
+}
+
+/// The checkpoint's quantized storage (`quantization_config.quant_method`): `fp8` with the
+/// 128x128 blocks this crate reads, or `mxfp4`.
+pub(super) fn quantization(keys: &Keys<'_>) -> Result<Option<Quantization>> {
+    let Some(q) = keys.get("quantization_config") else {
+        return Ok(None);
+    };
+    match q.get("quant_method").and_then(Value::as_str) {
+        Some("mxfp4") => Ok(Some(Quantization::Mxfp4)),
+        _ => fp8(keys, q).map(|()| Some(Quantization::Fp8)),
+    }
+}
+
+/// Checks an fp8 `quantization_config`.
+fn fp8(keys: &Keys<'_>, q: &Value) -> Result<()> {
     let method = q.get("quant_method").and_then(Value::as_str);
     match method {
         Some("fp8") => {}
         Some(other) => {
-            let reason = format!("`{other}` is not supported (fp8 is)");
+            let reason = format!("`{other}` is not supported (fp8 and mxfp4 are)");
             return Err(keys.error("quantization_config.quant_method", &reason));
         }
         None => return Err(keys.error("quantization_config.quant_method", "missing")),
@@ -134,18 +171,18 @@ pub(super) fn fp8(keys: &Keys<'_>) -> Result<bool> {
     let block = q.get("weight_block_size").and_then(Value::as_array);
     let edges: Option<Vec<u64>> = block.map(|b| b.iter().filter_map(Value::as_u64).collect());
     match edges.as_deref() {
-        None => Ok(true),
-        Some([r, c]) if *r == FP8_BLOCK as u64 && *c == FP8_BLOCK as u64 => Ok(true),
+        None => {}
+        Some([r, c]) if *r == FP8_BLOCK as u64 && *c == FP8_BLOCK as u64 => {}
         Some(other) => {
             let reason = format!("{other:?}: only [{FP8_BLOCK}, {FP8_BLOCK}] blocks are read");
-            Err(keys.error("quantization_config.weight_block_size", &reason))
+            return Err(keys.error("quantization_config.weight_block_size", &reason));
         }
     }
-    .and_then(|fp8| match q.get("fmt").and_then(Value::as_str) {
-        None | Some("e4m3") => Ok(fp8),
+    match q.get("fmt").and_then(Value::as_str) {
+        None | Some("e4m3") => Ok(()),
         Some(other) => Err(keys.error(
             "quantization_config.fmt",
             &format!("`{other}` is not supported (e4m3 is)"),
         )),
-    })
+    }
 }

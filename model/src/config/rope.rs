@@ -32,11 +32,24 @@ fn number(keys: &Keys<'_>, p: Option<&Map<String, Value>>, key: &str) -> Option<
         .and_then(Value::as_f64)
 }
 
+/// gpt-oss's rotary embedding where its config sets none (transformers' `GptOssConfig`).
+const GPT_OSS_YARN: Yarn = Yarn {
+    factor: 32.0,
+    original_max_position_embeddings: 4096,
+    beta_fast: 32.0,
+    beta_slow: 1.0,
+    attention_factor: None,
+    mscale: None,
+    mscale_all_dim: None,
+    truncate: false,
+};
+
 pub(super) fn spec(keys: &Keys<'_>, arch: Arch, head_dim: usize) -> Result<RopeSpec> {
     let found = parameters(keys)?;
     let (p, key) = (found.map(|f| f.0), found.map_or("rope_parameters", |f| f.1));
     let theta = match number(keys, p, "rope_theta").map(|t| t as f32) {
         None if arch == Arch::Mixtral => 1e6,
+        None if arch == Arch::GptOss => 150000.0,
         None => 10000.0,
         Some(t) if t.is_finite() && t > 0.0 => t,
         Some(t) => {
@@ -48,6 +61,7 @@ pub(super) fn spec(keys: &Keys<'_>, arch: Arch, head_dim: usize) -> Result<RopeS
         .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
         .and_then(Value::as_str);
     let yarn = match rope_type {
+        None if p.is_none() && arch == Arch::GptOss => Some(GPT_OSS_YARN),
         None | Some("default") => None,
         Some("yarn") => Some(yarn(keys, p, key)?),
         Some(other) => {

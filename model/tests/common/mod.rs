@@ -9,7 +9,7 @@ use moe_kernels::{Format, Pool};
 use moe_model::{LoadOptions, Model};
 use serde::Deserialize;
 
-pub const ARCHS: [&str; 8] = [
+pub const ARCHS: [&str; 10] = [
     "mixtral",
     "qwen2-moe",
     "qwen3-moe",
@@ -18,7 +18,16 @@ pub const ARCHS: [&str; 8] = [
     "deepseek-v3",
     "deepseek-v3-fp8",
     "glm4-moe",
+    "gpt-oss",
+    "gpt-oss-mxfp4",
 ];
+
+/// The expert format a fixture's goldens are checked at: as stored, except the MXFP4 fixture's
+/// experts, decoded exactly to f32 (the MXFP4 kernels take int8 activations, as llama.cpp's do;
+/// `goldens.rs` checks them on their own).
+pub fn golden_format(arch: &str) -> Option<Format> {
+    (arch == "gpt-oss-mxfp4").then_some(Format::F32)
+}
 
 pub fn fixture_dir(arch: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
