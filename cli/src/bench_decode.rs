@@ -103,6 +103,12 @@ pub fn run(args: &BenchDecodeArgs) -> anyhow::Result<()> {
         "KV expanded/token (KB)",
         kv_expanded as f64 / 1e3
     );
+    let kv_window = cfg.kv_window_bytes();
+    println!(
+        "{:<28} {:>14.1}",
+        "KV sliding layers/seq (KB)",
+        kv_window as f64 / 1e3
+    );
     println!(
         "{:<28} {:>14.1}",
         "prompt processing (tok/s)", best.prefill_tps
@@ -122,6 +128,7 @@ pub fn run(args: &BenchDecodeArgs) -> anyhow::Result<()> {
         "active_bytes_per_token": bytes,
         "kv_bytes_per_token": kv_bytes,
         "kv_bytes_per_token_expanded": kv_expanded,
+        "kv_sliding_window_bytes_per_sequence": kv_window,
         "prefill_tokens_per_second": best.prefill_tps,
         "decode_tokens_per_second": best.decode_tps,
         "decode_bound_tokens_per_second": bound,

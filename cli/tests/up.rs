@@ -285,3 +285,15 @@ fn the_deepseek_v3_fixture_serves_the_transformers_greedy_tokens() {
 fn the_glm4_moe_fixture_serves_the_transformers_greedy_tokens() {
     fixture_serves_the_transformers_greedy_tokens("glm4-moe");
 }
+
+/// gpt-oss: its nodes run the clamped SwiGLU with the experts' biases, as the gateway's model.
+#[test]
+fn the_gpt_oss_fixture_serves_the_transformers_greedy_tokens() {
+    fixture_serves_the_transformers_greedy_tokens("gpt-oss");
+}
+
+/// gpt-oss stored in MXFP4 (served as mxfp4+q2: exact requests run the stored MXFP4 weights).
+#[test]
+fn the_mxfp4_gpt_oss_fixture_serves_the_transformers_greedy_tokens() {
+    fixture_serves_the_transformers_greedy_tokens("gpt-oss-mxfp4");
+}

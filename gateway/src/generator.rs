@@ -134,7 +134,8 @@ impl Generator {
             positions,
             kv_bytes_per_token = per_token,
             expanded_bytes_per_token = expanded,
-            kv_bytes = per_token * positions,
+            sliding_window_bytes_per_sequence = model.config().kv_window_bytes(),
+            kv_budget_bytes = kv.max_bytes(),
             "KV cache"
         );
         let scheduler = Scheduler::new(config.scheduler)

@@ -222,17 +222,27 @@ impl ModelConfig {
         }
     }
 
-    /// KV cache bytes per token over every layer: as this model caches (MLA: the latent), and as
-    /// it would with every head's keys and values expanded (the same without MLA).
+    /// KV cache bytes per token over the layers that keep every position: as this model caches
+    /// (MLA: the latent), and as it would with every head's keys and values expanded (the same
+    /// without MLA). Sliding-window layers are not in it: see [`ModelConfig::kv_window_bytes`].
     pub fn kv_bytes_per_token(&self) -> (usize, usize) {
         let expanded = self
             .mla
             .as_ref()
             .map_or(self.kv_width(), |d| d.expanded_width());
-        (
-            self.num_layers * self.kv_width().bytes(),
-            self.num_layers * expanded.bytes(),
-        )
+        let full = self.sliding_window.iter().filter(|w| w.is_none()).count();
+        (full * self.kv_width().bytes(), full * expanded.bytes())
+    }
+
+    /// The most KV cache bytes a sequence's sliding-window layers hold however long it grows:
+    /// each window's positions (rounded up to whole cache blocks, plus the block being filled).
+    pub fn kv_window_bytes(&self) -> usize {
+        let block = crate::kv_cache::BLOCK_POSITIONS;
+        self.sliding_window
+            .iter()
+            .flatten()
+            .map(|w| (w.div_ceil(block) + 1) * block * self.kv_width().bytes())
+            .sum()
     }
 
     pub fn moe_layers(&self) -> impl Iterator<Item = usize> + '_ {

@@ -75,8 +75,8 @@ pub enum ModelError {
     TokenOutOfRange { id: u32, vocab: usize },
     #[error("sequence of {len} tokens exceeds the model context of {max}")]
     ContextOverflow { len: usize, max: usize },
-    #[error("the KV cache is full: all {blocks} blocks of its budget are in use")]
-    KvCacheFull { blocks: usize },
+    #[error("the KV cache is full: all {bytes} bytes of its budget are in use")]
+    KvCacheFull { bytes: usize },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("kernel: {0}")]

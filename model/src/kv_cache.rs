@@ -1,12 +1,15 @@
 //! Key/value caches in fixed-size blocks, as vLLM pages them. A [`BlockPool`] is the KV memory
 //! that sequences share, in blocks of [`BLOCK_POSITIONS`] positions, each holding those
-//! positions' rotated keys and values for every layer (f32). Keys and values may differ in width:
+//! positions' rotated keys and values for every layer of one kind (f32): full-attention layers
+//! keep every position, sliding-window layers only the blocks their windows still reach, so a
+//! long sequence's windowed layers hold no more than their window. Keys and values may differ in width:
 //! multi-head latent attention caches one latent vector per position as its "key" and no value. A sequence's [`KvCache`] holds the
 //! blocks its positions live in: it takes blocks from the pool as it grows (never copying what it
 //! has), gives back the ones past its length when truncated, and all of them when dropped. A pool
 //! never holds more than its budget: a cache that cannot get a block fails with
 //! [`ModelError::KvCacheFull`] and keeps what it had.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{ModelError, Result};
@@ -14,7 +17,7 @@ use crate::error::{ModelError, Result};
 /// Positions per block.
 pub const BLOCK_POSITIONS: usize = 16;
 
-/// One block: `[layer][keys: [position in block][key_dim], values: [position][value_dim]]`.
+/// One block: `[layer of its kind][keys: [position in block][key_dim], values: [position][value_dim]]`.
 type Block = Box<[f32]>;
 
 /// The values one position stores per layer.
@@ -39,32 +42,73 @@ impl KvWidth {
     }
 }
 
-/// KV memory shared by sequences, in blocks, bounded by a budget.
+/// Which blocks hold a layer: those of every position (full attention), or those of the
+/// positions a sliding window still sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Full,
+    Windowed,
+}
+
+/// KV memory shared by sequences, in blocks, bounded by a budget. Full-attention layers and
+/// sliding-window layers keep their positions in blocks of their own, so a sequence gives back
+/// the windowed layers' blocks its windows have passed.
 #[derive(Debug)]
 pub struct BlockPool {
-    layers: usize,
     width: KvWidth,
-    max_blocks: usize,
+    /// Per layer: its kind and its index among the layers of that kind.
+    layers: Vec<(Kind, usize)>,
+    /// Layers of each kind.
+    full_layers: usize,
+    windowed_layers: usize,
+    /// The widest window of the windowed layers (0 without).
+    window: usize,
+    /// The budget, in f32 values.
+    max_values: usize,
     state: Mutex<PoolState>,
 }
 
 #[derive(Debug, Default)]
 struct PoolState {
-    /// Blocks given back, reused before any new one is allocated.
-    free: Vec<Block>,
-    /// Blocks allocated so far (held by caches or free).
+    /// Blocks given back, by kind, reused before any new one is allocated.
+    free: [Vec<Block>; 2],
+    /// Values allocated so far (in blocks held by caches or free).
     allocated: usize,
+    /// Blocks allocated so far, of both kinds.
+    blocks: usize,
 }
 
 impl BlockPool {
-    /// A pool for a model of `layers` layers storing `width` values per position and layer,
-    /// holding at most `max_positions` positions (rounded up to whole blocks). Blocks are
-    /// allocated as first needed and reused afterwards.
+    /// A pool for a model of `layers` full-attention layers storing `width` values per position
+    /// and layer, holding at most `max_positions` positions (rounded up to whole blocks).
     pub fn new(layers: usize, width: KvWidth, max_positions: usize) -> Arc<BlockPool> {
+        BlockPool::with_windows(&vec![None; layers], width, max_positions)
+    }
+
+    /// A pool for a model whose layers attend within `windows` (per layer; `None` for full
+    /// attention), with a budget of the memory `max_positions` positions take in every layer.
+    /// Blocks are allocated as first needed and reused afterwards.
+    pub fn with_windows(
+        windows: &[Option<usize>],
+        width: KvWidth,
+        max_positions: usize,
+    ) -> Arc<BlockPool> {
+        let (mut full, mut windowed) = (0, 0);
+        let layers = windows
+            .iter()
+            .map(|w| match w {
+                None => (Kind::Full, post_inc(&mut full)),
+                Some(_) => (Kind::Windowed, post_inc(&mut windowed)),
+            })
+            .collect();
+        let layer_len = BLOCK_POSITIONS * (width.key + width.value);
         Arc::new(BlockPool {
-            layers,
             width,
-            max_blocks: max_positions.div_ceil(BLOCK_POSITIONS),
+            layers,
+            full_layers: full,
+            windowed_layers: windowed,
+            window: windows.iter().flatten().copied().max().unwrap_or(0),
+            max_values: max_positions.div_ceil(BLOCK_POSITIONS) * windows.len() * layer_len,
             state: Mutex::new(PoolState::default()),
         })
     }
@@ -73,49 +117,66 @@ impl BlockPool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn block_len(&self) -> usize {
-        self.layers * self.layer_len()
-    }
-
     /// A block's values for one layer.
     fn layer_len(&self) -> usize {
         BLOCK_POSITIONS * (self.width.key + self.width.value)
     }
 
-    fn take(&self) -> Option<Block> {
+    fn block_len(&self, kind: Kind) -> usize {
+        self.layer_len()
+            * match kind {
+                Kind::Full => self.full_layers,
+                Kind::Windowed => self.windowed_layers,
+            }
+    }
+
+    fn take(&self, kind: Kind) -> Option<Block> {
         let mut state = self.lock();
-        if let Some(block) = state.free.pop() {
+        if let Some(block) = state.free[kind as usize].pop() {
             return Some(block);
         }
-        if state.allocated == self.max_blocks {
+        let len = self.block_len(kind);
+        if state.allocated + len > self.max_values {
             return None;
         }
-        state.allocated += 1;
+        state.allocated += len;
+        state.blocks += 1;
         drop(state);
-        Some(vec![0.0; self.block_len()].into_boxed_slice())
+        Some(vec![0.0; len].into_boxed_slice())
     }
 
-    fn give(&self, blocks: impl IntoIterator<Item = Block>) {
-        self.lock().free.extend(blocks);
+    fn give(&self, kind: Kind, blocks: impl IntoIterator<Item = Block>) {
+        self.lock().free[kind as usize].extend(blocks);
     }
 
-    /// Blocks the pool may hold.
-    pub fn max_blocks(&self) -> usize {
-        self.max_blocks
+    /// The pool's budget in bytes.
+    pub fn max_bytes(&self) -> usize {
+        self.max_values * size_of::<f32>()
     }
 
-    /// Blocks held by caches now.
+    /// Blocks held by caches now, of both kinds.
     pub fn blocks_in_use(&self) -> usize {
         let state = self.lock();
-        state.allocated - state.free.len()
+        state.blocks - state.free.iter().map(Vec::len).sum::<usize>()
     }
+}
+
+/// `*n`, then one more.
+fn post_inc(n: &mut usize) -> usize {
+    *n += 1;
+    *n - 1
 }
 
 /// One sequence's keys and values, in blocks of its pool.
 #[derive(Debug)]
 pub struct KvCache {
     pool: Arc<BlockPool>,
-    blocks: Vec<Block>,
+    /// The full-attention layers' blocks: block `b` holds positions `16b..16b + 16`.
+    full: Vec<Block>,
+    /// The windowed layers' blocks from block index `first_windowed` on; earlier ones are
+    /// behind every window and given back.
+    windowed: VecDeque<Block>,
+    first_windowed: usize,
     /// Positions committed by [`KvCache::advance`].
     len: usize,
     /// The model's context: positions this cache may ever hold.
@@ -124,7 +185,8 @@ pub struct KvCache {
 
 impl Drop for KvCache {
     fn drop(&mut self) {
-        self.pool.give(self.blocks.drain(..));
+        self.pool.give(Kind::Full, self.full.drain(..));
+        self.pool.give(Kind::Windowed, self.windowed.drain(..));
     }
 }
 
@@ -133,7 +195,9 @@ impl KvCache {
     pub fn new(pool: Arc<BlockPool>, capacity: usize) -> KvCache {
         KvCache {
             pool,
-            blocks: Vec::new(),
+            full: Vec::new(),
+            windowed: VecDeque::new(),
+            first_windowed: 0,
             len: 0,
             capacity,
         }
@@ -156,9 +220,9 @@ impl KvCache {
         self.pool.width
     }
 
-    /// Blocks this cache holds.
+    /// Blocks this cache holds, of both kinds.
     pub fn blocks(&self) -> usize {
-        self.blocks.len()
+        self.full.len() + self.windowed.len()
     }
 
     /// Makes room for `n` more positions: checks the context and takes the blocks they need.
@@ -171,31 +235,58 @@ impl KvCache {
                 max: self.capacity,
             });
         }
-        let held = self.blocks.len();
-        while self.blocks.len() * BLOCK_POSITIONS < needed {
-            match self.pool.take() {
-                Some(block) => self.blocks.push(block),
-                None => {
-                    self.pool.give(self.blocks.drain(held..));
-                    return Err(ModelError::KvCacheFull {
-                        blocks: self.pool.max_blocks,
-                    });
-                }
+        let blocks = needed.div_ceil(BLOCK_POSITIONS);
+        let held = (self.full.len(), self.windowed.len());
+        let mut short = false;
+        while self.pool.full_layers > 0 && self.full.len() < blocks && !short {
+            match self.pool.take(Kind::Full) {
+                Some(block) => self.full.push(block),
+                None => short = true,
             }
+        }
+        while self.pool.windowed_layers > 0
+            && self.first_windowed + self.windowed.len() < blocks
+            && !short
+        {
+            match self.pool.take(Kind::Windowed) {
+                Some(block) => self.windowed.push_back(block),
+                None => short = true,
+            }
+        }
+        if short {
+            self.pool.give(Kind::Full, self.full.drain(held.0..));
+            self.pool
+                .give(Kind::Windowed, self.windowed.drain(held.1..));
+            return Err(ModelError::KvCacheFull {
+                bytes: self.pool.max_bytes(),
+            });
         }
         Ok(())
     }
 
-    /// Where position `pos`'s keys (`values` false) or values of `layer` start in its block.
-    fn offset(&self, layer: usize, values: bool, pos: usize) -> (usize, usize) {
+    /// The block position `pos` of `layer` lives in, and where its keys (`values` false) or
+    /// values start in it.
+    fn locate(&self, layer: usize, values: bool, pos: usize) -> (&Block, usize) {
         let KvWidth { key, value } = self.pool.width;
+        let (kind, index) = self.pool.layers[layer];
         let in_block = pos % BLOCK_POSITIONS;
-        let at = layer * self.pool.layer_len()
+        let at = index * self.pool.layer_len()
             + match values {
                 false => in_block * key,
                 true => BLOCK_POSITIONS * key + in_block * value,
             };
-        (pos / BLOCK_POSITIONS, at)
+        let block = match kind {
+            Kind::Full => &self.full[pos / BLOCK_POSITIONS],
+            Kind::Windowed => &self.windowed[pos / BLOCK_POSITIONS - self.first_windowed],
+        };
+        (block, at)
+    }
+
+    fn block_mut(&mut self, layer: usize, pos: usize) -> &mut Block {
+        match self.pool.layers[layer].0 {
+            Kind::Full => &mut self.full[pos / BLOCK_POSITIONS],
+            Kind::Windowed => &mut self.windowed[pos / BLOCK_POSITIONS - self.first_windowed],
+        }
     }
 
     /// Writes the keys and values of the positions `len()..len() + n` of `layer`
@@ -206,36 +297,53 @@ impl KvCache {
         let n = keys.len() / key.max(1);
         for i in 0..n {
             let pos = self.len + i;
-            let (block, at) = self.offset(layer, false, pos);
-            self.blocks[block][at..at + key].copy_from_slice(&keys[i * key..][..key]);
-            let (block, at) = self.offset(layer, true, pos);
-            self.blocks[block][at..at + value].copy_from_slice(&values[i * value..][..value]);
+            let (_, at) = self.locate(layer, false, pos);
+            self.block_mut(layer, pos)[at..at + key].copy_from_slice(&keys[i * key..][..key]);
+            let (_, at) = self.locate(layer, true, pos);
+            self.block_mut(layer, pos)[at..at + value]
+                .copy_from_slice(&values[i * value..][..value]);
         }
     }
 
     /// The keys of position `pos` of `layer` (`width.key` values).
     pub fn key(&self, layer: usize, pos: usize) -> &[f32] {
-        let (block, at) = self.offset(layer, false, pos);
-        &self.blocks[block][at..at + self.pool.width.key]
+        let (block, at) = self.locate(layer, false, pos);
+        &block[at..at + self.pool.width.key]
     }
 
     /// The values of position `pos` of `layer` (`width.value` values).
     pub fn value(&self, layer: usize, pos: usize) -> &[f32] {
-        let (block, at) = self.offset(layer, true, pos);
-        &self.blocks[block][at..at + self.pool.width.value]
+        let (block, at) = self.locate(layer, true, pos);
+        &block[at..at + self.pool.width.value]
     }
 
-    /// Commits `n` appended positions.
+    /// Commits `n` appended positions, and gives back the windowed layers' blocks that no window
+    /// of the next token reaches.
     pub fn advance(&mut self, n: usize) {
         self.len += n;
+        let seen_from = (self.len + 1).saturating_sub(self.pool.window);
+        let mut passed = Vec::new();
+        while (self.first_windowed + 1) * BLOCK_POSITIONS <= seen_from {
+            match self.windowed.pop_front() {
+                Some(block) => passed.push(block),
+                None => break,
+            }
+            self.first_windowed += 1;
+        }
+        self.pool.give(Kind::Windowed, passed);
     }
 
-    /// Drops positions from `len` on and gives back the blocks no longer needed.
+    /// Drops positions from `len` on and gives back the blocks no longer needed. Positions the
+    /// windows have already passed are gone: truncating takes a cache back to where a step
+    /// started, never further than its windows reach.
     pub fn truncate(&mut self, len: usize) {
         self.len = len.min(self.len);
         let keep = self.len.div_ceil(BLOCK_POSITIONS);
         self.pool
-            .give(self.blocks.drain(keep.min(self.blocks.len())..));
+            .give(Kind::Full, self.full.drain(keep.min(self.full.len())..));
+        let windowed_keep = keep.saturating_sub(self.first_windowed);
+        let from = windowed_keep.min(self.windowed.len());
+        self.pool.give(Kind::Windowed, self.windowed.drain(from..));
     }
 }
 
@@ -279,20 +387,46 @@ mod tests {
         assert_eq!(cache.key(0, 17), [85.0, 86.0, 87.0, 88.0, 89.0]);
         assert_eq!(cache.key(1, 3), [115.0, 116.0, 117.0, 118.0, 119.0]);
         assert!(cache.value(1, 3).is_empty());
-        assert_eq!(pool.block_len(), 2 * BLOCK_POSITIONS * 5);
+        assert_eq!(pool.block_len(Kind::Full), 2 * BLOCK_POSITIONS * 5);
+    }
+
+    #[test]
+    fn windowed_layers_keep_only_the_blocks_their_window_reaches() {
+        // Layer 0 attends within 20 positions, layer 1 to every position.
+        let pool = BlockPool::with_windows(&[Some(20), None], KvWidth::symmetric(1), 1000);
+        let mut cache = KvCache::new(Arc::clone(&pool), 1000);
+        for step in 0..100usize {
+            cache.reserve(1).unwrap();
+            let v = [step as f32];
+            cache.append(0, &v, &v);
+            cache.append(1, &v, &v);
+            cache.advance(1);
+            // The next token sees positions step + 2 - 20 ..= step + 1: every one of them
+            // that exists is still here.
+            let first = (step + 2).saturating_sub(20);
+            for pos in first..=step {
+                assert_eq!(cache.key(0, pos), [pos as f32]);
+            }
+        }
+        assert_eq!(cache.key(1, 0), [0.0]);
+        // 100 positions: 7 full blocks; the window's 19 past positions span at most 2 blocks.
+        assert_eq!((cache.full.len(), cache.windowed.len()), (7, 2));
+        assert_eq!(pool.blocks_in_use(), 9);
+        drop(cache);
+        assert_eq!(pool.blocks_in_use(), 0);
     }
 
     #[test]
     fn a_full_pool_refuses_and_the_cache_keeps_what_it_had() {
         let pool = BlockPool::new(1, KvWidth::symmetric(2), 40);
-        assert_eq!(pool.max_blocks(), 3);
+        assert_eq!(pool.max_bytes(), 3 * BLOCK_POSITIONS * 4 * 4);
         let mut a = KvCache::new(Arc::clone(&pool), 100);
         let mut b = KvCache::new(Arc::clone(&pool), 100);
         a.reserve(20).unwrap();
         a.advance(20);
         let refused = b.reserve(17);
         assert!(
-            matches!(refused, Err(ModelError::KvCacheFull { blocks: 3 })),
+            matches!(refused, Err(ModelError::KvCacheFull { bytes: 768 })),
             "{refused:?}"
         );
         assert_eq!((b.blocks(), pool.blocks_in_use()), (0, 2));

@@ -244,7 +244,7 @@ impl Model {
 
     /// KV memory for `max_positions` positions, in blocks, for caches to share.
     pub fn new_block_pool(&self, max_positions: usize) -> Arc<BlockPool> {
-        BlockPool::new(self.cfg.num_layers, self.cfg.kv_width(), max_positions)
+        BlockPool::with_windows(&self.cfg.sliding_window, self.cfg.kv_width(), max_positions)
     }
 
     /// An empty cache for one sequence, its blocks from `pool`.

@@ -49,3 +49,37 @@ fn window_changes_only_positions_past_it() {
         }
     }
 }
+
+/// gpt-oss alternates sliding (a 4-token window in the fixture) and full layers: a sequence far
+/// past the window follows transformers' greedy continuation token by token, while its sliding
+/// layers keep only the cache blocks their window reaches.
+#[test]
+fn a_sequence_past_the_window_matches_and_its_sliding_layers_stay_bounded() {
+    let model = common::load("gpt-oss", None);
+    let cfg = model.config();
+    assert_eq!(cfg.sliding_window, vec![Some(4), None, Some(4)]);
+    let prompt = &goldens("gpt-oss").prompts[2];
+    let mut cache = model.new_cache();
+    let mut logits = model
+        .forward(&prompt.ids, &mut cache, Logits::Last)
+        .unwrap();
+    for (step, &want) in prompt.greedy.iter().enumerate() {
+        let next = moe_model::ops::argmax(&logits).unwrap() as u32;
+        assert_eq!(next, want, "step {step}");
+        logits = model.forward(&[next], &mut cache, Logits::Last).unwrap();
+    }
+    let positions = cache.len();
+    assert!(positions > 6 * 4, "{positions} positions");
+    // One full layer keeps every position; the two sliding ones at most a block past the
+    // window's, whatever the length.
+    let (per_token, _) = cfg.kv_bytes_per_token();
+    let kv_dim = cfg.num_kv_heads * cfg.head_dim;
+    assert_eq!(per_token, 2 * kv_dim * 4);
+    assert_eq!(cfg.kv_window_bytes(), 2 * 2 * 16 * 2 * kv_dim * 4);
+    let full_blocks = positions.div_ceil(16);
+    assert!(
+        cache.blocks() <= full_blocks + 2,
+        "{} blocks",
+        cache.blocks()
+    );
+}
