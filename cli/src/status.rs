@@ -6,7 +6,7 @@
 //! The summary ([`Status::from_observed`]) is pure; gathering ([`observe`]) does the IO, every
 //! call under `--timeout-seconds`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use moe_coordinator::records::{GatewayStats, NodeRecord, Placement};
 use moe_coordinator::watch::Watcher;
 use moe_gateway::policy::Rung;
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
-use moe_proto::expert::{InfoRequest, NodeInfo, Precision as WirePrecision};
+use moe_proto::expert::{ExpertShape, InfoRequest, NodeInfo, Precision as WirePrecision};
 use moe_service::tls::ClientTlsArgs;
 use serde::Serialize;
 use tonic::transport::{ClientTlsConfig, Endpoint};
@@ -187,6 +187,8 @@ pub struct NodeStatus {
     pub unloadable: Vec<String>,
     /// Matrices it stores in a wider format than its precisions ask (from its `Info`).
     pub fallbacks: Vec<String>,
+    /// What its experts compute (activation, biases, width), by its `Info`.
+    pub expert_shape: Option<String>,
     /// Why `Info` did not answer, when it did not.
     pub error: Option<String>,
 }
@@ -204,6 +206,17 @@ fn unloadable_lines(record: &NodeRecord) -> Vec<String> {
 }
 
 /// The matrices a node's `Info` says are stored wider than asked, one line each.
+fn shape_text(shape: &ExpertShape) -> String {
+    let biases = match shape.biased {
+        true => "with biases",
+        false => "without biases",
+    };
+    format!(
+        "{} {biases}, {} wide",
+        shape.activation, shape.intermediate_size
+    )
+}
+
 fn fallback_lines(info: &NodeInfo) -> Vec<String> {
     let name = |p: i32| {
         WirePrecision::try_from(p).map_or("?".to_string(), |p| {
@@ -325,6 +338,7 @@ impl Status {
                     not_serving: ok.map(|i| i.not_serving.clone()).filter(|l| !l.is_empty()),
                     unloadable: unloadable_lines(r),
                     fallbacks: ok.map(fallback_lines).unwrap_or_default(),
+                    expert_shape: ok.and_then(|i| i.expert_shape.as_ref()).map(shape_text),
                     error: info.and_then(|i| i.as_ref().err().cloned()),
                 }
             })
@@ -514,6 +528,23 @@ impl Status {
         for n in &self.nodes {
             for line in n.unloadable.iter().chain(&n.fallbacks) {
                 let _ = writeln!(out, "{}: {line}", n.id);
+            }
+        }
+        let shapes: BTreeSet<&String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.expert_shape.as_ref())
+            .collect();
+        match shapes.iter().next() {
+            None => {}
+            Some(shape) if shapes.len() == 1 => {
+                let _ = writeln!(out, "experts: {shape}");
+            }
+            Some(_) => {
+                for n in &self.nodes {
+                    let shape = n.expert_shape.as_deref().unwrap_or("-");
+                    let _ = writeln!(out, "{}: experts differ from other nodes': {shape}", n.id);
+                }
             }
         }
         if let Some(p) = self.placement.as_ref().filter(|p| !p.hottest.is_empty()) {
@@ -904,6 +935,11 @@ moe:expert_pairs_total{node=\"a\",precision=\"skip\"} 5
                 reason: "40 columns is not a multiple of the 32-element block".into(),
             }],
             not_serving: "could load none of the 2 experts the placement assigns".into(),
+            expert_shape: Some(ExpertShape {
+                activation: "clamped-swiglu(alpha=1.702, limit=7)".into(),
+                biased: true,
+                intermediate_size: 2880,
+            }),
             ..NodeInfo::default()
         };
         let observed = Observed {
@@ -928,6 +964,7 @@ moe:expert_pairs_total{node=\"a\",precision=\"skip\"} 5
             "a: 1 experts unloadable (no room): /dev/shm/a: No space left on device",
             "a: down matrices asked q4 stored f16: 40 columns is not a multiple",
             "not serving: could load none",
+            "experts: clamped-swiglu(alpha=1.702, limit=7) with biases, 2880 wide",
         ] {
             assert!(table.contains(part), "missing {part:?} in\n{table}");
         }

@@ -14,8 +14,8 @@ use std::time::Instant;
 use moe_kernels::{Format, Pool};
 use moe_proto::expert::expert_service_server::ExpertService;
 use moe_proto::expert::{
-    BatchError, ClientMessage, FormatFallback, HeldExpert, InfoRequest, LayerRequest, LoadFailure,
-    NodeInfo, PrefetchHint, ServerMessage, Timings, client_message, server_message,
+    BatchError, ClientMessage, ExpertShape, FormatFallback, HeldExpert, InfoRequest, LayerRequest,
+    LoadFailure, NodeInfo, PrefetchHint, ServerMessage, Timings, client_message, server_message,
 };
 use moe_proto::tensor::{Limits, WireDtype};
 use tokio::sync::mpsc;
@@ -26,7 +26,7 @@ use crate::epoch::Epoch;
 use crate::gpu::Accelerator;
 use crate::request::{self, layer_work, reply, reply_dtype, wire_precision};
 use crate::residency::Residency;
-use crate::shard::ShardKey;
+use crate::shard::{ExpertDims, ShardKey};
 use crate::staging::{Stage, Stager};
 use crate::store::Catalog;
 use crate::unloadable::Unloadable;
@@ -542,11 +542,21 @@ impl ExpertService for NodeService {
             fallbacks: fallbacks(&catalog, node.pair),
             unloadable: load_failures(&node.unloadable()),
             not_serving: node.not_serving().unwrap_or_default(),
+            expert_shape: Some(expert_shape(catalog.dims())),
         }))
     }
 }
 
 /// The catalog's matrices stored wider than `pair` asks, as `Info` lists them.
+/// The wire form of the node's expert shape.
+fn expert_shape(dims: ExpertDims) -> ExpertShape {
+    ExpertShape {
+        activation: dims.shape.activation.name(),
+        biased: dims.shape.biased,
+        intermediate_size: dims.intermediate as u32,
+    }
+}
+
 fn fallbacks(catalog: &Catalog, pair: PrecisionPair) -> Vec<FormatFallback> {
     catalog
         .fallbacks(pair)

@@ -101,6 +101,11 @@ impl Catalog {
         self.experts.is_empty()
     }
 
+    /// The widths and shape of every expert of the model.
+    pub fn dims(&self) -> ExpertDims {
+        self.dims
+    }
+
     pub fn hidden(&self) -> usize {
         self.dims.hidden
     }

@@ -32,6 +32,7 @@ const QWEN3: &str = include_str!("data/chat_templates/qwen3-30b-a3b.jinja");
 const OLMOE: &str = include_str!("data/chat_templates/olmoe-1b-7b-0924-instruct.jinja");
 const DEEPSEEK_V3: &str = include_str!("data/chat_templates/deepseek-v3.jinja");
 const GLM_4_5: &str = include_str!("data/chat_templates/glm-4.5.jinja");
+const GPT_OSS: &str = include_str!("data/chat_templates/gpt-oss.jinja");
 
 const DEEPSEEK_BOS: &str = "<｜begin▁of▁sentence｜>";
 const DEEPSEEK_EOS: &str = "<｜end▁of▁sentence｜>";
@@ -303,6 +304,41 @@ fn glm_4_5_keeps_the_reasoning_of_answers_after_the_last_question() {
         "[gMASK]<sop><|user|>\nWhat is 2+2?<|assistant|>\n<think></think>\n4.\
          <|user|>\nAnd 3+3?<|assistant|>\n<think>Also simple.</think>\n6."
     );
+}
+
+fn gpt_oss() -> ChatTemplate {
+    template(GPT_OSS, Some("<|startoftext|>"), Some("<|return|>"))
+}
+
+/// `rendered` with the date the template wrote (`Current date: YYYY-MM-DD`, today's) replaced by
+/// `DATE`.
+fn undated(rendered: &str) -> String {
+    let (head, rest) = rendered
+        .split_once("Current date: ")
+        .expect("the system message has the date");
+    let (date, tail) = rest.split_at(10);
+    let digits = date.bytes().filter(u8::is_ascii_digit).count();
+    assert!(digits == 8 && date.as_bytes()[4] == b'-', "{date}");
+    format!("{head}Current date: DATE{tail}")
+}
+
+#[test]
+fn gpt_oss_writes_harmony_messages_with_the_system_prompt_as_developer_instructions() {
+    // The harmony format: a system message naming the channels, the given system prompt as the
+    // developer's instructions, earlier answers on the final channel, every message closed by
+    // <|end|>, and the generation prompt the bare assistant start.
+    let conversation = "<|start|>system<|message|>You are ChatGPT, a large language model \
+        trained by OpenAI.\nKnowledge cutoff: 2024-06\nCurrent date: DATE\n\nReasoning: \
+        medium\n\n# Valid channels: analysis, commentary, final. Channel must be included for \
+        every message.<|end|><|start|>developer<|message|># Instructions\n\nAnswer briefly.\n\n\
+        <|end|><|start|>user<|message|>What is 2+2?<|end|><|start|>assistant<|channel|>final\
+        <|message|>4.<|end|><|start|>user<|message|>And 3+3?<|end|>";
+    let (with_prompt, without_prompt) = both(&gpt_oss(), &four_messages());
+    assert_eq!(
+        undated(&with_prompt),
+        format!("{conversation}<|start|>assistant")
+    );
+    assert_eq!(undated(&without_prompt), conversation);
 }
 
 #[test]

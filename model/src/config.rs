@@ -125,7 +125,12 @@ impl ModelConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        ModelConfig::from_json(&value, path)
+        let mut config = ModelConfig::from_json(&value, path)?;
+        let generation = path.with_file_name(GENERATION_CONFIG);
+        if let Some(eos) = generation_eos(&generation)? {
+            config.eos_token_ids = eos;
+        }
+        Ok(config)
     }
 
     /// Reads a parsed `config.json`; `path` names it in errors.
@@ -248,6 +253,31 @@ impl ModelConfig {
     pub fn moe_layers(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.num_layers).filter(|&l| self.feed_forward[l] == FeedForward::Moe)
     }
+}
+
+/// The file beside `config.json` whose defaults `generate` uses.
+const GENERATION_CONFIG: &str = "generation_config.json";
+
+/// The stop tokens of `generation_config.json`, which `transformers`' `generate` takes over the
+/// model config's (gpt-oss stops at `<|return|>`, `<|call|>` and `<|endoftext|>`, its config
+/// names one); `None` when the file or its `eos_token_id` is absent.
+fn generation_eos(path: &Path) -> Result<Option<Vec<u32>>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(ModelError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let value: Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let ids = Keys::new(&value, path)?.token_ids("eos_token_id")?;
+    Ok((!ids.is_empty()).then_some(ids))
 }
 
 /// Typed access to the keys of one config object, with errors that name the file and key.
@@ -653,6 +683,29 @@ mod tests {
         let mut v = mixtral();
         v["rope_scaling"] = json!({"rope_type": "longrope", "factor": 4.0});
         assert!(parse(v).unwrap_err().to_string().contains("longrope"));
+    }
+
+    #[test]
+    fn generation_config_stop_tokens_take_over_the_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        std::fs::write(&config, mixtral().to_string()).unwrap();
+        assert_eq!(
+            ModelConfig::from_file(&config).unwrap().eos_token_ids,
+            vec![2]
+        );
+        let generation = dir.path().join(GENERATION_CONFIG);
+        std::fs::write(&generation, r#"{"eos_token_id": [7, 2, 9]}"#).unwrap();
+        assert_eq!(
+            ModelConfig::from_file(&config).unwrap().eos_token_ids,
+            vec![7, 2, 9]
+        );
+        std::fs::write(&generation, r#"{"eos_token_id": "x"}"#).unwrap();
+        let e = ModelConfig::from_file(&config).unwrap_err().to_string();
+        assert!(
+            e.contains("generation_config.json") && e.contains("eos_token_id"),
+            "{e}"
+        );
     }
 
     #[test]
