@@ -61,8 +61,9 @@ pub struct EvalQualityArgs {
     rungs: Vec<Rung>,
     #[command(flatten)]
     thresholds: ThresholdArgs,
-    /// The nodes' precision pair: f16+q4 or q8+q2.
-    #[arg(long, default_value = "f16+q4")]
+    /// The nodes' precision pair, e.g. f16+q4, q8+q2 or mxfp4+q2; `auto` is the checkpoint's
+    /// (f16+q4, fp8+q4 for fp8 checkpoints, mxfp4+q2 for MXFP4 ones), as a node serves it.
+    #[arg(long, default_value = "auto")]
     precisions: moe_expert_node::config::Precisions,
     /// Kernel threads (0 = one per core).
     #[arg(long, default_value_t = 0)]

@@ -13,11 +13,12 @@ pub struct ModelArgs {
     /// HuggingFace checkpoint directory (config.json, *.safetensors, tokenizer.json).
     #[arg(long, env = "MOE_MODEL")]
     pub model: PathBuf,
-    /// Format of the routed experts' weights: f32, f16, bf16, q8, q4 or q2 (default: as stored).
+    /// Format of the routed experts' weights: f32, f16, bf16, fp8, q8, q4, mxfp4 or q2 (default:
+    /// as stored; fp8 and MXFP4 checkpoints keep theirs).
     #[arg(long, env = "MOE_EXPERT_PRECISION")]
     pub expert_precision: Option<Format>,
     /// Format of the dense weights (attention, dense MLPs, shared experts, output head): f32, f16,
-    /// bf16, q8, q4 or q2 (default: as stored). Embeddings, norms and routers stay as stored.
+    /// bf16, fp8, q8, q4, mxfp4 or q2 (default: as stored). Embeddings, norms and routers stay as stored.
     #[arg(long, env = "MOE_DENSE_PRECISION")]
     pub dense_precision: Option<Format>,
     /// Kernel threads (0 = one per core).

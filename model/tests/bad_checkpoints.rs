@@ -139,3 +139,44 @@ fn out_of_range_tokens_and_overlong_prompts_are_errors() {
         .unwrap_err();
     assert!(matches!(e, ModelError::ContextOverflow { .. }), "{e}");
 }
+
+/// The first byte of tensor `name`'s data in the checkpoint `dir` (sharded, with an index).
+fn tensor_start(dir: &Path, name: &str) -> (std::path::PathBuf, usize) {
+    let index: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(dir.join("model.safetensors.index.json")).unwrap(),
+    )
+    .unwrap();
+    let file = dir.join(index["weight_map"][name].as_str().unwrap());
+    let bytes = fs::read(&file).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    let offset = header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+    (file, 8 + len + offset)
+}
+
+#[test]
+fn a_nan_mxfp4_scale_names_the_expert_tensor() {
+    let dir = copy_fixture("gpt-oss-mxfp4");
+    let name = "model.layers.1.mlp.experts.down_proj_scales";
+    let (file, at) = tensor_start(dir.path(), name);
+    let mut bytes = fs::read(&file).unwrap();
+    bytes[at] = 0xff; // E8M0's NaN
+    fs::write(&file, bytes).unwrap();
+    let e = load_err(dir.path()).to_string();
+    assert!(
+        e.contains("model.layers.1.mlp.experts.down_proj_blocks") && e.contains("NaN"),
+        "{e}"
+    );
+}
+
+#[test]
+fn mxfp4_tensors_of_another_shape_than_the_config_says_are_refused() {
+    let dir = copy_fixture("gpt-oss-mxfp4");
+    let config = dir.path().join("config.json");
+    let mut value: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&config).unwrap()).unwrap();
+    value["intermediate_size"] = 96.into();
+    fs::write(&config, value.to_string()).unwrap();
+    let e = load_err(dir.path());
+    assert!(matches!(e, ModelError::ShapeMismatch { .. }), "{e}");
+}
