@@ -426,6 +426,54 @@ mod tests {
         }
     }
 
+    /// gpt-oss with MXFP4 storage: each layer's fused expert matrices as U8 blocks and scales in
+    /// the released layout, read back as mxfp4 experts; every other tensor stays f16.
+    #[test]
+    fn mxfp4_storage_writes_the_fused_experts_as_blocks_and_scales() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = write_checkpoint_reporting(
+            Arch::GptOss,
+            Preset::Tiny,
+            &Overrides::mxfp4_storage(),
+            5,
+            dir.path(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(report.config.quantization, Some(Quantization::Mxfp4));
+        let bytes = weights(dir.path());
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let c = &report.config;
+        let (e, h, i) = (c.num_experts, c.hidden_size, c.moe_intermediate_size);
+        let name = "model.layers.1.mlp.experts.gate_up_proj";
+        let blocks = st.tensor(&format!("{name}_blocks")).unwrap();
+        assert_eq!(
+            (blocks.dtype(), blocks.shape()),
+            (Dtype::U8, &[e, 2 * i, h / 32, 16][..])
+        );
+        let scales = st.tensor(&format!("{name}_scales")).unwrap();
+        assert_eq!(
+            (scales.dtype(), scales.shape()),
+            (Dtype::U8, &[e, 2 * i, h / 32][..])
+        );
+        assert!(st.tensor(name).is_err());
+        let bias = st.tensor(&format!("{name}_bias")).unwrap();
+        assert_eq!(bias.dtype(), Dtype::F16);
+        let model = moe_model::Model::load(
+            dir.path(),
+            &moe_model::LoadOptions::default(),
+            std::sync::Arc::new(moe_kernels::Pool::new(1).unwrap()),
+        )
+        .unwrap();
+        let expert = &model.moe_block(1).unwrap().experts()[3];
+        assert_eq!(expert.precision(), moe_kernels::Format::Mxfp4);
+        // Values drawn with the init's spread (1 / sqrt(hidden)), quantized, not zero.
+        let w = expert.parts().0.to_f32();
+        let rms = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
+        let want = 1.0 / (h as f32).sqrt();
+        assert!((rms - want).abs() < 0.2 * want, "{rms} vs {want}");
+    }
+
     fn weights(dir: &Path) -> Vec<u8> {
         fs::read(dir.join("model.safetensors")).unwrap()
     }
