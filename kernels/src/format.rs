@@ -77,10 +77,11 @@ impl Format {
     }
 
     /// Whether products with this format take the activations quantized to int8 blocks (the
-    /// integer formats, and `Mxfp4`, whose codes doubled are integers); the others take them
-    /// as f32.
+    /// integer formats); the others take them as f32, among them the formats checkpoints store
+    /// (`Fp8`, `Mxfp4`), so that a checkpoint served as stored computes what its exactly
+    /// decoded weights do.
     pub fn takes_int8_activations(self) -> bool {
-        matches!(self, Format::Q8 | Format::Q4 | Format::Mxfp4 | Format::Q2)
+        matches!(self, Format::Q8 | Format::Q4 | Format::Q2)
     }
 
     /// Elements per storage unit: 1 for float formats, 32 for quantized ones.
@@ -263,7 +264,7 @@ mod tests {
         assert!(!Format::Fp8.takes_int8_activations() && Format::Q4.takes_int8_activations());
         assert_eq!(Format::Mxfp4.bits_per_weight(), 4.25);
         assert_eq!(Format::Mxfp4.row_bytes(64), 34);
-        assert!(Format::Mxfp4.is_quantized() && Format::Mxfp4.takes_int8_activations());
+        assert!(Format::Mxfp4.is_quantized() && !Format::Mxfp4.takes_int8_activations());
         assert!(Format::Mxfp4.fits(64) && !Format::Mxfp4.fits(48));
         assert_eq!(Format::Mxfp4.wider(), Some(Format::Q8));
         assert_eq!(Format::Mxfp4.fitting(48).format, Format::F16);

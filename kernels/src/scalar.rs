@@ -1,8 +1,8 @@
 //! Single-threaded reference kernels.
 //!
 //! [`matvec`] and [`matmul`] compute exactly what [`Pool`](crate::Pool) computes, with the
-//! portable dot products (for quantized weights: activations quantized to int8 blocks, integer
-//! block dots, f32 scale products). [`matvec_dequantized`] and [`matmul_dequantized`] instead
+//! portable dot products (for the integer formats: activations quantized to int8 blocks, integer
+//! block dots, f32 scale products; fp8 and mxfp4 take the activations as f32). [`matvec_dequantized`] and [`matmul_dequantized`] instead
 //! dequantize the weights and use the activations unquantized, accumulating in f64: the yardstick
 //! for the error the activation quantization adds. The per-block dot products are public so other
 //! backends can be checked against them.

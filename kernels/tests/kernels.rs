@@ -119,7 +119,7 @@ fn unsupported_isa_is_an_error() {
 fn quantized_products_stay_within_the_activation_quantization_bound() {
     let mut rng = Rng::new(13);
     let (rows, cols, n) = (48, 512, 3);
-    for format in [Format::Q8, Format::Q4, Format::Mxfp4, Format::Q2] {
+    for format in [Format::Q8, Format::Q4, Format::Q2] {
         let w = Matrix::from_f32(rows, cols, &rng.normals(rows * cols, 0.05), format).unwrap();
         let mut xs = rng.normals(n * cols, 1.0);
         xs[5] = 40.0; // an outlier widens one block's step
@@ -162,8 +162,16 @@ fn quantized_products_stay_within_the_activation_quantization_bound() {
 #[test]
 fn products_with_f32_activations_match_the_f64_reference() {
     let mut rng = Rng::new(17);
-    let (rows, cols) = (40, 333);
-    for format in [Format::F32, Format::F16, Format::Bf16, Format::Fp8] {
+    let rows = 40;
+    for format in [
+        Format::F32,
+        Format::F16,
+        Format::Bf16,
+        Format::Fp8,
+        Format::Mxfp4,
+    ] {
+        let cols = if format.fits(333) { 333 } else { 352 };
+        assert!(!format.takes_int8_activations(), "{format}");
         let w = Matrix::from_f32(rows, cols, &rng.normals(rows * cols, 0.05), format).unwrap();
         let x = rng.normals(cols, 1.0);
         let mut got = vec![0.0; rows];

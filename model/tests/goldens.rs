@@ -4,18 +4,16 @@
 
 mod common;
 
-use common::{ARCHS, assert_close, fixture_dir, golden_format, goldens, load};
+use common::{ARCHS, assert_close, fixture_dir, goldens, load};
 use moe_kernels::Format;
 use moe_model::{GenerateParams, Logits, Tokenizer, generate};
 
 const TOLERANCE: f32 = 1e-4;
-/// Logits through the MXFP4 kernels, whose activations are rounded to int8 per 32 values.
-const MXFP4_TOLERANCE: f32 = 5e-2;
 
 #[test]
 fn last_position_logits_match_transformers() {
     for arch in ARCHS {
-        let model = load(arch, golden_format(arch));
+        let model = load(arch, None);
         for (i, p) in goldens(arch).prompts.iter().enumerate() {
             let mut cache = model.new_cache();
             let logits = model.forward(&p.ids, &mut cache, Logits::Last).unwrap();
@@ -32,7 +30,7 @@ fn last_position_logits_match_transformers() {
 #[test]
 fn every_position_matches_and_prefill_equals_decode() {
     for arch in ARCHS {
-        let model = load(arch, golden_format(arch));
+        let model = load(arch, None);
         let g = goldens(arch).all_positions;
         let vocab = model.config().vocab_size;
         let mut cache = model.new_cache();
@@ -61,7 +59,7 @@ fn every_position_matches_and_prefill_equals_decode() {
 #[test]
 fn greedy_continuations_match_transformers() {
     for arch in ARCHS {
-        let model = load(arch, golden_format(arch));
+        let model = load(arch, None);
         let params = GenerateParams {
             max_tokens: 16,
             ignore_eos: true,
@@ -74,32 +72,15 @@ fn greedy_continuations_match_transformers() {
     }
 }
 
-/// The MXFP4 experts served as stored, through the MXFP4 kernels (int8 activations): every
-/// greedy continuation is the golden one, and the logits stay within the activations' rounding.
+/// The MXFP4 fixture's experts are held as stored, so the goldens above (computed on their
+/// exactly decoded weights) check the MXFP4 kernels themselves.
 #[test]
-fn mxfp4_experts_served_as_stored_keep_the_greedy_continuations() {
-    let arch = "gpt-oss-mxfp4";
-    let model = load(arch, None);
-    let experts = model.moe_block(0).unwrap().experts();
-    assert!(experts.iter().all(|e| e.precision() == Format::Mxfp4));
-    let params = GenerateParams {
-        max_tokens: 16,
-        ignore_eos: true,
-        ..GenerateParams::default()
-    };
-    let mut worst = 0.0f32;
-    for (i, p) in goldens(arch).prompts.iter().enumerate() {
-        let out = generate(&model, None, &p.ids, &params).unwrap();
-        assert_eq!(out.token_ids, p.greedy, "{arch} prompt {i}");
-        let logits = model
-            .forward(&p.ids, &mut model.new_cache(), Logits::Last)
-            .unwrap();
-        for (g, w) in logits.iter().zip(&p.last_logits) {
-            worst = worst.max((g - w).abs() / (1.0 + w.abs()));
-        }
+fn mxfp4_experts_are_served_as_stored() {
+    let model = load("gpt-oss-mxfp4", None);
+    for layer in 0..model.config().num_layers {
+        let experts = model.moe_block(layer).unwrap().experts();
+        assert!(experts.iter().all(|e| e.precision() == Format::Mxfp4));
     }
-    println!("mxfp4 kernels: largest logit error {worst:.3e} (relative to 1 + |golden|)");
-    assert!(worst < MXFP4_TOLERANCE, "{worst}");
 }
 
 #[test]

@@ -4,9 +4,10 @@
 //! last `cols % 8` in scalar code. Quantized formats: one block per step; the 32 codes are
 //! unpacked to bytes, multiplied with the activation codes by `vpmaddubsw`/`vpmaddwd` into 8
 //! int32 partial sums (exact), converted to f32 and accumulated with the scale product
-//! `d_w * d_x`, as in the scalar reference (`Mxfp4`: the 4-bit codes unpacked like `Q4`'s and
-//! looked up as their doubled values with `vpshufb`). `Fp8`: 16 codes at a time widened through f16,
-//! each block's sum scaled by its f32 scale.
+//! `d_w * d_x`, as in the scalar reference. `Fp8` and `Mxfp4` take f32 activations: a block's
+//! codes widened to f32 (`Fp8`: 16 at a time through f16; `Mxfp4`: unpacked like `Q4`'s, looked
+//! up as their doubled values with `vpshufb` and converted), multiplied with the activations, and
+//! each block's sum scaled by its scale.
 //!
 //! The helpers are `#[inline(always)]` without target features; they are only called from the
 //! `Tile` implementations below, which enable the features, so everything inlines into them.
@@ -16,7 +17,7 @@ use std::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use super::{Tile, fp8_prepared, prefetch_ahead, unprepared};
+use super::{Tile, padded_prepared, prefetch_ahead, unprepared};
 use crate::activation::ActBlock;
 use crate::quant::{BlockFp8, BlockMxfp4, BlockQ2, BlockQ4, BlockQ8, E2M1_DOUBLED, QK};
 
@@ -221,20 +222,6 @@ impl QBlock for BlockQ4 {
     }
 }
 
-impl QBlock for BlockMxfp4 {
-    const SIGNED: bool = true;
-
-    #[inline(always)]
-    unsafe fn unpack(&self) -> (__m256i, f32) {
-        // SAFETY: features by the caller; `qs` and the table are 16 readable bytes.
-        unsafe {
-            let codes = nibbles(&self.qs);
-            let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(E2M1_DOUBLED.as_ptr().cast()));
-            (_mm256_shuffle_epi8(table, codes), self.half_scale())
-        }
-    }
-}
-
 impl QBlock for BlockQ2 {
     const SIGNED: bool = false;
 
@@ -335,14 +322,77 @@ unsafe fn widen_e4m3(p: *const u8) -> (__m256, __m256) {
     }
 }
 
-/// `R x T` dot products of fp8 rows (`len` blocks) with f32 vectors of `len * 32` values; each
-/// block's sum is scaled by its `d`, and the result by the 2^8 `widen_e4m3` leaves out.
+/// A block of 32 weights that the float-activation tile widens to f32 (divided by `FACTOR`, which
+/// the tile multiplies back at the end), with its scale.
+trait WideBlock {
+    /// The codes' values are the widened values times this.
+    const FACTOR: f32;
+
+    /// The 32 values as four vectors of 8, elements in order.
+    ///
+    /// # Safety
+    /// AVX2 and F16C must be available.
+    unsafe fn widen(&self) -> [__m256; 4];
+
+    /// The factor of the block's codes.
+    fn scale(&self) -> f32;
+}
+
+impl WideBlock for BlockFp8 {
+    const FACTOR: f32 = 256.0;
+
+    #[inline(always)]
+    unsafe fn widen(&self) -> [__m256; 4] {
+        // SAFETY: features by the caller; `qs` is 32 readable bytes.
+        unsafe {
+            let qs: *const u8 = self.qs.as_ptr();
+            let (a, b) = widen_e4m3(qs);
+            let (c, e) = widen_e4m3(qs.add(16));
+            [a, b, c, e]
+        }
+    }
+
+    fn scale(&self) -> f32 {
+        self.d
+    }
+}
+
+impl WideBlock for BlockMxfp4 {
+    const FACTOR: f32 = 1.0;
+
+    #[inline(always)]
+    unsafe fn widen(&self) -> [__m256; 4] {
+        // SAFETY: features by the caller; `qs` and the table are 16 readable bytes.
+        unsafe {
+            let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(E2M1_DOUBLED.as_ptr().cast()));
+            let values = _mm256_shuffle_epi8(table, nibbles(&self.qs));
+            let (lo, hi) = (
+                _mm256_castsi256_si128(values),
+                _mm256_extracti128_si256::<1>(values),
+            );
+            let f = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+            [
+                f(lo),
+                f(_mm_srli_si128::<8>(lo)),
+                f(hi),
+                f(_mm_srli_si128::<8>(hi)),
+            ]
+        }
+    }
+
+    fn scale(&self) -> f32 {
+        self.half_scale()
+    }
+}
+
+/// `R x T` dot products of rows of widened blocks (`len` blocks) with f32 vectors of `len * 32`
+/// values; each block's sum is scaled by its scale, and the result by `B::FACTOR`.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be available; `w.len() >= R * len`, `x.len() >= T * len * 32`.
 #[inline(always)]
-unsafe fn fp8_tile<const R: usize, const T: usize>(
-    w: &[BlockFp8],
+unsafe fn wide_tile<B: WideBlock, const R: usize, const T: usize>(
+    w: &[B],
     x: &[f32],
     len: usize,
 ) -> [[f32; R]; T] {
@@ -351,7 +401,7 @@ unsafe fn fp8_tile<const R: usize, const T: usize>(
     // SAFETY: features by the caller; blocks and activations in bounds (asserted above).
     unsafe {
         let (wp, xp) = (w.as_ptr(), x.as_ptr());
-        let ahead = prefetch_ahead(len * size_of::<BlockFp8>(), R);
+        let ahead = prefetch_ahead(len * size_of::<B>(), R);
         let mut acc = [[_mm256_setzero_ps(); R]; T];
         for b in 0..len {
             let mut wv = [[_mm256_setzero_ps(); 4]; R];
@@ -359,11 +409,8 @@ unsafe fn fp8_tile<const R: usize, const T: usize>(
             for r in 0..R {
                 let block = wp.add(r * len + b);
                 _mm_prefetch::<_MM_HINT_T0>(block.cast::<i8>().wrapping_add(ahead));
-                let qs: *const u8 = std::ptr::addr_of!((*block).qs).cast();
-                let (a, b) = widen_e4m3(qs);
-                let (c, e) = widen_e4m3(qs.add(16));
-                wv[r] = [a, b, c, e];
-                d[r] = _mm256_set1_ps((*block).d);
+                wv[r] = (*block).widen();
+                d[r] = _mm256_set1_ps((*block).scale());
             }
             for t in 0..T {
                 let xb = xp.add(t * plen + b * QK);
@@ -380,7 +427,7 @@ unsafe fn fp8_tile<const R: usize, const T: usize>(
         let mut out = [[0.0; R]; T];
         for t in 0..T {
             for r in 0..R {
-                out[t][r] = hsum(acc[t][r]) * 256.0;
+                out[t][r] = hsum(acc[t][r]) * B::FACTOR;
             }
         }
         out
@@ -413,23 +460,30 @@ float_kernel!(F32, f32);
 float_kernel!(F16, f16);
 float_kernel!(Bf16, bf16);
 
-pub(crate) struct Fp8;
+macro_rules! wide_kernel {
+    ($name:ident, $w:ty) => {
+        pub(crate) struct $name;
 
-impl Tile for Fp8 {
-    type W = BlockFp8;
-    type X = f32;
-    fp8_prepared!();
+        impl Tile for $name {
+            type W = $w;
+            type X = f32;
+            padded_prepared!();
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile<const R: usize, const T: usize>(
-        w: &[BlockFp8],
-        x: &[f32],
-        len: usize,
-    ) -> [[f32; R]; T] {
-        // SAFETY: the features are enabled here; lengths by the trait contract.
-        unsafe { fp8_tile::<R, T>(w, x, len) }
-    }
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn tile<const R: usize, const T: usize>(
+                w: &[$w],
+                x: &[f32],
+                len: usize,
+            ) -> [[f32; R]; T] {
+                // SAFETY: the features are enabled here; lengths by the trait contract.
+                unsafe { wide_tile::<$w, R, T>(w, x, len) }
+            }
+        }
+    };
 }
+
+wide_kernel!(Fp8, BlockFp8);
+wide_kernel!(Mxfp4, BlockMxfp4);
 
 pub(crate) struct Q8;
 
@@ -464,24 +518,6 @@ impl Tile for Q4 {
     ) -> [[f32; R]; T] {
         // SAFETY: the features are enabled here; lengths by the trait contract.
         unsafe { quant_tile::<BlockQ4, R, T>(w, x, len) }
-    }
-}
-
-pub(crate) struct Mxfp4;
-
-impl Tile for Mxfp4 {
-    type W = BlockMxfp4;
-    type X = ActBlock;
-    unprepared!();
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile<const R: usize, const T: usize>(
-        w: &[BlockMxfp4],
-        x: &[ActBlock],
-        len: usize,
-    ) -> [[f32; R]; T] {
-        // SAFETY: the features are enabled here; lengths by the trait contract.
-        unsafe { quant_tile::<BlockMxfp4, R, T>(w, x, len) }
     }
 }
 

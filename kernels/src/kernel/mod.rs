@@ -114,8 +114,9 @@ macro_rules! unprepared {
 }
 pub(crate) use unprepared;
 
-/// `n` f32 vectors as fp8 kernels read them: `blocks` whole 32-element blocks each, a vector
-/// whose width is not a multiple of 32 copied with zeros after it (the weights' padding codes).
+/// `n` f32 vectors as the kernels of block formats with f32 activations (fp8, mxfp4) read them:
+/// `blocks` whole 32-element blocks each, a vector whose width is not a multiple of 32 copied
+/// with zeros after it (fp8's padding codes; mxfp4 rows are whole blocks).
 pub(crate) fn padded_vectors(x: &[f32], n: usize, blocks: usize) -> Cow<'_, [f32]> {
     let padded = blocks * crate::quant::QK;
     if n == 0 || x.len() == n * padded {
@@ -129,8 +130,9 @@ pub(crate) fn padded_vectors(x: &[f32], n: usize, blocks: usize) -> Cow<'_, [f32
     Cow::Owned(out)
 }
 
-/// Implements `prepare` for the fp8 kernels, which take f32 vectors padded to whole blocks.
-macro_rules! fp8_prepared {
+/// Implements `prepare` for the fp8 and mxfp4 kernels, which take f32 vectors padded to whole
+/// blocks.
+macro_rules! padded_prepared {
     () => {
         type P = f32;
 
@@ -143,7 +145,7 @@ macro_rules! fp8_prepared {
         }
     };
 }
-pub(crate) use fp8_prepared;
+pub(crate) use padded_prepared;
 
 /// How far ahead of the bytes being read a kernel prefetches, for tiles of `rows` rows of
 /// `row_bytes` each: the same place in the next tile. One core keeps too few cache-line fills in
@@ -275,7 +277,7 @@ pub(crate) fn run(isa: Isa, w: &Matrix, act: Act<'_>, n: usize, out: &Out, exec:
     let rows = w.rows();
     let cols = w.cols();
     let nb = cols / crate::quant::QK;
-    let fp8_blocks = cols.div_ceil(crate::quant::QK);
+    let padded_blocks = cols.div_ceil(crate::quant::QK);
     macro_rules! go {
         ($k:ty, $w:expr, $x:expr, $len:expr) => {{
             let prepared = <$k as Tile>::prepare($x, n, $len);
@@ -301,13 +303,13 @@ pub(crate) fn run(isa: Isa, w: &Matrix, act: Act<'_>, n: usize, out: &Out, exec:
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Storage::Bf16(v), Act::F32(x)) => go!(avx2::Bf16, v, x, cols),
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, Storage::Fp8(v), Act::F32(x)) => go!(avx2::Fp8, v, x, fp8_blocks),
+        (Isa::Avx2, Storage::Fp8(v), Act::F32(x)) => go!(avx2::Fp8, v, x, padded_blocks),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Storage::Q8(v), Act::Q(x)) => go!(avx2::Q8, v, x, nb),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Storage::Q4(v), Act::Q(x)) => go!(avx2::Q4, v, x, nb),
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, Storage::Mxfp4(v), Act::Q(x)) => go!(avx2::Mxfp4, v, x, nb),
+        (Isa::Avx2, Storage::Mxfp4(v), Act::F32(x)) => go!(avx2::Mxfp4, v, x, padded_blocks),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2, Storage::Q2(v), Act::Q(x)) => go!(avx2::Q2, v, x, nb),
         #[cfg(target_arch = "x86_64")]
@@ -324,14 +326,16 @@ pub(crate) fn run(isa: Isa, w: &Matrix, act: Act<'_>, n: usize, out: &Out, exec:
         }
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512 | Isa::Avx512Vnni, Storage::Fp8(v), Act::F32(x)) => {
-            go!(avx512::Fp8, v, x, fp8_blocks)
+            go!(avx512::Fp8, v, x, padded_blocks)
+        }
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512 | Isa::Avx512Vnni, Storage::Mxfp4(v), Act::F32(x)) => {
+            go!(avx512::Mxfp4, v, x, padded_blocks)
         }
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, Storage::Q8(v), Act::Q(x)) => go!(avx512::Q8Bw, v, x, nb),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, Storage::Q4(v), Act::Q(x)) => go!(avx512::Q4Bw, v, x, nb),
-        #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512, Storage::Mxfp4(v), Act::Q(x)) => go!(avx512::Mxfp4Bw, v, x, nb),
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512, Storage::Q2(v), Act::Q(x)) => go!(avx512::Q2Bw, v, x, nb),
         #[cfg(target_arch = "x86_64")]
@@ -339,16 +343,14 @@ pub(crate) fn run(isa: Isa, w: &Matrix, act: Act<'_>, n: usize, out: &Out, exec:
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512Vnni, Storage::Q4(v), Act::Q(x)) => go!(avx512::Q4Icl, v, x, nb),
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx512Vnni, Storage::Mxfp4(v), Act::Q(x)) => go!(avx512::Mxfp4Icl, v, x, nb),
-        #[cfg(target_arch = "x86_64")]
         (Isa::Avx512Vnni, Storage::Q2(v), Act::Q(x)) => go!(avx512::Q2Icl, v, x, nb),
         (_, Storage::F32(v), Act::F32(x)) => go!(scalar::F32, v, x, cols),
         (_, Storage::F16(v), Act::F32(x)) => go!(scalar::F16, v, x, cols),
         (_, Storage::Bf16(v), Act::F32(x)) => go!(scalar::Bf16, v, x, cols),
-        (_, Storage::Fp8(v), Act::F32(x)) => go!(scalar::Fp8, v, x, fp8_blocks),
+        (_, Storage::Fp8(v), Act::F32(x)) => go!(scalar::Fp8, v, x, padded_blocks),
         (_, Storage::Q8(v), Act::Q(x)) => go!(scalar::Q8, v, x, nb),
         (_, Storage::Q4(v), Act::Q(x)) => go!(scalar::Q4, v, x, nb),
-        (_, Storage::Mxfp4(v), Act::Q(x)) => go!(scalar::Mxfp4, v, x, nb),
+        (_, Storage::Mxfp4(v), Act::F32(x)) => go!(scalar::Mxfp4, v, x, padded_blocks),
         (_, Storage::Q2(v), Act::Q(x)) => go!(scalar::Q2, v, x, nb),
         _ => debug_assert!(false, "activation prepared for the wrong format"),
     }

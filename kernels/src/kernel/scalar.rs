@@ -1,14 +1,16 @@
 //! Portable dot products, the reference the SIMD paths are tested against.
 //!
-//! Float formats accumulate `w * x` in f32 in element order. Quantized formats compute each
-//! block's integer dot product exactly and accumulate `(d_w * d_x) * dot` (plus
-//! `(m_w * d_x) * Σq_x` for `Q2`; for `Mxfp4` the codes doubled and `d_w = 2^(e-128)`) in f32 in
-//! block order; the SIMD paths do the same integer work
-//! and the same scale products, differing only in the order of the float additions.
+//! Float formats accumulate `w * x` in f32 in element order. The formats checkpoints store
+//! (`Fp8`, `Mxfp4`) take f32 activations too: each block's codes (`Mxfp4`: doubled, so integers)
+//! times the activations, summed in f32, times the block's scale (`Mxfp4`: `2^(e-128)`), in block
+//! order. The integer formats compute each block's integer dot product with int8 activations
+//! exactly and accumulate `(d_w * d_x) * dot` (plus `(m_w * d_x) * Σq_x` for `Q2`) in f32 in
+//! block order; the SIMD paths do the same integer work and the same scale products, differing
+//! only in the order of the float additions.
 
 use half::{bf16, f16};
 
-use super::{Tile, fp8_prepared, unprepared};
+use super::{Tile, padded_prepared, unprepared};
 use crate::activation::ActBlock;
 use crate::quant::{
     BlockFp8, BlockMxfp4, BlockQ2, BlockQ4, BlockQ8, E2M1_DOUBLED, E4M3_VALUES, QK,
@@ -65,16 +67,12 @@ pub fn block_dot_q4(w: &BlockQ4, x: &ActBlock) -> i32 {
     s
 }
 
-/// Integer dot product `Σ 2 e2m1(q_j) x_j` of one `Mxfp4` block (its codes doubled, which makes
-/// them integers) with one activation block.
-pub fn block_dot_mxfp4(w: &BlockMxfp4, x: &ActBlock) -> i32 {
-    let value = |code: u8| i32::from(E2M1_DOUBLED[usize::from(code)]);
-    let mut s = 0i32;
-    for (j, &b) in w.qs.iter().enumerate() {
-        s += value(b & 0x0f) * i32::from(x.qs[j]);
-        s += value(b >> 4) * i32::from(x.qs[j + QK / 2]);
-    }
-    s
+/// `Σ 2 e2m1(q_j) x_j` over one `Mxfp4` block's codes, doubled (which makes them integers), and
+/// 32 activations (the scale not applied).
+pub fn block_dot_mxfp4(w: &BlockMxfp4, x: &[f32]) -> f32 {
+    x.iter().take(QK).enumerate().fold(0.0, |acc, (j, x)| {
+        acc + f32::from(E2M1_DOUBLED[usize::from(w.code(j))]) * x
+    })
 }
 
 /// Integer dot product `Σ q_j x_j` of one `Q2` block's codes with one activation block.
@@ -98,10 +96,10 @@ pub fn dot_q4(w: &[BlockQ4], x: &[ActBlock]) -> f32 {
     })
 }
 
-/// Dot product of an `Mxfp4` row with a quantized activation vector.
-pub fn dot_mxfp4(w: &[BlockMxfp4], x: &[ActBlock]) -> f32 {
-    w.iter().zip(x).fold(0.0, |acc, (b, a)| {
-        acc + (b.half_scale() * a.d) * block_dot_mxfp4(b, a) as f32
+/// Dot product of an `Mxfp4` row with f32 activations.
+pub fn dot_mxfp4(w: &[BlockMxfp4], x: &[f32]) -> f32 {
+    w.iter().zip(x.chunks_exact(QK)).fold(0.0, |acc, (b, x)| {
+        acc + b.half_scale() * block_dot_mxfp4(b, x)
     })
 }
 
@@ -138,33 +136,39 @@ macro_rules! scalar_tile {
     };
 }
 
-pub(crate) struct Fp8;
+/// A tile of a block format that takes f32 activations, `QK` of them per block.
+macro_rules! padded_tile {
+    ($name:ident, $w:ty, $dot:ident) => {
+        pub(crate) struct $name;
 
-impl Tile for Fp8 {
-    type W = BlockFp8;
-    type X = f32;
-    fp8_prepared!();
+        impl Tile for $name {
+            type W = $w;
+            type X = f32;
+            padded_prepared!();
 
-    unsafe fn tile<const R: usize, const T: usize>(
-        w: &[BlockFp8],
-        x: &[f32],
-        len: usize,
-    ) -> [[f32; R]; T] {
-        let plen = len * QK;
-        let mut out = [[0.0; R]; T];
-        for (t, o) in out.iter_mut().enumerate() {
-            for (r, v) in o.iter_mut().enumerate() {
-                *v = dot_fp8(&w[r * len..(r + 1) * len], &x[t * plen..(t + 1) * plen]);
+            unsafe fn tile<const R: usize, const T: usize>(
+                w: &[$w],
+                x: &[f32],
+                len: usize,
+            ) -> [[f32; R]; T] {
+                let plen = len * QK;
+                let mut out = [[0.0; R]; T];
+                for (t, o) in out.iter_mut().enumerate() {
+                    for (r, v) in o.iter_mut().enumerate() {
+                        *v = $dot(&w[r * len..(r + 1) * len], &x[t * plen..(t + 1) * plen]);
+                    }
+                }
+                out
             }
         }
-        out
-    }
+    };
 }
 
+padded_tile!(Fp8, BlockFp8, dot_fp8);
+padded_tile!(Mxfp4, BlockMxfp4, dot_mxfp4);
 scalar_tile!(F32, f32, f32, dot_f32);
 scalar_tile!(F16, f16, f32, dot_f16);
 scalar_tile!(Bf16, bf16, f32, dot_bf16);
 scalar_tile!(Q8, BlockQ8, ActBlock, dot_q8);
 scalar_tile!(Q4, BlockQ4, ActBlock, dot_q4);
-scalar_tile!(Mxfp4, BlockMxfp4, ActBlock, dot_mxfp4);
 scalar_tile!(Q2, BlockQ2, ActBlock, dot_q2);

@@ -16,7 +16,6 @@ mod q8;
 
 pub(crate) use fp8::E4M3_VALUES;
 pub use fp8::{BlockFp8, E4M3_MAX, e4m3_to_f32, f32_to_e4m3, is_e4m3_nan};
-pub(crate) use mxfp4::E8M0_HALF;
 pub use mxfp4::{BlockMxfp4, E2M1_DOUBLED, E2M1_VALUES, e8m0_to_f32, f32_to_e2m1};
 pub use q2::BlockQ2;
 pub use q4::BlockQ4;

@@ -19,8 +19,10 @@
 //!
 //! Quantizing: `e` is the smallest scale whose 6 (the largest code) covers the block's largest
 //! magnitude, `e = ceil(log2(amax / 6)) + 127` clamped to `0..=254`, and each value is rounded to
-//! the nearest code, ties to the even code. The integer kernels read the codes as twice their
-//! value ([`E2M1_DOUBLED`], integers) times the scale 2^(e-128) ([`BlockMxfp4::half_scale`]).
+//! the nearest code, ties to the even code. The kernels read the codes as twice their value
+//! ([`E2M1_DOUBLED`], integers, looked up with one byte shuffle) times the scale 2^(e-128)
+//! ([`BlockMxfp4::half_scale`]), with f32 activations: a product is exact but for its f32
+//! additions, as for the checkpoint's own decoded weights.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -73,7 +75,7 @@ pub const fn e8m0_to_f32(e: u8) -> f32 {
 }
 
 /// 2^(e-128) for every E8M0 code: the scale that goes with [`E2M1_DOUBLED`].
-pub(crate) static E8M0_HALF: [f32; 256] = {
+static E8M0_HALF: [f32; 256] = {
     let mut table = [0.0f32; 256];
     let mut e = 0;
     while e < 255 {

@@ -22,13 +22,6 @@ pub const ARCHS: [&str; 10] = [
     "gpt-oss-mxfp4",
 ];
 
-/// The expert format a fixture's goldens are checked at: as stored, except the MXFP4 fixture's
-/// experts, decoded exactly to f32 (the MXFP4 kernels take int8 activations, as llama.cpp's do;
-/// `goldens.rs` checks them on their own).
-pub fn golden_format(arch: &str) -> Option<Format> {
-    (arch == "gpt-oss-mxfp4").then_some(Format::F32)
-}
-
 pub fn fixture_dir(arch: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures")

@@ -6,7 +6,7 @@
 use std::arch::x86_64::*;
 
 use crate::activation::ActBlock;
-use crate::quant::{BlockMxfp4, BlockQ2, BlockQ4, BlockQ8, E2M1_DOUBLED, E8M0_HALF};
+use crate::quant::{BlockQ2, BlockQ4, BlockQ8};
 
 // ---------------------------------------------------------------------------------------------
 // Quantized formats: activation groups.
@@ -72,8 +72,8 @@ pub(super) fn prepare_groups(
 // Quantized formats: weight groups.
 
 /// Four weight blocks unpacked: `q[h]` holds codes `16h..16h+16` of block `k` in bytes
-/// `16k..16k+16` (as [`XGroup`]), `s` a compact f32 vector of the scales (`Q8`/`Q4`/`Mxfp4`: `d`
-/// in lanes 0..4; `Q2`: `d, m` interleaved).
+/// `16k..16k+16` (as [`XGroup`]), `s` a compact f32 vector of the scales (`Q8`/`Q4`: `d` in lanes
+/// 0..4; `Q2`: `d, m` interleaved).
 #[derive(Clone, Copy)]
 pub(super) struct WGroup {
     pub(super) q: [__m512i; 2],
@@ -86,7 +86,7 @@ pub(super) trait QFormat {
     const BYTES: usize;
     /// Bytes the `Icl` loader reads from the start of a group.
     const WINDOW: usize;
-    /// Whether the codes the `Bw` loader returns are signed (`Q8`, `Mxfp4`).
+    /// Whether the codes the `Bw` loader returns are signed (`Q8`).
     const SIGNED: bool;
     /// Whether the block has an offset term (`Q2`).
     const OFFSET: bool;
@@ -97,8 +97,8 @@ pub(super) trait QFormat {
     /// AVX-512 F/BW/VL and F16C must be available; `4 * BYTES` bytes at `p` readable.
     unsafe fn load_bw(p: *const u8) -> WGroup;
 
-    /// Loads and unpacks the group at `p` with VBMI / GFNI (signed codes biased to unsigned ones:
-    /// `Q8` by 128, `Mxfp4` by 12).
+    /// Loads and unpacks the group at `p` with VBMI / GFNI (`Q8`'s signed codes biased to
+    /// unsigned ones by 128).
     ///
     /// # Safety
     /// AVX-512 F/BW/VL/VBMI, GFNI and F16C must be available; `WINDOW` bytes at `p` readable.
@@ -110,7 +110,6 @@ pub(super) trait QFormat {
 enum Table {
     Q4Codes,
     Q4Scales,
-    Mxfp4Codes,
     Q2Codes,
     Q2Scales,
     Q8Low,
@@ -122,7 +121,6 @@ enum Table {
 /// the loader passes to `vpermb` / `vpermt2b`. Groups start at byte 0.
 ///
 /// * `Q4` (18-byte blocks, windows at 0 and 8): codes are block `k`'s 16 bytes at `16k`.
-/// * `Mxfp4` (17-byte blocks, windows at 0 and 4): codes are block `k`'s 16 bytes at `16k`.
 /// * `Q2` (12-byte blocks, window at 0): block `k`'s 8 code bytes twice, at `16k` and `16k+8`.
 /// * `Q8` (34-byte blocks): bytes `0..16` of each block's codes (windows at 0 and 64), bytes
 ///   `16..32` (windows at 16 and 80).
@@ -140,10 +138,6 @@ const fn source(table: Table, o: usize) -> usize {
             } else {
                 0
             }
-        }
-        Table::Mxfp4Codes => {
-            let s = 17 * k + 1 + j;
-            if s < 64 { s } else { 64 + s - 4 }
         }
         Table::Q2Codes => 12 * k + 4 + j % 8,
         Table::Q2Scales => {
@@ -180,28 +174,11 @@ const fn index_bytes(table: Table) -> [u8; 64] {
 
 static Q4_CODES: [u8; 64] = index_bytes(Table::Q4Codes);
 static Q4_SCALES: [u8; 64] = index_bytes(Table::Q4Scales);
-static MXFP4_CODES: [u8; 64] = index_bytes(Table::Mxfp4Codes);
 static Q2_CODES: [u8; 64] = index_bytes(Table::Q2Codes);
 static Q2_SCALES: [u8; 64] = index_bytes(Table::Q2Scales);
 static Q8_LOW: [u8; 64] = index_bytes(Table::Q8Low);
 static Q8_HIGH: [u8; 64] = index_bytes(Table::Q8High);
 static Q8_SCALES: [u8; 64] = index_bytes(Table::Q8Scales);
-
-/// [`E2M1_DOUBLED`] as bytes for `vpshufb`.
-static E2M1_DOUBLED_BYTES: [u8; 16] = bias(0);
-/// [`E2M1_DOUBLED`] plus 12, unsigned for `vpdpbusd` (the kernel subtracts `12 Σx`).
-static E2M1_DOUBLED_BIASED: [u8; 16] = bias(12);
-
-/// [`E2M1_DOUBLED`] plus `offset`, as bytes.
-const fn bias(offset: i8) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    let mut i = 0;
-    while i < 16 {
-        out[i] = (E2M1_DOUBLED[i] + offset) as u8;
-        i += 1;
-    }
-    out
-}
 
 /// `vgf2p8affineqb` matrix that keeps the low nibble of each byte.
 const GF_LOW_NIBBLE: i64 = 0x0102_0408_0000_0000;
@@ -397,73 +374,6 @@ impl QFormat for Q4Fmt {
             WGroup {
                 q: split_nibbles(raw),
                 s: _mm256_cvtph_ps(_mm512_castsi512_si128(d)),
-            }
-        }
-    }
-}
-
-/// A 16-byte `vpshufb` table broadcast to all four 128-bit lanes.
-///
-/// # Safety
-/// AVX-512 F must be available.
-#[inline(always)]
-unsafe fn lut(t: &[u8; 16]) -> __m512i {
-    // SAFETY: the caller guarantees AVX-512 F; `t` is 16 readable bytes.
-    unsafe { _mm512_broadcast_i32x4(_mm_loadu_si128(t.as_ptr().cast())) }
-}
-
-/// The four `Mxfp4` scales 2^(e-128) of the group at `p` (lanes 4..8 zero).
-///
-/// # Safety
-/// AVX must be available and `4 * 17` bytes at `p` readable.
-#[inline(always)]
-unsafe fn e8m0_halves4(p: *const u8) -> __m256 {
-    // SAFETY: the caller guarantees AVX and readable bytes.
-    unsafe {
-        let s = |k: usize| E8M0_HALF[usize::from(*p.add(Mxfp4Fmt::BYTES * k))];
-        _mm256_setr_ps(s(0), s(1), s(2), s(3), 0.0, 0.0, 0.0, 0.0)
-    }
-}
-
-pub(super) struct Mxfp4Fmt;
-
-impl QFormat for Mxfp4Fmt {
-    const BYTES: usize = size_of::<BlockMxfp4>();
-    const WINDOW: usize = 68;
-    const SIGNED: bool = true;
-    const OFFSET: bool = false;
-
-    #[inline(always)]
-    unsafe fn load_bw(p: *const u8) -> WGroup {
-        // SAFETY: features and readable blocks by the caller.
-        unsafe {
-            let values = lut(&E2M1_DOUBLED_BYTES);
-            let [lo, hi] = nibbles4(p, Self::BYTES, 1);
-            WGroup {
-                q: [
-                    _mm512_shuffle_epi8(values, lo),
-                    _mm512_shuffle_epi8(values, hi),
-                ],
-                s: e8m0_halves4(p),
-            }
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn load_icl(p: *const u8) -> WGroup {
-        // SAFETY: features and `WINDOW` readable bytes by the caller.
-        unsafe {
-            let l0 = _mm512_loadu_si512(p.cast());
-            let l1 = _mm512_loadu_si512(p.add(4).cast());
-            let raw = _mm512_permutex2var_epi8(l0, table(&MXFP4_CODES), l1);
-            let [lo, hi] = split_nibbles(raw);
-            let biased = lut(&E2M1_DOUBLED_BIASED);
-            WGroup {
-                q: [
-                    _mm512_shuffle_epi8(biased, lo),
-                    _mm512_shuffle_epi8(biased, hi),
-                ],
-                s: e8m0_halves4(p),
             }
         }
     }

@@ -13,32 +13,33 @@
 //! vector of four with one `vpermps`) accumulate the whole group. The activations are
 //! rearranged once per product into [`XGroup`]s with the same layout, including per-lane
 //! integer offsets (`Q4`: `-2 Σx` per lane, so four lanes subtract `8 Σx`; `Q8` with VNNI: the
-//! unsigned operand is `w + 128`, corrected by `-32 Σx` per lane; `Mxfp4`, whose codes are looked
-//! up as their doubled values with `vpshufb`, with VNNI: the doubled value plus 12, corrected by
-//! `-3 Σx` per lane). A group that would read past
+//! unsigned operand is `w + 128`, corrected by `-32 Σx` per lane). A group that would read past
 //! the end of the weights, or has fewer than four blocks, is first copied into a zero-padded
 //! buffer.
 //!
-//! Submodules: `float` (float tiles), `fp8` (the fp8 tile), `groups` (the quantized data layout and block loaders),
-//! `quant` (the quantized tile). Their helpers are `#[inline(always)]` without target features
+//! `Fp8` and `Mxfp4` take f32 activations: `wide` widens a block's codes to f32 and scales each
+//! block's sum.
+//!
+//! Submodules: `float` (float tiles), `wide` (the fp8 and mxfp4 tile), `groups` (the quantized
+//! data layout and block loaders), `quant` (the quantized tile). Their helpers are `#[inline(always)]` without target features
 //! and are only called from the `Tile` implementations in this file, which enable the features.
 
 mod float;
-mod fp8;
 mod groups;
 mod quant;
+mod wide;
 
 use std::borrow::Cow;
 
 use half::{bf16, f16};
 
-use super::{Tile, fp8_prepared, unprepared};
+use super::{Tile, padded_prepared, unprepared};
 use crate::activation::ActBlock;
 use crate::quant::{BlockFp8, BlockMxfp4, BlockQ2, BlockQ4, BlockQ8};
 use float::float_tile;
-use fp8::fp8_tile;
-use groups::{GROUP, Mxfp4Fmt, Q2Fmt, Q4Fmt, Q8Fmt, QFormat, XGroup, prepare_groups};
+use groups::{GROUP, Q2Fmt, Q4Fmt, Q8Fmt, QFormat, XGroup, prepare_groups};
 use quant::quant_tile;
+use wide::wide_tile;
 
 // Tile implementations (the only functions with target features).
 
@@ -69,24 +70,31 @@ float_kernel!(F32, f32);
 float_kernel!(F16, f16);
 float_kernel!(Bf16, bf16);
 
-pub(crate) struct Fp8;
+macro_rules! wide_kernel {
+    ($name:ident, $w:ty) => {
+        pub(crate) struct $name;
 
-impl Tile for Fp8 {
-    type W = BlockFp8;
-    type X = f32;
-    const WIDE: bool = true;
-    fp8_prepared!();
+        impl Tile for $name {
+            type W = $w;
+            type X = f32;
+            const WIDE: bool = true;
+            padded_prepared!();
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    unsafe fn tile<const R: usize, const T: usize>(
-        w: &[BlockFp8],
-        x: &[f32],
-        len: usize,
-    ) -> [[f32; R]; T] {
-        // SAFETY: the features are enabled here; lengths by the trait contract.
-        unsafe { fp8_tile::<R, T>(w, x, len) }
-    }
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+            unsafe fn tile<const R: usize, const T: usize>(
+                w: &[$w],
+                x: &[f32],
+                len: usize,
+            ) -> [[f32; R]; T] {
+                // SAFETY: the features are enabled here; lengths by the trait contract.
+                unsafe { wide_tile::<$w, R, T>(w, x, len) }
+            }
+        }
+    };
 }
+
+wide_kernel!(Fp8, BlockFp8);
+wide_kernel!(Mxfp4, BlockMxfp4);
 
 macro_rules! quant_kernel {
     ($name:ident, $fmt:ty, $block:ty, $icl:expr, $init:expr, $features:literal) => {
@@ -136,14 +144,6 @@ quant_kernel!(
     "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
 );
 quant_kernel!(
-    Mxfp4Bw,
-    Mxfp4Fmt,
-    BlockMxfp4,
-    false,
-    0,
-    "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
-);
-quant_kernel!(
     Q2Bw,
     Q2Fmt,
     BlockQ2,
@@ -165,14 +165,6 @@ quant_kernel!(
     BlockQ4,
     true,
     -2,
-    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c"
-);
-quant_kernel!(
-    Mxfp4Icl,
-    Mxfp4Fmt,
-    BlockMxfp4,
-    true,
-    -3,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c"
 );
 quant_kernel!(
