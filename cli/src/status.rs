@@ -11,14 +11,14 @@ use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use moe_coordinator::etcd::Etcd;
-use moe_coordinator::keys::ClusterKeys;
-use moe_coordinator::records::{GatewayStats, NodeRecord, Placement};
-use moe_coordinator::watch::Watcher;
 use moe_gateway::policy::Rung;
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::{ExpertShape, InfoRequest, NodeInfo, Precision as WirePrecision};
 use moe_service::tls::ClientTlsArgs;
+use moe_state::etcd::Etcd;
+use moe_state::keys::ClusterKeys;
+use moe_state::records::{GatewayStats, NodeRecord, Placement};
+use moe_state::watch::Watcher;
 use serde::Serialize;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
@@ -756,8 +756,8 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use moe_coordinator::records::{Assignment, Capacity, ExpertCount};
     use moe_proto::expert::HeldExpert;
+    use moe_state::records::{Assignment, Capacity, ExpertCount};
 
     use super::*;
 
@@ -904,8 +904,8 @@ moe:expert_pairs_total{node=\"a\",precision=\"skip\"} 5
 
     #[test]
     fn what_a_node_could_not_load_and_its_fallbacks_are_shown() {
-        use moe_coordinator::records::LoadFailure;
         use moe_proto::expert::FormatFallback;
+        use moe_state::records::LoadFailure;
         let placement = Placement {
             epoch: 2,
             model: "m".into(),

@@ -17,11 +17,11 @@ use etcd_client::{
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::etcd::{Etcd, EtcdError};
-use crate::keys::{ClusterKeys, Name};
-use crate::lease::{Lease, LeaseState, publish_alive};
-use crate::records::Placement;
-use crate::watch::Backoff;
+use moe_state::etcd::{Etcd, EtcdError};
+use moe_state::keys::{ClusterKeys, Name};
+use moe_state::lease::{Lease, LeaseState, publish_alive};
+use moe_state::records::Placement;
+use moe_state::watch::Backoff;
 
 /// The lease TTL of a coordinator candidate unless configured otherwise: a dead leader is
 /// replaced within this time.

@@ -14,12 +14,12 @@ use moe_model::moe::Expert;
 use tokio::sync::watch;
 
 use crate::election::{PlacementWrite, Role, Term};
-use crate::etcd::{Etcd, EtcdError};
 use crate::planner::{
     self, Hysteresis, ModelShape, NodeSpace, PlanRequest, Popularity, ReplanAdvice,
 };
-use crate::records::{Capacity, GatewayStats, LoadFailure, NodeRecord, Placement};
-use crate::watch::Snapshot;
+use moe_state::etcd::{Etcd, EtcdError};
+use moe_state::records::{Capacity, GatewayStats, LoadFailure, NodeRecord, Placement};
+use moe_state::watch::Snapshot;
 
 /// An upper bound on what a shard file adds to its expert's weights on a RAM disk: its header
 /// and the rounding of the file up to whole 4 KiB pages.

@@ -24,13 +24,13 @@ use common::http::{get_text, post, post_raw, post_streamed, wait_ready};
 use common::process::{Process, sibling_binary};
 use common::servers::{self, fixture};
 use common::{EtcdServer, get};
-use moe_coordinator::etcd::Etcd;
-use moe_coordinator::keys::ClusterKeys;
-use moe_coordinator::records::Placement;
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::{InfoRequest, NodeInfo};
 use moe_proto::gateway::gateway_service_client::GatewayServiceClient;
 use moe_proto::gateway::{GenerateRequest, TokenIds, generate_request, generate_response};
+use moe_state::etcd::Etcd;
+use moe_state::keys::ClusterKeys;
+use moe_state::records::Placement;
 
 const CLUSTER: &str = "e2e";
 /// Lease TTL of nodes and coordinators.
@@ -685,11 +685,11 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
     // The gateway reports the tokens it routed, under its lease, for the leader's rebalancing.
     let key = ClusterKeys::new(CLUSTER)
         .unwrap()
-        .stats(&moe_coordinator::keys::Name::new("gateway", "gw-test").unwrap());
+        .stats(&moe_state::keys::Name::new("gateway", "gw-test").unwrap());
     let start = Instant::now();
     let stats = loop {
         if let Some(value) = get(&etcd, key.clone()).await {
-            let stats = moe_coordinator::records::GatewayStats::from_json(&value).unwrap();
+            let stats = moe_state::records::GatewayStats::from_json(&value).unwrap();
             if !stats.counts.is_empty() {
                 break stats;
             }

@@ -8,14 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use common::{EtcdServer, Proxy, RPC_TIMEOUT};
 use moe_coordinator::election::{Candidate, PlacementWrite, Role};
-use moe_coordinator::etcd::{Etcd, EtcdError};
-use moe_coordinator::keys::{ClusterKeys, Name};
-use moe_coordinator::lease::LeaseState;
-use moe_coordinator::records::{
-    Assignment, Capacity, ExpertCount, GatewayStats, NodeRecord, Placement,
-};
-use moe_coordinator::registry::Registration;
-use moe_coordinator::watch::{Snapshot, Watcher};
+use moe_state::etcd::{Etcd, EtcdError};
+use moe_state::keys::{ClusterKeys, Name};
+use moe_state::lease::LeaseState;
+use moe_state::records::{Assignment, Capacity, ExpertCount, GatewayStats, NodeRecord, Placement};
+use moe_state::registry::Registration;
+use moe_state::watch::{Snapshot, Watcher};
 use tokio::sync::watch;
 
 const TTL: Duration = Duration::from_secs(2);

@@ -27,8 +27,8 @@ use common::http::{Streamed, get_text, stream_completion, wait_ready};
 use common::process::Process;
 use common::servers;
 use common::{EtcdServer, get};
-use moe_coordinator::keys::ClusterKeys;
 use moe_service::netns::Namespace;
+use moe_state::keys::ClusterKeys;
 
 const CLUSTER: &str = "faults";
 const STREAMS: u32 = 16;

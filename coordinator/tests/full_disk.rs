@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use common::http::{get_text, post_with_head, wait_ready};
 use common::{EtcdServer, get, servers};
-use moe_coordinator::keys::{ClusterKeys, Name};
-use moe_coordinator::records::{NodeRecord, Placement};
+use moe_state::keys::{ClusterKeys, Name};
+use moe_state::records::{NodeRecord, Placement};
 
 const CLUSTER: &str = "full-disk";
 /// Room left on the tmpfs: the shards of about four of the fixture's sixteen experts (f16 and q4,
@@ -68,7 +68,7 @@ impl Drop for SmallDisk {
     }
 }
 
-async fn record(etcd: &moe_coordinator::etcd::Etcd, id: &str) -> Option<NodeRecord> {
+async fn record(etcd: &moe_state::etcd::Etcd, id: &str) -> Option<NodeRecord> {
     let name = Name::new("node id", id).unwrap();
     let value = get(etcd, ClusterKeys::new(CLUSTER).unwrap().node(&name)).await?;
     Some(NodeRecord::from_json(&value).unwrap())

@@ -16,13 +16,13 @@ use common::EtcdServer;
 use common::http::{post, wait_ready};
 use common::process::Process;
 use common::servers::{self, fixture};
-use moe_coordinator::etcd::Etcd;
-use moe_coordinator::keys::ClusterKeys;
-use moe_coordinator::records::Placement;
 use moe_proto::expert::InfoRequest;
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_service::test_pki::Authority;
 use moe_service::tls::{self, Link, Names, TlsPaths};
+use moe_state::etcd::Etcd;
+use moe_state::keys::ClusterKeys;
+use moe_state::records::Placement;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 const CLUSTER: &str = "tls";

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use moe_coordinator::keys::{ClusterKeys, Name};
 use moe_model::config::config_path;
 use moe_model::{ModelConfig, ModelError};
 use moe_proto::tensor::Limits;
 use moe_service::tls::{self, Mode, Side, TlsArgs};
+use moe_state::keys::{ClusterKeys, Name};
 use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 
 use crate::selection::ExpertSelection;

@@ -17,9 +17,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use moe_coordinator::records::{LoadFailure, Placement};
-use moe_coordinator::watch::Snapshot;
 use moe_proto::expert::expert_service_server::ExpertServiceServer;
+use moe_state::records::{LoadFailure, Placement};
+use moe_state::watch::Snapshot;
 use tokio::sync::{Mutex, watch};
 use tonic_health::server::HealthReporter;
 
@@ -339,8 +339,8 @@ fn assigned(placement: &Placement, node: &str) -> BTreeSet<(u32, u32)> {
 
 #[cfg(test)]
 mod tests {
-    use moe_coordinator::records::Assignment;
     use moe_kernels::Format;
+    use moe_state::records::Assignment;
 
     use super::*;
 

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use moe_coordinator::etcd::{Etcd, EtcdError};
-use moe_coordinator::keys::ClusterKeys;
-use moe_coordinator::lease::LeaseState;
-use moe_coordinator::records::{Capacity, NodeRecord, Placement};
-use moe_coordinator::registry::Registration;
-use moe_coordinator::watch::Watcher;
+use moe_state::etcd::{Etcd, EtcdError};
+use moe_state::keys::ClusterKeys;
+use moe_state::lease::LeaseState;
+use moe_state::records::{Capacity, NodeRecord, Placement};
+use moe_state::registry::Registration;
+use moe_state::watch::Watcher;
 use tokio::sync::{oneshot, watch};
 use tonic_health::server::HealthReporter;
 

@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use moe_coordinator::records::LoadFailure;
 use moe_kernels::Format;
+use moe_state::records::LoadFailure;
 
 use crate::store::Failed;
 

@@ -18,14 +18,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use moe_coordinator::records::{ExpertCount, NodeRecord, Placement};
-use moe_coordinator::watch::Snapshot;
 use moe_model::Model;
 use moe_model::ModelError;
 use moe_model::moe::{Route, RoutedExperts};
 use moe_proto::expert::{ExpertWork, LayerRequest, Precision as WirePrecision, PrefetchHint};
 use moe_proto::tensor::{self, Limits, WireDtype};
 use moe_service::telemetry::traceparent;
+use moe_state::records::{ExpertCount, NodeRecord, Placement};
+use moe_state::watch::Snapshot;
 use prost::Message;
 use tokio::sync::{Mutex, watch};
 use tonic::Code;
@@ -939,7 +939,7 @@ impl RoutedExperts for RemoteExperts<'_> {
 
 #[cfg(test)]
 mod tests {
-    use moe_coordinator::records::{Assignment, Capacity};
+    use moe_state::records::{Assignment, Capacity};
 
     use super::*;
 

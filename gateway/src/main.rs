@@ -13,11 +13,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::CommandFactory;
-use moe_coordinator::etcd::Etcd;
-use moe_coordinator::keys::{ClusterKeys, Name};
-use moe_coordinator::records::GatewayStats;
-use moe_coordinator::stats::StatsPublisher;
-use moe_coordinator::watch::Watcher;
 use moe_gateway::api_keys::ApiKeys;
 use moe_gateway::chat_template::{ChatTemplate, TemplateError};
 use moe_gateway::dispatch::Dispatcher;
@@ -36,6 +31,11 @@ use moe_proto::gateway::gateway_service_server::GatewayServiceServer;
 use moe_proto::tensor::Limits;
 use moe_service::progress::{Unit, reporter};
 use moe_service::tls::{self, ClientTlsArgs, TlsArgs};
+use moe_state::etcd::Etcd;
+use moe_state::keys::{ClusterKeys, Name};
+use moe_state::records::GatewayStats;
+use moe_state::stats::StatsPublisher;
+use moe_state::watch::Watcher;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 

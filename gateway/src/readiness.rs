@@ -5,8 +5,8 @@
 //! *unservable*: no wait will help until an operator or the coordinator acts. Pure: computed from
 //! the placement and the node records.
 
-use moe_coordinator::records::{NodeRecord, Placement};
-use moe_coordinator::watch::Snapshot;
+use moe_state::records::{NodeRecord, Placement};
+use moe_state::watch::Snapshot;
 use serde_json::{Value, json};
 
 /// How many missing experts the readiness body lists in full.
@@ -210,7 +210,7 @@ pub fn unavailable(
 
 #[cfg(test)]
 mod tests {
-    use moe_coordinator::records::{Assignment, Capacity, LoadFailure};
+    use moe_state::records::{Assignment, Capacity, LoadFailure};
 
     use super::*;
 

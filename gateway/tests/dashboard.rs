@@ -4,11 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use moe_coordinator::records::{NodeRecord, Placement};
-use moe_coordinator::watch::Snapshot;
 use moe_gateway::dispatch::Dispatcher;
 use moe_gateway::metrics::{Gauges, Metrics};
 use moe_proto::tensor::Limits;
+use moe_state::records::{NodeRecord, Placement};
+use moe_state::watch::Snapshot;
 use tokio::sync::watch;
 
 /// Every `moe:` metric name in `text`.

@@ -11,8 +11,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use moe_coordinator::records::{Assignment, Capacity, NodeRecord, Placement};
-use moe_coordinator::watch::Snapshot;
 use moe_expert_node::hot_set::Budget;
 use moe_expert_node::residency::Residency;
 use moe_expert_node::selection::ExpertSelection;
@@ -24,6 +22,8 @@ use moe_model::{LoadOptions, Logits, Model, ModelConfig};
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::expert_service_server::ExpertServiceServer;
 use moe_proto::tensor::Limits;
+use moe_state::records::{Assignment, Capacity, NodeRecord, Placement};
+use moe_state::watch::Snapshot;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
@@ -370,7 +370,7 @@ async fn readiness_waits_until_every_expert_has_a_node_that_loaded_the_placement
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expert_no_node_could_load_fails_at_once_with_the_cause_and_the_rest_serve() {
-    use moe_coordinator::records::LoadFailure;
+    use moe_state::records::LoadFailure;
     let s = setup("mixtral");
     let want = run(None, Arc::clone(&s.whole)).await.unwrap();
     let (_, nodes) = &s.channels;

@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use moe_coordinator::planner::{ModelShape, NodeSpace, Plan, PlanRequest, Popularity, plan};
-use moe_coordinator::records::Placement;
+use moe_state::records::Placement;
 
 /// Moves per join the planner aims to stay within, in shares of `copies / N`.
 const JOIN_SHARES: f64 = 1.5;

@@ -95,7 +95,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::records::{Assignment, GatewayStats, NodeRecord, Placement};
+use moe_state::records::{Assignment, GatewayStats, NodeRecord, Placement};
 
 /// Copies per expert wanted when the slots allow: the replication floor.
 pub const DEFAULT_REPLICATION: u32 = 2;

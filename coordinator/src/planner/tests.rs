@@ -1,5 +1,5 @@
 use super::*;
-use crate::records::ExpertCount;
+use moe_state::records::ExpertCount;
 
 const EXPERT_BYTES: u64 = 1_000;
 
@@ -666,7 +666,7 @@ fn experts_a_node_cannot_hold_go_to_nodes_that_can() {
 
 #[test]
 fn a_node_without_room_keeps_what_it_loaded_and_gets_nothing_more() {
-    use crate::records::{Capacity, LoadFailure, NodeRecord};
+    use moe_state::records::{Capacity, LoadFailure, NodeRecord};
     let shape = shape(1, vec![0], 8);
     let popularity = Popularity::default();
     let nodes = uniform_nodes(2, 8);

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use moe_coordinator::etcd::Etcd;
 use moe_service::tls::{self, Link, TlsPaths};
+use moe_state::etcd::Etcd;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener as AsyncListener, TcpStream};
 use tokio::sync::watch;

@@ -21,7 +21,7 @@ pub enum LeaseState {
 }
 
 /// Marks `lease` alive on `state`, unless its keep-alive thread already reported it lost.
-pub(crate) fn publish_alive(state: &watch::Sender<LeaseState>, lease: i64) {
+pub fn publish_alive(state: &watch::Sender<LeaseState>, lease: i64) {
     state.send_if_modified(|current| {
         let fresh =
             *current != LeaseState::Lost { lease } && *current != LeaseState::Alive { lease };
@@ -41,7 +41,7 @@ enum Stop {
 }
 
 /// A lease kept alive by a dedicated thread. Dropping it revokes the lease in the background.
-pub(crate) struct Lease {
+pub struct Lease {
     id: i64,
     stop: Option<oneshot::Sender<Stop>>,
 }
@@ -49,7 +49,7 @@ pub(crate) struct Lease {
 impl Lease {
     /// Grants a lease of `ttl` (rounded up to whole seconds) and starts its keep-alive thread,
     /// which reports a loss on `state`.
-    pub(crate) async fn grant(
+    pub async fn grant(
         etcd: &Etcd,
         ttl: Duration,
         state: watch::Sender<LeaseState>,
@@ -91,13 +91,13 @@ impl Lease {
         })
     }
 
-    pub(crate) fn id(&self) -> i64 {
+    pub fn id(&self) -> i64 {
         self.id
     }
 
     /// Stops the keep-alive and revokes the lease; the keys under it disappear at once. A lease
     /// etcd no longer knows counts as revoked; revoking twice is a no-op.
-    pub(crate) async fn revoke(&mut self) -> Result<(), EtcdError> {
+    pub async fn revoke(&mut self) -> Result<(), EtcdError> {
         let Some(stop) = self.stop.take() else {
             return Ok(());
         };
@@ -107,7 +107,7 @@ impl Lease {
     }
 
     /// Stops the keep-alive without revoking: the keys stay until the TTL runs out.
-    pub(crate) fn abandon(&mut self) {
+    pub fn abandon(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(Stop::Abandon);
         }

@@ -312,7 +312,7 @@ impl<T> Feed<T> {
 
 /// Jittered exponential backoff between reconnection attempts.
 #[derive(Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     next: Duration,
 }
 
@@ -325,7 +325,7 @@ impl Default for Backoff {
 impl Backoff {
     /// The delay before the next attempt: between half and all of the current step, which
     /// then doubles up to the maximum.
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let step = self.next;
         self.next = (step * 2).min(BACKOFF_MAX);
         let fraction = (RandomState::new().build_hasher().finish() % 1024) as u32;
@@ -333,7 +333,7 @@ impl Backoff {
     }
 
     /// Back to the shortest delay, after a success.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.next = BACKOFF_MIN;
     }
 }

@@ -161,7 +161,7 @@ impl Etcd {
     }
 
     /// Runs one etcd call under this connection's deadline; `op` names it in errors.
-    pub(crate) async fn call<T>(
+    pub async fn call<T>(
         &self,
         op: &'static str,
         call: impl Future<Output = Result<T, etcd_client::Error>>,
@@ -170,7 +170,7 @@ impl Etcd {
     }
 }
 
-pub(crate) async fn deadline<T>(
+pub async fn deadline<T>(
     limit: Duration,
     op: &'static str,
     call: impl Future<Output = Result<T, etcd_client::Error>>,
