@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use moe_gateway::exposition::Exposition;
+use moe_gateway::metric_names as names;
 use moe_kernels::Pool;
 use moe_model::{GenerateParams, LoadOptions, Model, generate};
 use moe_service::progress::{Progress, Unit};
@@ -219,26 +221,15 @@ struct Counters {
 impl Counters {
     fn scrape(address: &str) -> anyhow::Result<Counters> {
         let text = http_get(address, "/metrics").context("scraping /metrics")?;
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // The per-node series, `name{node="..."} value`, summed over nodes.
-        let total = |name: &str| -> f64 {
-            text.lines()
-                .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
-                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum()
-        };
+        let e = Exposition::new(&text);
         Ok(Counters {
-            bytes_sent: value("moe:expert_bytes_sent_total"),
-            bytes_received: value("moe:expert_bytes_received_total"),
-            expert_seconds: value("moe:expert_seconds_total"),
-            step_seconds: value("moe:step_seconds_total"),
-            node_rtt_seconds: total("moe:expert_node_rtt_seconds_total"),
-            node_queue_seconds: total("moe:expert_node_queue_seconds_total"),
-            node_compute_seconds: total("moe:expert_node_compute_seconds_total"),
+            bytes_sent: e.value(names::EXPERT_BYTES_SENT_TOTAL),
+            bytes_received: e.value(names::EXPERT_BYTES_RECEIVED_TOTAL),
+            expert_seconds: e.value(names::EXPERT_SECONDS_TOTAL),
+            step_seconds: e.value(names::STEP_SECONDS_TOTAL),
+            node_rtt_seconds: e.sum(names::EXPERT_NODE_RTT_SECONDS_TOTAL),
+            node_queue_seconds: e.sum(names::EXPERT_NODE_QUEUE_SECONDS_TOTAL),
+            node_compute_seconds: e.sum(names::EXPERT_NODE_COMPUTE_SECONDS_TOTAL),
         })
     }
 

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use moe_expert_node::work::PrecisionPair;
+use moe_gateway::exposition::Exposition;
+use moe_gateway::metric_names as names;
 use moe_gateway::policy::{PairPlan, Rung, Thresholds};
 use moe_service::netns::Namespace;
 
@@ -90,29 +92,13 @@ struct Run {
     rung_seconds: [f64; 4],
 }
 
-/// The per-node series `name{node="...",<label>="<value>"}`, summed over nodes.
-fn summed(metrics: &str, name: &str, label: &str, value: &str) -> f64 {
-    let tag = format!(",{label}=\"{value}\"}}");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter(|l| l.contains(&tag))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
 fn scrape(gateway: &str) -> anyhow::Result<([f64; 3], [f64; 4])> {
     let text = http_get(gateway, "/metrics").context("scraping /metrics")?;
+    let e = Exposition::new(&text);
     let pairs =
-        PairPlan::ALL.map(|p| summed(&text, "moe:expert_pairs_total", "precision", p.name()));
-    let rungs = Rung::ALL.map(|r| {
-        summed(
-            &text,
-            "moe:expert_link_rung_seconds_total",
-            "rung",
-            r.name(),
-        )
-    });
+        PairPlan::ALL.map(|p| e.sum_where(names::EXPERT_PAIRS_TOTAL, "precision", p.name()));
+    let rungs =
+        Rung::ALL.map(|r| e.sum_where(names::EXPERT_LINK_RUNG_SECONDS_TOTAL, "rung", r.name()));
     Ok((pairs, rungs))
 }
 

@@ -11,6 +11,8 @@ use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use moe_gateway::exposition::Exposition;
+use moe_gateway::metric_names as names;
 use moe_gateway::policy::Rung;
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::{ExpertShape, InfoRequest, NodeInfo, Precision as WirePrecision};
@@ -82,52 +84,34 @@ pub struct GatewayMetrics {
     pub links: BTreeMap<String, [f64; 9]>,
 }
 
-/// The per-node series `moe status` reads, with the extra label that picks one (if any).
-const LINK_SERIES: [(&str, &str); 9] = [
-    ("moe:expert_node_rtt_seconds_sum", ""),
-    ("moe:expert_node_rtt_seconds_count", ""),
-    ("moe:expert_node_bytes_sent_total", ""),
-    ("moe:expert_node_bytes_received_total", ""),
-    ("moe:expert_link_rung", ""),
-    ("moe:expert_link_saturated", ""),
-    ("moe:expert_pairs_total", ",precision=\"high\""),
-    ("moe:expert_pairs_total", ",precision=\"low\""),
-    ("moe:expert_pairs_total", ",precision=\"skip\""),
+/// The per-node series `moe status` reads, with the label that picks one (if any).
+const LINK_SERIES: [(&str, Option<(&str, &str)>); 9] = [
+    (names::EXPERT_NODE_RTT_SECONDS_SUM, None),
+    (names::EXPERT_NODE_RTT_SECONDS_COUNT, None),
+    (names::EXPERT_NODE_BYTES_SENT_TOTAL, None),
+    (names::EXPERT_NODE_BYTES_RECEIVED_TOTAL, None),
+    (names::EXPERT_LINK_RUNG, None),
+    (names::EXPERT_LINK_SATURATED, None),
+    (names::EXPERT_PAIRS_TOTAL, Some(("precision", "high"))),
+    (names::EXPERT_PAIRS_TOTAL, Some(("precision", "low"))),
+    (names::EXPERT_PAIRS_TOTAL, Some(("precision", "skip"))),
 ];
 
 impl GatewayMetrics {
     /// Reads the series `moe status` shows from a Prometheus text exposition.
     pub fn parse(text: &str) -> GatewayMetrics {
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-                .unwrap_or(0.0)
-        };
+        let e = Exposition::new(text);
         let mut links: BTreeMap<String, [f64; 9]> = BTreeMap::new();
-        for line in text.lines() {
-            for (i, (name, extra)) in LINK_SERIES.iter().enumerate() {
-                let Some(rest) = line.strip_prefix(name) else {
-                    continue;
-                };
-                let Some((labels, v)) = rest.rsplit_once(' ') else {
-                    continue;
-                };
-                let node = labels
-                    .strip_prefix("{node=\"")
-                    .and_then(|l| l.strip_suffix('}'))
-                    .and_then(|l| l.strip_suffix(extra))
-                    .and_then(|l| l.strip_suffix('"'))
-                    .filter(|n| !n.contains('"'));
-                if let (Some(node), Ok(v)) = (node, v.parse::<f64>()) {
-                    links.entry(node.to_string()).or_default()[i] = v;
-                }
+        for (i, (name, filter)) in LINK_SERIES.iter().enumerate() {
+            for (node, v) in e.by_label(name, "node", *filter) {
+                links.entry(node.to_string()).or_default()[i] = v;
             }
         }
         GatewayMetrics {
-            running: value("moe:num_requests_running"),
-            waiting: value("moe:num_requests_waiting"),
-            kv_usage: value("moe:kv_cache_usage_perc"),
-            generated_tokens: value("moe:generation_tokens_total"),
+            running: e.value(names::NUM_REQUESTS_RUNNING),
+            waiting: e.value(names::NUM_REQUESTS_WAITING),
+            kv_usage: e.value(names::KV_CACHE_USAGE_PERC),
+            generated_tokens: e.value(names::GENERATION_TOKENS_TOTAL),
             links,
         }
     }

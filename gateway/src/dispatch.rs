@@ -33,6 +33,7 @@ use tonic::transport::ClientTlsConfig;
 use tracing::Instrument;
 
 use crate::links::{Health, Links, node_label};
+use crate::metric_names as names;
 use crate::metrics::header;
 use crate::node_client::{CallError, NodeClient};
 use crate::policy::{LadderConfig, PairPlan, Rung, Thresholds};
@@ -430,7 +431,7 @@ impl Dispatcher {
     /// routed to each expert since start.
     pub fn render_metrics(&self, out: &mut String) {
         self.links.render(out);
-        let loaded = "moe:expert_node_placement_loaded";
+        let loaded = names::EXPERT_NODE_PLACEMENT_LOADED;
         header(
             out,
             loaded,
@@ -444,7 +445,7 @@ impl Dispatcher {
             }
         }
         self.accuracy.render(out);
-        let hints = "moe:expert_prefetch_hints_total";
+        let hints = names::EXPERT_PREFETCH_HINTS_TOTAL;
         header(
             out,
             hints,
@@ -452,7 +453,7 @@ impl Dispatcher {
             "counter",
         );
         let _ = writeln!(out, "{hints} {}", self.hints());
-        let routed = "moe:expert_routed_tokens_total";
+        let routed = names::EXPERT_ROUTED_TOKENS_TOTAL;
         header(
             out,
             routed,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use moe_proto::expert::Timings;
 
+use crate::metric_names as names;
 use crate::metrics::{Histogram, header};
 use crate::policy::{Ladder, LadderConfig, PairPlan, Rung, Sample};
 
@@ -172,68 +173,68 @@ impl Links {
         type Value = fn(&Link) -> f64;
         let families: [(&str, &str, &str, Value); 11] = [
             (
-                "moe:expert_node_calls_total",
+                names::EXPERT_NODE_CALLS_TOTAL,
                 "Layer requests sent to the node.",
                 "counter",
                 |l| l.calls as f64,
             ),
             (
-                "moe:expert_node_failures_total",
+                names::EXPERT_NODE_FAILURES_TOTAL,
                 "Layer requests the node failed, refused or did not answer in time.",
                 "counter",
                 |l| l.failures as f64,
             ),
             (
-                "moe:expert_node_bytes_sent_total",
+                names::EXPERT_NODE_BYTES_SENT_TOTAL,
                 "Protobuf bytes of layer requests sent to the node.",
                 "counter",
                 |l| l.sent_bytes as f64,
             ),
             (
-                "moe:expert_node_bytes_received_total",
+                names::EXPERT_NODE_BYTES_RECEIVED_TOTAL,
                 "Protobuf bytes of the node's replies.",
                 "counter",
                 |l| l.received_bytes as f64,
             ),
             (
-                "moe:expert_node_queue_seconds_total",
+                names::EXPERT_NODE_QUEUE_SECONDS_TOTAL,
                 "Time the node reports its requests waited for its compute thread.",
                 "counter",
                 |l| l.queue_seconds,
             ),
             (
-                "moe:expert_node_compute_seconds_total",
+                names::EXPERT_NODE_COMPUTE_SECONDS_TOTAL,
                 "Time the node reports computing its requests.",
                 "counter",
                 |l| l.compute_seconds,
             ),
             (
-                "moe:expert_node_rtt_seconds_total",
+                names::EXPERT_NODE_RTT_SECONDS_TOTAL,
                 "Round-trip time of layer requests to the node, summed.",
                 "counter",
                 |l| l.rtt_seconds,
             ),
             (
-                "moe:expert_link_rung",
+                names::EXPERT_LINK_RUNG,
                 "The link's downgrade rung: 0 full, 1 int8 activations, 2 low-precision \
                  weights above T1, 3 skipping above T2.",
                 "gauge",
                 |l| l.ladder.rung() as usize as f64,
             ),
             (
-                "moe:expert_link_saturated",
+                names::EXPERT_LINK_SATURATED,
                 "1 while the link is over the saturation rule.",
                 "gauge",
                 |l| f64::from(u8::from(l.ladder.saturated())),
             ),
             (
-                "moe:expert_link_baseline_seconds",
+                names::EXPERT_LINK_BASELINE_SECONDS,
                 "The link's bare wire time: the smallest of the last 30 s.",
                 "gauge",
                 |l| l.ladder.baseline().unwrap_or(0.0),
             ),
             (
-                "moe:expert_link_busy",
+                names::EXPERT_LINK_BUSY,
                 "Wire time beyond the bare minimum per second of wall time (1 = always \
                  carrying bytes).",
                 "gauge",
@@ -246,7 +247,7 @@ impl Links {
                 let _ = writeln!(out, "{name}{{{}}} {}", label(node), value(link));
             }
         }
-        let name = "moe:expert_node_rtt_seconds";
+        let name = names::EXPERT_NODE_RTT_SECONDS;
         header(
             out,
             name,
@@ -256,7 +257,7 @@ impl Links {
         for (node, link) in &links {
             link.rtt.render_series(out, name, &label(node));
         }
-        let name = "moe:expert_link_rung_seconds_total";
+        let name = names::EXPERT_LINK_RUNG_SECONDS_TOTAL;
         header(out, name, "Time the link spent at each rung.", "counter");
         let now = Instant::now();
         for (node, link) in &links {
@@ -266,7 +267,7 @@ impl Links {
                 let _ = writeln!(out, "{name}{{{node},rung=\"{rung}\"}} {seconds}");
             }
         }
-        let name = "moe:expert_pairs_total";
+        let name = names::EXPERT_PAIRS_TOTAL;
         header(
             out,
             name,
@@ -279,7 +280,7 @@ impl Links {
                 let _ = writeln!(out, "{name}{{{node},precision=\"{plan}\"}} {count}");
             }
         }
-        let name = "moe:expert_pairs_rerouted_total";
+        let name = names::EXPERT_PAIRS_REROUTED_TOTAL;
         header(
             out,
             name,

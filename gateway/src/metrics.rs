@@ -7,6 +7,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::metric_names as names;
 use crate::openai::FinishReason;
 
 /// Upper bounds (seconds) of the latency histograms' buckets, as vLLM's.
@@ -161,49 +162,49 @@ impl Metrics {
         };
         gauge(
             &mut out,
-            "moe:num_requests_running",
+            names::NUM_REQUESTS_RUNNING,
             "Requests in the running batch.",
             gauges.running as f64,
         );
         gauge(
             &mut out,
-            "moe:num_requests_waiting",
+            names::NUM_REQUESTS_WAITING,
             "Requests waiting to start.",
             gauges.waiting as f64,
         );
         gauge(
             &mut out,
-            "moe:kv_cache_usage_perc",
+            names::KV_CACHE_USAGE_PERC,
             "Fraction of the KV cache budget in use.",
             gauges.kv_usage,
         );
         gauge(
             &mut out,
-            "moe:kv_cache_blocks_in_use",
+            names::KV_CACHE_BLOCKS_IN_USE,
             "KV cache blocks held by sequences.",
             gauges.kv_blocks_in_use as f64,
         );
         counter(
             &mut out,
-            "moe:num_preemptions_total",
+            names::NUM_PREEMPTIONS_TOTAL,
             "Sequences preempted to free KV blocks.",
             gauges.preemptions,
         );
         counter(
             &mut out,
-            "moe:expert_call_retries_total",
+            names::EXPERT_CALL_RETRIES_TOTAL,
             "Expert calls retried on a replica.",
             gauges.expert_retries,
         );
         counter(
             &mut out,
-            "moe:expert_bytes_sent_total",
+            names::EXPERT_BYTES_SENT_TOTAL,
             "Protobuf bytes of layer requests sent to expert nodes.",
             gauges.expert_bytes_sent,
         );
         counter(
             &mut out,
-            "moe:expert_bytes_received_total",
+            names::EXPERT_BYTES_RECEIVED_TOTAL,
             "Protobuf bytes of the expert nodes' replies.",
             gauges.expert_bytes_received,
         );
@@ -215,62 +216,67 @@ impl Metrics {
         };
         seconds(
             &mut out,
-            "moe:expert_seconds_total",
+            names::EXPERT_SECONDS_TOTAL,
             "Time waiting for expert nodes (network and their compute).",
             gauges.expert_seconds,
         );
         counter(
             &mut out,
-            "moe:steps_total",
+            names::STEPS_TOTAL,
             "Model steps over the running batch.",
             self.steps.load(Ordering::Relaxed),
         );
         seconds(
             &mut out,
-            "moe:step_seconds_total",
+            names::STEP_SECONDS_TOTAL,
             "Time in model steps (attention, routing and expert calls).",
             self.step_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         );
         counter(
             &mut out,
-            "moe:prompt_tokens_total",
+            names::PROMPT_TOKENS_TOTAL,
             "Prompt tokens admitted.",
             self.prompt_tokens.load(Ordering::Relaxed),
         );
         counter(
             &mut out,
-            "moe:generation_tokens_total",
+            names::GENERATION_TOKENS_TOTAL,
             "Tokens generated.",
             self.generation_tokens.load(Ordering::Relaxed),
         );
+        let success = names::REQUEST_SUCCESS_TOTAL;
+        header(
+            &mut out,
+            success,
+            "Requests finished, by reason.",
+            "counter",
+        );
         let _ = writeln!(
             out,
-            "# HELP moe:request_success_total Requests finished, by reason.\n# TYPE moe:request_success_total counter\n\
-             moe:request_success_total{{finished_reason=\"stop\"}} {}\n\
-             moe:request_success_total{{finished_reason=\"length\"}} {}",
+            "{success}{{finished_reason=\"stop\"}} {}\n{success}{{finished_reason=\"length\"}} {}",
             self.finished_stop.load(Ordering::Relaxed),
             self.finished_length.load(Ordering::Relaxed)
         );
         counter(
             &mut out,
-            "moe:request_failure_total",
+            names::REQUEST_FAILURE_TOTAL,
             "Requests that failed.",
             self.failed.load(Ordering::Relaxed),
         );
         let l = self.latencies();
         l.first_token.render(
             &mut out,
-            "moe:time_to_first_token_seconds",
+            names::TIME_TO_FIRST_TOKEN_SECONDS,
             "Time to the first token.",
         );
         l.inter_token.render(
             &mut out,
-            "moe:inter_token_latency_seconds",
+            names::INTER_TOKEN_LATENCY_SECONDS,
             "Time between tokens.",
         );
         l.end_to_end.render(
             &mut out,
-            "moe:e2e_request_latency_seconds",
+            names::E2E_REQUEST_LATENCY_SECONDS,
             "Arrival to the last token.",
         );
         out

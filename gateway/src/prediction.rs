@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use moe_model::moe::Route;
 
+use crate::metric_names as names;
 use crate::metrics::header;
 
 /// The furthest layer ahead predicted.
@@ -106,19 +107,19 @@ impl Accuracy {
         type Value = fn(u64, u64) -> f64;
         let families: [(&str, &str, &str, Value); 3] = [
             (
-                "moe:expert_prediction_pairs_total",
+                names::EXPERT_PREDICTION_PAIRS_TOTAL,
                 "Routed (token, expert) pairs of layers that had been predicted, by distance.",
                 "counter",
                 |_, pairs| pairs as f64,
             ),
             (
-                "moe:expert_prediction_hits_total",
+                names::EXPERT_PREDICTION_HITS_TOTAL,
                 "Of those, the pairs the prediction named.",
                 "counter",
                 |hits, _| hits as f64,
             ),
             (
-                "moe:expert_prediction_accuracy",
+                names::EXPERT_PREDICTION_ACCURACY,
                 "Hits over pairs since start, by distance.",
                 "gauge",
                 |hits, pairs| hits as f64 / pairs as f64,
