@@ -2,7 +2,7 @@
 # Runs every check the project has, on a fresh machine: formatting, lints, and the whole test
 # suite. Installs what the tests need beyond the Rust toolchain first:
 #   - protoc, which etcd-client's build compiles etcd's protos with (Debian's protobuf-compiler);
-#   - etcd, which the coordinator's integration tests start on loopback ports (Debian's
+#   - etcd, which the end-to-end tests (moe-tests) start on loopback ports (Debian's
 #     etcd-server);
 #   - a C++ compiler, for the CPU emulation of the CUDA kernels (Debian's g++);
 #   - ip and tc, which the shaped-link test builds its test network with (Debian's iproute2);

@@ -10,16 +10,14 @@
 //!
 //! Needs root and iproute2 (`ip netns`, `tc`); without them it prints why and does nothing else.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::EtcdServer;
-use common::http::{get_text, post, wait_ready};
-use common::servers::{self, fixture};
 use moe_service::netns::Namespace;
+use moe_tests::EtcdServer;
+use moe_tests::http::{get_text, post, wait_ready};
+use moe_tests::servers::{self, fixture};
 
 const CLUSTER: &str = "shaped";
 

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::process::{Process, sibling_binary};
+use crate::process::{Process, sibling_binary};
 
 pub fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mixtral")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mixtral")
 }
 
 fn args(common: &[&str], extra: &[&str]) -> Vec<String> {
@@ -42,8 +42,8 @@ pub fn coordinator_named(
         "--replan-seconds",
         "1",
     ];
-    let program = Path::new(env!("CARGO_BIN_EXE_coordinator"));
-    Process::start(program, &args(&common, extra), env)
+    let program = sibling_binary("coordinator", "moe-coordinator");
+    Process::start(&program, &args(&common, extra), env)
 }
 
 /// The `expert-node` binary, to be run by [`node`] directly or through a wrapper.

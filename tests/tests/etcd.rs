@@ -1,12 +1,9 @@
 //! Registration, watching and election against a real etcd (see `common` for the harness).
 //! Lease TTLs are 1 to 4 s so that expiry scenarios run in seconds.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use common::{EtcdServer, Proxy, RPC_TIMEOUT};
 use moe_coordinator::election::{Candidate, PlacementWrite, Role};
 use moe_state::etcd::{Etcd, EtcdError};
 use moe_state::keys::{ClusterKeys, Name};
@@ -14,6 +11,7 @@ use moe_state::lease::LeaseState;
 use moe_state::records::{Assignment, Capacity, ExpertCount, GatewayStats, NodeRecord, Placement};
 use moe_state::registry::Registration;
 use moe_state::watch::{Snapshot, Watcher};
+use moe_tests::{EtcdServer, Proxy, RPC_TIMEOUT};
 use tokio::sync::watch;
 
 const TTL: Duration = Duration::from_secs(2);

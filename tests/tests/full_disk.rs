@@ -8,17 +8,15 @@
 //!
 //! Needs root to mount the tmpfs; without it the test prints why and does nothing else.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::http::{get_text, post_with_head, wait_ready};
-use common::{EtcdServer, get, servers};
 use moe_state::keys::{ClusterKeys, Name};
 use moe_state::records::{NodeRecord, Placement};
+use moe_tests::http::{get_text, post_with_head, wait_ready};
+use moe_tests::{EtcdServer, get, servers};
 
 const CLUSTER: &str = "full-disk";
 /// Room left on the tmpfs: the shards of about four of the fixture's sixteen experts (f16 and q4,

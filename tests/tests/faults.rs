@@ -17,18 +17,16 @@
 //! queue, dropping what overflows it: this kernel has no netem) need root and iproute2 (`ip
 //! netns`, `tc`); without them those two faults print why they cannot run and the others still do.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::http::{Streamed, get_text, stream_completion, wait_ready};
-use common::process::Process;
-use common::servers;
-use common::{EtcdServer, get};
 use moe_service::netns::Namespace;
 use moe_state::keys::ClusterKeys;
+use moe_tests::http::{Streamed, get_text, stream_completion, wait_ready};
+use moe_tests::process::Process;
+use moe_tests::servers;
+use moe_tests::{EtcdServer, get};
 
 const CLUSTER: &str = "faults";
 const STREAMS: u32 = 16;

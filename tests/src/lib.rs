@@ -1,11 +1,12 @@
-//! A real etcd for integration tests: one `etcd` process per test on two free loopback ports
+//! The end-to-end tests' harness: every binary of the workspace started as a real process (see
+//! [`process`], [`servers`]), an HTTP and SSE client for the gateway ([`http`]), an OTLP collector
+//! ([`collector`]), and a real etcd: one `etcd` process per test on two free loopback ports
 //! with a temporary data directory, tuned for speed (`--heartbeat-interval 10
 //! --election-timeout 50`), waited on until a read succeeds, and killed on drop. It can be
 //! stopped and started again on the same ports and data, as an etcd restart, or serve clients
 //! over mutual TLS ([`EtcdServer::start_tls`]). Also a TCP
 //! [`Proxy`] in front of it that a test can cut, as a network partition between one client and
 //! etcd.
-#![allow(dead_code)] // each test binary uses a part of the harness
 
 pub mod collector;
 pub mod http;

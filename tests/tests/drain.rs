@@ -2,14 +2,12 @@
 //! request it accepted (status 200, ended by length or a stop token) and exits cleanly. Real processes: etcd, a
 //! `coordinator`, an `expert-node` and the `gateway`.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::EtcdServer;
-use common::http::{get_text, post, wait_ready};
-use common::servers;
+use moe_tests::EtcdServer;
+use moe_tests::http::{get_text, post, wait_ready};
+use moe_tests::servers;
 
 const CLUSTER: &str = "drain";
 const TOKENS: u64 = 240;

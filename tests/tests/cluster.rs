@@ -13,17 +13,10 @@
 //! `expert-node` and `gateway` are taken from the directory `coordinator` was built into: `cargo
 //! test --workspace` (what `scripts/test.sh` runs) builds them all.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::collector::Collector;
-use common::http::{get_text, post, post_raw, post_streamed, wait_ready};
-use common::process::{Process, sibling_binary};
-use common::servers::{self, fixture};
-use common::{EtcdServer, get};
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::{InfoRequest, NodeInfo};
 use moe_proto::gateway::gateway_service_client::GatewayServiceClient;
@@ -31,6 +24,11 @@ use moe_proto::gateway::{GenerateRequest, TokenIds, generate_request, generate_r
 use moe_state::etcd::Etcd;
 use moe_state::keys::ClusterKeys;
 use moe_state::records::Placement;
+use moe_tests::collector::Collector;
+use moe_tests::http::{get_text, post, post_raw, post_streamed, wait_ready};
+use moe_tests::process::{Process, sibling_binary};
+use moe_tests::servers::{self, fixture};
+use moe_tests::{EtcdServer, get};
 
 const CLUSTER: &str = "e2e";
 /// Lease TTL of nodes and coordinators.

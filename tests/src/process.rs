@@ -6,10 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A binary of the workspace, next to the `coordinator` binary under test.
+/// A binary of the workspace, in the directory the running test binary was built into
+/// (`target/<profile>`, the parent of its `deps/`).
 pub fn sibling_binary(name: &str, package: &str) -> PathBuf {
-    let coordinator = PathBuf::from(env!("CARGO_BIN_EXE_coordinator"));
-    let binary = coordinator.with_file_name(name);
+    let test = std::env::current_exe().expect("the test binary's path");
+    let dir = test
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let binary = dir.join(name);
     assert!(
         binary.exists(),
         "{} is missing: build it first (cargo build -p {package}; scripts/test.sh builds \

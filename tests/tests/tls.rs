@@ -6,16 +6,10 @@
 //! a certificate of the cluster; and that a gateway sends no work to a node presenting a
 //! foreign certificate.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::EtcdServer;
-use common::http::{post, wait_ready};
-use common::process::Process;
-use common::servers::{self, fixture};
 use moe_proto::expert::InfoRequest;
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_service::test_pki::Authority;
@@ -23,6 +17,10 @@ use moe_service::tls::{self, Link, Names, TlsPaths};
 use moe_state::etcd::Etcd;
 use moe_state::keys::ClusterKeys;
 use moe_state::records::Placement;
+use moe_tests::EtcdServer;
+use moe_tests::http::{post, wait_ready};
+use moe_tests::process::Process;
+use moe_tests::servers::{self, fixture};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 const CLUSTER: &str = "tls";
