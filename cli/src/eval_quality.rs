@@ -32,7 +32,7 @@ use moe_gateway::policy::{PairPlan, Rung, Thresholds};
 use moe_kernels::Pool;
 use moe_model::moe::{Route, RoutedExperts};
 use moe_model::quality::compare;
-use moe_model::{LoadOptions, Logits, Model, ModelError, Tokenizer};
+use moe_model::{LoadOptions, Logits, Model, ModelError, RoutedError, Tokenizer};
 use moe_proto::expert::Timings;
 use moe_proto::tensor::{self, Limits};
 
@@ -113,7 +113,9 @@ struct SimulatedNode<'a> {
 
 impl RoutedExperts for SimulatedNode<'_> {
     fn run(&mut self, layer: usize, h: &[f32], routes: &[Route]) -> moe_model::Result<Vec<f32>> {
-        let fail = |e: &dyn std::fmt::Display| ModelError::RoutedExperts(e.to_string());
+        let fail = |e: &dyn std::fmt::Display| {
+            ModelError::RoutedExperts(RoutedError::Internal(e.to_string()))
+        };
         let hidden = self.set.hidden();
         let (req, tokens, planned) = whole_layer_request(layer, h, routes, hidden, self.policy);
         self.planned

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use moe_model::Model;
-use moe_model::ModelError;
 use moe_model::moe::{Route, RoutedExperts};
+use moe_model::{ModelError, RoutedError};
 use moe_proto::expert::{ExpertWork, LayerRequest, Precision as WirePrecision, PrefetchHint};
 use moe_proto::tensor::{self, Limits, WireDtype};
 use moe_service::telemetry::traceparent;
@@ -61,6 +61,20 @@ pub enum DispatchError {
     Call(#[from] CallError),
     #[error("expert node {node}: a malformed reply: {reason}")]
     BadReply { node: String, reason: String },
+}
+
+impl DispatchError {
+    /// The error as the model reports it, by whether a retry may succeed: a missing placement,
+    /// an expert no replica or node could serve and a node that failed are unavailability; a
+    /// malformed reply or a request a node refused as malformed are bugs.
+    pub fn kind(&self) -> RoutedError {
+        let message = self.to_string();
+        match self {
+            DispatchError::BadReply { .. } => RoutedError::Internal(message),
+            DispatchError::Call(call) if !call.retryable() => RoutedError::Internal(message),
+            _ => RoutedError::Unavailable(message),
+        }
+    }
 }
 
 /// The precision a request asks its experts for.
@@ -934,7 +948,7 @@ impl RoutedExperts for RemoteExperts<'_> {
         self.predict(layer, h, routes.len())?;
         self.runtime
             .block_on(self.dispatcher.run_layer(layer, h, routes, self.precision))
-            .map_err(|e| ModelError::RoutedExperts(e.to_string()))
+            .map_err(|e| ModelError::RoutedExperts(e.kind()))
     }
 }
 
@@ -971,6 +985,40 @@ mod tests {
     /// A watch's read guard held across an await would make a layer's future not `Send`, and
     /// could block a runtime worker on the watch's writer until the await ends (with every
     /// worker so blocked, it never does): the future must stay `Send`.
+    #[test]
+    fn dispatch_errors_say_whether_a_retry_may_succeed() {
+        use crate::node_client::CallError;
+        let unavailable = [
+            DispatchError::NoPlacement,
+            DispatchError::NoReplica {
+                layer: 0,
+                expert: 1,
+                last: "timeout".into(),
+            },
+            DispatchError::Call(CallError::Connect {
+                address: "a".into(),
+                reason: "refused".into(),
+            }),
+        ];
+        for e in unavailable {
+            assert!(matches!(e.kind(), RoutedError::Unavailable(_)), "{e}");
+        }
+        let bugs = [
+            DispatchError::BadReply {
+                node: "node-0".into(),
+                reason: "short".into(),
+            },
+            DispatchError::Call(CallError::Refused {
+                address: "a".into(),
+                code: tonic::Code::InvalidArgument,
+                message: "bad rows".into(),
+            }),
+        ];
+        for e in bugs {
+            assert!(matches!(e.kind(), RoutedError::Internal(_)), "{e}");
+        }
+    }
+
     #[test]
     fn running_a_layer_holds_no_watch_guard_across_an_await() {
         fn is_send<T: Send>(_: &T) {}

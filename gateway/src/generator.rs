@@ -18,7 +18,7 @@ use crate::chat_template::{ChatTemplate, Message};
 use crate::dispatch::{Dispatcher, Precision, RemoteExperts};
 use crate::engine::{Engine, Event, Job, Token};
 use crate::metrics::{Gauges, Metrics};
-use crate::openai::{ApiError, ErrorKind, Precision as OpenAiPrecision, Usage};
+use crate::openai::{ApiError, Precision as OpenAiPrecision, Usage};
 use crate::readiness::Readiness;
 use crate::scheduler::{AdmitError, Scheduler, SchedulerConfig, SeqId, Step};
 use crate::sequence::{Decoding, token_logprobs};
@@ -404,7 +404,7 @@ impl Thread {
             let mut logits = logits.as_slice();
             if a.prompt_logprobs.is_some() && c.start < a.prompt_tokens {
                 if let Err(e) = a.score_prompt(c.start, c.tokens, logits, &self.tokenizer) {
-                    failed.push((c.id, e.to_string()));
+                    failed.push((c.id, ApiError::internal(e.to_string())));
                     continue;
                 }
                 logits = &logits[logits.len() - logits.len() / c.tokens..];
@@ -449,15 +449,7 @@ impl Thread {
                 }
             }
         }
-        for (id, e) in failed {
-            tracing::error!(error = %e, "a model step failed; its requests fail");
-            let error = ApiError {
-                kind: ErrorKind::ServiceUnavailable,
-                message: format!("The expert nodes could not run this step: {e}"),
-                param: None,
-                code: None,
-                retry_after_secs: Some(1),
-            };
+        for (id, error) in failed {
             self.fail(id, error);
         }
         let finished = {
@@ -506,14 +498,17 @@ fn forward_micro_batches(
     micro_batches: usize,
     mut seqs: Vec<SequenceStep<'_>>,
     precision: Precision,
-) -> Vec<Result<Vec<f32>, String>> {
+) -> Vec<Result<Vec<f32>, ApiError>> {
     let tokens: Vec<usize> = seqs.iter().map(|s| s.tokens.len()).collect();
     let sizes = split(&tokens, micro_batches);
-    let run = |group: &mut [SequenceStep<'_>]| -> Vec<Result<Vec<f32>, String>> {
+    let run = |group: &mut [SequenceStep<'_>]| -> Vec<Result<Vec<f32>, ApiError>> {
         let mut remote = RemoteExperts::new(dispatcher, runtime.clone(), precision, model);
         match model.forward_batch(group, Some(&mut remote)) {
             Ok(logits) => logits.into_iter().map(Ok).collect(),
-            Err(e) => vec![Err(e.to_string()); group.len()],
+            Err(e) => {
+                tracing::error!(error = %e, "a model step failed; its requests fail");
+                vec![Err(ApiError::from_step(&e)); group.len()]
+            }
         }
     };
     let mut groups: Vec<&mut [SequenceStep<'_>]> = Vec::with_capacity(sizes.len());

@@ -83,7 +83,20 @@ pub enum ModelError {
     Kernel(#[from] moe_kernels::KernelError),
     /// The routed experts could not be run (locally: not loaded; in a cluster: no node could).
     #[error("routed experts: {0}")]
-    RoutedExperts(String),
+    RoutedExperts(RoutedError),
+}
+
+/// Why routed experts could not run, by what whoever asked should do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoutedError {
+    /// Nothing can serve them now (no placement yet, no replica left, nodes unreachable):
+    /// retrying later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something broke that a retry does not mend (a malformed reply, a request a node refused
+    /// as malformed, experts this process was loaded without): a bug to report.
+    #[error("{0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

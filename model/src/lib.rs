@@ -26,7 +26,7 @@ pub mod tokenizer;
 
 pub use arch::Arch;
 pub use config::ModelConfig;
-pub use error::{ModelError, Result};
+pub use error::{ModelError, Result, RoutedError};
 pub use generate::{FinishReason, GenerateParams, Generation, generate};
 pub use model::{LoadOptions, Logits, Model, SequenceStep};
 pub use sampling::SamplingParams;

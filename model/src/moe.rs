@@ -7,7 +7,7 @@ use moe_kernels::{Format, Matrix, Pool};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
-use crate::error::{ModelError, Result};
+use crate::error::{ModelError, Result, RoutedError};
 use crate::layout::{ExpertMatrix, Layout};
 use crate::ops::{add_bias, sigmoid};
 use crate::router::Routing;
@@ -33,9 +33,9 @@ pub struct LocalExperts<'a> {
 impl RoutedExperts for LocalExperts<'_> {
     fn run(&mut self, layer: usize, h: &[f32], routes: &[Route]) -> Result<Vec<f32>> {
         if self.experts.is_empty() {
-            return Err(ModelError::RoutedExperts(format!(
+            return Err(ModelError::RoutedExperts(RoutedError::Internal(format!(
                 "layer {layer}: this model was loaded without its routed experts"
-            )));
+            ))));
         }
         let n = routes.len();
         let hidden = h.len() / n.max(1);

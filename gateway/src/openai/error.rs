@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use moe_model::{ModelError, RoutedError};
+
 use crate::chat_template::TemplateError;
 
 /// The class of an API error: its HTTP status and its OpenAI `"type"`.
@@ -154,6 +156,24 @@ impl ApiError {
 
     pub fn status(&self) -> u16 {
         self.kind.status()
+    }
+
+    /// The error a request gets when a model step over it failed with `e`: 503 with a retry
+    /// after a second while the expert nodes cannot serve or the KV cache is full, 400 when the
+    /// sequence outgrew the context, 500 for a bug.
+    pub fn from_step(e: &ModelError) -> Self {
+        let retry = |message: String| Self {
+            retry_after_secs: Some(1),
+            ..Self::new(ErrorKind::ServiceUnavailable, message)
+        };
+        match e {
+            ModelError::RoutedExperts(RoutedError::Unavailable(why)) => {
+                retry(format!("The expert nodes could not run this step: {why}"))
+            }
+            ModelError::KvCacheFull { .. } => retry(format!("{e}; retry later.")),
+            ModelError::ContextOverflow { .. } => Self::bad_request("max_tokens", e.to_string()),
+            _ => Self::internal(format!("The model step failed: {e}")),
+        }
     }
 
     /// The response body: `{"error": {"message", "type", "param", "code"}}`.

@@ -641,3 +641,23 @@ fn error_documents_and_statuses() {
     );
     assert_eq!(ApiError::malformed_body("x").param, None);
 }
+
+#[test]
+fn a_failed_step_keeps_its_kind_to_the_status() {
+    use moe_model::{ModelError, RoutedError};
+    let status = |e: ModelError| {
+        let error = ApiError::from_step(&e);
+        (error.status(), error.retry_after_secs)
+    };
+    let gone = RoutedError::Unavailable("layer 0 expert 3: no replica could serve it".into());
+    assert_eq!(status(ModelError::RoutedExperts(gone)), (503, Some(1)));
+    let bug = RoutedError::Internal("expert node node-0: a malformed reply".into());
+    assert_eq!(status(ModelError::RoutedExperts(bug)), (500, None));
+    assert_eq!(
+        status(ModelError::KvCacheFull { bytes: 1024 }),
+        (503, Some(1))
+    );
+    let overflow = ModelError::ContextOverflow { len: 9, max: 8 };
+    assert_eq!(status(overflow), (400, None));
+    assert_eq!(status(ModelError::InvalidArgument("x".into())), (500, None));
+}
