@@ -1,0 +1,356 @@
+//! The dispatcher's parts, and a layer through them.
+use moe_proto::expert::Precision as WirePrecision;
+use moe_proto::tensor::{self, WireDtype};
+use moe_state::records::{Assignment, Capacity};
+
+use super::*;
+use crate::links::Health;
+
+fn nodes(epochs: &[(&str, u64)]) -> Snapshot<NodeRecord> {
+    let record = |id: &str, epoch| NodeRecord {
+        id: id.into(),
+        address: format!("{id}:1"),
+        backend: "cpu".into(),
+        precisions: "f16+q4".into(),
+        capacity: Capacity {
+            ram_disk_bytes: 0,
+            host_memory_bytes: 0,
+            gpu_bytes: 0,
+            link_bytes_per_second: 0,
+        },
+        epoch,
+        unloadable: Vec::new(),
+    };
+    Snapshot {
+        revision: 1,
+        entries: epochs
+            .iter()
+            .map(|&(id, epoch)| (id.to_string(), record(id, epoch)))
+            .collect(),
+    }
+}
+
+#[test]
+fn dispatch_errors_say_whether_a_retry_may_succeed() {
+    use crate::node_client::CallError;
+    let unavailable = [
+        DispatchError::NoPlacement,
+        DispatchError::NoReplica {
+            layer: 0,
+            expert: 1,
+            last: "timeout".into(),
+        },
+        DispatchError::Call(CallError::Connect {
+            address: "a".into(),
+            reason: "refused".into(),
+        }),
+    ];
+    for e in unavailable {
+        assert!(matches!(e.kind(), RoutedError::Unavailable(_)), "{e}");
+    }
+    let bugs = [
+        DispatchError::BadReply {
+            node: "node-0".into(),
+            reason: "short".into(),
+        },
+        DispatchError::Call(CallError::Refused {
+            address: "a".into(),
+            code: tonic::Code::InvalidArgument,
+            message: "bad rows".into(),
+        }),
+    ];
+    for e in bugs {
+        assert!(matches!(e.kind(), RoutedError::Internal(_)), "{e}");
+    }
+}
+
+/// A watch's read guard held across an await would make a layer's future not `Send`, and
+/// could block a runtime worker on the watch's writer until the await ends (with every
+/// worker so blocked, it never does): the future must stay `Send`.
+#[test]
+fn running_a_layer_holds_no_watch_guard_across_an_await() {
+    fn is_send<T: Send>(_: &T) {}
+    let (_, placement) = watch::channel(Snapshot {
+        revision: 1,
+        entries: BTreeMap::new(),
+    });
+    let (_, nodes) = watch::channel(nodes(&[("a", 1)]));
+    let dispatcher = Dispatcher::new(
+        placement,
+        nodes,
+        4,
+        Duration::from_secs(1),
+        Limits::default(),
+    );
+    let layer = dispatcher.run_layer(0, &[], &[], Precision::Auto);
+    is_send(&layer);
+}
+
+/// Epoch 2 of a one-expert model whose expert is on nodes a, b and c, in that order.
+fn one_expert_on_abc() -> Placement {
+    Placement {
+        epoch: 2,
+        model: "m".into(),
+        layers: 1,
+        experts_per_layer: 1,
+        assignments: vec![Assignment {
+            layer: 0,
+            expert: 0,
+            nodes: vec!["a".into(), "b".into(), "c".into()],
+        }],
+    }
+}
+
+#[test]
+fn replicas_are_chosen_by_loading_health_load_and_order() {
+    let placement = one_expert_on_abc();
+    let pick = |nodes: &Snapshot<NodeRecord>, health: &[(&str, usize, bool)], excluded: &[&str]| {
+        let excluded = excluded.iter().map(|n| n.to_string()).collect();
+        let health = |n: &str| {
+            health.iter().find(|(id, _, _)| *id == n).map_or(
+                Health::default(),
+                |&(_, in_flight, failed_recently)| Health {
+                    in_flight,
+                    failed_recently,
+                    ..Health::default()
+                },
+            )
+        };
+        replica((&placement, None), nodes, &health, 0, 0, &excluded)
+    };
+    let loaded = nodes(&[("a", 2), ("b", 2), ("c", 2)]);
+    assert_eq!(pick(&loaded, &[], &[]).as_deref(), Some("a"));
+    assert_eq!(pick(&loaded, &[("a", 1, false)], &[]).as_deref(), Some("b"));
+    assert_eq!(pick(&loaded, &[("a", 0, true)], &[]).as_deref(), Some("b"));
+    assert_eq!(
+        pick(
+            &loaded,
+            &[("a", 0, true), ("b", 3, false), ("c", 1, false)],
+            &[]
+        )
+        .as_deref(),
+        Some("c")
+    );
+    // a has not loaded epoch 2 yet: b serves, then c when b is out.
+    let loading = nodes(&[("a", 1), ("b", 2), ("c", 2)]);
+    assert_eq!(pick(&loading, &[], &[]).as_deref(), Some("b"));
+    assert_eq!(pick(&loading, &[("b", 0, true)], &[]).as_deref(), Some("c"));
+    assert_eq!(pick(&loading, &[], &["b"]).as_deref(), Some("c"));
+    // Nobody has loaded it: the first replica left; none left: none.
+    let stale = nodes(&[("a", 1), ("b", 1), ("c", 1)]);
+    assert_eq!(pick(&stale, &[], &["a"]).as_deref(), Some("b"));
+    assert_eq!(pick(&stale, &[], &["a", "b", "c"]), None);
+}
+
+#[test]
+fn while_new_replicas_load_the_previous_holders_serve() {
+    let previous = one_expert_on_abc();
+    let placement = Placement {
+        epoch: 3,
+        assignments: vec![Assignment {
+            layer: 0,
+            expert: 0,
+            nodes: vec!["d".into(), "e".into()],
+        }],
+        ..previous.clone()
+    };
+    let pick = |nodes: &Snapshot<NodeRecord>, excluded: &[&str]| {
+        let excluded = excluded.iter().map(|n| n.to_string()).collect();
+        let health = |_: &str| Health::default();
+        let placements = (&placement, Some(&previous));
+        replica(placements, nodes, &health, 0, 0, &excluded)
+    };
+    // d and e still load epoch 3; a is gone, b and c held the expert at epoch 2.
+    let loading = nodes(&[("b", 2), ("c", 3), ("d", 2), ("e", 2)]);
+    assert_eq!(pick(&loading, &[]).as_deref(), Some("b"));
+    assert_eq!(pick(&loading, &["b"]).as_deref(), Some("c"));
+    assert_eq!(pick(&loading, &["b", "c"]).as_deref(), Some("d"));
+    // Once e has loaded epoch 3 it comes first.
+    let loaded = nodes(&[("b", 2), ("c", 3), ("d", 2), ("e", 3)]);
+    assert_eq!(pick(&loaded, &[]).as_deref(), Some("e"));
+    // Without a previous placement only the current replicas are candidates.
+    let health = |_: &str| Health::default();
+    let alone = replica(
+        (&placement, None),
+        &loading,
+        &health,
+        0,
+        0,
+        &BTreeSet::new(),
+    );
+    assert_eq!(alone.as_deref(), Some("d"));
+}
+
+#[test]
+fn low_pairs_are_rerouted_from_a_downgrading_link_to_the_least_loaded_healthy_replica() {
+    let placement = one_expert_on_abc();
+    let loaded = nodes(&[("a", 2), ("b", 2), ("c", 2)]);
+    let target = |nodes: &Snapshot<NodeRecord>, links: &[(&str, Rung, usize, bool)]| {
+        let health = |n: &str| {
+            links.iter().find(|(id, ..)| *id == n).map_or(
+                Health::default(),
+                |&(_, rung, in_flight, failed_recently)| Health {
+                    in_flight,
+                    rung,
+                    failed_recently,
+                },
+            )
+        };
+        reroute_target(&placement, nodes, &health, (0, 0), "a", &BTreeSet::new()).cloned()
+    };
+    // a's link only sends int8 activations: nothing to reroute.
+    assert_eq!(target(&loaded, &[("a", Rung::Int8Wire, 0, false)]), None);
+    // a downgrades pairs: they go to b, the first replica with a calm link.
+    let a_low = ("a", Rung::LowWeights, 0, false);
+    assert_eq!(target(&loaded, &[a_low]).as_deref(), Some("b"));
+    // The lowest rung first, then the fewest calls in flight.
+    let busy_b = [a_low, ("b", Rung::Int8Wire, 0, false)];
+    assert_eq!(target(&loaded, &busy_b).as_deref(), Some("c"));
+    let b_in_flight = [
+        a_low,
+        ("b", Rung::Full, 2, false),
+        ("c", Rung::Full, 1, false),
+    ];
+    assert_eq!(target(&loaded, &b_in_flight).as_deref(), Some("c"));
+    // Never to a replica that downgrades itself, failed lately or has not loaded the
+    // placement.
+    let others_down = [
+        a_low,
+        ("b", Rung::LowWeights, 0, false),
+        ("c", Rung::Full, 0, true),
+    ];
+    assert_eq!(target(&loaded, &others_down), None);
+    let loading = nodes(&[("a", 2), ("b", 1), ("c", 1)]);
+    assert_eq!(target(&loading, &[a_low]), None);
+}
+
+#[test]
+fn unimportance_is_the_normalised_mass_of_heavier_experts() {
+    let routes = [
+        Route {
+            experts: vec![3, 1],
+            weights: vec![0.6, 0.2],
+        },
+        Route {
+            experts: vec![1],
+            weights: vec![1.0],
+        },
+    ];
+    let pairs = pairs_by_expert(&routes);
+    let of = |e: usize| -> Vec<(usize, f32, f32)> {
+        pairs[&e]
+            .iter()
+            .map(|p| (p.token, p.weight, p.unimportance))
+            .collect()
+    };
+    assert_eq!(of(3), [(0, 0.6, 0.0)]);
+    assert_eq!(of(1), [(0, 0.2, 0.75), (1, 1.0, 0.0)]);
+}
+
+#[test]
+fn a_request_carries_each_needed_row_once() {
+    let hidden = 2;
+    let h: Vec<f32> = (0..8).map(|v| v as f32).collect();
+    let a = [
+        Pair {
+            token: 3,
+            weight: 0.5,
+            unimportance: 0.0,
+        },
+        Pair {
+            token: 1,
+            weight: 0.25,
+            unimportance: 0.5,
+        },
+    ];
+    let b = [Pair {
+        token: 3,
+        weight: 0.75,
+        unimportance: 0.25,
+    }];
+    let full = (Rung::Full, Thresholds::default());
+    let (req, tokens, planned) = request(4, 9, &h, hidden, &[(5, &a), (6, &b)], true, full);
+    assert_eq!(planned, [3, 0, 0]);
+    assert!(req.per_pair);
+    assert_eq!(req.reply_dtype, WireDtype::F32.proto() as i32);
+    assert_eq!(tokens, [1, 3]);
+    assert_eq!((req.layer, req.epoch), (4, 9));
+    let rows = tensor::decode(req.tokens.as_ref().unwrap(), hidden, &Limits::default()).unwrap();
+    assert_eq!(rows.data, [2.0, 3.0, 6.0, 7.0]);
+    assert_eq!(req.experts[0].rows, [1, 0]);
+    assert_eq!(req.experts[1].rows, [1]);
+    assert!(req.experts[0].unimportance.is_empty(), "exact: no scores");
+    let (req, _, _) = request(4, 9, &h, hidden, &[(5, &a), (6, &b)], false, full);
+    assert_eq!(req.experts[0].unimportance, [0.0, 0.5]);
+}
+
+#[test]
+fn an_expert_is_staged_low_only_when_every_predicted_pair_would_run_low() {
+    let pair = |unimportance| Pair {
+        token: 0,
+        weight: 0.5,
+        unimportance,
+    };
+    let t = Thresholds::default();
+    let unimportant = [pair(0.7), pair(0.8)];
+    assert_eq!(
+        hint_precision(&unimportant, Rung::LowWeights, t),
+        WirePrecision::Low
+    );
+    assert_eq!(
+        hint_precision(&unimportant, Rung::Int8Wire, t),
+        WirePrecision::High
+    );
+    let mixed = [pair(0.7), pair(0.0)];
+    assert_eq!(hint_precision(&mixed, Rung::Skip, t), WirePrecision::High);
+}
+
+#[test]
+fn a_links_rung_sets_the_wire_dtype_and_each_pairs_precision() {
+    let hidden = 4;
+    let h: Vec<f32> = (0..12).map(|v| v as f32 - 5.0).collect();
+    let pair = |token, unimportance| Pair {
+        token,
+        weight: 0.5,
+        unimportance,
+    };
+    let a = [pair(0, 0.0), pair(1, 0.7)];
+    let b = [pair(2, 0.95)];
+    let thresholds = Thresholds::default();
+    let high = WirePrecision::High as i32;
+    let low = WirePrecision::Low as i32;
+    let work: [(usize, &[Pair]); 2] = [(0, &a), (1, &b)];
+
+    let (req, tokens, planned) =
+        request(0, 1, &h, hidden, &work, false, (Rung::Int8Wire, thresholds));
+    assert_eq!(planned, [3, 0, 0]);
+    assert_eq!(tokens, [0, 1, 2]);
+    let rows = req.tokens.as_ref().unwrap();
+    assert_eq!(rows.dtype, WireDtype::I8RowScaled.proto() as i32);
+    assert_eq!(req.reply_dtype, WireDtype::I8RowScaled.proto() as i32);
+    let decoded = tensor::decode(rows, hidden, &Limits::default()).unwrap();
+    for (got, want) in decoded.data.iter().zip(&h) {
+        assert!((got - want).abs() <= 5.0 / 127.0, "{got} vs {want}");
+    }
+    assert_eq!(req.experts[0].precisions, [high, high]);
+
+    let (req, _, planned) = request(
+        0,
+        1,
+        &h,
+        hidden,
+        &work,
+        false,
+        (Rung::LowWeights, thresholds),
+    );
+    assert_eq!(planned, [1, 2, 0]);
+    assert_eq!(req.experts[0].precisions, [high, low]);
+    assert_eq!(req.experts[1].precisions, [low]);
+
+    // Skipping leaves out expert 1 (its only pair) and token 2's row.
+    let (req, tokens, planned) = request(0, 1, &h, hidden, &work, false, (Rung::Skip, thresholds));
+    assert_eq!(planned, [1, 1, 1]);
+    assert_eq!(tokens, [0, 1]);
+    assert_eq!(req.experts.len(), 1);
+    assert_eq!(req.experts[0].expert, 0);
+}
