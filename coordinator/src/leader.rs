@@ -11,6 +11,7 @@ use moe_kernels::Format;
 use moe_model::ModelConfig;
 use moe_model::config::config_path;
 use moe_model::moe::Expert;
+use moe_model::precision::PrecisionPair;
 use tokio::sync::watch;
 
 use crate::election::{PlacementWrite, Role, Term};
@@ -51,9 +52,9 @@ pub fn model_shape(
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub shape: ModelShape,
-    /// The precision pair nodes must serve (`f16+q4`); nodes registered with another are left
-    /// out of the placement.
-    pub precisions: String,
+    /// The precision pair nodes must serve; nodes registered with another are left out of the
+    /// placement.
+    pub precisions: PrecisionPair,
     pub replication: u32,
     /// How often popularity is checked against the hysteresis rule.
     pub replan_every: Duration,
@@ -160,7 +161,7 @@ fn spaces(
         .entries
         .values()
         .filter(|r| {
-            let fits = r.precisions == settings.precisions;
+            let fits = r.precisions.parse::<PrecisionPair>() == Ok(settings.precisions);
             if !fits {
                 tracing::warn!(
                     node = %r.id,

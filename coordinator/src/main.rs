@@ -18,7 +18,7 @@ use moe_coordinator::leader::{self, LeadError, Settings};
 use moe_coordinator::planner::{DEFAULT_REPLICATION, Hysteresis};
 use moe_model::ModelConfig;
 use moe_model::config::{config_path, served_name};
-use moe_model::precision::PrecisionPair;
+use moe_model::precision::{PrecisionPair, Precisions};
 use moe_service::tls::{self, TlsArgs};
 use moe_state::etcd::Etcd;
 use moe_state::keys::{ClusterKeys, Name};
@@ -119,13 +119,10 @@ fn check_flags(config: &Config) -> Result<(ClusterKeys, String, Option<Precision
         None => moe_service::instance_name("coordinator"),
     };
     Name::new("coordinator id", &id).map_err(|e| format!("--id: {e}"))?;
-    let pair = match config.precisions.as_str() {
-        "auto" => None,
-        pair => Some(
-            pair.parse::<PrecisionPair>()
-                .map_err(|e| format!("--precisions {e}"))?,
-        ),
-    };
+    let Precisions(pair) = config
+        .precisions
+        .parse()
+        .map_err(|e| format!("--precisions {e}"))?;
     if config.replication == 0 || config.lease_ttl_seconds == 0 || config.replan_seconds == 0 {
         return Err(
             "--replication, --lease-ttl-seconds and --replan-seconds must be positive".into(),
@@ -155,7 +152,7 @@ fn check(config: &Config) -> Result<Checked, String> {
         id,
         settings: Settings {
             shape,
-            precisions: pair.to_string(),
+            precisions: pair,
             replication: config.replication,
             replan_every: Duration::from_secs(config.replan_seconds),
             hysteresis: Hysteresis::default(),

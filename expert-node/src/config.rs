@@ -2,19 +2,15 @@
 //! validated before any port is bound.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use moe_model::config::config_path;
-use moe_model::{ModelConfig, ModelError};
 use moe_proto::tensor::Limits;
 use moe_service::tls::{self, Mode, Side, TlsArgs};
 use moe_state::keys::{ClusterKeys, Name};
 use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 
 use crate::selection::ExpertSelection;
-use crate::work::PrecisionPair;
 
 /// Where experts run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -25,34 +21,7 @@ pub enum Backend {
     Auto,
 }
 
-/// The node's high and low precision: `auto` (the checkpoint's, see
-/// `PrecisionPair::for_model`) or a pair such as `f16+q4`, `q8+q2` or `fp8+q4`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Precisions(pub Option<PrecisionPair>);
-
-impl FromStr for Precisions {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Precisions, String> {
-        match s {
-            "auto" => Ok(Precisions(None)),
-            pair => pair.parse().map(|p| Precisions(Some(p))),
-        }
-    }
-}
-
-impl Precisions {
-    /// The pair asked for, or the checkpoint's in `model_dir` for `auto`.
-    pub fn resolve(&self, model_dir: &Path) -> Result<PrecisionPair, ModelError> {
-        match self.0 {
-            Some(pair) => Ok(pair),
-            None => {
-                let cfg = ModelConfig::from_file(&config_path(model_dir))?;
-                Ok(PrecisionPair::for_model(&cfg))
-            }
-        }
-    }
-}
+pub use moe_model::precision::Precisions;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(

@@ -4,11 +4,13 @@
 //! with q4 as the low copy.
 
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 
 use moe_kernels::Format;
 
-use crate::config::{ModelConfig, Quantization};
+use crate::config::{ModelConfig, Quantization, config_path};
+use crate::error::ModelError;
 
 /// A node's high and low precision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,6 +36,36 @@ impl PrecisionPair {
                 high: Format::F16,
                 low: Format::Q4,
             },
+        }
+    }
+}
+
+/// A `--precisions` flag, as the nodes, the coordinator and the tools read it: `auto` (the
+/// checkpoint's, see [`PrecisionPair::for_model`]) or a pair such as `f16+q4`, `q8+q2` or
+/// `fp8+q4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Precisions(pub Option<PrecisionPair>);
+
+impl FromStr for Precisions {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Precisions, String> {
+        match s {
+            "auto" => Ok(Precisions(None)),
+            pair => pair.parse().map(|p| Precisions(Some(p))),
+        }
+    }
+}
+
+impl Precisions {
+    /// The pair asked for, or the checkpoint's in `model_dir` for `auto`.
+    pub fn resolve(&self, model_dir: &Path) -> Result<PrecisionPair, ModelError> {
+        match self.0 {
+            Some(pair) => Ok(pair),
+            None => {
+                let cfg = ModelConfig::from_file(&config_path(model_dir))?;
+                Ok(PrecisionPair::for_model(&cfg))
+            }
         }
     }
 }

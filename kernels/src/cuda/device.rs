@@ -256,26 +256,10 @@ impl CudaExperts {
         hidden: usize,
         experts: &[ExpertInput<'_>],
     ) -> Result<Vec<f32>, CudaError> {
-        if hidden == 0 || !x.len().is_multiple_of(hidden) {
-            return Err(CudaError::Shape(format!(
-                "{} input values are not whole rows of {hidden}",
-                x.len()
-            )));
-        }
-        let n_tokens = x.len() / hidden;
-        let Some(first) = experts.first() else {
+        let n_tokens = token_rows(x, hidden)?;
+        let Some(inter) = common_inter(experts, hidden)? else {
             return Ok(vec![0.0; x.len()]);
         };
-        let inter = first.expert.inter;
-        if let Some(e) = experts
-            .iter()
-            .find(|e| e.expert.hidden != hidden || e.expert.inter != inter)
-        {
-            return Err(CudaError::Shape(format!(
-                "an expert of hidden {} / intermediate {} in a batch of hidden {hidden} / intermediate {inter}",
-                e.expert.hidden, e.expert.inter
-            )));
-        }
         // One launch per format covers a contiguous run of experts, so group them by format.
         let mut order: Vec<usize> = (0..experts.len()).collect();
         order.sort_by_key(|&i| experts[i].expert.format);
@@ -405,5 +389,35 @@ impl CudaExperts {
         )?;
         s.synchronize()?;
         Ok(out)
+    }
+}
+
+/// The rows of `x`, refused unless it is whole rows of `hidden`.
+fn token_rows(x: &[f32], hidden: usize) -> Result<usize, CudaError> {
+    if hidden == 0 || !x.len().is_multiple_of(hidden) {
+        return Err(CudaError::Shape(format!(
+            "{} input values are not whole rows of {hidden}",
+            x.len()
+        )));
+    }
+    Ok(x.len() / hidden)
+}
+
+/// The intermediate size every expert of a batch shares (`None` for no experts), refused unless
+/// they all have `hidden` and one intermediate size.
+fn common_inter(experts: &[ExpertInput<'_>], hidden: usize) -> Result<Option<usize>, CudaError> {
+    let Some(first) = experts.first() else {
+        return Ok(None);
+    };
+    let inter = first.expert.inter;
+    match experts
+        .iter()
+        .find(|e| e.expert.hidden != hidden || e.expert.inter != inter)
+    {
+        Some(e) => Err(CudaError::Shape(format!(
+            "an expert of hidden {} / intermediate {} in a batch of hidden {hidden} / intermediate {inter}",
+            e.expert.hidden, e.expert.inter
+        ))),
+        None => Ok(Some(inter)),
     }
 }
