@@ -126,7 +126,13 @@ impl NodeRecord {
     /// placement's epoch and the expert is not among those it could not load. (Whether the
     /// placement assigns the expert to this node is the caller's question.)
     pub fn has_loaded(&self, placement: &Placement, layer: u32, expert: u32) -> bool {
-        self.epoch >= placement.epoch && self.load_failure(layer, expert).is_none()
+        self.has_reached(placement) && self.load_failure(layer, expert).is_none()
+    }
+
+    /// Whether the node has taken `placement`'s epoch (or a newer one): it has loaded every
+    /// expert of it that it could.
+    pub fn has_reached(&self, placement: &Placement) -> bool {
+        self.epoch >= placement.epoch
     }
 
     /// Whether the node reported its shard directory full.

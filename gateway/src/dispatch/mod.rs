@@ -49,6 +49,7 @@ mod layer;
 mod pairs;
 mod plan;
 mod popularity;
+mod table;
 #[cfg(test)]
 mod tests;
 mod wire;
@@ -58,8 +59,12 @@ use layer::{Answer, LayerRun};
 use pairs::{Pair, hint_precision, pairs_by_expert};
 use plan::{Attempt, assign, replica, reroute_target, runs_low};
 use popularity::Popularity;
+use table::{Replicas, RoutingTable};
 use wire::request;
 pub use wire::whole_layer_request;
+
+/// The routing tables of the last placement seen and of the one before it.
+type Tables = (Option<Arc<RoutingTable>>, Option<Arc<RoutingTable>>);
 
 /// How long a layer waits before trying replicas again that were still loading its experts.
 const LOADING_RETRY: Duration = Duration::from_millis(20);
@@ -125,8 +130,9 @@ pub struct Traffic {
 /// The gateway's view of the expert nodes, and its streams to them.
 pub struct Dispatcher {
     placement: watch::Receiver<Snapshot<Placement>>,
-    /// The last placement seen and the one before it.
-    seen: std::sync::Mutex<(Option<Placement>, Option<Placement>)>,
+    /// The routing tables of the last placement seen and of the one before it, built once per
+    /// epoch.
+    seen: std::sync::Mutex<Tables>,
     nodes: watch::Receiver<Snapshot<NodeRecord>>,
     clients: Clients,
     hidden: usize,
@@ -236,7 +242,7 @@ impl Dispatcher {
         );
         if let Some(placement) = self.placement.borrow().single() {
             for (id, record) in &self.nodes.borrow().entries {
-                let done = u8::from(record.epoch >= placement.epoch);
+                let done = u8::from(record.has_reached(placement));
                 let _ = writeln!(out, "{loaded}{{{}}} {done}", node_label(id));
             }
         }
@@ -272,7 +278,7 @@ impl Dispatcher {
             let health = |n: &str| self.links.health(n);
             let none = BTreeSet::new();
             for (expert, pairs) in pairs_by_expert(predicted) {
-                let placements = (&placement, previous.as_ref());
+                let placements = (&*placement, previous.as_deref());
                 let Some(node) = replica(placements, &nodes, &health, layer, expert, &none) else {
                     continue;
                 };
@@ -289,7 +295,7 @@ impl Dispatcher {
         }
         for ((node, precision), experts) in by_node {
             let hint = PrefetchHint {
-                epoch: placement.epoch,
+                epoch: placement.epoch(),
                 layer: layer as u32,
                 experts,
                 precision,
@@ -325,18 +331,22 @@ impl Dispatcher {
         Readiness::of(placement.single(), &nodes)
     }
 
-    /// The current placement, and the one before it when this gateway saw one.
-    fn placement(&self) -> Result<(Placement, Option<Placement>), DispatchError> {
-        let current = self
+    /// The current placement's routing table, and the previous placement's when this gateway
+    /// saw one; a table is built when its epoch is first seen, then shared.
+    fn placement(&self) -> Result<(Arc<RoutingTable>, Option<Arc<RoutingTable>>), DispatchError> {
+        let epoch = self
             .placement
             .borrow()
             .single()
-            .cloned()
+            .map(|p| p.epoch)
             .ok_or(DispatchError::NoPlacement)?;
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.0.as_ref().map(|p| p.epoch) != Some(current.epoch) {
-            seen.1 = seen.0.replace(current.clone());
+        if seen.0.as_ref().map(|t| t.epoch()) != Some(epoch) {
+            let current = self.placement.borrow().single().cloned();
+            let current = current.ok_or(DispatchError::NoPlacement)?;
+            seen.1 = seen.0.replace(Arc::new(RoutingTable::new(current)));
         }
+        let current = seen.0.clone().expect("set above");
         Ok((current, seen.1.clone()))
     }
 
@@ -374,7 +384,7 @@ impl Dispatcher {
         let (mut placement, mut previous) = self.placement()?;
         let started = Instant::now();
         while !run.remaining.is_empty() {
-            let attempt = match self.plan(layer, &mut run, (&placement, previous.as_ref())) {
+            let attempt = match self.plan(layer, &mut run, (&placement, previous.as_deref())) {
                 Ok(attempt) => attempt,
                 Err(expert) => {
                     self.wait_for_replicas(layer, expert, &placement, &run, started)?;
@@ -389,7 +399,7 @@ impl Dispatcher {
                 self.links.rerouted(from, *pairs);
             }
             if self
-                .call_nodes(layer, h, &mut run, &attempt, placement.epoch)
+                .call_nodes(layer, h, &mut run, &attempt, placement.epoch())
                 .await?
             {
                 (placement, previous) = self.placement()?;
@@ -404,7 +414,7 @@ impl Dispatcher {
         &self,
         layer: usize,
         run: &mut LayerRun,
-        (placement, previous): (&Placement, Option<&Placement>),
+        (placement, previous): (&RoutingTable, Option<&RoutingTable>),
     ) -> Result<Attempt, usize> {
         // The node records are read in a block of their own: the watch's lock must not be held
         // across an await (its writer, the watcher task, would block a runtime worker on it).
@@ -439,13 +449,13 @@ impl Dispatcher {
         &self,
         layer: usize,
         expert: usize,
-        placement: &Placement,
+        placement: &RoutingTable,
         run: &LayerRun,
         started: Instant,
     ) -> Result<(), DispatchError> {
         let unservable = {
             let nodes = self.nodes.borrow();
-            unavailable(placement, &nodes, layer as u32, expert as u32)
+            unavailable(placement.placement(), &nodes, layer as u32, expert as u32)
         };
         if let Some(cause) = unservable {
             return Err(DispatchError::Unservable {

@@ -5,10 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use moe_state::records::{NodeRecord, Placement};
+use moe_state::records::NodeRecord;
 use moe_state::watch::Snapshot;
 
 use super::pairs::Pair;
+use super::table::Replicas;
 use crate::links::Health;
 use crate::policy::{PairPlan, Rung, Thresholds};
 
@@ -19,8 +20,8 @@ use crate::policy::{PairPlan, Rung, Thresholds};
 /// lately, then the one with the fewest calls in flight, then the placements' order (the
 /// coordinator's choice of primary first). Under light load with healthy nodes that is always
 /// the first replica; a replica takes over from a busy or failing one.
-pub(super) fn replica(
-    (placement, previous): (&Placement, Option<&Placement>),
+pub(super) fn replica<P: Replicas>(
+    (placement, previous): (&P, Option<&P>),
     nodes: &Snapshot<NodeRecord>,
     health: &dyn Fn(&str) -> Health,
     layer: usize,
@@ -28,8 +29,11 @@ pub(super) fn replica(
     excluded: &BTreeSet<String>,
 ) -> Option<String> {
     let (l, e) = (layer as u32, expert as u32);
-    let holds =
-        |node: &String, p: &Placement| nodes.get(node).is_some_and(|r| r.has_loaded(p, l, e));
+    let holds = |node: &String, p: &P| {
+        nodes
+            .get(node)
+            .is_some_and(|r| r.has_loaded(p.placement(), l, e))
+    };
     // A node that reported it cannot load the expert is no candidate, even as one still loading.
     let unloadable = |node: &String| {
         nodes
@@ -70,8 +74,8 @@ pub(super) struct Unit {
 /// above the low-weights rung: a replica not `excluded` that has loaded the placement, has not
 /// failed lately and whose own link is below that rung; the lowest rung, then the fewest calls
 /// in flight, then the placement's order.
-pub(super) fn reroute_target<'p>(
-    placement: &'p Placement,
+pub(super) fn reroute_target<'p, P: Replicas>(
+    placement: &'p P,
     nodes: &Snapshot<NodeRecord>,
     health: &dyn Fn(&str) -> Health,
     (layer, expert): (usize, usize),
@@ -88,7 +92,9 @@ pub(super) fn reroute_target<'p>(
         .filter(|(_, n)| *n != from && !excluded.contains(*n))
         .filter(|(_, n)| {
             let (l, e) = (layer as u32, expert as u32);
-            nodes.get(n).is_some_and(|r| r.has_loaded(placement, l, e))
+            nodes
+                .get(n)
+                .is_some_and(|r| r.has_loaded(placement.placement(), l, e))
         })
         .map(|(order, n)| (order, n, health(n)))
         .filter(|(_, _, h)| !h.failed_recently && h.rung < Rung::LowWeights)
