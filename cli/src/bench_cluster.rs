@@ -26,7 +26,8 @@ use moe_kernels::Pool;
 use moe_model::{GenerateParams, LoadOptions, Model, generate};
 use moe_service::progress::{Progress, Unit};
 
-use crate::up::{ClusterSpec, LocalCluster, default_dir, http_get};
+use crate::http::http_get;
+use crate::up::{ClusterSpec, LocalCluster, default_dir};
 
 /// Options of `moe bench-cluster`.
 #[derive(clap::Args, Debug)]

@@ -26,7 +26,8 @@ use moe_service::netns::Namespace;
 
 use crate::bench_cluster::{Load, inter_token_latencies, percentile, prompt, stream_completion};
 use crate::eval_quality::{Setup, ThresholdArgs, measure};
-use crate::up::{ClusterSpec, LocalCluster, default_dir, http_get};
+use crate::http::http_get;
+use crate::up::{ClusterSpec, LocalCluster, default_dir};
 
 /// Options of `moe bench-precision`.
 #[derive(clap::Args, Debug)]

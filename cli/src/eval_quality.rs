@@ -324,7 +324,7 @@ fn score_remote(
         "model": model, "prompt": piece, "echo": true, "logprobs": 1, "max_tokens": 1,
         "temperature": 0, "precision": precision,
     });
-    let reply = crate::up::http_post(gateway, "/v1/completions", &body.to_string())
+    let reply = crate::http::http_post(gateway, "/v1/completions", &body.to_string())
         .with_context(|| format!("no answer from {gateway}"))?;
     let (_, json) = reply.split_once("\r\n\r\n").context("an HTTP response")?;
     let json: serde_json::Value = serde_json::from_str(json).context("a JSON body")?;

@@ -14,6 +14,7 @@ mod eval_quality;
 mod gen_model;
 #[cfg(feature = "cuda")]
 mod gpu_bench;
+mod http;
 mod kernel_bench;
 mod model_args;
 mod plot;

@@ -24,7 +24,7 @@ use moe_state::watch::Watcher;
 use serde::Serialize;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
-use crate::up::http_get;
+use crate::http::http_get;
 
 /// Options of `moe status`.
 #[derive(clap::Args, Debug)]

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use moe_service::netns::Namespace;
 
+use crate::http::http_get;
 use crate::status::{Status, StatusArgs, observe};
 
 /// Options of `moe up`.
@@ -187,36 +188,6 @@ fn start_command(
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// The status line of `GET path` on `address`, or `None` when nothing answers.
-/// `POST path` with a JSON `body` over HTTP/1.1; the whole response (a minute at most).
-pub fn http_post(address: &str, path: &str, body: &str) -> Option<String> {
-    let mut stream =
-        TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_secs(2)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .ok()?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
-}
-
-pub fn http_get(address: &str, path: &str) -> Option<String> {
-    let mut stream =
-        TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
 }
 
 /// Waits until `ready`, saying every 5 s on stderr how long it has waited and what `detail`

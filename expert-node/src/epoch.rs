@@ -4,8 +4,6 @@
 
 use std::fmt;
 
-use crate::work::WorkError;
-
 /// A placement version; 0 means "no placement".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Epoch(pub u64);
@@ -15,9 +13,9 @@ impl Epoch {
     /// own. A newer epoch is served, because gateways may learn of a placement before the node does
     /// and whether the node holds each expert is checked on its own. So epoch 0 is served only
     /// while the node's own epoch is 0.
-    pub fn admits(self, request: Epoch) -> Result<(), WorkError> {
+    pub fn admits(self, request: Epoch) -> Result<(), StaleEpoch> {
         if request < self {
-            Err(WorkError::StaleEpoch {
+            Err(StaleEpoch {
                 request,
                 node: self,
             })
@@ -25,6 +23,16 @@ impl Epoch {
             Ok(())
         }
     }
+}
+
+/// Work routed by a placement older than the node's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "placement epoch {request} is older than this node's epoch {node}; refresh the placement and route again"
+)]
+pub struct StaleEpoch {
+    pub request: Epoch,
+    pub node: Epoch,
 }
 
 impl fmt::Display for Epoch {
@@ -45,7 +53,7 @@ mod tests {
         assert!(Epoch(5).admits(Epoch(6)).is_ok());
         assert_eq!(
             Epoch(5).admits(Epoch(4)),
-            Err(WorkError::StaleEpoch {
+            Err(StaleEpoch {
                 request: Epoch(4),
                 node: Epoch(5)
             })

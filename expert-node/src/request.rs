@@ -137,7 +137,7 @@ impl From<WorkError> for Status {
             // The gateway should retry on a replica that holds it.
             WorkError::NotHeld { .. } => Status::failed_precondition(e.to_string()),
             // The gateway should refresh its placement and route the work again.
-            WorkError::StaleEpoch { .. } => Status::aborted(e.to_string()),
+            WorkError::StaleEpoch(_) => Status::aborted(e.to_string()),
             WorkError::Kernel(_) | WorkError::Expert(_) | WorkError::Shard(_) => {
                 Status::internal(e.to_string())
             }
@@ -179,7 +179,7 @@ pub fn reply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::epoch::Epoch;
+    use crate::epoch::{Epoch, StaleEpoch};
     use crate::work::{ExpertSet, PrecisionPair};
     use moe_proto::expert::ExpertWork;
 
@@ -285,10 +285,10 @@ mod tests {
             format: Format::Q4,
         };
         assert_eq!(Status::from(not_held).code(), Code::FailedPrecondition);
-        let stale = WorkError::StaleEpoch {
+        let stale = WorkError::StaleEpoch(StaleEpoch {
             request: Epoch(3),
             node: Epoch(4),
-        };
+        });
         assert_eq!(Status::from(stale).code(), Code::Aborted);
 
         let mut odd_dtype = request(vec![]);

@@ -358,7 +358,9 @@ impl Node {
             experts = req.experts.len()
         );
         set_remote_parent(&span, &req.traceparent);
-        self.placement_epoch().admits(Epoch(req.epoch))?;
+        self.placement_epoch()
+            .admits(Epoch(req.epoch))
+            .map_err(WorkError::from)?;
         let reply_dtype = reply_dtype(req)?;
         let catalog = loaded.residency.catalog();
         let mut work = layer_work(req, catalog.hidden(), &self.limits)?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use moe_kernels::{Format, KernelError, Pool};
 use moe_model::moe::Expert;
 
-use crate::epoch::Epoch;
+use crate::epoch::StaleEpoch;
 use crate::shard::ShardKey;
 
 /// The precision a pair asks for: the node's high or low copy, or a named format.
@@ -185,10 +185,8 @@ pub enum WorkError {
         hidden: usize,
         got: usize,
     },
-    #[error(
-        "placement epoch {request} is older than this node's epoch {node}; refresh the placement and route again"
-    )]
-    StaleEpoch { request: Epoch, node: Epoch },
+    #[error(transparent)]
+    StaleEpoch(#[from] StaleEpoch),
     #[error("reading a cold expert from the RAM disk: {0}")]
     Shard(String),
     #[error("kernel: {0}")]
