@@ -28,7 +28,7 @@ use moe_expert_node::selection::ExpertSelection;
 use moe_expert_node::store;
 use moe_expert_node::work::{ExpertSet, PrecisionPair};
 use moe_gateway::dispatch::whole_layer_request;
-use moe_gateway::policy::{PairPlan, Rung, Thresholds};
+use moe_gateway::policy::{PairCounts, PairPlan, Rung, Thresholds};
 use moe_kernels::Pool;
 use moe_model::moe::{Route, RoutedExperts};
 use moe_model::quality::compare;
@@ -107,8 +107,8 @@ struct SimulatedNode<'a> {
     pair: PrecisionPair,
     pool: &'a Pool,
     policy: (Rung, Thresholds),
-    /// Pairs planned at each precision, by [`PairPlan`] order.
-    planned: [u64; 3],
+    /// Pairs planned at each precision.
+    planned: PairCounts,
 }
 
 impl RoutedExperts for SimulatedNode<'_> {
@@ -118,10 +118,7 @@ impl RoutedExperts for SimulatedNode<'_> {
         };
         let hidden = self.set.hidden();
         let (req, tokens, planned) = whole_layer_request(layer, h, routes, hidden, self.policy);
-        self.planned
-            .iter_mut()
-            .zip(planned)
-            .for_each(|(a, b)| *a += b);
+        self.planned.add(planned);
         let mut out = vec![0.0; routes.len() * hidden];
         if req.experts.is_empty() {
             return Ok(out);
@@ -152,7 +149,7 @@ struct Totals {
     nll: f64,
     kl: f64,
     agree: f64,
-    planned: [u64; 3],
+    planned: PairCounts,
 }
 
 /// Mean negative log-likelihood of `ids[1..]` under `logits` (`[ids.len(), vocab]`), summed.
@@ -176,13 +173,13 @@ pub struct RungQuality {
     pub change_percent: f64,
     pub mean_kl: f64,
     pub top1_agreement: f64,
-    /// Pairs planned at each precision, by [`PairPlan`] order.
-    pub pairs: [u64; 3],
+    /// Pairs planned at each precision.
+    pub pairs: PairCounts,
 }
 
 impl RungQuality {
     fn share(&self, plan: PairPlan) -> f64 {
-        100.0 * self.pairs[plan as usize] as f64 / self.pairs.iter().sum::<u64>().max(1) as f64
+        100.0 * self.pairs[plan] as f64 / self.pairs.total().max(1) as f64
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -192,7 +189,11 @@ impl RungQuality {
             "perplexity_change_percent": self.change_percent,
             "mean_kl": self.mean_kl,
             "top1_agreement": self.top1_agreement,
-            "pairs": {"high": self.pairs[0], "low": self.pairs[1], "skip": self.pairs[2]},
+            "pairs": {
+                "high": self.pairs[PairPlan::High],
+                "low": self.pairs[PairPlan::Low],
+                "skip": self.pairs[PairPlan::Skip],
+            },
         })
     }
 }
@@ -262,7 +263,7 @@ pub fn measure(setup: &Setup<'_>, rungs: &[Rung]) -> anyhow::Result<Quality> {
                 pair: setup.pair,
                 pool: &pool,
                 policy: (rung, setup.thresholds),
-                planned: [0; 3],
+                planned: PairCounts::default(),
             };
             let logits =
                 model.forward_with(window, &mut model.new_cache(), Logits::All, &mut node)?;
@@ -272,10 +273,7 @@ pub fn measure(setup: &Setup<'_>, rungs: &[Rung]) -> anyhow::Result<Quality> {
             t.kl += q.mean_kl * positions as f64;
             t.agree += q.top1_agreement * positions as f64;
             t.positions += positions;
-            t.planned
-                .iter_mut()
-                .zip(node.planned)
-                .for_each(|(a, b)| *a += b);
+            t.planned.add(node.planned);
         }
         eprintln!(
             "window {}/{} ({:.0} s)",

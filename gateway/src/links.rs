@@ -14,7 +14,7 @@ use moe_proto::expert::Timings;
 
 use crate::metric_names as names;
 use crate::metrics::{Histogram, header};
-use crate::policy::{Ladder, LadderConfig, PairPlan, Rung, Sample};
+use crate::policy::{Ladder, LadderConfig, PairCounts, Rung, Sample};
 
 /// One node's calls so far.
 #[derive(Debug, Default, Clone)]
@@ -32,8 +32,8 @@ pub struct Link {
     /// When the last call failed.
     pub last_failure: Option<Instant>,
     pub ladder: Ladder,
-    /// Pairs sent, by [`PairPlan`] order (skipped ones were not sent).
-    pub pairs: [u64; 3],
+    /// Pairs planned for the node (skipped ones were not sent).
+    pub pairs: PairCounts,
     /// Pairs planned low on this link that went to a replica on a less loaded one instead.
     pub rerouted: u64,
 }
@@ -85,11 +85,10 @@ impl Links {
             .map_or(Rung::Full, |l| l.ladder.rung())
     }
 
-    /// Counts the pairs planned for a call to `node`, by [`PairPlan`] order.
-    pub fn planned(&self, node: &str, pairs: [u64; 3]) {
+    /// Counts the pairs planned for a call to `node`.
+    pub fn planned(&self, node: &str, pairs: PairCounts) {
         let mut links = self.lock();
-        let link = links.entry(node.to_string()).or_default();
-        link.pairs.iter_mut().zip(pairs).for_each(|(a, b)| *a += b);
+        links.entry(node.to_string()).or_default().pairs.add(pairs);
     }
 
     /// `pairs` planned low on `node`'s link went to a replica on a less loaded link instead.
@@ -275,7 +274,7 @@ impl Links {
             "counter",
         );
         for (node, link) in &links {
-            for (plan, count) in PairPlan::ALL.iter().zip(link.pairs) {
+            for (plan, count) in link.pairs.iter() {
                 let (node, plan) = (label(node), plan.name());
                 let _ = writeln!(out, "{name}{{{node},precision=\"{plan}\"}} {count}");
             }
@@ -309,8 +308,8 @@ mod tests {
         links.answered("node-0", 100, 300, Duration::from_millis(7), Some(&timings));
         links.answered("node-0", 100, 300, Duration::from_millis(3), None);
         links.failed("node-1", 50, Duration::from_millis(30));
-        links.planned("node-0", [3, 2, 0]);
-        links.planned("node-0", [2, 0, 1]);
+        links.planned("node-0", PairCounts::new(3, 2, 0));
+        links.planned("node-0", PairCounts::new(2, 0, 1));
         let mut text = String::new();
         links.render(&mut text);
         for line in [

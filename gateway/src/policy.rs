@@ -116,6 +116,52 @@ impl PairPlan {
     }
 }
 
+/// (token, expert) pairs counted by how they were planned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PairCounts([u64; 3]);
+
+impl PairCounts {
+    pub fn new(high: u64, low: u64, skip: u64) -> PairCounts {
+        PairCounts([high, low, skip])
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: PairCounts) {
+        self.0.iter_mut().zip(other.0).for_each(|(a, b)| *a += b);
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Each plan with its count, in [`PairPlan::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (PairPlan, u64)> + '_ {
+        PairPlan::ALL.into_iter().map(|plan| (plan, self[plan]))
+    }
+}
+
+impl std::ops::Index<PairPlan> for PairCounts {
+    type Output = u64;
+
+    fn index(&self, plan: PairPlan) -> &u64 {
+        match plan {
+            PairPlan::High => &self.0[0],
+            PairPlan::Low => &self.0[1],
+            PairPlan::Skip => &self.0[2],
+        }
+    }
+}
+
+impl std::ops::IndexMut<PairPlan> for PairCounts {
+    fn index_mut(&mut self, plan: PairPlan) -> &mut u64 {
+        match plan {
+            PairPlan::High => &mut self.0[0],
+            PairPlan::Low => &mut self.0[1],
+            PairPlan::Skip => &mut self.0[2],
+        }
+    }
+}
+
 /// HOBBIT's token-level thresholds on the unimportance score (the normalised gate mass of the
 /// token's heavier experts): above `t1` low precision, above `t2` skipped.
 #[derive(Debug, Clone, Copy, PartialEq)]

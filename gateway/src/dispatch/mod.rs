@@ -40,7 +40,7 @@ use crate::links::{Links, node_label};
 use crate::metric_names as names;
 use crate::metrics::header;
 use crate::node_client::{CallError, NodeClient};
-use crate::policy::{LadderConfig, PairPlan, Rung, Thresholds};
+use crate::policy::{LadderConfig, PairCounts, PairPlan, Rung, Thresholds};
 use crate::prediction::{Accuracy, Lookahead, MAX_DISTANCE};
 use crate::readiness::{Readiness, unavailable};
 
@@ -561,7 +561,7 @@ fn call_span(
     experts: usize,
     rows: usize,
     rung: Rung,
-    planned: [u64; 3],
+    planned: PairCounts,
 ) -> tracing::Span {
     tracing::info_span!(
         "expert_call",
@@ -569,9 +569,9 @@ fn call_span(
         experts,
         rows,
         rung = rung.name(),
-        high = planned[PairPlan::High as usize],
-        low = planned[PairPlan::Low as usize],
-        skipped = planned[PairPlan::Skip as usize],
+        high = planned[PairPlan::High],
+        low = planned[PairPlan::Low],
+        skipped = planned[PairPlan::Skip],
     )
 }
 

@@ -270,7 +270,7 @@ fn a_request_carries_each_needed_row_once() {
     }];
     let full = (Rung::Full, Thresholds::default());
     let (req, tokens, planned) = request(4, 9, &h, hidden, &[(5, &a), (6, &b)], true, full);
-    assert_eq!(planned, [3, 0, 0]);
+    assert_eq!(planned, PairCounts::new(3, 0, 0));
     assert!(req.per_pair);
     assert_eq!(req.reply_dtype, WireDtype::F32.proto() as i32);
     assert_eq!(tokens, [1, 3]);
@@ -323,7 +323,7 @@ fn a_links_rung_sets_the_wire_dtype_and_each_pairs_precision() {
 
     let (req, tokens, planned) =
         request(0, 1, &h, hidden, &work, false, (Rung::Int8Wire, thresholds));
-    assert_eq!(planned, [3, 0, 0]);
+    assert_eq!(planned, PairCounts::new(3, 0, 0));
     assert_eq!(tokens, [0, 1, 2]);
     let rows = req.tokens.as_ref().unwrap();
     assert_eq!(rows.dtype, WireDtype::I8RowScaled.proto() as i32);
@@ -343,13 +343,13 @@ fn a_links_rung_sets_the_wire_dtype_and_each_pairs_precision() {
         false,
         (Rung::LowWeights, thresholds),
     );
-    assert_eq!(planned, [1, 2, 0]);
+    assert_eq!(planned, PairCounts::new(1, 2, 0));
     assert_eq!(req.experts[0].precisions, [high, low]);
     assert_eq!(req.experts[1].precisions, [low]);
 
     // Skipping leaves out expert 1 (its only pair) and token 2's row.
     let (req, tokens, planned) = request(0, 1, &h, hidden, &work, false, (Rung::Skip, thresholds));
-    assert_eq!(planned, [1, 1, 1]);
+    assert_eq!(planned, PairCounts::new(1, 1, 1));
     assert_eq!(tokens, [0, 1]);
     assert_eq!(req.experts.len(), 1);
     assert_eq!(req.experts[0].expert, 0);

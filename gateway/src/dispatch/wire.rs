@@ -9,12 +9,11 @@ use moe_proto::expert::{ExpertWork, LayerReply, LayerRequest, Precision as WireP
 use moe_proto::tensor::{self, Limits, WireDtype};
 
 use super::pairs::{Pair, pairs_by_expert};
-use crate::policy::{PairPlan, Rung, Thresholds};
+use crate::policy::{PairCounts, PairPlan, Rung, Thresholds};
 
 /// The message for one node: the rows its experts need (in token order) and their work, each
 /// pair as the thresholds plan it at the link's rung (skipped pairs left out, and experts left
-/// with none), with the rung's activation dtype. Also the pairs planned at each precision, by
-/// [`PairPlan`] order.
+/// with none), with the rung's activation dtype. Also the pairs planned at each precision.
 pub(super) fn request(
     layer: usize,
     epoch: u64,
@@ -23,16 +22,16 @@ pub(super) fn request(
     experts: &[(usize, &[Pair])],
     per_pair: bool,
     policy: (Rung, Thresholds),
-) -> (LayerRequest, Vec<usize>, [u64; 3]) {
+) -> (LayerRequest, Vec<usize>, PairCounts) {
     let (rung, thresholds) = policy;
-    let mut planned = [0u64; 3];
+    let mut planned = PairCounts::default();
     let experts: Vec<(usize, Vec<(&Pair, PairPlan)>)> = experts
         .iter()
         .map(|&(expert, pairs)| {
             let pairs: Vec<_> = pairs
                 .iter()
                 .map(|p| (p, thresholds.plan(p.unimportance, rung)))
-                .inspect(|(_, plan)| planned[*plan as usize] += 1)
+                .inspect(|(_, plan)| planned[*plan] += 1)
                 .filter(|(_, plan)| *plan != PairPlan::Skip)
                 .collect();
             (expert, pairs)
@@ -107,7 +106,7 @@ pub fn whole_layer_request(
     routes: &[Route],
     hidden: usize,
     policy: (Rung, Thresholds),
-) -> (LayerRequest, Vec<usize>, [u64; 3]) {
+) -> (LayerRequest, Vec<usize>, PairCounts) {
     let pairs = pairs_by_expert(routes);
     let work: Vec<(usize, &[Pair])> = pairs.iter().map(|(e, p)| (*e, p.as_slice())).collect();
     request(layer, 0, h, hidden, &work, false, policy)
