@@ -284,7 +284,7 @@ impl Status {
             .nodes
             .iter()
             .map(|r| {
-                let info = o.infos.get(&r.id);
+                let info = o.infos.get(r.id.as_str());
                 let ok = info.and_then(|i| i.as_ref().ok());
                 let rtt_ms = match (links(&r.id, 0), links(&r.id, 1)) {
                     (Some(sum), Some(count)) if count > 0.0 => Some(sum / count * 1e3),
@@ -304,7 +304,7 @@ impl Status {
                     link_rung: rung,
                     saturated: highest(&r.id, 5).map(|v| v > 0.0),
                     downgraded,
-                    id: r.id.clone(),
+                    id: r.id.to_string(),
                     address: r.address.clone(),
                     backend: r.backend.clone(),
                     precisions: r.precisions.clone(),
@@ -695,7 +695,7 @@ pub async fn observe(
     let mut infos = BTreeMap::new();
     for n in &nodes {
         infos.insert(
-            n.id.clone(),
+            n.id.to_string(),
             node_info(&n.address, nodes_tls.as_ref(), deadline).await,
         );
     }

@@ -103,7 +103,7 @@ fn membership(
         .values()
         .map(|r| {
             let member = (r.precisions.clone(), r.capacity, r.unloadable.clone());
-            (r.id.clone(), member)
+            (r.id.to_string(), member)
         })
         .collect()
 }

@@ -68,7 +68,7 @@ pub fn record(
         }
     };
     Ok(NodeRecord {
-        id: config.node_id.clone(),
+        id: config.node_id.clone().into(),
         address: config.advertise.unwrap_or(address).to_string(),
         backend: backend.to_string(),
         precisions: pair.to_string(),

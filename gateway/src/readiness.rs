@@ -5,7 +5,7 @@
 //! *unservable*: no wait will help until an operator or the coordinator acts. Pure: computed from
 //! the placement and the node records.
 
-use moe_state::records::{NodeRecord, Placement};
+use moe_state::records::{NodeId, NodeRecord, Placement};
 use moe_state::watch::Snapshot;
 use serde_json::{Value, json};
 
@@ -93,7 +93,7 @@ impl Readiness {
             .assignments
             .iter()
             .filter(|a| {
-                let serving = |n: &String| {
+                let serving = |n: &NodeId| {
                     records
                         .get(n)
                         .is_some_and(|r| r.has_loaded(p, a.layer, a.expert))
@@ -106,7 +106,7 @@ impl Readiness {
                 nodes: a
                     .nodes
                     .iter()
-                    .map(|n| (n.clone(), state(records.get(n), a.layer, a.expert)))
+                    .map(|n| (n.to_string(), state(records.get(n), a.layer, a.expert)))
                     .collect(),
             })
             .collect();
@@ -218,7 +218,7 @@ mod tests {
         let assignment = |expert: u32, nodes: &[&str]| Assignment {
             layer: 0,
             expert,
-            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            nodes: nodes.iter().map(|&n| n.into()).collect(),
         };
         Placement {
             epoch: 2,
@@ -261,7 +261,7 @@ mod tests {
     fn records(list: Vec<NodeRecord>) -> Snapshot<NodeRecord> {
         Snapshot {
             revision: 1,
-            entries: list.into_iter().map(|r| (r.id.clone(), r)).collect(),
+            entries: list.into_iter().map(|r| (r.id.to_string(), r)).collect(),
         }
     }
 

@@ -2,7 +2,71 @@
 //! gateway popularity stats. They are a public interface — operators read them with `etcdctl` —
 //! so every field is named for people and every document is checked when read.
 
+use std::borrow::Borrow;
+use std::fmt;
+use std::ops::Deref;
+
 use serde::{Deserialize, Serialize};
+
+/// An expert node's id: the name it registers under (`nodes/<id>`, checked as a key `Name`),
+/// in its record and in the placement's assignments.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(String);
+
+impl NodeId {
+    pub fn new(id: impl Into<String>) -> NodeId {
+        NodeId(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for NodeId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for NodeId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for NodeId {
+    fn from(id: &str) -> NodeId {
+        NodeId(id.to_string())
+    }
+}
+
+impl From<String> for NodeId {
+    fn from(id: String) -> NodeId {
+        NodeId(id)
+    }
+}
+
+impl PartialEq<str> for NodeId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for NodeId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
 
 /// What an expert node can hold and move, as it reports at registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,7 +85,7 @@ pub struct Capacity {
 /// An expert node as registered under `nodes/<id>`, under the node's lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
-    pub id: String,
+    pub id: NodeId,
     /// `host:port` gateways dial for `moe.expert.v1.ExpertService`.
     pub address: String,
     /// `cpu` or `cuda`.
@@ -59,7 +123,7 @@ pub struct Assignment {
     pub layer: u32,
     pub expert: u32,
     /// Node ids, the first the preferred one; never empty in a valid placement.
-    pub nodes: Vec<String>,
+    pub nodes: Vec<NodeId>,
 }
 
 /// The placement document under `placement`: every (layer, expert) of the model's MoE layers
@@ -194,7 +258,7 @@ impl Placement {
     }
 
     /// The nodes serving (layer, expert), preferred first; empty when unassigned.
-    pub fn nodes(&self, layer: u32, expert: u32) -> &[String] {
+    pub fn nodes(&self, layer: u32, expert: u32) -> &[NodeId] {
         self.assignments
             .iter()
             .find(|a| a.layer == layer && a.expert == expert)

@@ -73,8 +73,8 @@ impl Registration {
     pub async fn update(&mut self, record: NodeRecord) -> Result<(), EtcdError> {
         if record.id != self.record.id {
             return Err(EtcdError::IdChanged {
-                registered: self.record.id.clone(),
-                requested: record.id,
+                registered: self.record.id.to_string(),
+                requested: record.id.to_string(),
             });
         }
         let lease = self.lease.id();
@@ -90,7 +90,9 @@ impl Registration {
             .call("update node record", self.etcd.client().txn(txn))
             .await?;
         if !response.succeeded() {
-            return Err(EtcdError::NotRegistered { id: record.id });
+            return Err(EtcdError::NotRegistered {
+                id: record.id.to_string(),
+            });
         }
         self.record = record;
         Ok(())
@@ -170,7 +172,7 @@ async fn claim(
         tracing::warn!(%error, "could not revoke the unused lease; it will expire");
     }
     Err(EtcdError::NodeIdTaken {
-        id: record.id.clone(),
+        id: record.id.to_string(),
         lease: holder,
     })
 }

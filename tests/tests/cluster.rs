@@ -114,7 +114,7 @@ fn nodes_of(placement: &Placement) -> BTreeSet<String> {
     placement
         .assignments
         .iter()
-        .flat_map(|a| a.nodes.iter().cloned())
+        .flat_map(|a| a.nodes.iter().map(|n| n.to_string()))
         .collect()
 }
 

@@ -144,7 +144,7 @@ impl NodeSpace {
             capacity_bytes = capacity_bytes.min(loaded.saturating_mul(expert_bytes));
         }
         NodeSpace {
-            id: record.id.clone(),
+            id: record.id.to_string(),
             capacity_bytes,
             cannot_hold,
         }
@@ -383,7 +383,10 @@ pub fn plan(request: &PlanRequest<'_>) -> Result<Plan, PlanError> {
         .map(|(e, holders)| Assignment {
             layer: layers[e / per_layer],
             expert: (e % per_layer) as u32,
-            nodes: holders.iter().map(|&i| nodes[i].id.clone()).collect(),
+            nodes: holders
+                .iter()
+                .map(|&i| nodes[i].id.as_str().into())
+                .collect(),
         })
         .collect();
     let placement = Placement {
@@ -560,7 +563,7 @@ fn previous_counts(previous: &Placement, layers: &[u32], per_layer: usize) -> Ve
         if let Ok(position) = layers.binary_search(&a.layer)
             && (a.expert as usize) < per_layer
         {
-            let mut ids: Vec<&str> = a.nodes.iter().map(String::as_str).collect();
+            let mut ids: Vec<&str> = a.nodes.iter().map(|n| n.as_str()).collect();
             ids.sort_unstable();
             ids.dedup();
             counts[position * per_layer + a.expert as usize] = ids.len();
@@ -607,7 +610,7 @@ fn movement(
         p.assignments
             .iter()
             .map(|a| {
-                let mut ids: Vec<&str> = a.nodes.iter().map(String::as_str).collect();
+                let mut ids: Vec<&str> = a.nodes.iter().map(|n| n.as_str()).collect();
                 ids.sort_unstable();
                 ids.dedup();
                 ids.len()

@@ -1,5 +1,5 @@
 use super::*;
-use moe_state::records::ExpertCount;
+use moe_state::records::{ExpertCount, NodeId};
 
 const EXPERT_BYTES: u64 = 1_000;
 
@@ -361,7 +361,11 @@ fn a_leaving_node_moves_only_its_copies_and_what_new_counts_need() {
         // stay up to its new count, and only the copies its new count lacks are placed.
         let mut wanted = 0;
         for (old, new) in before.assignments.iter().zip(&after.placement.assignments) {
-            let stayed: Vec<&String> = old.nodes.iter().filter(|id| **id != gone.id).collect();
+            let stayed: Vec<&NodeId> = old
+                .nodes
+                .iter()
+                .filter(|id| id.as_str() != gone.id)
+                .collect();
             assert!(new.nodes.len() <= old.nodes.len(), "{old:?} -> {new:?}");
             let kept = stayed.iter().filter(|id| new.nodes.contains(id)).count();
             assert_eq!(

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use moe_proto::expert::LayerReply;
 use moe_proto::tensor::Limits;
+use moe_state::records::NodeId;
 use tonic::Code;
 
 use super::DispatchError;
@@ -18,10 +19,10 @@ pub(super) struct LayerRun {
     /// The shares of the layer's pairs not answered yet.
     pub(super) remaining: BTreeMap<Unit, Vec<Pair>>,
     /// Nodes that failed during this layer: no longer tried for it.
-    pub(super) excluded: BTreeSet<String>,
+    pub(super) excluded: BTreeSet<NodeId>,
     /// Of those, the ones that did not hold an expert yet (still loading what a new placement
     /// gave them): tried again while the deadline allows.
-    pub(super) loading: BTreeSet<String>,
+    pub(super) loading: BTreeSet<NodeId>,
     /// The last failure, for the error when no replica is left.
     pub(super) last: String,
     /// Pairs are rerouted on the first attempt only; a retry sends each share where it can.
@@ -92,7 +93,7 @@ impl LayerRun {
     /// Takes node `node`'s `reply` to its `units` (`work`, whose rows answer `tokens`).
     pub(super) fn answer(
         &mut self,
-        (node, units): (&str, &[Unit]),
+        (node, units): (&NodeId, &[Unit]),
         reply: Result<LayerReply, CallError>,
         (work, tokens): (&[(usize, Vec<Pair>)], &[usize]),
         (hidden, limits): (usize, &Limits),
@@ -109,10 +110,10 @@ impl LayerRun {
                     ..
                 } = e
                 {
-                    self.loading.insert(node.to_string());
+                    self.loading.insert(node.clone());
                 }
                 self.last = e.to_string();
-                self.excluded.insert(node.to_string());
+                self.excluded.insert(node.clone());
                 return Ok(Answer::Retry);
             }
             Err(e) => return Err(e.into()),

@@ -29,7 +29,7 @@ use moe_model::{ModelError, RoutedError};
 use moe_proto::expert::PrefetchHint;
 use moe_proto::tensor::Limits;
 use moe_service::telemetry::traceparent;
-use moe_state::records::{ExpertCount, NodeRecord, Placement};
+use moe_state::records::{ExpertCount, NodeId, NodeRecord, Placement};
 use moe_state::watch::Snapshot;
 use prost::Message;
 use tokio::sync::watch;
@@ -272,7 +272,7 @@ impl Dispatcher {
         let Ok((placement, previous)) = self.placement() else {
             return;
         };
-        let mut by_node: BTreeMap<(String, i32), Vec<u32>> = BTreeMap::new();
+        let mut by_node: BTreeMap<(NodeId, i32), Vec<u32>> = BTreeMap::new();
         {
             let nodes = self.nodes.borrow();
             let health = |n: &str| self.links.health(n);
@@ -539,7 +539,7 @@ impl Dispatcher {
         let mut refresh = false;
         for (node, reply) in answers {
             let (work, tokens) = &works[&node];
-            let units = (node.as_str(), attempt.by_node[&node].as_slice());
+            let units = (&node, attempt.by_node[&node].as_slice());
             let shape = (self.hidden, &self.limits);
             match run.answer(units, reply, (work, tokens), shape)? {
                 Answer::Merged => {}

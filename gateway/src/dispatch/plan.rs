@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use moe_state::records::NodeRecord;
+use moe_state::records::{NodeId, NodeRecord};
 use moe_state::watch::Snapshot;
 
 use super::pairs::Pair;
@@ -26,16 +26,16 @@ pub(super) fn replica<P: Replicas>(
     health: &dyn Fn(&str) -> Health,
     layer: usize,
     expert: usize,
-    excluded: &BTreeSet<String>,
-) -> Option<String> {
+    excluded: &BTreeSet<NodeId>,
+) -> Option<NodeId> {
     let (l, e) = (layer as u32, expert as u32);
-    let holds = |node: &String, p: &P| {
+    let holds = |node: &NodeId, p: &P| {
         nodes
             .get(node)
             .is_some_and(|r| r.has_loaded(p.placement(), l, e))
     };
     // A node that reported it cannot load the expert is no candidate, even as one still loading.
-    let unloadable = |node: &String| {
+    let unloadable = |node: &NodeId| {
         nodes
             .get(node)
             .is_some_and(|r| r.load_failure(l, e).is_some())
@@ -80,8 +80,8 @@ pub(super) fn reroute_target<'p, P: Replicas>(
     health: &dyn Fn(&str) -> Health,
     (layer, expert): (usize, usize),
     from: &str,
-    excluded: &BTreeSet<String>,
-) -> Option<&'p String> {
+    excluded: &BTreeSet<NodeId>,
+) -> Option<&'p NodeId> {
     if health(from).rung < Rung::LowWeights {
         return None;
     }
@@ -106,8 +106,8 @@ pub(super) fn reroute_target<'p, P: Replicas>(
 /// link (with how many moved from each node).
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Attempt {
-    pub(super) by_node: BTreeMap<String, Vec<Unit>>,
-    pub(super) rerouted: Vec<(String, u64)>,
+    pub(super) by_node: BTreeMap<NodeId, Vec<Unit>>,
+    pub(super) rerouted: Vec<(NodeId, u64)>,
 }
 
 /// The routing of one attempt: every share of `remaining` sent to its replica (`choose`), and on
@@ -116,7 +116,7 @@ pub(super) struct Attempt {
 /// can take now.
 pub(super) fn assign(
     remaining: &mut BTreeMap<Unit, Vec<Pair>>,
-    choose: &dyn Fn(usize) -> Option<(String, Option<String>)>,
+    choose: &dyn Fn(usize) -> Option<(NodeId, Option<NodeId>)>,
     low: &dyn Fn(&Pair, &str) -> bool,
 ) -> Result<Attempt, usize> {
     let mut attempt = Attempt::default();

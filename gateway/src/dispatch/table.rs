@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use moe_state::records::Placement;
+use moe_state::records::{NodeId, Placement};
 
 /// Where a placement puts each expert.
 pub(super) trait Replicas {
@@ -11,7 +11,7 @@ pub(super) trait Replicas {
     fn placement(&self) -> &Placement;
 
     /// The nodes assigned (layer, expert), the primary first.
-    fn nodes(&self, layer: u32, expert: u32) -> &[String];
+    fn nodes(&self, layer: u32, expert: u32) -> &[NodeId];
 }
 
 impl Replicas for Placement {
@@ -19,7 +19,7 @@ impl Replicas for Placement {
         self
     }
 
-    fn nodes(&self, layer: u32, expert: u32) -> &[String] {
+    fn nodes(&self, layer: u32, expert: u32) -> &[NodeId] {
         Placement::nodes(self, layer, expert)
     }
 }
@@ -53,7 +53,7 @@ impl Replicas for RoutingTable {
         &self.placement
     }
 
-    fn nodes(&self, layer: u32, expert: u32) -> &[String] {
+    fn nodes(&self, layer: u32, expert: u32) -> &[NodeId] {
         self.index
             .get(&(layer, expert))
             .map_or(&[], |&i| self.placement.assignments[i].nodes.as_slice())
@@ -73,7 +73,7 @@ mod tests {
                 (0..4).map(move |expert| Assignment {
                     layer,
                     expert,
-                    nodes: vec![format!("n{layer}{expert}"), "spare".into()],
+                    nodes: vec![format!("n{layer}{expert}").into(), "spare".into()],
                 })
             })
             .collect();

@@ -105,7 +105,7 @@ fn one_expert_on_abc() -> Placement {
 fn replicas_are_chosen_by_loading_health_load_and_order() {
     let placement = one_expert_on_abc();
     let pick = |nodes: &Snapshot<NodeRecord>, health: &[(&str, usize, bool)], excluded: &[&str]| {
-        let excluded = excluded.iter().map(|n| n.to_string()).collect();
+        let excluded = excluded.iter().map(|&n| n.into()).collect();
         let health = |n: &str| {
             health.iter().find(|(id, _, _)| *id == n).map_or(
                 Health::default(),
@@ -155,7 +155,7 @@ fn while_new_replicas_load_the_previous_holders_serve() {
         ..previous.clone()
     };
     let pick = |nodes: &Snapshot<NodeRecord>, excluded: &[&str]| {
-        let excluded = excluded.iter().map(|n| n.to_string()).collect();
+        let excluded = excluded.iter().map(|&n| n.into()).collect();
         let health = |_: &str| Health::default();
         let placements = (&placement, Some(&previous));
         replica(placements, nodes, &health, 0, 0, &excluded)
