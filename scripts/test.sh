@@ -35,5 +35,7 @@ export CUDA_CACHE_DISABLE=1
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The end-to-end tests (moe-tests) start the workspace's binaries from beside their own.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked
 scripts/helm-test.sh # the Helm chart: lint, Kubernetes schemas, each binary's --check-config
