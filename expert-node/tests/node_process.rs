@@ -7,11 +7,9 @@
 mod common;
 
 use common::{HIDDEN, Stream, assert_error, fixture, hidden_states, max_difference, one, request};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use moe_kernels::cuda::Availability;
@@ -23,72 +21,47 @@ use moe_proto::expert::{
     ClientMessage, ExpertWork, InfoRequest, Precision, client_message, server_message,
 };
 use moe_proto::tensor::{self, Limits};
+use moe_tests::process::Process;
 use tonic::Code;
 use tonic::transport::Channel;
 
+/// An `expert-node` on the fixture with the test's flags, through the end-to-end harness.
 struct NodeProcess {
-    child: Child,
+    process: Process,
     address: String,
-    lines: Receiver<String>,
 }
 
 impl NodeProcess {
     fn start(shards: &Path, extra: &[&str]) -> NodeProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_expert-node"))
-            .args([
-                "--model",
-                fixture().to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .args([
-                "--shard-dir",
-                shards.to_str().unwrap(),
-                "--precisions",
-                "f16+q4",
-            ])
-            .args([
-                "--max-rows",
-                "64",
-                "--max-message-bytes",
-                "1048576",
-                "--threads",
-                "1",
-                "--drain-seconds",
-                "5",
-            ])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start expert-node");
-        let stdout = child.stdout.take().unwrap();
-        let (send, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let first = lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the node prints its address");
-        let address = first
-            .strip_prefix("listening on ")
-            .expect(&first)
-            .to_string();
-        NodeProcess {
-            child,
-            address,
-            lines,
-        }
+        let model = fixture();
+        let fixed = [
+            "--model",
+            model.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--shard-dir",
+            shards.to_str().unwrap(),
+            "--precisions",
+            "f16+q4",
+            "--max-rows",
+            "64",
+            "--max-message-bytes",
+            "1048576",
+            "--threads",
+            "1",
+            "--drain-seconds",
+            "5",
+        ];
+        let args: Vec<String> = fixed.iter().chain(extra).map(|a| a.to_string()).collect();
+        let process = Process::start(Path::new(env!("CARGO_BIN_EXE_expert-node")), &args, &[]);
+        let address = process.address.clone();
+        NodeProcess { process, address }
     }
 
     /// The node's "serving ..." line, printed once its experts are loaded.
     fn serving_line(&self) -> String {
-        self.lines
-            .recv_timeout(Duration::from_secs(60))
+        self.process
+            .next_line(Duration::from_secs(60))
             .expect("the node reports it is serving")
     }
 
@@ -115,30 +88,8 @@ impl NodeProcess {
         }
     }
 
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("send SIGTERM");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the node did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn terminate(self) -> std::process::ExitStatus {
+        self.process.terminate(Duration::from_secs(15))
     }
 }
 

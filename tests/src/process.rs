@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 /// A binary of the workspace, in the directory the running test binary was built into
@@ -28,6 +29,8 @@ pub fn sibling_binary(name: &str, package: &str) -> PathBuf {
 pub struct Process {
     child: Child,
     pub address: String,
+    /// Its stdout lines after the first.
+    lines: Receiver<String>,
 }
 
 impl Process {
@@ -61,7 +64,16 @@ impl Process {
             .strip_prefix("listening on ")
             .expect(&first)
             .to_string();
-        Process { child, address }
+        Process {
+            child,
+            address,
+            lines,
+        }
+    }
+
+    /// The process's next stdout line, waiting up to `within`.
+    pub fn next_line(&self, within: Duration) -> Option<String> {
+        self.lines.recv_timeout(within).ok()
     }
 
     /// Sends the signal named `signal` (`TERM`, `STOP`, `CONT`, ...) to the process.
