@@ -118,23 +118,22 @@ impl Expert {
         format: Option<Format>,
     ) -> Result<Expert> {
         let inter = fused.down.shape[1];
-        let (gate_rows, up_rows): (Vec<usize>, Vec<usize>) =
-            (0..inter).map(|i| (2 * i, 2 * i + 1)).unzip();
+        // The expert stacks its gate rows, then its up rows: the checkpoint's even rows, then
+        // its odd ones, read as one matrix.
+        let stacked: Vec<usize> = (0..inter)
+            .map(|i| 2 * i)
+            .chain((0..inter).map(|i| 2 * i + 1))
+            .collect();
         let e = fused.expert;
-        let gate = ckpt.expert_rows(&fused.gate_up, e, &gate_rows, format)?;
-        let up = ckpt.expert_rows(&fused.gate_up, e, &up_rows, format)?;
+        let gate_up = ckpt.expert_rows(&fused.gate_up, e, &stacked, format)?;
         let all_down: Vec<usize> = (0..fused.down.shape[2]).collect();
         let down = ckpt.expert_rows(&fused.down, e, &all_down, format)?;
         let gate_up_bias = ckpt.expert_vector(&fused.gate_up_bias, e)?;
         let bias = ExpertBias {
-            gate_up: gate_rows
-                .iter()
-                .chain(&up_rows)
-                .map(|&r| gate_up_bias[r])
-                .collect(),
+            gate_up: stacked.iter().map(|&r| gate_up_bias[r]).collect(),
             down: ckpt.expert_vector(&fused.down_bias, e)?,
         };
-        Expert::from_matrices(&gate, &up, down)?.with_bias(bias)
+        Expert::from_parts(gate_up, down)?.with_bias(bias)
     }
 
     pub fn from_matrices(gate: &Matrix, up: &Matrix, down: Matrix) -> Result<Expert> {
