@@ -434,107 +434,35 @@ unsafe fn wide_tile<B: WideBlock, const R: usize, const T: usize>(
     }
 }
 
-macro_rules! float_kernel {
-    ($name:ident, $w:ty) => {
+/// A kernel of weight units `$w` and activation units `$x`: `$prepared` readies the activations
+/// and `$tile` computes a tile, with the features enabled.
+macro_rules! kernel {
+    ($name:ident, $w:ty, $x:ty, $prepared:ident, $tile:ident) => {
         pub(crate) struct $name;
 
         impl Tile for $name {
             type W = $w;
-            type X = f32;
-            unprepared!();
+            type X = $x;
+            $prepared!();
 
             #[target_feature(enable = "avx2,fma,f16c")]
             unsafe fn tile<const R: usize, const T: usize>(
                 w: &[$w],
-                x: &[f32],
+                x: &[Self::P],
                 len: usize,
             ) -> [[f32; R]; T] {
                 // SAFETY: the features are enabled here; lengths by the trait contract.
-                unsafe { float_tile::<$w, R, T>(w, x, len) }
+                unsafe { $tile::<$w, R, T>(w, x, len) }
             }
         }
     };
 }
 
-float_kernel!(F32, f32);
-float_kernel!(F16, f16);
-float_kernel!(Bf16, bf16);
-
-macro_rules! wide_kernel {
-    ($name:ident, $w:ty) => {
-        pub(crate) struct $name;
-
-        impl Tile for $name {
-            type W = $w;
-            type X = f32;
-            padded_prepared!();
-
-            #[target_feature(enable = "avx2,fma,f16c")]
-            unsafe fn tile<const R: usize, const T: usize>(
-                w: &[$w],
-                x: &[f32],
-                len: usize,
-            ) -> [[f32; R]; T] {
-                // SAFETY: the features are enabled here; lengths by the trait contract.
-                unsafe { wide_tile::<$w, R, T>(w, x, len) }
-            }
-        }
-    };
-}
-
-wide_kernel!(Fp8, BlockFp8);
-wide_kernel!(Mxfp4, BlockMxfp4);
-
-pub(crate) struct Q8;
-
-impl Tile for Q8 {
-    type W = BlockQ8;
-    type X = ActBlock;
-    unprepared!();
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile<const R: usize, const T: usize>(
-        w: &[BlockQ8],
-        x: &[ActBlock],
-        len: usize,
-    ) -> [[f32; R]; T] {
-        // SAFETY: the features are enabled here; lengths by the trait contract.
-        unsafe { quant_tile::<BlockQ8, R, T>(w, x, len) }
-    }
-}
-
-pub(crate) struct Q4;
-
-impl Tile for Q4 {
-    type W = BlockQ4;
-    type X = ActBlock;
-    unprepared!();
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile<const R: usize, const T: usize>(
-        w: &[BlockQ4],
-        x: &[ActBlock],
-        len: usize,
-    ) -> [[f32; R]; T] {
-        // SAFETY: the features are enabled here; lengths by the trait contract.
-        unsafe { quant_tile::<BlockQ4, R, T>(w, x, len) }
-    }
-}
-
-pub(crate) struct Q2;
-
-impl Tile for Q2 {
-    type W = BlockQ2;
-    type X = ActBlock;
-    unprepared!();
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile<const R: usize, const T: usize>(
-        w: &[BlockQ2],
-        x: &[ActBlock],
-        len: usize,
-    ) -> [[f32; R]; T] {
-        // SAFETY: the features are enabled here; lengths by the trait contract.
-        unsafe { quant_tile::<BlockQ2, R, T>(w, x, len) }
-    }
-}
+kernel!(F32, f32, f32, unprepared, float_tile);
+kernel!(F16, f16, f32, unprepared, float_tile);
+kernel!(Bf16, bf16, f32, unprepared, float_tile);
+kernel!(Fp8, BlockFp8, f32, padded_prepared, wide_tile);
+kernel!(Mxfp4, BlockMxfp4, f32, padded_prepared, wide_tile);
+kernel!(Q8, BlockQ8, ActBlock, unprepared, quant_tile);
+kernel!(Q4, BlockQ4, ActBlock, unprepared, quant_tile);
+kernel!(Q2, BlockQ2, ActBlock, unprepared, quant_tile);

@@ -43,15 +43,16 @@ use wide::wide_tile;
 
 // Tile implementations (the only functions with target features).
 
-macro_rules! float_kernel {
-    ($name:ident, $w:ty) => {
+/// A kernel of weights `$w` with f32 activations, readied by `$prepared`, computed by `$tile`.
+macro_rules! f32_kernel {
+    ($name:ident, $w:ty, $prepared:ident, $tile:ident) => {
         pub(crate) struct $name;
 
         impl Tile for $name {
             type W = $w;
             type X = f32;
             const WIDE: bool = true;
-            unprepared!();
+            $prepared!();
 
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
             unsafe fn tile<const R: usize, const T: usize>(
@@ -60,41 +61,17 @@ macro_rules! float_kernel {
                 len: usize,
             ) -> [[f32; R]; T] {
                 // SAFETY: the features are enabled here; lengths by the trait contract.
-                unsafe { float_tile::<$w, R, T>(w, x, len) }
+                unsafe { $tile::<$w, R, T>(w, x, len) }
             }
         }
     };
 }
 
-float_kernel!(F32, f32);
-float_kernel!(F16, f16);
-float_kernel!(Bf16, bf16);
-
-macro_rules! wide_kernel {
-    ($name:ident, $w:ty) => {
-        pub(crate) struct $name;
-
-        impl Tile for $name {
-            type W = $w;
-            type X = f32;
-            const WIDE: bool = true;
-            padded_prepared!();
-
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-            unsafe fn tile<const R: usize, const T: usize>(
-                w: &[$w],
-                x: &[f32],
-                len: usize,
-            ) -> [[f32; R]; T] {
-                // SAFETY: the features are enabled here; lengths by the trait contract.
-                unsafe { wide_tile::<$w, R, T>(w, x, len) }
-            }
-        }
-    };
-}
-
-wide_kernel!(Fp8, BlockFp8);
-wide_kernel!(Mxfp4, BlockMxfp4);
+f32_kernel!(F32, f32, unprepared, float_tile);
+f32_kernel!(F16, f16, unprepared, float_tile);
+f32_kernel!(Bf16, bf16, unprepared, float_tile);
+f32_kernel!(Fp8, BlockFp8, padded_prepared, wide_tile);
+f32_kernel!(Mxfp4, BlockMxfp4, padded_prepared, wide_tile);
 
 macro_rules! quant_kernel {
     ($name:ident, $fmt:ty, $block:ty, $icl:expr, $init:expr, $features:literal) => {
