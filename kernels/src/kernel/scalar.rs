@@ -110,48 +110,23 @@ pub fn dot_q2(w: &[BlockQ2], x: &[ActBlock]) -> f32 {
     })
 }
 
+/// A tile of weight units `$w` and activation units `$x` (readied by `$prepared`), each of its
+/// dot products by `$dot`.
 macro_rules! scalar_tile {
-    ($name:ident, $w:ty, $x:ty, $dot:ident) => {
+    ($name:ident, $w:ty, $x:ty, $prepared:ident, $dot:ident) => {
         pub(crate) struct $name;
 
         impl Tile for $name {
             type W = $w;
             type X = $x;
-            unprepared!();
+            $prepared!();
 
             unsafe fn tile<const R: usize, const T: usize>(
                 w: &[$w],
-                x: &[$x],
+                x: &[Self::P],
                 len: usize,
             ) -> [[f32; R]; T] {
-                let mut out = [[0.0; R]; T];
-                for (t, o) in out.iter_mut().enumerate() {
-                    for (r, v) in o.iter_mut().enumerate() {
-                        *v = $dot(&w[r * len..(r + 1) * len], &x[t * len..(t + 1) * len]);
-                    }
-                }
-                out
-            }
-        }
-    };
-}
-
-/// A tile of a block format that takes f32 activations, `QK` of them per block.
-macro_rules! padded_tile {
-    ($name:ident, $w:ty, $dot:ident) => {
-        pub(crate) struct $name;
-
-        impl Tile for $name {
-            type W = $w;
-            type X = f32;
-            padded_prepared!();
-
-            unsafe fn tile<const R: usize, const T: usize>(
-                w: &[$w],
-                x: &[f32],
-                len: usize,
-            ) -> [[f32; R]; T] {
-                let plen = len * QK;
+                let plen = Self::prepared_len(len);
                 let mut out = [[0.0; R]; T];
                 for (t, o) in out.iter_mut().enumerate() {
                     for (r, v) in o.iter_mut().enumerate() {
@@ -164,11 +139,11 @@ macro_rules! padded_tile {
     };
 }
 
-padded_tile!(Fp8, BlockFp8, dot_fp8);
-padded_tile!(Mxfp4, BlockMxfp4, dot_mxfp4);
-scalar_tile!(F32, f32, f32, dot_f32);
-scalar_tile!(F16, f16, f32, dot_f16);
-scalar_tile!(Bf16, bf16, f32, dot_bf16);
-scalar_tile!(Q8, BlockQ8, ActBlock, dot_q8);
-scalar_tile!(Q4, BlockQ4, ActBlock, dot_q4);
-scalar_tile!(Q2, BlockQ2, ActBlock, dot_q2);
+scalar_tile!(F32, f32, f32, unprepared, dot_f32);
+scalar_tile!(F16, f16, f32, unprepared, dot_f16);
+scalar_tile!(Bf16, bf16, f32, unprepared, dot_bf16);
+scalar_tile!(Fp8, BlockFp8, f32, padded_prepared, dot_fp8);
+scalar_tile!(Mxfp4, BlockMxfp4, f32, padded_prepared, dot_mxfp4);
+scalar_tile!(Q8, BlockQ8, ActBlock, unprepared, dot_q8);
+scalar_tile!(Q4, BlockQ4, ActBlock, unprepared, dot_q4);
+scalar_tile!(Q2, BlockQ2, ActBlock, unprepared, dot_q2);
