@@ -263,7 +263,35 @@ pub(crate) fn write(
     Ok(())
 }
 
-fn write_f16(w: &mut impl Write, numel: usize, mut source: Values) -> io::Result<()> {
+fn write_f16(w: &mut impl Write, numel: usize, source: Values) -> io::Result<()> {
+    stream(w, numel, source, |halves, bytes| {
+        bytes.extend(halves.iter().flat_map(|h| h.to_le_bytes()));
+    })
+}
+
+/// Quantizes `numel` values to MXFP4 blocks, writing their codes in a checkpoint's byte order;
+/// returns their scales.
+fn write_mxfp4(w: &mut impl Write, numel: usize, source: Values) -> io::Result<Vec<u8>> {
+    let mut scales = Vec::with_capacity(numel / MXFP4_BLOCK);
+    stream(w, numel, source, |halves, bytes| {
+        for chunk in halves.chunks_exact(MXFP4_BLOCK) {
+            let values: [f32; MXFP4_BLOCK] = std::array::from_fn(|i| chunk[i].to_f32());
+            let block = BlockMxfp4::quantize(&values);
+            bytes.extend_from_slice(&block.to_checkpoint());
+            scales.push(block.e);
+        }
+    })?;
+    Ok(scales)
+}
+
+/// Writes `numel` values from `source`, `CHUNK` at a time, each chunk as `encode` turns it into
+/// bytes.
+fn stream(
+    w: &mut impl Write,
+    numel: usize,
+    mut source: Values,
+    mut encode: impl FnMut(&[f16], &mut Vec<u8>),
+) -> io::Result<()> {
     let mut halves = vec![f16::ZERO; CHUNK];
     let mut bytes = Vec::with_capacity(CHUNK * 2);
     let mut left = numel;
@@ -271,34 +299,11 @@ fn write_f16(w: &mut impl Write, numel: usize, mut source: Values) -> io::Result
         let n = left.min(CHUNK);
         source.fill(&mut halves[..n]);
         bytes.clear();
-        bytes.extend(halves[..n].iter().flat_map(|h| h.to_le_bytes()));
+        encode(&halves[..n], &mut bytes);
         w.write_all(&bytes)?;
         left -= n;
     }
     Ok(())
-}
-
-/// Quantizes `numel` values to MXFP4 blocks, writing their codes in a checkpoint's byte order;
-/// returns their scales.
-fn write_mxfp4(w: &mut impl Write, numel: usize, mut source: Values) -> io::Result<Vec<u8>> {
-    let mut halves = vec![f16::ZERO; CHUNK];
-    let mut scales = Vec::with_capacity(numel / MXFP4_BLOCK);
-    let mut bytes = Vec::with_capacity(CHUNK / 2);
-    let mut left = numel;
-    while left > 0 {
-        let n = left.min(CHUNK);
-        source.fill(&mut halves[..n]);
-        bytes.clear();
-        for chunk in halves[..n].chunks_exact(MXFP4_BLOCK) {
-            let values: [f32; MXFP4_BLOCK] = std::array::from_fn(|i| chunk[i].to_f32());
-            let block = BlockMxfp4::quantize(&values);
-            bytes.extend_from_slice(&block.to_checkpoint());
-            scales.push(block.e);
-        }
-        w.write_all(&bytes)?;
-        left -= n;
-    }
-    Ok(scales)
 }
 
 /// A matrix's values as E4M3 codes and one scale per 128x128 block (its largest magnitude over
