@@ -39,7 +39,7 @@ use tracing::Instrument;
 use crate::links::{Links, node_label};
 use crate::metric_names as names;
 use crate::metrics::header;
-use crate::node_client::{CallError, NodeClient};
+use crate::node_client::CallError;
 use crate::policy::{LadderConfig, PairCounts, PairPlan, Rung, Thresholds};
 use crate::prediction::{Accuracy, Lookahead, MAX_DISTANCE};
 use crate::readiness::{Readiness, unavailable};
@@ -134,7 +134,7 @@ pub struct Dispatcher {
     /// epoch.
     seen: std::sync::Mutex<Tables>,
     nodes: watch::Receiver<Snapshot<NodeRecord>>,
-    clients: Clients,
+    clients: Arc<Clients>,
     hidden: usize,
     deadline: Duration,
     limits: Limits,
@@ -164,7 +164,7 @@ impl Dispatcher {
             placement,
             seen: std::sync::Mutex::new((None, None)),
             nodes,
-            clients: Clients::new(deadline, limits.max_bytes),
+            clients: Arc::new(Clients::new(deadline, limits.max_bytes)),
             hidden,
             deadline,
             limits,
@@ -211,7 +211,7 @@ impl Dispatcher {
     /// Talks to the nodes over TLS with `tls` (their certificates checked against its CA, its
     /// own certificate presented when it has one).
     pub fn with_tls(mut self, tls: ClientTlsConfig) -> Dispatcher {
-        self.clients.tls = Some(tls);
+        self.clients = Arc::new(self.clients.speaking_tls(tls));
         self
     }
 
@@ -300,7 +300,7 @@ impl Dispatcher {
                 experts,
                 precision,
             };
-            if self.clients.hint(&node, hint).await {
+            if self.clients.hint(&node, hint) {
                 self.hints.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -311,10 +311,12 @@ impl Dispatcher {
         &self.links
     }
 
-    /// The stream to node `id` (see [`Clients::get`]).
-    async fn client(&self, id: &str) -> Result<Arc<NodeClient>, CallError> {
-        let registered = self.nodes.borrow().get(id).map(|r| r.address.clone());
-        self.clients.get(id, registered).await
+    /// Node `id`'s address in its record, if it has one (see [`Clients::get`]).
+    fn address(&self, id: &NodeId) -> Option<String> {
+        self.nodes
+            .borrow()
+            .get(id.as_str())
+            .map(|r| r.address.clone())
     }
 
     /// Whether every expert of the placement has a registered node that has loaded it (its
@@ -345,6 +347,9 @@ impl Dispatcher {
             let current = self.placement.borrow().single().cloned();
             let current = current.ok_or(DispatchError::NoPlacement)?;
             seen.1 = seen.0.replace(Arc::new(RoutingTable::new(current)));
+            let (now, before) = (seen.0.as_deref(), seen.1.as_deref());
+            let named = |node: &NodeId| [now, before].into_iter().flatten().any(|t| t.names(node));
+            self.clients.retain(named);
         }
         let current = seen.0.clone().expect("set above");
         Ok((current, seen.1.clone()))
@@ -508,11 +513,11 @@ impl Dispatcher {
             let sent = req.encoded_len() as u64;
             self.links.started(node);
             let (id, deadline) = (node.clone(), self.deadline);
-            let client = self.client(node).await;
+            let (clients, registered) = (Arc::clone(&self.clients), self.address(node));
             calls.spawn(
                 async move {
                     let called = Instant::now();
-                    let reply = match client {
+                    let reply = match clients.get(&id, registered).await {
                         Ok(client) => client.call(req, deadline).await,
                         Err(e) => Err(e),
                     };

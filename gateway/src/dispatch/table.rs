@@ -1,7 +1,7 @@
 //! The placement as the dispatcher reads it: each (layer, expert)'s replicas found by an index
 //! built once per epoch, instead of a scan of every assignment per expert per layer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use moe_state::records::{NodeId, Placement};
 
@@ -30,6 +30,8 @@ pub(super) struct RoutingTable {
     placement: Placement,
     /// (layer, expert) → its assignment's index in the placement.
     index: HashMap<(u32, u32), usize>,
+    /// Every node the placement assigns an expert.
+    holders: BTreeSet<NodeId>,
 }
 
 impl RoutingTable {
@@ -40,7 +42,21 @@ impl RoutingTable {
             .enumerate()
             .map(|(i, a)| ((a.layer, a.expert), i))
             .collect();
-        RoutingTable { placement, index }
+        let holders = placement
+            .assignments
+            .iter()
+            .flat_map(|a| a.nodes.iter().cloned())
+            .collect();
+        RoutingTable {
+            placement,
+            index,
+            holders,
+        }
+    }
+
+    /// Whether the placement assigns `node` any expert.
+    pub(super) fn names(&self, node: &NodeId) -> bool {
+        self.holders.contains(node)
     }
 
     pub(super) fn epoch(&self) -> u64 {
@@ -92,5 +108,7 @@ mod tests {
             );
         }
         assert_eq!((table.epoch(), table.placement().epoch), (7, 7));
+        assert!(table.names(&"spare".into()) && table.names(&"n23".into()));
+        assert!(!table.names(&"n30".into()));
     }
 }
