@@ -13,21 +13,20 @@
 //!
 //! Prints a table, then one JSON object as the last line.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use moe_gateway::exposition::Exposition;
 use moe_gateway::metric_names as names;
 use moe_kernels::Pool;
+use moe_launch::http::{CompletionStream, Request, blocking, completion};
+use moe_launch::{ClusterSpec, LocalCluster, default_dir};
 use moe_model::{GenerateParams, LoadOptions, Model, generate};
 use moe_service::progress::{Progress, Unit};
 
-use crate::http::http_get;
-use crate::up::{ClusterSpec, LocalCluster, default_dir};
+use crate::status::waiting_on;
 
 /// Options of `moe bench-cluster`.
 #[derive(clap::Args, Debug)]
@@ -64,45 +63,6 @@ pub struct Streamed {
     pub total: Duration,
 }
 
-/// Reads one HTTP/1.1 chunked body's chunks, calling `each` with the time every `data:` event
-/// completed.
-fn read_events(
-    stream: TcpStream,
-    start: Instant,
-    mut each: impl FnMut(Duration, &str),
-) -> anyhow::Result<()> {
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        if line == "\r\n" {
-            break;
-        }
-        if line.is_empty() {
-            bail!("the gateway closed the connection before the body");
-        }
-    }
-    let mut pending = String::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        let size = usize::from_str_radix(line.trim(), 16).context("a chunk size")?;
-        if size == 0 {
-            return Ok(());
-        }
-        let mut chunk = vec![0u8; size + 2];
-        reader.read_exact(&mut chunk)?;
-        pending.push_str(&String::from_utf8_lossy(&chunk[..size]));
-        while let Some(end) = pending.find("\n\n") {
-            let event: String = pending.drain(..end + 2).collect();
-            if let Some(data) = event.trim().strip_prefix("data: ") {
-                each(start.elapsed(), data);
-            }
-        }
-    }
-}
-
 /// One streamed greedy completion of `prompt` at `precision` (`exact` or `auto`) from the
 /// gateway at `address`.
 pub fn stream_completion(
@@ -115,31 +75,13 @@ pub fn stream_completion(
     let body = serde_json::json!({
         "model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
         "stream": true, "precision": precision,
-    })
-    .to_string();
+    });
     let start = Instant::now();
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(600)))?;
-    let request = format!(
-        "POST /v1/completions HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes())?;
-    let mut chunk_times = Vec::new();
-    let mut failure = None;
-    read_events(stream, start, |at, data| {
-        if data.contains("\"error\"") {
-            failure = Some(data.to_string());
-        } else if data.contains("\"text\"") && !data.contains("\"finish_reason\":\"") {
-            chunk_times.push(at);
-        }
-    })?;
-    if let Some(f) = failure {
-        bail!("the gateway failed a request: {f}");
-    }
+    let (request, within) = (completion(&body), Duration::from_secs(600));
+    let streamed = blocking::exchange(address, &request, within, CompletionStream::default())
+        .context("a streamed completion")?;
     Ok(Streamed {
-        chunk_times,
+        chunk_times: streamed.tokens.iter().map(|at| *at - start).collect(),
         total: start.elapsed(),
     })
 }
@@ -221,7 +163,7 @@ struct Counters {
 
 impl Counters {
     fn scrape(address: &str) -> anyhow::Result<Counters> {
-        let text = http_get(address, "/metrics").context("scraping /metrics")?;
+        let text = scrape_metrics(address)?;
         let e = Exposition::new(&text);
         Ok(Counters {
             bytes_sent: e.value(names::EXPERT_BYTES_SENT_TOTAL),
@@ -256,6 +198,13 @@ impl Counters {
         let queue = self.node_queue_seconds / self.node_rtt_seconds;
         (compute, queue, (1.0 - compute - queue).max(0.0))
     }
+}
+
+/// The gateway's `/metrics` text.
+pub fn scrape_metrics(address: &str) -> anyhow::Result<String> {
+    let metrics = Request::get("/metrics");
+    let response = blocking::call(address, &metrics, Duration::from_secs(5));
+    Ok(response.context("scraping /metrics")?.body)
 }
 
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -315,7 +264,7 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<()> {
         args.nodes,
         dir.display()
     );
-    let cluster = LocalCluster::start(&spec, Duration::from_secs(600))?;
+    let cluster = LocalCluster::start(&spec, Duration::from_secs(600), &waiting_on)?;
     // One short request first: connections to the nodes, first-touch page faults.
     stream_completion(
         &cluster.gateway,

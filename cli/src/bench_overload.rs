@@ -12,16 +12,16 @@
 //!
 //! Prints a table, then one JSON object as the last line.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use moe_launch::http::{Request, blocking};
+use moe_launch::{ClusterSpec, LocalCluster, default_dir};
 
 use crate::bench_cluster::percentile;
-use crate::up::{ClusterSpec, LocalCluster, default_dir};
+use crate::status::waiting_on;
 
 /// Options of `moe bench-overload`.
 #[derive(clap::Args, Debug)]
@@ -67,37 +67,23 @@ pub(crate) struct Answer {
 /// `POST /v1/completions` with `body` on a fresh connection, waiting up to 120 s for the answer.
 pub(crate) fn complete(address: &str, body: &str) -> Answer {
     let started = Instant::now();
-    let answer = |status, retry_after, body: &str| Answer {
-        status,
-        retry_after,
-        seconds: started.elapsed().as_secs_f64(),
-        body: body.to_string(),
-    };
-    let Ok(mut stream) = TcpStream::connect(address) else {
-        return answer(0, false, "");
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
-    let request = format!(
-        "POST /v1/completions HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut response = String::new();
-    if stream.write_all(request.as_bytes()).is_err()
-        || stream.read_to_string(&mut response).is_err()
-    {
-        return answer(0, false, "");
+    let request = Request::post("/v1/completions", body);
+    let response = blocking::call(address, &request, Duration::from_secs(120));
+    let seconds = started.elapsed().as_secs_f64();
+    match response {
+        Ok(response) => Answer {
+            status: response.status(),
+            retry_after: response.header("retry-after").is_some(),
+            seconds,
+            body: response.body,
+        },
+        Err(_) => Answer {
+            status: 0,
+            retry_after: false,
+            seconds,
+            body: String::new(),
+        },
     }
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let retry_after = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("retry-after:"));
-    answer(status, retry_after, body)
 }
 
 /// Resident memory of process `pid` in MB, from `/proc`.
@@ -248,7 +234,8 @@ pub fn run(args: &BenchOverloadArgs) -> anyhow::Result<()> {
         gateway_flags: &gateway_flags,
         ..ClusterSpec::on_loopback(&args.model, args.nodes, "overload", &dir)
     };
-    let cluster = LocalCluster::start(&spec, Duration::from_secs(600)).context("starting")?;
+    let cluster = LocalCluster::start(&spec, Duration::from_secs(600), &waiting_on);
+    let cluster = cluster.context("starting")?;
     let processes = cluster.processes();
     let body = serde_json::json!({
         "model": name, "prompt": "def main():", "max_tokens": args.max_tokens, "temperature": 0,

@@ -17,17 +17,18 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use moe_expert_node::work::PrecisionPair;
 use moe_gateway::exposition::Exposition;
 use moe_gateway::metric_names as names;
 use moe_gateway::policy::{PairPlan, Rung, Thresholds};
+use moe_launch::{ClusterSpec, LocalCluster, default_dir};
 use moe_service::netns::Namespace;
 
-use crate::bench_cluster::{Load, inter_token_latencies, percentile, prompt, stream_completion};
+use crate::bench_cluster::{
+    Load, inter_token_latencies, percentile, prompt, scrape_metrics, stream_completion,
+};
 use crate::eval_quality::{Setup, ThresholdArgs, measure};
-use crate::http::http_get;
-use crate::up::{ClusterSpec, LocalCluster, default_dir};
+use crate::status::waiting_on;
 
 /// Options of `moe bench-precision`.
 #[derive(clap::Args, Debug)]
@@ -94,7 +95,7 @@ struct Run {
 }
 
 fn scrape(gateway: &str) -> anyhow::Result<([f64; 3], [f64; 4])> {
-    let text = http_get(gateway, "/metrics").context("scraping /metrics")?;
+    let text = scrape_metrics(gateway)?;
     let e = Exposition::new(&text);
     let pairs =
         PairPlan::ALL.map(|p| e.sum_where(names::EXPERT_PAIRS_TOTAL, "precision", p.name()));
@@ -135,7 +136,7 @@ fn run_setting(
         nets,
         ..ClusterSpec::on_loopback(&args.model, args.nodes, "precision", &dir)
     };
-    let cluster = LocalCluster::start(&spec, Duration::from_secs(600))?;
+    let cluster = LocalCluster::start(&spec, Duration::from_secs(600), &waiting_on)?;
     stream_completion(
         &cluster.gateway,
         &name,

@@ -20,10 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use moe_launch::{ClusterSpec, LocalCluster, Signal, default_dir};
 
 use crate::bench_cluster::percentile;
 use crate::bench_overload::{complete, rss_mb};
-use crate::up::{ClusterSpec, LocalCluster, default_dir};
+use crate::status::waiting_on;
 
 /// Options of `moe bench-soak`.
 #[derive(clap::Args, Debug)]
@@ -105,10 +106,10 @@ impl Fault {
             Fault::EtcdHung => ("SIGSTOP for 8 s", "etcd", 8),
         };
         let hangs = matches!(self, Fault::NodeHung | Fault::EtcdHung);
-        cluster.signal(name, if hangs { "STOP" } else { "KILL" })?;
+        cluster.signal(name, if hangs { Signal::Stop } else { Signal::Kill })?;
         std::thread::sleep(Duration::from_secs(pause));
         if hangs {
-            cluster.signal(name, "CONT")?;
+            cluster.signal(name, Signal::Cont)?;
         } else {
             cluster.restart(name)?;
         }
@@ -225,7 +226,8 @@ pub fn run(args: &BenchSoakArgs) -> anyhow::Result<()> {
         gateway_flags: &gateway_flags,
         ..ClusterSpec::on_loopback(&args.model, args.nodes, "soak", &dir)
     };
-    let mut cluster = LocalCluster::start(&spec, Duration::from_secs(600)).context("starting")?;
+    let cluster = LocalCluster::start(&spec, Duration::from_secs(600), &waiting_on);
+    let mut cluster = cluster.context("starting")?;
     let address = cluster.gateway.clone();
     let rss_start = rss(&cluster.processes());
     eprintln!(

@@ -21,6 +21,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use moe_expert_node::request::{layer_work, reply, reply_dtype};
@@ -30,6 +31,7 @@ use moe_expert_node::work::{ExpertSet, PrecisionPair};
 use moe_gateway::dispatch::whole_layer_request;
 use moe_gateway::policy::{PairCounts, PairPlan, Rung, Thresholds};
 use moe_kernels::Pool;
+use moe_launch::http::{Request, blocking};
 use moe_model::moe::{Route, RoutedExperts};
 use moe_model::quality::compare;
 use moe_model::{LoadOptions, Logits, Model, ModelError, RoutedError, Tokenizer};
@@ -322,10 +324,9 @@ fn score_remote(
         "model": model, "prompt": piece, "echo": true, "logprobs": 1, "max_tokens": 1,
         "temperature": 0, "precision": precision,
     });
-    let reply = crate::http::http_post(gateway, "/v1/completions", &body.to_string())
-        .with_context(|| format!("no answer from {gateway}"))?;
-    let (_, json) = reply.split_once("\r\n\r\n").context("an HTTP response")?;
-    let json: serde_json::Value = serde_json::from_str(json).context("a JSON body")?;
+    let request = Request::post("/v1/completions", body.to_string());
+    let reply = blocking::call(gateway, &request, Duration::from_secs(60))?;
+    let json: serde_json::Value = serde_json::from_str(&reply.body).context("a JSON body")?;
     let logprobs = &json["choices"][0]["logprobs"];
     anyhow::ensure!(logprobs.is_object(), "the gateway answered {json}");
     let values = logprobs["token_logprobs"]

@@ -14,7 +14,6 @@ mod eval_quality;
 mod gen_model;
 #[cfg(feature = "cuda")]
 mod gpu_bench;
-mod http;
 mod kernel_bench;
 mod model_args;
 mod plot;

@@ -14,6 +14,7 @@ use anyhow::Context;
 use moe_gateway::exposition::Exposition;
 use moe_gateway::metric_names as names;
 use moe_gateway::policy::Rung;
+use moe_launch::http::{Request, blocking};
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::{ExpertShape, InfoRequest, NodeInfo, Precision as WirePrecision};
 use moe_service::tls::ClientTlsArgs;
@@ -23,8 +24,6 @@ use moe_state::records::{GatewayStats, NodeRecord, Placement};
 use moe_state::watch::Watcher;
 use serde::Serialize;
 use tonic::transport::{ClientTlsConfig, Endpoint};
-
-use crate::http::http_get;
 
 /// Options of `moe status`.
 #[derive(clap::Args, Debug)]
@@ -628,12 +627,12 @@ async fn read_gateways(
         let address = host_port(g).to_string();
         let scraped = tokio::task::spawn_blocking({
             let address = address.clone();
-            move || http_get(&address, "/metrics")
+            move || blocking::call(&address, &Request::get("/metrics"), Duration::from_secs(5))
         })
         .await?;
         let one = match scraped {
-            Some(text) => {
-                let m = GatewayMetrics::parse(&text);
+            Ok(response) => {
+                let m = GatewayMetrics::parse(&response.body);
                 let now = Instant::now();
                 let tps = previous.get(g).map(|&(tokens, at)| {
                     (m.generated_tokens - tokens) / now.duration_since(at).as_secs_f64().max(1e-3)
@@ -641,11 +640,25 @@ async fn read_gateways(
                 previous.insert(g.clone(), (m.generated_tokens, now));
                 Ok((m, tps))
             }
-            None => Err(format!("{address}/metrics did not answer")),
+            Err(e) => Err(format!("{address}/metrics did not answer: {e}")),
         };
         read.push((g.clone(), one));
     }
     Ok(read)
+}
+
+/// What a starting cluster is waiting for, as `moe status` sees it, in one line (what `moe up`
+/// and the benchmarks say while [`moe_launch::LocalCluster`] waits).
+pub fn waiting_on(etcd: &str, cluster: &str) -> String {
+    let read = || -> anyhow::Result<String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let args = StatusArgs::for_cluster(etcd, cluster);
+        let observed = runtime.block_on(observe(&args, &mut BTreeMap::new()))?;
+        Ok(Status::from_observed(cluster, &observed).waiting_line())
+    };
+    read().unwrap_or_else(|e| format!("cannot read the cluster's state: {e:#}"))
 }
 
 /// Reads the cluster once; `previous` holds each gateway's generated tokens and when they were

@@ -6,26 +6,19 @@
 //! `coordinator`, `expert-node` and `gateway` binaries next to `moe` (`cargo test --workspace`
 //! builds them all).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-fn post(address: &str, body: &str) -> String {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let request = format!(
-        "POST /v1/completions HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
+use moe_launch::http::{Request, Response, blocking};
+
+/// `POST /v1/completions` with `body`, answered within a minute.
+fn post(address: &str, body: &str) -> Response {
+    let request = Request::post("/v1/completions", body);
+    blocking::call(address, &request, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("POST /v1/completions: {e}"))
 }
 
 /// Writes a `tiny` random checkpoint of `arch` (seed `seed`, `extra` gen-model flags) under
@@ -152,9 +145,11 @@ fn complete_exact(
         "precision": "exact",
     });
     let response = post(address, &body.to_string());
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{model}: {response}");
-    serde_json::from_str(body).unwrap()
+    assert!(
+        response.head.text.starts_with("HTTP/1.1 200"),
+        "{model}: {response:?}"
+    );
+    serde_json::from_str(&response.body).unwrap()
 }
 
 #[test]
@@ -167,7 +162,7 @@ fn moe_up_serves_a_completion_and_stops_everything_it_started() {
         &gateway,
         r#"{"model": "mixtral", "prompt": "Hello", "max_tokens": 8, "temperature": 0}"#,
     );
-    if !response.starts_with("HTTP/1.1 200") {
+    if !response.head.text.starts_with("HTTP/1.1 200") {
         for log in std::fs::read_dir(dir.join("logs")).unwrap() {
             let log = log.unwrap().path();
             eprintln!(
@@ -176,9 +171,12 @@ fn moe_up_serves_a_completion_and_stops_everything_it_started() {
                 std::fs::read_to_string(&log).unwrap()
             );
         }
-        panic!("{response}");
+        panic!("{response:?}");
     }
-    assert!(response.contains("\"completion_tokens\":8"), "{response}");
+    assert!(
+        response.body.contains("\"completion_tokens\":8"),
+        "{response:?}"
+    );
 
     // Held-out text scored through the cluster: exact and auto, and how far they agree.
     let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");

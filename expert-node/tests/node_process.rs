@@ -21,7 +21,7 @@ use moe_proto::expert::{
     ClientMessage, ExpertWork, InfoRequest, Precision, client_message, server_message,
 };
 use moe_proto::tensor::{self, Limits};
-use moe_tests::process::Process;
+use moe_tests::process::{self, Process};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -53,7 +53,7 @@ impl NodeProcess {
             "5",
         ];
         let args: Vec<String> = fixed.iter().chain(extra).map(|a| a.to_string()).collect();
-        let process = Process::start(Path::new(env!("CARGO_BIN_EXE_expert-node")), &args, &[]);
+        let process = process::start(Path::new(env!("CARGO_BIN_EXE_expert-node")), &args, &[]);
         let address = process.address.clone();
         NodeProcess { process, address }
     }
@@ -89,7 +89,9 @@ impl NodeProcess {
     }
 
     fn terminate(self) -> std::process::ExitStatus {
-        self.process.terminate(Duration::from_secs(15))
+        self.process
+            .terminate(Duration::from_secs(15))
+            .expect("the node exits on SIGTERM")
     }
 }
 

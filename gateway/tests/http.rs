@@ -15,6 +15,7 @@ use moe_gateway::front_door::FrontDoor;
 use moe_gateway::http::{HttpOptions, router};
 use moe_gateway::openai::{ApiError, FinishReason, Usage};
 use moe_gateway::readiness::Readiness;
+use moe_launch::http::{Head, Request, nonblocking};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -213,17 +214,13 @@ async fn start() -> (Arc<ScriptedEngine>, Server) {
 #[derive(Debug)]
 struct Reply {
     status: u16,
-    /// Names in lower case.
-    headers: Vec<(String, String)>,
+    head: Head,
     body: String,
 }
 
 impl Reply {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
+        self.head.header(name)
     }
 
     fn json(&self) -> Value {
@@ -252,16 +249,13 @@ impl Reply {
     }
 }
 
-fn request_text(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
-    let mut text = format!(
-        "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        text += &format!("{name}: {value}\r\n");
-    }
-    text + "\r\n" + body
+/// `method path` with a JSON `body` and `headers`.
+fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Request {
+    let request = Request::new(method, path).header("content-type", "application/json");
+    let request = headers.iter().fold(request, |request, (name, value)| {
+        request.header(name, value)
+    });
+    request.body(body)
 }
 
 /// Sends one request and reads the whole response (the connection closes after it).
@@ -272,17 +266,15 @@ async fn call(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Reply {
-    let exchange = async {
-        let mut stream = TcpStream::connect(server.address).await.unwrap();
-        let request = request_text(method, path, headers, body);
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.unwrap();
-        parse_reply(&raw)
-    };
-    timeout(DEADLINE, exchange)
+    let request = request(method, path, headers, body);
+    let response = nonblocking::call(&server.address.to_string(), &request, DEADLINE)
         .await
-        .expect("the server answered within the deadline")
+        .unwrap_or_else(|e| panic!("the server answered within the deadline: {e}"));
+    Reply {
+        status: response.status(),
+        head: response.head,
+        body: response.body,
+    }
 }
 
 async fn post(server: &Server, path: &str, body: &Value) -> Reply {
@@ -297,56 +289,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
         .position(|window| window == needle)
-}
-
-fn parse_reply(raw: &[u8]) -> Reply {
-    let head_end = find(raw, b"\r\n\r\n").expect("a complete response head");
-    let head = std::str::from_utf8(&raw[..head_end]).unwrap();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .map(|line| {
-            let (name, value) = line.split_once(':').unwrap();
-            (name.to_ascii_lowercase(), value.trim().to_owned())
-        })
-        .collect();
-    let rest = &raw[head_end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(name, value)| name == "transfer-encoding" && value == "chunked");
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        let length = headers
-            .iter()
-            .find(|(name, _)| name == "content-length")
-            .map_or(rest.len(), |(_, value)| value.parse().unwrap());
-        rest[..length].to_vec()
-    };
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8(body).unwrap(),
-    }
-}
-
-/// Decodes a chunked transfer encoding: hex size lines, each followed by that many bytes.
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = find(raw, b"\r\n").expect("a chunk size line");
-        let line = std::str::from_utf8(&raw[..line_end]).unwrap();
-        let size_text = line.split(';').next().unwrap().trim();
-        let size = usize::from_str_radix(size_text, 16).unwrap();
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return body;
-        }
-        body.extend_from_slice(&raw[..size]);
-        assert_eq!(&raw[size..size + 2], b"\r\n", "a chunk ends with CRLF");
-        raw = &raw[size + 2..];
-    }
 }
 
 /// `body` without the fields that differ between requests, after checking their form.
@@ -687,10 +629,11 @@ async fn a_streaming_client_that_goes_away_cancels_its_job() {
     let server = serve(&engine, options()).await;
     let mut body = chat_body();
     body["stream"] = json!(true);
-    let request = request_text("POST", "/v1/chat/completions", &[], &body.to_string());
+    let request = request("POST", "/v1/chat/completions", &[], &body.to_string())
+        .to_bytes(&server.address.to_string());
 
     let mut stream = TcpStream::connect(server.address).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(&request).await.unwrap();
     let mut received = Vec::new();
     let first_token = async {
         while find(&received, b"\"content\":\"!\"").is_none() {
@@ -724,14 +667,15 @@ async fn a_waiting_client_that_goes_away_cancels_its_job() {
         ..ScriptedEngine::new()
     });
     let server = serve(&engine, options()).await;
-    let request = request_text(
+    let request = request(
         "POST",
         "/v1/chat/completions",
         &[],
         &chat_body().to_string(),
-    );
+    )
+    .to_bytes(&server.address.to_string());
     let mut stream = TcpStream::connect(server.address).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(&request).await.unwrap();
 
     let deadline = Instant::now() + DEADLINE;
     while engine.jobs().is_empty() {

@@ -1,5 +1,6 @@
 //! The end-to-end tests' harness: every binary of the workspace started as a real process (see
-//! [`process`], [`servers`]), an HTTP and SSE client for the gateway ([`http`]), an OTLP collector
+//! [`process`], [`servers`], over `moe_launch`'s one process type), the gateway's HTTP API and
+//! streamed completions through `moe_launch`'s one client ([`http`]), an OTLP collector
 //! ([`collector`]), and a real etcd: one `etcd` process per test on two free loopback ports
 //! with a temporary data directory, tuned for speed (`--heartbeat-interval 10
 //! --election-timeout 50`), waited on until a read succeeds, and killed on drop. It can be
@@ -13,7 +14,7 @@ pub mod http;
 pub mod process;
 pub mod servers;
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -82,7 +83,8 @@ impl EtcdServer {
         };
         let mut failures = Vec::new();
         for attempt in 0..START_ATTEMPTS {
-            (server.client_port, server.peer_port) = free_ports();
+            [server.client_port, server.peer_port] =
+                moe_launch::free_ports().expect("two free loopback ports");
             server.data_dir = server.root.path().join(format!("data-{attempt}"));
             match server.launch().await {
                 Ok(()) => return server,
@@ -275,14 +277,6 @@ fn etcd_binary() -> PathBuf {
                  etcd-server (`apt-get install -y etcd-server`); scripts/test.sh installs it."
             )
         })
-}
-
-/// Two distinct loopback ports that were free a moment ago.
-fn free_ports() -> (u16, u16) {
-    let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free loopback port");
-    let (first, second) = (bind(), bind());
-    let port = |listener: &TcpListener| listener.local_addr().expect("a bound port").port();
-    (port(&first), port(&second))
 }
 
 fn log_tail(path: &Path) -> String {

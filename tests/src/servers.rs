@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::process::{Process, sibling_binary};
+use crate::process::{self, Process, sibling_binary};
 
 pub fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mixtral")
@@ -43,7 +43,7 @@ pub fn coordinator_named(
         "1",
     ];
     let program = sibling_binary("coordinator", "moe-coordinator");
-    Process::start(&program, &args(&common, extra), env)
+    process::start(&program, &args(&common, extra), env)
 }
 
 /// The `expert-node` binary, to be run by [`node`] directly or through a wrapper.
@@ -93,7 +93,7 @@ pub fn node_with(
         "--backend",
         "cpu",
     ];
-    Process::start_command(command, &args(&common, extra), &[])
+    process::start_command(command, &args(&common, extra), &[])
 }
 
 /// The single-process model's greedy texts for `prompts`, `max_tokens` each, with its experts at
@@ -135,5 +135,5 @@ pub fn gateway(etcd: &str, cluster: &str, extra: &[&str]) -> Process {
         "1",
     ];
     let program = sibling_binary("gateway", "moe-gateway");
-    Process::start(&program, &args(&common, extra), &[])
+    process::start(&program, &args(&common, extra), &[])
 }

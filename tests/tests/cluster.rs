@@ -26,7 +26,7 @@ use moe_state::keys::ClusterKeys;
 use moe_state::records::Placement;
 use moe_tests::collector::Collector;
 use moe_tests::http::{get_text, post, post_raw, post_streamed, wait_ready};
-use moe_tests::process::{Process, sibling_binary};
+use moe_tests::process::{self, Process, sibling_binary};
 use moe_tests::servers::{self, fixture};
 use moe_tests::{EtcdServer, get};
 
@@ -182,7 +182,7 @@ async fn coordinators_place_every_expert_and_follow_failures() {
     // A node SIGKILLed leaves when its lease expires; its experts are re-homed.
     let [(_, a), (_, b), (_, c)] = nodes;
     let killed = Instant::now();
-    c.kill();
+    c.kill().expect("node c killed");
     let (after_kill, took) = cluster
         .wait_placement(&etcd, "c gone from the placement", |p| {
             covers(p) && !nodes_of(p).contains("c")
@@ -227,7 +227,7 @@ async fn coordinators_place_every_expert_and_follow_failures() {
         (co2, co1)
     };
     let killed = Instant::now();
-    dead.kill();
+    dead.kill().expect("the leader killed");
     loop {
         if cluster.leader(&etcd).await.is_some_and(|l| l != leader) {
             break;
@@ -324,7 +324,7 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         "--micro-batches",
         "2",
     ];
-    let gateway = Process::start(
+    let gateway = process::start(
         &sibling_binary("gateway", "moe-gateway"),
         &args.map(String::from),
         &cluster.collector.env(),
@@ -525,7 +525,7 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
     println!("{joined} node spans joined the gateway's traces");
 
     // Node b dies: its experts are served by their replicas on a, within the same steps.
-    b.kill();
+    b.kill().expect("node b killed");
     for (prompt, want) in prompts.iter().zip(&expected) {
         let (status, body) = post(&gateway.address, "/v1/completions", &complete(prompt)).await;
         assert_eq!(status, 200, "{body}");

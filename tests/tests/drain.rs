@@ -61,9 +61,10 @@ async fn sigterm_finishes_the_requests_in_flight_and_refuses_new_ones() {
         running > 0,
         "the requests ended before SIGTERM: nothing to drain"
     );
-    let status = tokio::task::spawn_blocking(move || gateway.terminate(Duration::from_secs(60)))
-        .await
-        .unwrap();
+    let status =
+        tokio::task::spawn_blocking(move || gateway.terminate(Duration::from_secs(60)).unwrap())
+            .await
+            .unwrap();
     assert!(status.success(), "the gateway exited with {status}");
     for (i, request) in requests.into_iter().enumerate() {
         let (status, body) = request.await.unwrap();

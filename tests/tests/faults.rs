@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use moe_service::netns::Namespace;
 use moe_state::keys::ClusterKeys;
 use moe_tests::http::{Streamed, get_text, stream_completion, wait_ready};
-use moe_tests::process::Process;
+use moe_tests::process::{Process, Signal};
 use moe_tests::servers;
 use moe_tests::{EtcdServer, get};
 
@@ -219,16 +219,23 @@ impl Fault {
     /// Injects the fault and heals it, if it heals; the gateway it killed, if any.
     async fn inject(self, cluster: &mut Cluster) -> Option<usize> {
         match self {
-            Fault::NodeKilled => cluster.slot("c").take().unwrap().kill(),
+            Fault::NodeKilled => {
+                cluster
+                    .slot("c")
+                    .take()
+                    .unwrap()
+                    .kill()
+                    .expect("node c killed");
+            }
             Fault::NodeRestarted => {
                 let node = cluster.node("c");
                 *cluster.slot("c") = Some(node);
             }
             Fault::NodeHung => {
                 let node = cluster.slot("b").take().unwrap();
-                node.signal("STOP");
+                node.signal(Signal::Stop).expect("node b stopped");
                 tokio::time::sleep(HELD).await;
-                node.signal("CONT");
+                node.signal(Signal::Cont).expect("node b continued");
                 *cluster.slot("b") = Some(node);
             }
             Fault::Partition => {
@@ -255,10 +262,14 @@ impl Fault {
                     .iter_mut()
                     .find(|(id, _)| *id == leader)
                     .unwrap();
-                process.take().unwrap().kill();
+                process.take().unwrap().kill().expect("the leader killed");
             }
             Fault::GatewayKilled => {
-                cluster.gateways[1].take().unwrap().kill();
+                cluster.gateways[1]
+                    .take()
+                    .unwrap()
+                    .kill()
+                    .expect("gateway 2 killed");
                 return Some(1);
             }
         }
@@ -285,7 +296,7 @@ fn load(
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
                     let result = match stream_completion(&address, &body, REQUEST_WITHIN).await {
-                        Ok(Streamed { events, text }) if text == want => Ok(events),
+                        Ok(Streamed { events, text, .. }) if text == want => Ok(events),
                         Ok(Streamed { text, .. }) => Err(format!("{text:?}, not {want:?}")),
                         Err(e) => Err(e),
                     };

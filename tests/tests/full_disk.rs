@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use moe_state::keys::{ClusterKeys, Name};
 use moe_state::records::{NodeRecord, Placement};
-use moe_tests::http::{get_text, post_with_head, wait_ready};
+use moe_tests::http::{self, post_with_head, wait_ready};
 use moe_tests::{EtcdServer, get, servers};
 
 const CLUSTER: &str = "full-disk";
@@ -76,18 +76,18 @@ async fn record(etcd: &moe_state::etcd::Etcd, id: &str) -> Option<NodeRecord> {
 async fn wait_unservable(address: &str) -> serde_json::Value {
     let start = Instant::now();
     loop {
-        let text = get_text(address, "/health/ready").await.unwrap_or_default();
-        if let Some((head, body)) = text.split_once("\r\n\r\n")
-            && head.starts_with("HTTP/1.1 503")
+        let response = http::get(address, "/health/ready").await;
+        if let Some(response) = &response
+            && response.status() == 503
         {
-            let body: serde_json::Value = serde_json::from_str(body).unwrap();
+            let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
             if body["readiness"]["unservable_count"].as_u64() > Some(0) {
                 return body;
             }
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
-            "readiness never reported an unservable expert: {text}"
+            "readiness never reported an unservable expert: {response:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

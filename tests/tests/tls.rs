@@ -19,7 +19,7 @@ use moe_state::keys::ClusterKeys;
 use moe_state::records::Placement;
 use moe_tests::EtcdServer;
 use moe_tests::http::{post, wait_ready};
-use moe_tests::process::Process;
+use moe_tests::process::{self, Process};
 use moe_tests::servers::{self, fixture};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -312,7 +312,7 @@ async fn a_node_refuses_clients_without_a_certificate_of_the_cluster() {
     .map(String::from)
     .to_vec();
     args.extend(flags(&node_tls, &TlsPaths::default()));
-    let node = Process::start(&servers::node_binary(), &args, &[]);
+    let node = process::start(&servers::node_binary(), &args, &[]);
 
     let plaintext = ExpertServiceClient::connect(format!("http://{}", node.address)).await;
     let refused = match plaintext {
