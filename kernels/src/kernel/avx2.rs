@@ -17,7 +17,7 @@ use std::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use super::{Tile, padded_prepared, prefetch_ahead, unprepared};
+use super::{Tile, padded_prepared, prefetch, prefetch_ahead, unprepared};
 use crate::activation::ActBlock;
 use crate::quant::{BlockFp8, BlockMxfp4, BlockQ2, BlockQ4, BlockQ8, E2M1_DOUBLED, QK};
 
@@ -127,7 +127,7 @@ unsafe fn float_tile<W: Widen, const R: usize, const T: usize>(
             let mut wv = [_mm256_setzero_ps(); R];
             for r in 0..R {
                 let p = wp.add(r * len + c);
-                _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>().wrapping_add(ahead));
+                prefetch(p, ahead, 8 * size_of::<W>());
                 wv[r] = W::load8(p);
             }
             for t in 0..T {
@@ -268,8 +268,7 @@ unsafe fn quant_tile<B: QBlock, const R: usize, const T: usize>(
             let mut wd = [0.0f32; R];
             for r in 0..R {
                 let block = &w[r * len + b];
-                let p = (block as *const B).cast::<i8>().wrapping_add(ahead);
-                _mm_prefetch::<_MM_HINT_T0>(p);
+                prefetch(block as *const B, ahead, size_of::<B>());
                 let (q, d) = block.unpack();
                 wq[r] = q;
                 wa[r] = if B::SIGNED { _mm256_abs_epi8(q) } else { q };
@@ -408,7 +407,7 @@ unsafe fn wide_tile<B: WideBlock, const R: usize, const T: usize>(
             let mut d = [_mm256_setzero_ps(); R];
             for r in 0..R {
                 let block = wp.add(r * len + b);
-                _mm_prefetch::<_MM_HINT_T0>(block.cast::<i8>().wrapping_add(ahead));
+                prefetch(block, ahead, size_of::<B>());
                 wv[r] = (*block).widen();
                 d[r] = _mm256_set1_ps((*block).scale());
             }
@@ -435,14 +434,15 @@ unsafe fn wide_tile<B: WideBlock, const R: usize, const T: usize>(
 }
 
 /// A kernel of weight units `$w` and activation units `$x`: `$prepared` readies the activations
-/// and `$tile` computes a tile, with the features enabled.
+/// and `$tile` computes a tile, with the features enabled; matvec tiles have `$matvec_rows` rows.
 macro_rules! kernel {
-    ($name:ident, $w:ty, $x:ty, $prepared:ident, $tile:ident) => {
+    ($name:ident, $w:ty, $x:ty, $prepared:ident, $tile:ident, $matvec_rows:literal) => {
         pub(crate) struct $name;
 
         impl Tile for $name {
             type W = $w;
             type X = $x;
+            const MATVEC_ROWS: usize = $matvec_rows;
             $prepared!();
 
             #[target_feature(enable = "avx2,fma,f16c")]
@@ -458,11 +458,11 @@ macro_rules! kernel {
     };
 }
 
-kernel!(F32, f32, f32, unprepared, float_tile);
-kernel!(F16, f16, f32, unprepared, float_tile);
-kernel!(Bf16, bf16, f32, unprepared, float_tile);
-kernel!(Fp8, BlockFp8, f32, padded_prepared, wide_tile);
-kernel!(Mxfp4, BlockMxfp4, f32, padded_prepared, wide_tile);
-kernel!(Q8, BlockQ8, ActBlock, unprepared, quant_tile);
-kernel!(Q4, BlockQ4, ActBlock, unprepared, quant_tile);
-kernel!(Q2, BlockQ2, ActBlock, unprepared, quant_tile);
+kernel!(F32, f32, f32, unprepared, float_tile, 1);
+kernel!(F16, f16, f32, unprepared, float_tile, 1);
+kernel!(Bf16, bf16, f32, unprepared, float_tile, 1);
+kernel!(Fp8, BlockFp8, f32, padded_prepared, wide_tile, 4);
+kernel!(Mxfp4, BlockMxfp4, f32, padded_prepared, wide_tile, 4);
+kernel!(Q8, BlockQ8, ActBlock, unprepared, quant_tile, 1);
+kernel!(Q4, BlockQ4, ActBlock, unprepared, quant_tile, 1);
+kernel!(Q2, BlockQ2, ActBlock, unprepared, quant_tile, 1);

@@ -77,6 +77,13 @@ pub(crate) trait Tile {
     /// Whether `matmul` tiles may be 4 rows x 4 vectors (16 accumulators: needs the 32 vector
     /// registers of AVX-512); otherwise they are 2 x 4.
     const WIDE: bool = false;
+    /// Rows of a matvec tile. One for kernels that keep up with memory: each thread then reads
+    /// its rows as one sequential stream, which the hardware prefetcher serves best (on the
+    /// 2-vCPU AVX-512 development VM, a 2-thread matvec went from 21-23 to 28-34 GB/s for f16
+    /// and from 17-21 to 24-31 GB/s for q4 against tiles of four rows with software prefetch).
+    /// Four for kernels whose arithmetic is the bound (the widened block formats), which then
+    /// load each activation once for four rows.
+    const MATVEC_ROWS: usize = 1;
 
     /// Units of `P` per vector, for rows of `len` units of `W`.
     fn prepared_len(len: usize) -> usize;
@@ -147,14 +154,29 @@ macro_rules! padded_prepared {
 }
 pub(crate) use padded_prepared;
 
-/// How far ahead of the bytes being read a kernel prefetches, for tiles of `rows` rows of
-/// `row_bytes` each: the same place in the next tile. One core keeps too few cache-line fills in
-/// flight from DRAM on its own; with this prefetch a 2-thread `Q4` matvec of 1024x3584 went from
-/// 14 to 21 GB/s (of about 30 GB/s read bandwidth). Half a tile, two tiles, and fixed distances
-/// of 1 to 8 KiB along the row were measured too and were no better.
+/// How far ahead of the bytes being read a tile of `rows` rows of `row_bytes` each prefetches:
+/// the same place in the next tile, or nowhere for a single row. Tiles of several rows read
+/// several interleaved streams, which the hardware prefetcher follows poorly; with this prefetch
+/// a 2-thread `Q4` matvec of 1024x3584 in four-row tiles went from 14 to 21 GB/s (of about 30
+/// GB/s read bandwidth), and half a tile, two tiles and fixed distances of 1 to 8 KiB were no
+/// better. A single row is one sequential stream, where software prefetch only gets in the
+/// hardware's way (see [`Tile::MATVEC_ROWS`]).
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn prefetch_ahead(row_bytes: usize, rows: usize) -> usize {
-    row_bytes * rows
+pub(crate) fn prefetch_ahead(row_bytes: usize, rows: usize) -> Option<usize> {
+    (rows > 1).then_some(row_bytes * rows)
+}
+
+/// Prefetches the `bytes` at `p` plus `ahead`, if there is an `ahead` (see [`prefetch_ahead`]).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: *const T, ahead: Option<usize>, bytes: usize) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    let Some(ahead) = ahead else { return };
+    let p = p.cast::<i8>().wrapping_add(ahead);
+    for line in (0..bytes).step_by(64) {
+        // SAFETY: prefetch is a hint; it never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line)) };
+    }
 }
 
 /// Activation vectors processed together against a range of rows: their prepared form (at most
@@ -239,7 +261,8 @@ unsafe fn drive<K: Tile, const R: usize, const T: usize>(
     }
 }
 
-/// Picks the tile shape: 4 rows for matvec, 4 (or 2) rows x 4 vectors for matmul.
+/// Picks the tile shape: [`Tile::MATVEC_ROWS`] rows for matvec, 4 (or 2) rows x 4 vectors for
+/// matmul.
 ///
 /// # Safety
 /// As [`drive`].
@@ -253,7 +276,9 @@ unsafe fn shape<K: Tile>(
 ) {
     // SAFETY: forwarded from the caller.
     unsafe {
-        if n == 1 {
+        if n == 1 && K::MATVEC_ROWS == 1 {
+            drive::<K, 1, 1>(w, x, len, n, rows, out);
+        } else if n == 1 {
             drive::<K, 4, 1>(w, x, len, n, rows, out);
         } else if K::WIDE {
             drive::<K, 4, 4>(w, x, len, n, rows, out);

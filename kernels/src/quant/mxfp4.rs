@@ -20,7 +20,7 @@
 //! Quantizing: `e` is the smallest scale whose 6 (the largest code) covers the block's largest
 //! magnitude, `e = ceil(log2(amax / 6)) + 127` clamped to `0..=254`, and each value is rounded to
 //! the nearest code, ties to the even code. The kernels read the codes as twice their value
-//! ([`E2M1_DOUBLED`], integers, looked up with one byte shuffle) times the scale 2^(e-128)
+//! ([`E2M1_DOUBLED`], integers, looked up in a 16-entry table) times the scale 2^(e-128)
 //! ([`BlockMxfp4::half_scale`]), with f32 activations: a product is exact but for its f32
 //! additions, as for the checkpoint's own decoded weights.
 

@@ -6,7 +6,7 @@ use std::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use crate::kernel::prefetch_ahead;
+use crate::kernel::{prefetch, prefetch_ahead};
 
 /// A float weight type that can be widened 16 at a time.
 pub(super) trait Widen: Copy {
@@ -98,7 +98,7 @@ pub(super) unsafe fn float_tile<W: Widen, const R: usize, const T: usize>(
             let mut wv = [_mm512_setzero_ps(); R];
             for r in 0..R {
                 let p = wp.add(r * len + c);
-                _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>().wrapping_add(ahead));
+                prefetch(p, ahead, 16 * size_of::<W>());
                 wv[r] = W::load16(p);
             }
             for t in 0..T {

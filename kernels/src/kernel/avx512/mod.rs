@@ -43,15 +43,17 @@ use wide::wide_tile;
 
 // Tile implementations (the only functions with target features).
 
-/// A kernel of weights `$w` with f32 activations, readied by `$prepared`, computed by `$tile`.
+/// A kernel of weights `$w` with f32 activations, readied by `$prepared`, computed by `$tile`,
+/// with matvec tiles of `$matvec_rows` rows.
 macro_rules! f32_kernel {
-    ($name:ident, $w:ty, $prepared:ident, $tile:ident) => {
+    ($name:ident, $w:ty, $prepared:ident, $tile:ident, $matvec_rows:literal) => {
         pub(crate) struct $name;
 
         impl Tile for $name {
             type W = $w;
             type X = f32;
             const WIDE: bool = true;
+            const MATVEC_ROWS: usize = $matvec_rows;
             $prepared!();
 
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
@@ -67,11 +69,11 @@ macro_rules! f32_kernel {
     };
 }
 
-f32_kernel!(F32, f32, unprepared, float_tile);
-f32_kernel!(F16, f16, unprepared, float_tile);
-f32_kernel!(Bf16, bf16, unprepared, float_tile);
-f32_kernel!(Fp8, BlockFp8, padded_prepared, wide_tile);
-f32_kernel!(Mxfp4, BlockMxfp4, padded_prepared, wide_tile);
+f32_kernel!(F32, f32, unprepared, float_tile, 1);
+f32_kernel!(F16, f16, unprepared, float_tile, 1);
+f32_kernel!(Bf16, bf16, unprepared, float_tile, 1);
+f32_kernel!(Fp8, BlockFp8, padded_prepared, wide_tile, 4);
+f32_kernel!(Mxfp4, BlockMxfp4, padded_prepared, wide_tile, 4);
 
 macro_rules! quant_kernel {
     ($name:ident, $fmt:ty, $block:ty, $icl:expr, $init:expr, $features:literal) => {

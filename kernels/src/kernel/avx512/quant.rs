@@ -5,7 +5,7 @@
 use std::arch::x86_64::*;
 
 use super::groups::{GROUP, QFormat, WGroup, XGroup};
-use crate::kernel::prefetch_ahead;
+use crate::kernel::{prefetch, prefetch_ahead};
 
 /// `init` plus the integer dot products of weight codes `w[h]` with activation codes `x[h]`,
 /// four int32 sums per block (lanes `4k..4k+4`).
@@ -184,14 +184,7 @@ pub(super) unsafe fn quant_tile<
             let mut ptrs = [base; R];
             for r in 0..R {
                 ptrs[r] = base.add((r * len + g * GROUP) * F::BYTES);
-                let p = ptrs[r].wrapping_add(ahead).cast::<i8>();
-                _mm_prefetch::<_MM_HINT_T0>(p);
-                if GROUP * F::BYTES > 64 {
-                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
-                }
-                if GROUP * F::BYTES > 128 {
-                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(128));
-                }
+                prefetch(ptrs[r], ahead, GROUP * F::BYTES);
             }
             quant_group::<F, ICL, R, T>(&mut sums, ptrs, x, groups, g);
         }

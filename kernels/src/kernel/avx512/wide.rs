@@ -1,12 +1,12 @@
 //! The AVX-512 tile of the block formats that take f32 activations: a block's 32 codes widened
 //! to f32 — `Fp8`'s E4M3 codes through f16 (integer shifts place a code's bits where an f16 keeps
-//! them, then `vcvtph2ps`), `Mxfp4`'s E2M1 codes looked up as their doubled values with `vpshufb`
-//! and converted —, multiplied with the activations, and each block's sum scaled by its scale.
+//! them, then `vcvtph2ps`), `Mxfp4`'s E2M1 codes looked up as their doubled values in an f32
+//! table with `vpermps` —, multiplied with the activations, and each block's sum scaled by its scale.
 #![allow(clippy::needless_range_loop)]
 
 use std::arch::x86_64::*;
 
-use crate::kernel::prefetch_ahead;
+use crate::kernel::{prefetch, prefetch_ahead};
 use crate::quant::{BlockFp8, BlockMxfp4, E2M1_DOUBLED, QK};
 
 /// 2^8: the f16 a code's bits become is its value times 2^-8.
@@ -63,21 +63,31 @@ impl WideBlock for BlockFp8 {
     }
 }
 
+/// [`E2M1_DOUBLED`] as f32, the table `vpermps` looks codes up in.
+static E2M1_DOUBLED_F32: [f32; 16] = {
+    let mut table = [0.0; 16];
+    let mut i = 0;
+    while i < 16 {
+        table[i] = E2M1_DOUBLED[i] as f32;
+        i += 1;
+    }
+    table
+};
+
 impl WideBlock for BlockMxfp4 {
     const FACTOR: f32 = 1.0;
 
+    /// Each code byte widened to an int32 lane; `vpermps` reads only an index's low four bits,
+    /// so the low nibbles index the f32 table as they are and the high ones after a shift.
     #[inline(always)]
     unsafe fn widen(&self) -> (__m512, __m512) {
-        // SAFETY: features by the caller; `qs` and the table are 16 readable bytes.
+        // SAFETY: features by the caller; `qs` is 16 readable bytes, the table 16 f32 values.
         unsafe {
-            let table = _mm_loadu_si128(E2M1_DOUBLED.as_ptr().cast());
-            let raw = _mm_loadu_si128(self.qs.as_ptr().cast());
-            let mask = _mm_set1_epi8(0x0f);
-            let lo = _mm_shuffle_epi8(table, _mm_and_si128(raw, mask));
-            let hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(raw, 4), mask));
+            let table = _mm512_loadu_ps(E2M1_DOUBLED_F32.as_ptr());
+            let codes = _mm512_cvtepu8_epi32(_mm_loadu_si128(self.qs.as_ptr().cast()));
             (
-                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)),
-                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)),
+                _mm512_permutexvar_ps(codes, table),
+                _mm512_permutexvar_ps(_mm512_srli_epi32(codes, 4), table),
             )
         }
     }
@@ -112,7 +122,7 @@ pub(super) unsafe fn wide_tile<B: WideBlock, const R: usize, const T: usize>(
             let mut d = [_mm512_setzero_ps(); R];
             for r in 0..R {
                 let block = wp.add(r * len + b);
-                _mm_prefetch::<_MM_HINT_T0>(block.cast::<i8>().wrapping_add(ahead));
+                prefetch(block, ahead, size_of::<B>());
                 (lo[r], hi[r]) = (*block).widen();
                 d[r] = _mm512_set1_ps((*block).scale());
             }
