@@ -81,8 +81,8 @@ pub(crate) trait Tile {
     /// its rows as one sequential stream, which the hardware prefetcher serves best (on the
     /// 2-vCPU AVX-512 development VM, a 2-thread matvec went from 21-23 to 28-34 GB/s for f16
     /// and from 17-21 to 24-31 GB/s for q4 against tiles of four rows with software prefetch).
-    /// Four for kernels whose arithmetic is the bound (the widened block formats), which then
-    /// load each activation once for four rows.
+    /// Four for kernels whose arithmetic is the bound (AVX-512 `Mxfp4`, the AVX2 widened block
+    /// formats), which then load each activation once for four rows.
     const MATVEC_ROWS: usize = 1;
 
     /// Units of `P` per vector, for rows of `len` units of `W`.
@@ -159,8 +159,9 @@ pub(crate) use padded_prepared;
 /// several interleaved streams, which the hardware prefetcher follows poorly; with this prefetch
 /// a 2-thread `Q4` matvec of 1024x3584 in four-row tiles went from 14 to 21 GB/s (of about 30
 /// GB/s read bandwidth), and half a tile, two tiles and fixed distances of 1 to 8 KiB were no
-/// better. A single row is one sequential stream, where software prefetch only gets in the
-/// hardware's way (see [`Tile::MATVEC_ROWS`]).
+/// better. A single row is one sequential stream, which the hardware prefetcher follows on its
+/// own (see [`Tile::MATVEC_ROWS`]; the AVX-512 `Q4` and `Q2` kernels add a short lead of their
+/// own).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn prefetch_ahead(row_bytes: usize, rows: usize) -> Option<usize> {
     (rows > 1).then_some(row_bytes * rows)

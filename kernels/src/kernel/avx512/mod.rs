@@ -72,7 +72,7 @@ macro_rules! f32_kernel {
 f32_kernel!(F32, f32, unprepared, float_tile, 1);
 f32_kernel!(F16, f16, unprepared, float_tile, 1);
 f32_kernel!(Bf16, bf16, unprepared, float_tile, 1);
-f32_kernel!(Fp8, BlockFp8, padded_prepared, wide_tile, 4);
+f32_kernel!(Fp8, BlockFp8, padded_prepared, wide_tile, 1);
 f32_kernel!(Mxfp4, BlockMxfp4, padded_prepared, wide_tile, 4);
 
 macro_rules! quant_kernel {

@@ -179,7 +179,11 @@ pub(super) unsafe fn quant_tile<
             offsets: [[_mm256_setzero_ps(); R]; T],
         };
         let base = wbytes.as_ptr();
-        let ahead = prefetch_ahead(len * F::BYTES, R);
+        let ahead = if R == 1 {
+            F::LEAD
+        } else {
+            prefetch_ahead(len * F::BYTES, R)
+        };
         for g in 0..fast {
             let mut ptrs = [base; R];
             for r in 0..R {
