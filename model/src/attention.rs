@@ -3,6 +3,8 @@
 //! optional sliding window, optional attention sinks (a learned logit per head that joins the
 //! softmax's denominator and takes no value, gpt-oss), and the output projection.
 
+use std::sync::Mutex;
+
 use moe_kernels::{Format, Pool};
 
 use crate::checkpoint::Checkpoint;
@@ -140,34 +142,103 @@ impl Attention {
         }
         cache.append(layer, &k, &v);
 
+        let out = self.attend(pool, &q, n, pos0, cache, layer);
+        self.o.forward(pool, &out, n)
+    }
+
+    /// Every head of every new token attending over the cache: `[n, heads * head_dim]`. A unit
+    /// of work is one token's group of query heads that share a key-value head, so each cached
+    /// key and value is read once per group; units are shared among the pool's threads in
+    /// contiguous runs when the scores to compute are many enough to repay the hand-off (long
+    /// contexts, prefill).
+    fn attend(
+        &self,
+        pool: &Pool,
+        q: &[f32],
+        n: usize,
+        pos0: usize,
+        cache: &KvCache,
+        layer: usize,
+    ) -> Vec<f32> {
         let group = self.num_heads / self.num_kv_heads;
-        let scale = 1.0 / (self.head_dim as f32).sqrt();
-        let mut out = vec![0.0; n * q_dim];
-        let mut scores = Vec::new();
-        for t in 0..n {
-            let pos = pos0 + t;
-            let first = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-            for head in 0..self.num_heads {
-                let kv_off = (head / group) * self.head_dim;
-                let qh = &q[t * q_dim + head * self.head_dim..][..self.head_dim];
-                scores.clear();
-                scores.extend((first..=pos).map(|j| {
-                    let kh = &cache.key(layer, j)[kv_off..][..self.head_dim];
-                    dot(qh, kh) * scale
-                }));
-                match &self.sinks {
-                    Some(sinks) => softmax_with_sink(&mut scores, sinks[head]),
-                    None => softmax(&mut scores),
-                }
-                let oh = &mut out[t * q_dim + head * self.head_dim..][..self.head_dim];
-                for (j, &w) in (first..=pos).zip(&scores) {
-                    let vh = &cache.value(layer, j)[kv_off..][..self.head_dim];
-                    for (o, x) in oh.iter_mut().zip(vh) {
-                        *o += w * x;
-                    }
+        let width = group * self.head_dim;
+        let units = n * self.num_kv_heads;
+        let keys = (pos0 + n) * self.head_dim * n * self.num_heads;
+        let runs = if keys < PARALLEL_KEYS {
+            1
+        } else {
+            units.min(pool.threads() * 4)
+        };
+        let per_run = units.div_ceil(runs.max(1));
+        let parts = Mutex::new(Vec::new());
+        pool.parallel_for(units.div_ceil(per_run), |run| {
+            let first = run * per_run;
+            let units = first..(first + per_run).min(units);
+            let mut out = vec![0.0; units.len() * width];
+            let mut scores = Vec::new();
+            for (u, o) in units.zip(out.chunks_exact_mut(width)) {
+                let (t, kv) = (u / self.num_kv_heads, u % self.num_kv_heads);
+                let qs = &q[u * width..][..width];
+                self.attend_group(qs, kv, pos0 + t, cache, layer, &mut scores, o);
+            }
+            parts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((first, out));
+        });
+        let mut out = vec![0.0; units * width];
+        for (first, part) in parts.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            out[first * width..][..part.len()].copy_from_slice(&part);
+        }
+        out
+    }
+
+    /// The query heads of key-value head `kv` (queries `qs`, one `head_dim` row per head) of the
+    /// token at `pos` attending over the cache of `layer` within its window; writes their
+    /// outputs to `out` (the same layout). `scores` is scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn attend_group(
+        &self,
+        qs: &[f32],
+        kv: usize,
+        pos: usize,
+        cache: &KvCache,
+        layer: usize,
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        let d = self.head_dim;
+        let kv_off = kv * d;
+        let scale = 1.0 / (d as f32).sqrt();
+        let first = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let len = pos + 1 - first;
+        scores.clear();
+        scores.resize(qs.len() / d * len, 0.0);
+        for (i, j) in (first..=pos).enumerate() {
+            let kh = &cache.key(layer, j)[kv_off..][..d];
+            for (g, qh) in qs.chunks_exact(d).enumerate() {
+                scores[g * len + i] = dot(qh, kh) * scale;
+            }
+        }
+        let heads = (kv * qs.len() / d)..;
+        for (row, head) in scores.chunks_exact_mut(len).zip(heads) {
+            match &self.sinks {
+                Some(sinks) => softmax_with_sink(row, sinks[head]),
+                None => softmax(row),
+            }
+        }
+        for (i, j) in (first..=pos).enumerate() {
+            let vh = &cache.value(layer, j)[kv_off..][..d];
+            for (g, oh) in out.chunks_exact_mut(d).enumerate() {
+                let w = scores[g * len + i];
+                for (o, x) in oh.iter_mut().zip(vh) {
+                    *o += w * x;
                 }
             }
         }
-        self.o.forward(pool, &out, n)
     }
 }
+
+/// Key elements (positions x head width x query heads) below which attention runs on the calling
+/// thread: handing out fewer costs more than it saves.
+const PARALLEL_KEYS: usize = 1 << 16;

@@ -73,3 +73,29 @@ fn a_bad_sequence_fails_the_step_and_leaves_every_cache_as_it_was() {
     assert!(model.forward_batch(&mut steps, None).is_err());
     assert_eq!((a.len(), b.len()), (2, 0));
 }
+
+/// A long prompt prefilled at once, whose attention heads are shared among the pool's threads,
+/// ends where the same tokens fed one at a time (attention on the calling thread) end: the same
+/// last logits on every fixture, up to the summation order of the batched matrix products.
+#[test]
+fn a_long_prefill_shared_among_threads_equals_feeding_token_by_token() {
+    for arch in ARCHS {
+        let model = load(arch, None);
+        let vocab = model.config().vocab_size as u32;
+        let tokens: Vec<u32> = (0..200u32).map(|i| (i * 7 + 3) % vocab).collect();
+        let mut cache = model.new_cache();
+        let at_once = model.forward(&tokens, &mut cache, Logits::Last).unwrap();
+        let mut cache = model.new_cache();
+        let mut one_by_one = Vec::new();
+        for t in &tokens {
+            one_by_one = model.forward(&[*t], &mut cache, Logits::Last).unwrap();
+        }
+        assert_eq!(at_once.len(), one_by_one.len(), "{arch}");
+        for (i, (a, b)) in at_once.iter().zip(&one_by_one).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{arch} logit {i}: {a} at once, {b} token by token"
+            );
+        }
+    }
+}
