@@ -3,6 +3,7 @@
 //! optional sliding window, optional attention sinks (a learned logit per head that joins the
 //! softmax's denominator and takes no value, gpt-oss), and the output projection.
 
+use std::ops::Range;
 use std::sync::Mutex;
 
 use moe_kernels::{Format, Pool};
@@ -13,8 +14,9 @@ use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::layout::{Layout, Projection};
 use crate::linear::Linear;
-use crate::ops::{dot, rms_norm, softmax, softmax_with_sink};
+use crate::ops::rms_norm;
 use crate::rope::Rope;
+use crate::span::{Heads, Partial, spans};
 
 /// Layer `layer`'s `projections` stacked, with their biases.
 fn linear(
@@ -147,10 +149,10 @@ impl Attention {
     }
 
     /// Every head of every new token attending over the cache: `[n, heads * head_dim]`. A unit
-    /// of work is one token's group of query heads that share a key-value head, so each cached
-    /// key and value is read once per group; units are shared among the pool's threads in
-    /// contiguous runs when the scores to compute are many enough to repay the hand-off (long
-    /// contexts, prefill).
+    /// of work is one token over one span of its positions, all heads together, so each cached
+    /// key and value row is read once; a long context is split into spans whose partial
+    /// softmaxes merge. Units are shared among the pool's threads in contiguous runs when the
+    /// scores to compute are many enough to repay the hand-off (long contexts, prefill).
     fn attend(
         &self,
         pool: &Pool,
@@ -160,85 +162,64 @@ impl Attention {
         cache: &KvCache,
         layer: usize,
     ) -> Vec<f32> {
-        let group = self.num_heads / self.num_kv_heads;
-        let width = group * self.head_dim;
-        let units = n * self.num_kv_heads;
-        let keys = (pos0 + n) * self.head_dim * n * self.num_heads;
+        let q_dim = self.num_heads * self.head_dim;
+        let units: Vec<(usize, Range<usize>)> = (0..n)
+            .flat_map(|t| {
+                let pos = pos0 + t;
+                let first = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                let pieces = 2 * pool.threads();
+                spans(first..pos + 1, MIN_SPAN, pieces)
+                    .into_iter()
+                    .map(move |s| (t, s))
+            })
+            .collect();
+        let keys: usize = units.iter().map(|(_, s)| s.len()).sum::<usize>() * q_dim;
         let runs = if keys < PARALLEL_KEYS {
             1
         } else {
-            units.min(pool.threads() * 4)
+            units.len().min(pool.threads() * 4)
         };
-        let per_run = units.div_ceil(runs.max(1));
-        let parts = Mutex::new(Vec::new());
-        pool.parallel_for(units.div_ceil(per_run), |run| {
+        let per_run = units.len().div_ceil(runs.max(1));
+        let heads = Heads {
+            heads: self.num_heads,
+            kv_heads: self.num_kv_heads,
+            dim: self.head_dim,
+        };
+        let scale = 1.0 / (self.head_dim as f32).sqrt();
+        let parts = Mutex::new(Vec::with_capacity(units.len()));
+        pool.parallel_for(units.len().div_ceil(per_run), |run| {
             let first = run * per_run;
-            let units = first..(first + per_run).min(units);
-            let mut out = vec![0.0; units.len() * width];
-            let mut scores = Vec::new();
-            for (u, o) in units.zip(out.chunks_exact_mut(width)) {
-                let (t, kv) = (u / self.num_kv_heads, u % self.num_kv_heads);
-                let qs = &q[u * width..][..width];
-                self.attend_group(qs, kv, pos0 + t, cache, layer, &mut scores, o);
-            }
-            parts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((first, out));
+            let done: Vec<(usize, Partial)> = (first..(first + per_run).min(units.len()))
+                .map(|u| {
+                    let (t, span) = &units[u];
+                    let qt = &q[t * q_dim..][..q_dim];
+                    (
+                        u,
+                        Partial::over(qt, heads, scale, cache, layer, span.clone()),
+                    )
+                })
+                .collect();
+            parts.lock().unwrap_or_else(|p| p.into_inner()).extend(done);
         });
-        let mut out = vec![0.0; units * width];
-        for (first, part) in parts.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            out[first * width..][..part.len()].copy_from_slice(&part);
+        let mut parts = parts.into_inner().unwrap_or_else(|p| p.into_inner());
+        parts.sort_unstable_by_key(|(u, _)| *u);
+        let parts: Vec<Partial> = parts.into_iter().map(|(_, p)| p).collect();
+        // Units are in token order: each token's spans are a run of them.
+        let mut out = Vec::with_capacity(n * q_dim);
+        let mut start = 0;
+        for t in 0..n {
+            let end = start + units[start..].iter().take_while(|(u, _)| *u == t).count();
+            let sinks = self.sinks.as_deref();
+            out.extend(Partial::merge(&parts[start..end], sinks, self.head_dim));
+            start = end;
         }
         out
     }
-
-    /// The query heads of key-value head `kv` (queries `qs`, one `head_dim` row per head) of the
-    /// token at `pos` attending over the cache of `layer` within its window; writes their
-    /// outputs to `out` (the same layout). `scores` is scratch.
-    #[allow(clippy::too_many_arguments)]
-    fn attend_group(
-        &self,
-        qs: &[f32],
-        kv: usize,
-        pos: usize,
-        cache: &KvCache,
-        layer: usize,
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
-        let d = self.head_dim;
-        let kv_off = kv * d;
-        let scale = 1.0 / (d as f32).sqrt();
-        let first = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        let len = pos + 1 - first;
-        scores.clear();
-        scores.resize(qs.len() / d * len, 0.0);
-        for (i, j) in (first..=pos).enumerate() {
-            let kh = &cache.key(layer, j)[kv_off..][..d];
-            for (g, qh) in qs.chunks_exact(d).enumerate() {
-                scores[g * len + i] = dot(qh, kh) * scale;
-            }
-        }
-        let heads = (kv * qs.len() / d)..;
-        for (row, head) in scores.chunks_exact_mut(len).zip(heads) {
-            match &self.sinks {
-                Some(sinks) => softmax_with_sink(row, sinks[head]),
-                None => softmax(row),
-            }
-        }
-        for (i, j) in (first..=pos).enumerate() {
-            let vh = &cache.value(layer, j)[kv_off..][..d];
-            for (g, oh) in out.chunks_exact_mut(d).enumerate() {
-                let w = scores[g * len + i];
-                for (o, x) in oh.iter_mut().zip(vh) {
-                    *o += w * x;
-                }
-            }
-        }
-    }
 }
 
-/// Key elements (positions x head width x query heads) below which attention runs on the calling
+/// Positions below which a token's context is not split into spans.
+const MIN_SPAN: usize = 64;
+
+/// Scores times head width below which attention runs on the calling
 /// thread: handing out fewer costs more than it saves.
 const PARALLEL_KEYS: usize = 1 << 16;

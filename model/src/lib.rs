@@ -22,6 +22,7 @@ pub mod rng;
 pub mod rope;
 pub mod router;
 pub mod sampling;
+mod span;
 pub mod tokenizer;
 
 pub use arch::Arch;
