@@ -30,6 +30,7 @@ pub mod mmap;
 mod pool;
 pub mod quant;
 pub mod scalar;
+pub mod vector;
 mod workers;
 
 pub use batch::{ExpertBatch, ExpertPairs};

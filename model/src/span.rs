@@ -7,8 +7,9 @@
 
 use std::ops::Range;
 
+use moe_kernels::vector::{axpy, dot};
+
 use crate::kv_cache::KvCache;
-use crate::ops::dot;
 
 /// The head layout of grouped-query attention.
 #[derive(Debug, Clone, Copy)]
@@ -73,10 +74,7 @@ impl Partial {
         for (i, j) in span.enumerate() {
             let values = cache.value(layer, j);
             for (h, oh) in out.chunks_exact_mut(dim).enumerate() {
-                let w = scores[h * len + i];
-                for (o, x) in oh.iter_mut().zip(&values[h / group * dim..][..dim]) {
-                    *o += w * x;
-                }
+                axpy(oh, scores[h * len + i], &values[h / group * dim..][..dim]);
             }
         }
         Partial { max, sum, out }
