@@ -75,6 +75,24 @@ struct Case {
 }
 
 impl Case {
+    /// The case as one element of the report's `results`, for `experts` experts per call.
+    fn json(&self, experts: usize, copy_bandwidth: f64) -> serde_json::Value {
+        serde_json::json!({
+            "format": self.format.name(),
+            "experts": experts,
+            "tokens_per_expert": self.pairs,
+            "weight_bytes": self.weight_bytes,
+            "gpu_us": self.gpu_seconds * 1e6,
+            "gpu_floor_us": self.floor_seconds * 1e6,
+            "gpu_weight_gbps": self.gbps(),
+            "gpu_fraction_of_copy_bandwidth": self.gbps() * 1e9 / copy_bandwidth,
+            "above_floor_weight_gbps": self.kernel_gbps(),
+            "above_floor_fraction_of_copy_bandwidth": self.kernel_gbps() * 1e9 / copy_bandwidth,
+            "cpu_us": self.cpu_seconds * 1e6,
+            "gpu_speedup_over_cpu": self.cpu_seconds / self.gpu_seconds,
+        })
+    }
+
     /// Weight bytes per second of the whole call.
     fn gbps(&self) -> f64 {
         self.weight_bytes as f64 / self.gpu_seconds / 1e9
@@ -223,25 +241,7 @@ pub fn run(args: &GpuBenchArgs) -> anyhow::Result<()> {
             cases.push(case);
         }
     }
-    let results: Vec<serde_json::Value> = cases
-        .iter()
-        .map(|c| {
-            serde_json::json!({
-                "format": c.format.name(),
-                "experts": n,
-                "tokens_per_expert": c.pairs,
-                "weight_bytes": c.weight_bytes,
-                "gpu_us": c.gpu_seconds * 1e6,
-                "gpu_floor_us": c.floor_seconds * 1e6,
-                "gpu_weight_gbps": c.gbps(),
-                "gpu_fraction_of_copy_bandwidth": c.gbps() * 1e9 / copy_bandwidth,
-                "above_floor_weight_gbps": c.kernel_gbps(),
-                "above_floor_fraction_of_copy_bandwidth": c.kernel_gbps() * 1e9 / copy_bandwidth,
-                "cpu_us": c.cpu_seconds * 1e6,
-                "gpu_speedup_over_cpu": c.cpu_seconds / c.gpu_seconds,
-            })
-        })
-        .collect();
+    let results: Vec<serde_json::Value> = cases.iter().map(|c| c.json(n, copy_bandwidth)).collect();
     let report = serde_json::json!({
         "gpu": gpu.name(),
         "arch": gpu.arch().to_string(),
