@@ -754,24 +754,14 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use moe_proto::expert::HeldExpert;
-    use moe_state::records::{Assignment, Capacity, ExpertCount};
+    use moe_state::records::{Assignment, ExpertCount};
 
     use super::*;
 
     fn record(id: &str, epoch: u64) -> NodeRecord {
         NodeRecord {
-            id: id.into(),
-            address: format!("10.0.0.{}:50061", id.len()),
-            backend: "cpu".into(),
-            precisions: "f16+q4".into(),
-            capacity: Capacity {
-                ram_disk_bytes: 0,
-                host_memory_bytes: 0,
-                gpu_bytes: 0,
-                link_bytes_per_second: 0,
-            },
             epoch,
-            unloadable: Vec::new(),
+            ..NodeRecord::new(id, format!("10.0.0.{}:50061", id.len()))
         }
     }
 

@@ -67,19 +67,17 @@ pub fn record(
             n
         }
     };
+    let advertised = config.advertise.unwrap_or(address).to_string();
     Ok(NodeRecord {
-        id: config.node_id.clone().into(),
-        address: config.advertise.unwrap_or(address).to_string(),
         backend: backend.to_string(),
         precisions: pair.to_string(),
         capacity: Capacity {
             ram_disk_bytes,
             host_memory_bytes: config.host_memory,
             gpu_bytes,
-            link_bytes_per_second: 0,
+            ..Capacity::default()
         },
-        epoch: 0,
-        unloadable: Vec::new(),
+        ..NodeRecord::new(config.node_id.clone(), advertised)
     })
 }
 

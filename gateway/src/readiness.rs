@@ -235,15 +235,9 @@ mod tests {
 
     fn record(id: &str, epoch: u64, unloadable: &[(u32, u32)]) -> NodeRecord {
         NodeRecord {
-            id: id.into(),
-            address: "127.0.0.1:1".into(),
-            backend: "cpu".into(),
-            precisions: "f16+q4".into(),
             capacity: Capacity {
                 ram_disk_bytes: 1 << 20,
-                host_memory_bytes: 0,
-                gpu_bytes: 0,
-                link_bytes_per_second: 0,
+                ..Capacity::default()
             },
             epoch,
             unloadable: if unloadable.is_empty() {
@@ -255,6 +249,7 @@ mod tests {
                     experts: unloadable.to_vec(),
                 }]
             },
+            ..NodeRecord::new(id, "127.0.0.1:1")
         }
     }
 

@@ -109,18 +109,12 @@ impl TestNode {
 
 fn record(id: &str, address: SocketAddr) -> NodeRecord {
     NodeRecord {
-        id: id.into(),
-        address: address.to_string(),
-        backend: "cpu".into(),
-        precisions: "f16+q4".into(),
         capacity: Capacity {
             ram_disk_bytes: 1 << 30,
-            host_memory_bytes: 0,
-            gpu_bytes: 0,
-            link_bytes_per_second: 0,
+            ..Capacity::default()
         },
         epoch: 1,
-        unloadable: Vec::new(),
+        ..NodeRecord::new(id, address.to_string())
     }
 }
 

@@ -69,7 +69,7 @@ impl PartialEq<&str> for NodeId {
 }
 
 /// What an expert node can hold and move, as it reports at registration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capacity {
     /// Bytes of shard files (both precisions of every expert) the node's RAM disk may hold: the
     /// bound the planner respects.
@@ -175,6 +175,21 @@ fn from_json<T: for<'de> Deserialize<'de>>(
 }
 
 impl NodeRecord {
+    /// Node `id` at `address` as it first registers: the CPU backend, the default precision
+    /// pair (`f16+q4`), no capacity reported, no placement loaded. Set the rest with struct
+    /// update syntax.
+    pub fn new(id: impl Into<NodeId>, address: impl Into<String>) -> NodeRecord {
+        NodeRecord {
+            id: id.into(),
+            address: address.into(),
+            backend: "cpu".into(),
+            precisions: "f16+q4".into(),
+            capacity: Capacity::default(),
+            epoch: 0,
+            unloadable: Vec::new(),
+        }
+    }
+
     pub fn from_json(bytes: &[u8]) -> Result<NodeRecord, RecordError> {
         from_json("node record", bytes)
     }

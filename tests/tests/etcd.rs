@@ -26,18 +26,12 @@ fn name(value: &str) -> Name {
 
 fn node(id: &str) -> NodeRecord {
     NodeRecord {
-        id: id.into(),
-        address: "127.0.0.1:50061".into(),
-        backend: "cpu".into(),
-        precisions: "f16+q4".into(),
         capacity: Capacity {
             ram_disk_bytes: 1 << 30,
-            host_memory_bytes: 0,
-            gpu_bytes: 0,
-            link_bytes_per_second: 0,
+            ..Capacity::default()
         },
         epoch: 1,
-        unloadable: Vec::new(),
+        ..NodeRecord::new(id, "127.0.0.1:50061")
     }
 }
 

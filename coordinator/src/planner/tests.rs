@@ -676,15 +676,9 @@ fn a_node_without_room_keeps_what_it_loaded_and_gets_nothing_more() {
     let nodes = uniform_nodes(2, 8);
     let first = plan(&request(&nodes, &shape, &popularity, 2, None)).unwrap();
     let record = NodeRecord {
-        id: "n00".into(),
-        address: "127.0.0.1:1".into(),
-        backend: "cpu".into(),
-        precisions: "f16+q4".into(),
         capacity: Capacity {
             ram_disk_bytes: 8 * EXPERT_BYTES,
-            host_memory_bytes: 0,
-            gpu_bytes: 0,
-            link_bytes_per_second: 0,
+            ..Capacity::default()
         },
         epoch: first.placement.epoch,
         unloadable: vec![LoadFailure {
@@ -692,6 +686,7 @@ fn a_node_without_room_keeps_what_it_loaded_and_gets_nothing_more() {
             no_room: true,
             experts: vec![(0, 6), (0, 7)],
         }],
+        ..NodeRecord::new("n00", "127.0.0.1:1")
     };
     let full = NodeSpace::of(&record, Some(&first.placement), EXPERT_BYTES);
     assert_eq!(full.capacity_bytes, 6 * EXPERT_BYTES);

@@ -1,25 +1,15 @@
 //! The dispatcher's parts, and a layer through them.
 use moe_proto::expert::Precision as WirePrecision;
 use moe_proto::tensor::{self, WireDtype};
-use moe_state::records::{Assignment, Capacity};
+use moe_state::records::Assignment;
 
 use super::*;
 use crate::links::Health;
 
 fn nodes(epochs: &[(&str, u64)]) -> Snapshot<NodeRecord> {
     let record = |id: &str, epoch| NodeRecord {
-        id: id.into(),
-        address: format!("{id}:1"),
-        backend: "cpu".into(),
-        precisions: "f16+q4".into(),
-        capacity: Capacity {
-            ram_disk_bytes: 0,
-            host_memory_bytes: 0,
-            gpu_bytes: 0,
-            link_bytes_per_second: 0,
-        },
         epoch,
-        unloadable: Vec::new(),
+        ..NodeRecord::new(id, format!("{id}:1"))
     };
     Snapshot {
         revision: 1,
