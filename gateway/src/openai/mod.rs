@@ -50,10 +50,10 @@ const OWNED_BY: &str = "moe-cluster";
 /// Whether a field's (non-null) value leaves its feature unused.
 type LeavesUnused = fn(&Value) -> bool;
 
-/// OpenAI features a client may name that this server does not implement, each with a test of
-/// the values that leave the feature unused: those (and null) pass, anything else is refused
-/// rather than silently ignored.
-const UNIMPLEMENTED: [(&str, LeavesUnused); 9] = [
+/// OpenAI features, and vLLM's extra sampling parameters, that a client may name and this server
+/// does not implement, each with a test of the values that leave the feature unused (vLLM's
+/// defaults): those (and null) pass, anything else is refused rather than silently ignored.
+const UNIMPLEMENTED: [(&str, LeavesUnused); 25] = [
     ("tools", |v| v.as_array().is_some_and(Vec::is_empty)),
     ("functions", |v| v.as_array().is_some_and(Vec::is_empty)),
     ("tool_choice", |v| *v == "none" || *v == "auto"),
@@ -63,6 +63,24 @@ const UNIMPLEMENTED: [(&str, LeavesUnused); 9] = [
     ("frequency_penalty", |v| v.as_f64() == Some(0.0)),
     ("best_of", |v| *v == 1),
     ("suffix", |v| *v == ""),
+    ("top_k", |v| v.as_i64().is_some_and(|k| k == -1 || k == 0)),
+    ("min_p", |v| v.as_f64() == Some(0.0)),
+    ("repetition_penalty", |v| v.as_f64() == Some(1.0)),
+    ("min_tokens", |v| *v == 0),
+    ("ignore_eos", |v| *v == false),
+    ("stop_token_ids", |v| {
+        v.as_array().is_some_and(Vec::is_empty)
+    }),
+    ("include_stop_str_in_output", |v| *v == false),
+    ("prompt_logprobs", |_| false),
+    ("use_beam_search", |v| *v == false),
+    ("length_penalty", |v| v.as_f64() == Some(1.0)),
+    ("allowed_token_ids", |_| false),
+    ("bad_words", |v| v.as_array().is_some_and(Vec::is_empty)),
+    ("guided_json", |_| false),
+    ("guided_regex", |_| false),
+    ("guided_choice", |_| false),
+    ("guided_grammar", |_| false),
 ];
 
 mod error;

@@ -282,6 +282,25 @@ fn unimplemented_features_are_refused_when_asked_for() {
         ("frequency_penalty", json!(0.5)),
         ("best_of", json!(3)),
         ("suffix", json!("end")),
+        ("top_k", json!(-5)),
+        ("top_k", json!(40)),
+        ("min_p", json!(7)),
+        ("min_p", json!(0.05)),
+        ("repetition_penalty", json!(0)),
+        ("repetition_penalty", json!(1.1)),
+        ("min_tokens", json!(4)),
+        ("ignore_eos", json!(true)),
+        ("stop_token_ids", json!([2])),
+        ("include_stop_str_in_output", json!(true)),
+        ("prompt_logprobs", json!(1)),
+        ("use_beam_search", json!(true)),
+        ("length_penalty", json!(0.5)),
+        ("allowed_token_ids", json!([1, 2])),
+        ("bad_words", json!(["no"])),
+        ("guided_json", json!({"type": "object"})),
+        ("guided_regex", json!("a+")),
+        ("guided_choice", json!(["a", "b"])),
+        ("guided_grammar", json!("root ::= \"a\"")),
     ] {
         let (status, param, message) = refused(field, value);
         assert_eq!((status, param.as_deref()), (400, Some(field)));
@@ -289,6 +308,27 @@ fn unimplemented_features_are_refused_when_asked_for() {
             message,
             format!("`{field}` is not supported by this server.")
         );
+    }
+}
+
+/// vLLM's defaults of the parameters this server does not implement ask for nothing, and pass.
+#[test]
+fn unimplemented_parameters_at_their_neutral_values_pass() {
+    for (field, value) in [
+        ("top_k", json!(-1)),
+        ("top_k", json!(0)),
+        ("min_p", json!(0.0)),
+        ("repetition_penalty", json!(1.0)),
+        ("min_tokens", json!(0)),
+        ("ignore_eos", json!(false)),
+        ("stop_token_ids", json!([])),
+        ("include_stop_str_in_output", json!(false)),
+        ("prompt_logprobs", json!(null)),
+        ("length_penalty", json!(1)),
+    ] {
+        let mut body = json!({"model": "m", "prompt": "hi"});
+        body[field] = value;
+        assert!(completion(body).is_ok(), "{field}");
     }
 }
 
