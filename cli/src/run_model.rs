@@ -63,6 +63,7 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
             top_p: args.top_p,
             top_k: args.top_k,
             seed: args.seed,
+            ..SamplingParams::default()
         },
         stop: args.stop.clone(),
         ignore_eos: args.ignore_eos,

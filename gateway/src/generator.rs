@@ -304,7 +304,7 @@ impl Thread {
 
     fn arrive(&mut self, id: SeqId, job: Job, events: mpsc::Sender<Event>) {
         let eos = self.model.config().eos_token_ids.clone();
-        match Decoding::new(&job.params, job.max_tokens, job.prompt.len(), eos) {
+        match Decoding::new(&job.params, job.max_tokens, &job.prompt, eos) {
             Ok(decoding) => {
                 self.metrics.prompt(job.prompt.len());
                 // The first prompt token has no log-probability: it is there, unscored, from

@@ -69,6 +69,21 @@ fn completion_body(req: &GenerateRequest) -> Value {
     if let Some(seed) = req.seed {
         body.insert("seed".into(), json!(seed));
     }
+    let filters = [
+        ("top_k", req.top_k.map(|k| json!(k))),
+        ("min_p", req.min_p.map(|p| json!(p))),
+        (
+            "repetition_penalty",
+            req.repetition_penalty.map(|p| json!(p)),
+        ),
+        ("presence_penalty", req.presence_penalty.map(|p| json!(p))),
+        ("frequency_penalty", req.frequency_penalty.map(|p| json!(p))),
+    ];
+    for (name, value) in filters {
+        if let Some(value) = value {
+            body.insert(name.into(), value);
+        }
+    }
     if !req.stop.is_empty() {
         body.insert("stop".into(), json!(req.stop));
     }

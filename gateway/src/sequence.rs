@@ -29,18 +29,26 @@ pub struct Decoding {
 }
 
 impl Decoding {
+    /// The decoding of a completion of `prompt`.
     pub fn new(
         params: &SamplingParams,
         max_tokens: usize,
-        prompt_tokens: usize,
+        prompt: &[u32],
         eos: Vec<u32>,
     ) -> Result<Decoding, ModelError> {
+        let p = params.penalties;
         let sampler = Sampler::new(ModelSampling {
             temperature: params.temperature,
             top_p: params.top_p,
-            top_k: 0,
+            top_k: p.top_k,
+            min_p: p.min_p,
+            repetition_penalty: p.repetition_penalty,
+            presence_penalty: p.presence_penalty,
+            frequency_penalty: p.frequency_penalty,
             seed: params.seed.unwrap_or(0),
-        })?;
+        })?
+        .with_prompt(prompt);
+        let prompt_tokens = prompt.len();
         Ok(Decoding {
             sampler,
             eos,
@@ -192,7 +200,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::openai::Precision;
+    use crate::openai::{Penalties, Precision};
 
     fn tokenizer() -> Tokenizer {
         Tokenizer::from_dir(
@@ -206,6 +214,7 @@ mod tests {
             max_tokens: None,
             temperature: 0.0,
             top_p: 1.0,
+            penalties: Penalties::default(),
             seed: None,
             stop: stop.iter().map(|s| s.to_string()).collect(),
             logprobs,
@@ -242,7 +251,7 @@ mod tests {
     fn streamed_text_is_the_decoded_completion_and_ends_at_max_tokens() {
         let tok = tokenizer();
         let ids = tok.encode("hello brave new world").unwrap();
-        let mut d = Decoding::new(&params(&[], None), ids.len(), 3, vec![]).unwrap();
+        let mut d = Decoding::new(&params(&[], None), ids.len(), &[1; 3], vec![]).unwrap();
         let (text, last) = run(&mut d, &ids, &tok);
         assert_eq!(text, tok.decode(&ids).unwrap());
         assert_eq!(
@@ -259,7 +268,7 @@ mod tests {
         let tok = tokenizer();
         let ids = tok.encode("abc").unwrap();
         let eos = 2;
-        let mut d = Decoding::new(&params(&[], None), 64, 1, vec![eos]).unwrap();
+        let mut d = Decoding::new(&params(&[], None), 64, &[1; 1], vec![eos]).unwrap();
         let mut all = ids.clone();
         all.push(eos);
         let (text, last) = run(&mut d, &all, &tok);
@@ -277,7 +286,7 @@ mod tests {
     fn no_part_of_a_stop_string_is_ever_streamed() {
         let tok = tokenizer();
         let ids = tok.encode("one two END three").unwrap();
-        let mut d = Decoding::new(&params(&["END"], None), 64, 1, vec![]).unwrap();
+        let mut d = Decoding::new(&params(&["END"], None), 64, &[1; 1], vec![]).unwrap();
         let vocab = tok.vocab_size();
         let mut streamed = Vec::new();
         let mut finished = None;
@@ -307,7 +316,7 @@ mod tests {
     #[test]
     fn log_probabilities_come_with_the_most_likely_alternatives() {
         let tok = tokenizer();
-        let mut d = Decoding::new(&params(&[], Some(3)), 8, 1, vec![]).unwrap();
+        let mut d = Decoding::new(&params(&[], Some(3)), 8, &[1; 1], vec![]).unwrap();
         let events = d.advance(&pick(7, tok.vocab_size()), &tok).unwrap();
         let Event::Token(t) = &events[0] else {
             panic!("{events:?}");

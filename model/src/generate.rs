@@ -99,7 +99,7 @@ pub fn generate(
             max: model.max_context(),
         });
     }
-    let mut sampler = Sampler::new(params.sampling.clone())?;
+    let mut sampler = Sampler::new(params.sampling.clone())?.with_prompt(prompt);
     let eos = &model.config().eos_token_ids;
     let mut cache = model.new_cache();
 

@@ -1,5 +1,8 @@
-//! Turning a logits row into the next token: greedy (temperature 0), or temperature with top-k and
-//! top-p (nucleus) filtering, drawn from a seeded generator.
+//! Turning a logits row into the next token as vLLM does: the repetition, frequency and
+//! presence penalties over the tokens seen so far, then greedy (temperature 0), or temperature
+//! with min-p, top-k and top-p (nucleus) filtering, drawn from a seeded generator.
+
+use std::collections::{HashMap, HashSet};
 
 use crate::error::{ModelError, Result};
 use crate::ops::{argmax, softmax};
@@ -13,6 +16,15 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// Keep the `top_k` most likely tokens (0 = off).
     pub top_k: usize,
+    /// Keep the tokens at least `min_p` times as likely as the most likely one (0 = off).
+    pub min_p: f32,
+    /// Divides a positive logit, multiplies a negative one, of every token in the prompt or
+    /// the output so far (1 = off).
+    pub repetition_penalty: f32,
+    /// Subtracted from the logit of every token the output holds (0 = off).
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit once per time the output holds it (0 = off).
+    pub frequency_penalty: f32,
     pub seed: u64,
 }
 
@@ -22,6 +34,10 @@ impl Default for SamplingParams {
             temperature: 0.0,
             top_p: 1.0,
             top_k: 0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0,
         }
     }
@@ -29,19 +45,69 @@ impl Default for SamplingParams {
 
 impl SamplingParams {
     pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(ModelError::InvalidArgument(what));
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(ModelError::InvalidArgument(format!(
+            return bad(format!(
                 "temperature must be a finite number >= 0, got {}",
                 self.temperature
-            )));
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(ModelError::InvalidArgument(format!(
-                "top_p must be in (0, 1], got {}",
-                self.top_p
-            )));
+            return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad(format!("min_p must be in [0, 1], got {}", self.min_p));
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return bad(format!(
+                "repetition_penalty must be a finite number > 0, got {}",
+                self.repetition_penalty
+            ));
+        }
+        if !(self.presence_penalty.is_finite() && self.frequency_penalty.is_finite()) {
+            return bad("presence_penalty and frequency_penalty must be finite".into());
         }
         Ok(())
+    }
+
+    fn penalizes(&self) -> bool {
+        self.repetition_penalty != 1.0
+            || self.presence_penalty != 0.0
+            || self.frequency_penalty != 0.0
+    }
+}
+
+/// The tokens a sequence has seen, for the penalties: the prompt's, and the output's with how
+/// often each was sampled.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    prompt: HashSet<u32>,
+    output: HashMap<u32, u32>,
+}
+
+impl Seen {
+    /// `logits` with the penalties of `p` applied (vLLM's order: repetition, then frequency and
+    /// presence).
+    fn penalize(&self, logits: &[f32], p: &SamplingParams) -> Vec<f32> {
+        let mut out = logits.to_vec();
+        if p.repetition_penalty != 1.0 {
+            let output_only = self.output.keys().filter(|t| !self.prompt.contains(t));
+            for &t in self.prompt.iter().chain(output_only) {
+                if let Some(l) = out.get_mut(t as usize) {
+                    *l = if *l > 0.0 {
+                        *l / p.repetition_penalty
+                    } else {
+                        *l * p.repetition_penalty
+                    };
+                }
+            }
+        }
+        for (&t, &count) in &self.output {
+            if let Some(l) = out.get_mut(t as usize) {
+                *l -= p.frequency_penalty * count as f32 + p.presence_penalty;
+            }
+        }
+        out
     }
 }
 
@@ -49,22 +115,50 @@ impl SamplingParams {
 pub struct Sampler {
     params: SamplingParams,
     rng: Rng,
+    /// Kept only when a penalty is on.
+    seen: Option<Seen>,
 }
 
 impl Sampler {
     pub fn new(params: SamplingParams) -> Result<Sampler> {
         params.validate()?;
         let rng = Rng::new(params.seed);
-        Ok(Sampler { params, rng })
+        let seen = params.penalizes().then(Seen::default);
+        Ok(Sampler { params, rng, seen })
     }
 
+    /// This sampler for a sequence whose prompt is `prompt` (which the repetition penalty
+    /// counts as seen).
+    pub fn with_prompt(mut self, prompt: &[u32]) -> Sampler {
+        if let Some(seen) = &mut self.seen {
+            seen.prompt.extend(prompt);
+        }
+        self
+    }
+
+    /// The next token, which counts as seen from now on.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        let penalized = self.seen.as_ref().map(|s| s.penalize(logits, &self.params));
+        let id = self.draw(penalized.as_deref().unwrap_or(logits));
+        if let Some(seen) = &mut self.seen {
+            *seen.output.entry(id).or_default() += 1;
+        }
+        id
+    }
+
+    fn draw(&mut self, logits: &[f32]) -> u32 {
         let p = &self.params;
         if p.temperature == 0.0 || p.top_k == 1 {
             return argmax(logits).unwrap_or(0) as u32;
         }
         let mut order: Vec<usize> = (0..logits.len()).collect();
         order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        if p.min_p > 0.0 {
+            // p_i >= min_p p_max, in logits: l_i / T >= l_max / T + ln(min_p).
+            let floor = logits[order[0]] / p.temperature + p.min_p.ln();
+            let keep = order.partition_point(|&i| logits[i] / p.temperature >= floor);
+            order.truncate(keep.max(1));
+        }
         if p.top_k > 0 {
             order.truncate(p.top_k);
         }
@@ -103,6 +197,7 @@ mod tests {
             top_p,
             top_k,
             seed,
+            ..SamplingParams::default()
         })
         .unwrap()
     }
@@ -146,11 +241,80 @@ mod tests {
             Sampler::new(SamplingParams {
                 temperature: t,
                 top_p: p,
-                top_k: 0,
-                seed: 0,
+                ..SamplingParams::default()
             })
             .is_err()
         };
         assert!(bad(-1.0, 1.0) && bad(f32::NAN, 1.0) && bad(1.0, 0.0) && bad(1.0, 1.5));
+        for params in [
+            SamplingParams {
+                min_p: 1.5,
+                ..SamplingParams::default()
+            },
+            SamplingParams {
+                repetition_penalty: 0.0,
+                ..SamplingParams::default()
+            },
+            SamplingParams {
+                presence_penalty: f32::INFINITY,
+                ..SamplingParams::default()
+            },
+        ] {
+            assert!(Sampler::new(params).is_err());
+        }
+    }
+
+    #[test]
+    fn min_p_keeps_only_tokens_near_the_most_likely() {
+        // Probabilities at temperature 1 about 0.48, 0.29, 0.18, 0.04: min_p 0.5 keeps two.
+        let logits = [2.0, 1.5, 1.0, -0.5];
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            min_p: 0.5,
+            seed: 5,
+            ..SamplingParams::default()
+        })
+        .unwrap();
+        let drawn: HashSet<u32> = (0..300).map(|_| s.sample(&logits)).collect();
+        assert_eq!(drawn, HashSet::from([0, 1]));
+    }
+
+    #[test]
+    fn penalties_steer_greedy_away_from_seen_tokens() {
+        let logits = [3.0, 2.5, 1.0, -1.0];
+        let greedy = |params: SamplingParams, prompt: &[u32]| {
+            let mut s = Sampler::new(params).unwrap().with_prompt(prompt);
+            (0..3).map(|_| s.sample(&logits)).collect::<Vec<u32>>()
+        };
+        assert_eq!(greedy(SamplingParams::default(), &[0]), [0, 0, 0]);
+        // Token 0 is in the prompt: 3 / 2 = 1.5 < 2.5, so token 1 wins; seen, it falls to 1.25
+        // and token 0 (penalized once, however often seen) wins from then on.
+        let repetition = SamplingParams {
+            repetition_penalty: 2.0,
+            ..SamplingParams::default()
+        };
+        assert_eq!(greedy(repetition, &[0]), [1, 0, 0]);
+        // Presence: 3 - 1 = 2 < 2.5 after the first, then token 1 falls to 1.5 < 2.
+        let presence = SamplingParams {
+            presence_penalty: 1.0,
+            ..SamplingParams::default()
+        };
+        assert_eq!(greedy(presence, &[]), [0, 1, 0]);
+        // Frequency: each use costs 0.4: 3, then 2.6 > 2.5, then 2.2 < 2.5.
+        let frequency = SamplingParams {
+            frequency_penalty: 0.4,
+            ..SamplingParams::default()
+        };
+        assert_eq!(greedy(frequency, &[]), [0, 0, 1]);
+        // A negative logit of a seen token is made more negative, not less.
+        let seen_negative = Seen {
+            prompt: HashSet::from([3]),
+            output: HashMap::new(),
+        };
+        let p = SamplingParams {
+            repetition_penalty: 2.0,
+            ..SamplingParams::default()
+        };
+        assert_eq!(seen_negative.penalize(&logits, &p)[3], -2.0);
     }
 }

@@ -84,6 +84,7 @@ fn sampling_is_reproducible_by_seed_and_bounded() {
             top_p: 0.9,
             top_k: 50,
             seed,
+            ..SamplingParams::default()
         },
         ..GenerateParams::default()
     };

@@ -587,6 +587,37 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
     };
     let refused = client.generate(huge).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused}");
+    // vLLM's filters through gRPC too: top_k 1 is greedy at any temperature; top_k -5 is refused.
+    let only_best = GenerateRequest {
+        model: "mixtral".into(),
+        prompt: Some(generate_request::Prompt::TokenIds(TokenIds {
+            ids: prompts[0].to_vec(),
+        })),
+        max_tokens: 12,
+        temperature: Some(1.5),
+        top_k: Some(1),
+        precision: "exact".into(),
+        ..GenerateRequest::default()
+    };
+    let mut stream = client
+        .generate(only_best.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut text = String::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        if let Some(generate_response::Kind::Token(t)) = message.kind {
+            text.push_str(&t.text);
+        }
+    }
+    assert_eq!(text, expected[0]);
+    let bad = GenerateRequest {
+        top_k: Some(-5),
+        ..only_best
+    };
+    let refused = client.generate(bad).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+    assert!(refused.message().contains("top_k"), "{refused}");
 
     // The prompt's log-probabilities through the cluster (echo with logprobs) are the
     // single-process model's, teacher-forced; gRPC's prompt_logprobs gives the same.
@@ -651,6 +682,51 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         post_streamed(&gateway.address, &streamed).await,
         expected[0]
     );
+
+    // vLLM's filters and penalties by their effect: `top_k` 1 and `min_p` 1 leave only the most
+    // likely token at any temperature; the penalties give what the single-process model gives
+    // with them.
+    for only_best in [
+        serde_json::json!({"top_k": 1, "temperature": 1.5}),
+        serde_json::json!({"min_p": 1.0, "temperature": 1.5, "seed": 3}),
+    ] {
+        let mut body = complete(prompts[0]);
+        for (k, v) in only_best.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, body) = post(&gateway.address, "/v1/completions", &body).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["choices"][0]["text"],
+            expected[0].as_str(),
+            "{only_best}"
+        );
+    }
+    let penalized = moe_model::sampling::SamplingParams {
+        repetition_penalty: 1.8,
+        presence_penalty: 0.7,
+        frequency_penalty: 0.4,
+        ..Default::default()
+    };
+    let params = moe_model::GenerateParams {
+        max_tokens: 12,
+        sampling: penalized,
+        ..moe_model::GenerateParams::default()
+    };
+    let want = moe_model::generate(&reference, Some(&tokenizer), prompts[0], &params)
+        .unwrap()
+        .text
+        .unwrap();
+    let mut body = complete(prompts[0]);
+    body["repetition_penalty"] = 1.8.into();
+    body["presence_penalty"] = 0.7.into();
+    body["frequency_penalty"] = 0.4.into();
+    let (status, body) = post(&gateway.address, "/v1/completions", &body).await;
+    assert_eq!(
+        (status, body["choices"][0]["text"].as_str()),
+        (200, Some(want.as_str()))
+    );
+    println!("penalized completion: {want:?}, greedy: {:?}", expected[0]);
 
     // Bad requests get OpenAI error JSON with the right status, and the gateway goes on serving.
     let (status, body) = post_raw(&gateway.address, "/v1/completions", "{\"model\": ").await;

@@ -50,22 +50,17 @@ const OWNED_BY: &str = "moe-cluster";
 /// Whether a field's (non-null) value leaves its feature unused.
 type LeavesUnused = fn(&Value) -> bool;
 
-/// OpenAI features, and vLLM's extra sampling parameters, that a client may name and this server
-/// does not implement, each with a test of the values that leave the feature unused (vLLM's
+/// OpenAI features, and vLLM's extra parameters, that a client may name and this server does not
+/// implement, each with a test of the values that leave the feature unused (vLLM's
 /// defaults): those (and null) pass, anything else is refused rather than silently ignored.
-const UNIMPLEMENTED: [(&str, LeavesUnused); 25] = [
+const UNIMPLEMENTED: [(&str, LeavesUnused); 20] = [
     ("tools", |v| v.as_array().is_some_and(Vec::is_empty)),
     ("functions", |v| v.as_array().is_some_and(Vec::is_empty)),
     ("tool_choice", |v| *v == "none" || *v == "auto"),
     ("response_format", |v| v["type"] == "text"),
     ("logit_bias", |v| v.as_object().is_some_and(Map::is_empty)),
-    ("presence_penalty", |v| v.as_f64() == Some(0.0)),
-    ("frequency_penalty", |v| v.as_f64() == Some(0.0)),
     ("best_of", |v| *v == 1),
     ("suffix", |v| *v == ""),
-    ("top_k", |v| v.as_i64().is_some_and(|k| k == -1 || k == 0)),
-    ("min_p", |v| v.as_f64() == Some(0.0)),
-    ("repetition_penalty", |v| v.as_f64() == Some(1.0)),
     ("min_tokens", |v| *v == 0),
     ("ignore_eos", |v| *v == false),
     ("stop_token_ids", |v| {

@@ -149,6 +149,8 @@ pub struct CompletionRequest {
     pub max_tokens: Option<i64>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
+    #[serde(flatten)]
+    pub filters: Filters,
     pub seed: Option<u64>,
     #[serde(default, deserialize_with = "stop_strings")]
     pub stop: Vec<String>,
@@ -172,6 +174,8 @@ pub struct ChatCompletionRequest {
     pub max_completion_tokens: Option<i64>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
+    #[serde(flatten)]
+    pub filters: Filters,
     pub seed: Option<u64>,
     #[serde(default, deserialize_with = "stop_strings")]
     pub stop: Vec<String>,
@@ -186,6 +190,91 @@ pub struct ChatCompletionRequest {
     pub extra: Map<String, Value>,
 }
 
+/// vLLM's sampling parameters beyond OpenAI's, as sent (both endpoints).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Filters {
+    pub top_k: Option<i64>,
+    pub min_p: Option<f64>,
+    pub repetition_penalty: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+}
+
+/// [`Filters`] checked against vLLM's ranges, with its defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Penalties {
+    /// Keep the `top_k` most likely tokens (0 = all).
+    pub top_k: usize,
+    /// Keep the tokens at least `min_p` times as likely as the most likely one (0 = off).
+    pub min_p: f32,
+    /// Over the prompt's and the output's tokens (1 = off).
+    pub repetition_penalty: f32,
+    /// Over the output's tokens (0 = off).
+    pub presence_penalty: f32,
+    /// Over the output's tokens, per occurrence (0 = off).
+    pub frequency_penalty: f32,
+}
+
+impl Default for Penalties {
+    fn default() -> Penalties {
+        Penalties {
+            top_k: 0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+        }
+    }
+}
+
+impl Filters {
+    /// Checks each against vLLM's range, with vLLM's messages.
+    fn validate(&self) -> Result<Penalties, ApiError> {
+        let top_k = match self.top_k {
+            None | Some(-1) | Some(0) => 0,
+            Some(k) if k >= 1 => usize::try_from(k).unwrap_or(usize::MAX),
+            Some(k) => {
+                return Err(ApiError::bad_request(
+                    "top_k",
+                    format!("top_k must be -1 (disable), 0 (disable) or at least 1, got {k}."),
+                ));
+            }
+        };
+        let min_p = self.min_p.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&min_p) {
+            return Err(ApiError::bad_request(
+                "min_p",
+                format!("min_p must be in [0, 1], got {min_p}."),
+            ));
+        }
+        let repetition_penalty = self.repetition_penalty.unwrap_or(1.0);
+        if !(repetition_penalty > 0.0 && repetition_penalty.is_finite()) {
+            return Err(ApiError::bad_request(
+                "repetition_penalty",
+                format!("repetition_penalty must be greater than zero, got {repetition_penalty}."),
+            ));
+        }
+        let penalty = |field: &str, value: Option<f64>| {
+            let value = value.unwrap_or(0.0);
+            if (-2.0..=2.0).contains(&value) {
+                Ok(value as f32)
+            } else {
+                Err(ApiError::bad_request(
+                    field,
+                    format!("{field} must be in [-2, 2], got {value}."),
+                ))
+            }
+        };
+        Ok(Penalties {
+            top_k,
+            min_p: min_p as f32,
+            repetition_penalty: repetition_penalty as f32,
+            presence_penalty: penalty("presence_penalty", self.presence_penalty)?,
+            frequency_penalty: penalty("frequency_penalty", self.frequency_penalty)?,
+        })
+    }
+}
+
 /// How a validated request is to be sampled and delivered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
@@ -195,6 +284,8 @@ pub struct SamplingParams {
     /// 0 is greedy.
     pub temperature: f32,
     pub top_p: f32,
+    /// vLLM's filters and penalties.
+    pub penalties: Penalties,
     pub seed: Option<u64>,
     pub stop: Vec<String>,
     /// Report each sampled token's log-probability with this many alternatives; `None` reports
@@ -239,6 +330,7 @@ impl CompletionRequest {
             max_tokens: Some(max_tokens),
             temperature: self.temperature,
             top_p: self.top_p,
+            filters: &self.filters,
             seed: self.seed,
             stop: &self.stop,
             n: self.n,
@@ -297,6 +389,7 @@ impl ChatCompletionRequest {
             max_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
+            filters: &self.filters,
             seed: self.seed,
             stop: &self.stop,
             n: self.n,
@@ -321,6 +414,7 @@ struct Knobs<'a> {
     max_tokens: Option<usize>,
     temperature: Option<f64>,
     top_p: Option<f64>,
+    filters: &'a Filters,
     seed: Option<u64>,
     stop: &'a [String],
     n: Option<i64>,
@@ -359,6 +453,7 @@ impl Knobs<'_> {
                 format!("top_p must be greater than 0 and at most 1, got {top_p}."),
             ));
         }
+        let penalties = self.filters.validate()?;
         if let Some(n) = self.n
             && n != 1
         {
@@ -397,6 +492,7 @@ impl Knobs<'_> {
             max_tokens: self.max_tokens,
             temperature: temperature as f32,
             top_p: top_p as f32,
+            penalties,
             seed: self.seed,
             stop: self.stop.to_vec(),
             logprobs: self.logprobs,

@@ -102,6 +102,7 @@ fn completion_defaults() {
             max_tokens: Some(16),
             temperature: 1.0,
             top_p: 1.0,
+            penalties: Penalties::default(),
             seed: None,
             stop: vec![],
             logprobs: None,
@@ -279,15 +280,8 @@ fn unimplemented_features_are_refused_when_asked_for() {
         ("tool_choice", json!("required")),
         ("response_format", json!({"type": "json_object"})),
         ("logit_bias", json!({"50256": -100})),
-        ("frequency_penalty", json!(0.5)),
         ("best_of", json!(3)),
         ("suffix", json!("end")),
-        ("top_k", json!(-5)),
-        ("top_k", json!(40)),
-        ("min_p", json!(7)),
-        ("min_p", json!(0.05)),
-        ("repetition_penalty", json!(0)),
-        ("repetition_penalty", json!(1.1)),
         ("min_tokens", json!(4)),
         ("ignore_eos", json!(true)),
         ("stop_token_ids", json!([2])),
@@ -311,14 +305,63 @@ fn unimplemented_features_are_refused_when_asked_for() {
     }
 }
 
+/// vLLM's filters and penalties are taken within its ranges and refused outside them with its
+/// messages; -1 and 0 both turn `top_k` off.
+#[test]
+fn vllm_filters_and_penalties_follow_its_ranges() {
+    let body = json!({"model": "m", "prompt": "hi", "top_k": 40, "min_p": 0.05,
+                      "repetition_penalty": 1.1, "presence_penalty": -0.5, "frequency_penalty": 2});
+    let p = completion(body).unwrap().params.penalties;
+    assert_eq!(
+        p,
+        Penalties {
+            top_k: 40,
+            min_p: 0.05,
+            repetition_penalty: 1.1,
+            presence_penalty: -0.5,
+            frequency_penalty: 2.0,
+        }
+    );
+    for off in [-1, 0] {
+        let body =
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "top_k": off});
+        assert_eq!(chat(body).unwrap().params.penalties, Penalties::default());
+    }
+    for (field, value, message) in [
+        (
+            "top_k",
+            json!(-5),
+            "top_k must be -1 (disable), 0 (disable) or at least 1, got -5.",
+        ),
+        ("min_p", json!(7), "min_p must be in [0, 1], got 7."),
+        (
+            "repetition_penalty",
+            json!(0),
+            "repetition_penalty must be greater than zero, got 0.",
+        ),
+        (
+            "presence_penalty",
+            json!(2.5),
+            "presence_penalty must be in [-2, 2], got 2.5.",
+        ),
+        (
+            "frequency_penalty",
+            json!(-3),
+            "frequency_penalty must be in [-2, 2], got -3.",
+        ),
+    ] {
+        let (status, param, got) = refused(field, value);
+        assert_eq!(
+            (status, param.as_deref(), got.as_str()),
+            (400, Some(field), message)
+        );
+    }
+}
+
 /// vLLM's defaults of the parameters this server does not implement ask for nothing, and pass.
 #[test]
 fn unimplemented_parameters_at_their_neutral_values_pass() {
     for (field, value) in [
-        ("top_k", json!(-1)),
-        ("top_k", json!(0)),
-        ("min_p", json!(0.0)),
-        ("repetition_penalty", json!(1.0)),
         ("min_tokens", json!(0)),
         ("ignore_eos", json!(false)),
         ("stop_token_ids", json!([])),
