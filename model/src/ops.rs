@@ -75,22 +75,9 @@ pub fn add_assign(acc: &mut [f32], x: &[f32]) {
     }
 }
 
-/// Dot product with eight partial sums, so the compiler can keep it in SIMD registers.
+/// Dot product, with the CPU's widest vectors ([`moe_kernels::vector::dot`]).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+    moe_kernels::vector::dot(a, b)
 }
 
 /// Index of the largest value (the first of equals); `None` for an empty slice.

@@ -557,7 +557,7 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         precision: "exact".into(),
         ..GenerateRequest::default()
     };
-    let mut stream = client.generate(request).await.unwrap().into_inner();
+    let mut stream = client.generate(request.clone()).await.unwrap().into_inner();
     let (mut text, mut finished) = (String::new(), None);
     while let Some(message) = stream.message().await.unwrap() {
         match message.kind {
@@ -589,15 +589,9 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
     assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused}");
     // vLLM's filters through gRPC too: top_k 1 is greedy at any temperature; top_k -5 is refused.
     let only_best = GenerateRequest {
-        model: "mixtral".into(),
-        prompt: Some(generate_request::Prompt::TokenIds(TokenIds {
-            ids: prompts[0].to_vec(),
-        })),
-        max_tokens: 12,
         temperature: Some(1.5),
         top_k: Some(1),
-        precision: "exact".into(),
-        ..GenerateRequest::default()
+        ..request
     };
     let mut stream = client
         .generate(only_best.clone())
