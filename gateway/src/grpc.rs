@@ -84,6 +84,15 @@ fn completion_body(req: &GenerateRequest) -> Value {
             body.insert(name.into(), value);
         }
     }
+    if req.min_tokens > 0 {
+        body.insert("min_tokens".into(), json!(req.min_tokens));
+    }
+    if req.ignore_eos {
+        body.insert("ignore_eos".into(), json!(true));
+    }
+    if !req.stop_token_ids.is_empty() {
+        body.insert("stop_token_ids".into(), json!(req.stop_token_ids));
+    }
     if !req.stop.is_empty() {
         body.insert("stop".into(), json!(req.stop));
     }

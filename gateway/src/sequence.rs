@@ -1,6 +1,7 @@
 //! One sequence's decoding, after each model step: sample the next token from the last
-//! position's logits, decide whether generation ends (an end-of-sequence token, a stop string,
-//! `max_tokens`), and turn the tokens into the text the client sees.
+//! position's logits, decide whether generation ends (an end-of-sequence or stop token, a stop
+//! string, `max_tokens`; none of the first three before `min_tokens`, whose ending tokens cannot
+//! be sampled until then), and turn the tokens into the text the client sees.
 //!
 //! Text is streamed as it becomes final: the whole completion is decoded after each token and
 //! only the part past what was already sent goes out, held back while it ends in an incomplete
@@ -13,13 +14,14 @@ use moe_model::sampling::{Sampler, SamplingParams as ModelSampling};
 use moe_model::{ModelError, Tokenizer};
 
 use crate::engine::{Event, Token};
-use crate::openai::{FinishReason, SamplingParams, Usage};
+use crate::openai::{Ending, FinishReason, SamplingParams, Usage};
 
 /// A sequence being decoded.
 pub struct Decoding {
     sampler: Sampler,
     eos: Vec<u32>,
     stop: Vec<String>,
+    ending: Ending,
     max_tokens: usize,
     logprobs: Option<usize>,
     prompt_tokens: usize,
@@ -53,6 +55,7 @@ impl Decoding {
             sampler,
             eos,
             stop: params.stop.clone(),
+            ending: params.ending.clone(),
             max_tokens,
             logprobs: params.logprobs,
             prompt_tokens,
@@ -73,7 +76,12 @@ impl Decoding {
         logits: &[f32],
         tokenizer: &Tokenizer,
     ) -> Result<Vec<Event>, ModelError> {
-        let id = self.sampler.sample(logits);
+        let early = self.generated.len() < self.ending.min_tokens;
+        // Log-probabilities stay those of the model's logits, as vLLM reports them.
+        let id = match early {
+            true => self.sampler.sample(&self.without_ending_tokens(logits)),
+            false => self.sampler.sample(logits),
+        };
         let (logprob, top) = match self.logprobs {
             Some(k) => {
                 let (lp, top) = token_logprobs(logits, id, k, tokenizer)?;
@@ -81,7 +89,7 @@ impl Decoding {
             }
             None => (None, Vec::new()),
         };
-        if self.eos.contains(&id) {
+        if self.ends_with(id) {
             let text = self.flush(tokenizer)?;
             return Ok(self.finish(text, FinishReason::Stop));
         }
@@ -90,6 +98,7 @@ impl Decoding {
         let stop_at = self
             .stop
             .iter()
+            .filter(|_| !early)
             .filter_map(|s| decoded.find(s.as_str()))
             .min();
         let mut events = Vec::new();
@@ -123,6 +132,26 @@ impl Decoding {
             events.push(self.finished(FinishReason::Length));
         }
         Ok(events)
+    }
+
+    /// Whether sampling `id` ends generation: an end-of-sequence token (unless `ignore_eos`) or a
+    /// stop token.
+    fn ends_with(&self, id: u32) -> bool {
+        (!self.ending.ignore_eos && self.eos.contains(&id))
+            || self.ending.stop_token_ids.contains(&id)
+    }
+
+    /// `logits` with every token that would end generation made impossible (before
+    /// `min_tokens`).
+    fn without_ending_tokens(&self, logits: &[f32]) -> Vec<f32> {
+        let mut held = logits.to_vec();
+        let eos = self.eos.iter().filter(|_| !self.ending.ignore_eos);
+        for &id in eos.chain(&self.ending.stop_token_ids) {
+            if let Some(l) = held.get_mut(id as usize) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        held
     }
 
     /// How much of `decoded` can be sent: all of it but an incomplete character at the end and
@@ -215,6 +244,7 @@ mod tests {
             temperature: 0.0,
             top_p: 1.0,
             penalties: Penalties::default(),
+            ending: Ending::default(),
             seed: None,
             stop: stop.iter().map(|s| s.to_string()).collect(),
             logprobs,
@@ -260,6 +290,65 @@ mod tests {
                 reason: FinishReason::Length,
                 usage: Usage::new(3, ids.len()),
             })
+        );
+    }
+
+    /// Decodes with `ending` while the model always prefers token 2 (the end of sequence), then
+    /// token 5: the generated tokens and why generation ended.
+    fn ending_run(ending: Ending, max_tokens: usize) -> (Vec<u32>, FinishReason) {
+        let tok = tokenizer();
+        let params = SamplingParams {
+            ending,
+            ..params(&[], None)
+        };
+        let mut d = Decoding::new(&params, max_tokens, &[1], vec![2]).unwrap();
+        let mut logits = pick(2, tok.vocab_size());
+        logits[5] = 9.0;
+        for _ in 0..max_tokens {
+            for event in d.advance(&logits, &tok).unwrap() {
+                if let Event::Finished { reason, .. } = event {
+                    return (d.generated().to_vec(), reason);
+                }
+            }
+        }
+        panic!("generation did not end within max_tokens");
+    }
+
+    #[test]
+    fn min_tokens_holds_off_ending_tokens_and_ignore_eos_and_stop_tokens_steer_the_end() {
+        assert_eq!(
+            ending_run(Ending::default(), 8),
+            (vec![], FinishReason::Stop)
+        );
+        let min3 = Ending {
+            min_tokens: 3,
+            ..Ending::default()
+        };
+        assert_eq!(ending_run(min3, 8), (vec![5, 5, 5], FinishReason::Stop));
+        let ignore = Ending {
+            ignore_eos: true,
+            ..Ending::default()
+        };
+        assert_eq!(
+            ending_run(ignore, 4),
+            (vec![2, 2, 2, 2], FinishReason::Length)
+        );
+        // With the end of sequence ignored, a stop token ends generation in its place, but not
+        // before min_tokens.
+        let stop_at_2 = Ending {
+            min_tokens: 2,
+            stop_token_ids: vec![2],
+            ignore_eos: true,
+        };
+        assert_eq!(ending_run(stop_at_2, 8), (vec![5, 5], FinishReason::Stop));
+        let stop_at_5 = Ending {
+            stop_token_ids: vec![5],
+            ignore_eos: true,
+            ..Ending::default()
+        };
+        assert_eq!(
+            ending_run(stop_at_5, 3),
+            (vec![2, 2, 2], FinishReason::Length)
         );
     }
 

@@ -721,6 +721,27 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         (200, Some(want.as_str()))
     );
     println!("penalized completion: {want:?}, greedy: {:?}", expected[0]);
+    // A stop token ends generation where greedy would sample it, but not before min_tokens.
+    let greedy = moe_model::GenerateParams {
+        max_tokens: 12,
+        ..moe_model::GenerateParams::default()
+    };
+    let first = moe_model::generate(&reference, None, prompts[0], &greedy)
+        .unwrap()
+        .token_ids[0];
+    let mut body = complete(prompts[0]);
+    body["stop_token_ids"] = serde_json::json!([first]);
+    let (status, stopped) = post(&gateway.address, "/v1/completions", &body).await;
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop", "{stopped}");
+    assert_eq!(stopped["usage"]["completion_tokens"], 0, "{stopped}");
+    body["min_tokens"] = 4.into();
+    let (status, held) = post(&gateway.address, "/v1/completions", &body).await;
+    assert_eq!(status, 200, "{held}");
+    assert!(
+        held["usage"]["completion_tokens"].as_u64().unwrap() >= 4,
+        "{held}"
+    );
 
     // Bad requests get OpenAI error JSON with the right status, and the gateway goes on serving.
     let (status, body) = post_raw(&gateway.address, "/v1/completions", "{\"model\": ").await;

@@ -53,7 +53,7 @@ type LeavesUnused = fn(&Value) -> bool;
 /// OpenAI features, and vLLM's extra parameters, that a client may name and this server does not
 /// implement, each with a test of the values that leave the feature unused (vLLM's
 /// defaults): those (and null) pass, anything else is refused rather than silently ignored.
-const UNIMPLEMENTED: [(&str, LeavesUnused); 20] = [
+const UNIMPLEMENTED: [(&str, LeavesUnused); 17] = [
     ("tools", |v| v.as_array().is_some_and(Vec::is_empty)),
     ("functions", |v| v.as_array().is_some_and(Vec::is_empty)),
     ("tool_choice", |v| *v == "none" || *v == "auto"),
@@ -61,11 +61,6 @@ const UNIMPLEMENTED: [(&str, LeavesUnused); 20] = [
     ("logit_bias", |v| v.as_object().is_some_and(Map::is_empty)),
     ("best_of", |v| *v == 1),
     ("suffix", |v| *v == ""),
-    ("min_tokens", |v| *v == 0),
-    ("ignore_eos", |v| *v == false),
-    ("stop_token_ids", |v| {
-        v.as_array().is_some_and(Vec::is_empty)
-    }),
     ("include_stop_str_in_output", |v| *v == false),
     ("prompt_logprobs", |_| false),
     ("use_beam_search", |v| *v == false),

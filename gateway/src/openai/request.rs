@@ -198,6 +198,21 @@ pub struct Filters {
     pub repetition_penalty: Option<f64>,
     pub presence_penalty: Option<f64>,
     pub frequency_penalty: Option<f64>,
+    pub min_tokens: Option<i64>,
+    pub ignore_eos: Option<bool>,
+    pub stop_token_ids: Option<Vec<u32>>,
+}
+
+/// When generation may end, beyond `max_tokens` and the stop strings (vLLM's rules).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ending {
+    /// Neither an end-of-sequence token, a stop token nor a stop string ends generation before
+    /// this many tokens: those tokens cannot be sampled until then.
+    pub min_tokens: usize,
+    /// End-of-sequence tokens do not end generation (they are generated like any other).
+    pub ignore_eos: bool,
+    /// More tokens that end generation as an end-of-sequence token does.
+    pub stop_token_ids: Vec<u32>,
 }
 
 /// [`Filters`] checked against vLLM's ranges, with its defaults filled in.
@@ -228,6 +243,36 @@ impl Default for Penalties {
 }
 
 impl Filters {
+    /// The ending rules, checked against vLLM's ranges and `max_tokens` where it is known,
+    /// with vLLM's messages.
+    fn ending(&self, max_tokens: Option<usize>) -> Result<Ending, ApiError> {
+        let min_tokens = match self.min_tokens {
+            None => 0,
+            Some(n) if n < 0 => {
+                return Err(ApiError::bad_request(
+                    "min_tokens",
+                    format!("min_tokens must be greater than or equal to 0, got {n}."),
+                ));
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        if let Some(max) = max_tokens
+            && min_tokens > max
+        {
+            return Err(ApiError::bad_request(
+                "min_tokens",
+                format!(
+                    "min_tokens must be less than or equal to max_tokens={max}, got {min_tokens}."
+                ),
+            ));
+        }
+        Ok(Ending {
+            min_tokens,
+            ignore_eos: self.ignore_eos.unwrap_or(false),
+            stop_token_ids: self.stop_token_ids.clone().unwrap_or_default(),
+        })
+    }
+
     /// Checks each against vLLM's range, with vLLM's messages.
     fn validate(&self) -> Result<Penalties, ApiError> {
         let top_k = match self.top_k {
@@ -286,6 +331,8 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// vLLM's filters and penalties.
     pub penalties: Penalties,
+    /// vLLM's ending rules.
+    pub ending: Ending,
     pub seed: Option<u64>,
     pub stop: Vec<String>,
     /// Report each sampled token's log-probability with this many alternatives; `None` reports
@@ -454,6 +501,7 @@ impl Knobs<'_> {
             ));
         }
         let penalties = self.filters.validate()?;
+        let ending = self.filters.ending(self.max_tokens)?;
         if let Some(n) = self.n
             && n != 1
         {
@@ -493,6 +541,7 @@ impl Knobs<'_> {
             temperature: temperature as f32,
             top_p: top_p as f32,
             penalties,
+            ending,
             seed: self.seed,
             stop: self.stop.to_vec(),
             logprobs: self.logprobs,

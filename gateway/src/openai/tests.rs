@@ -103,6 +103,7 @@ fn completion_defaults() {
             temperature: 1.0,
             top_p: 1.0,
             penalties: Penalties::default(),
+            ending: Ending::default(),
             seed: None,
             stop: vec![],
             logprobs: None,
@@ -282,9 +283,6 @@ fn unimplemented_features_are_refused_when_asked_for() {
         ("logit_bias", json!({"50256": -100})),
         ("best_of", json!(3)),
         ("suffix", json!("end")),
-        ("min_tokens", json!(4)),
-        ("ignore_eos", json!(true)),
-        ("stop_token_ids", json!([2])),
         ("include_stop_str_in_output", json!(true)),
         ("prompt_logprobs", json!(1)),
         ("use_beam_search", json!(true)),
@@ -358,13 +356,44 @@ fn vllm_filters_and_penalties_follow_its_ranges() {
     }
 }
 
+/// vLLM's ending rules: `min_tokens` within 0..=max_tokens, with its messages.
+#[test]
+fn vllm_ending_rules_are_taken_and_checked() {
+    let body = json!({"model": "m", "prompt": "hi", "max_tokens": 8, "min_tokens": 3,
+                      "ignore_eos": true, "stop_token_ids": [7, 9]});
+    let ending = completion(body).unwrap().params.ending;
+    assert_eq!(
+        ending,
+        Ending {
+            min_tokens: 3,
+            ignore_eos: true,
+            stop_token_ids: vec![7, 9],
+        }
+    );
+    let (_, param, message) = refused("min_tokens", json!(-1));
+    assert_eq!(
+        (param.as_deref(), message.as_str()),
+        (
+            Some("min_tokens"),
+            "min_tokens must be greater than or equal to 0, got -1."
+        )
+    );
+    let (_, param, message) = refused("min_tokens", json!(17));
+    assert_eq!(
+        (param.as_deref(), message.as_str()),
+        (
+            Some("min_tokens"),
+            "min_tokens must be less than or equal to max_tokens=16, got 17."
+        )
+    );
+    let (_, param, _) = refused("stop_token_ids", json!([-3]));
+    assert_eq!(param.as_deref(), Some("stop_token_ids"));
+}
+
 /// vLLM's defaults of the parameters this server does not implement ask for nothing, and pass.
 #[test]
 fn unimplemented_parameters_at_their_neutral_values_pass() {
     for (field, value) in [
-        ("min_tokens", json!(0)),
-        ("ignore_eos", json!(false)),
-        ("stop_token_ids", json!([])),
         ("include_stop_str_in_output", json!(false)),
         ("prompt_logprobs", json!(null)),
         ("length_penalty", json!(1)),
