@@ -44,6 +44,7 @@ fn openai_request_bodies() {
     let limits = Limits {
         max_tokens_limit: 4096,
         context_length: 8192,
+        vocab_size: 32000,
     };
     let corpus = [
         r#"{"model": "m", "prompt": "hi", "max_tokens": 8}"#,

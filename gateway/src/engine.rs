@@ -52,6 +52,8 @@ pub trait Engine: Send + Sync + 'static {
     fn context_length(&self) -> usize;
     /// The largest `max_tokens` a request may ask for.
     fn max_tokens_limit(&self) -> usize;
+    /// Token ids run from 0 to this (the width of a logits row).
+    fn vocab_size(&self) -> usize;
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, ApiError>;
     /// The prompt text of a chat conversation, by the model's chat template.
     fn chat_prompt(&self, messages: &[Message]) -> Result<String, ApiError>;

@@ -110,6 +110,7 @@ pub struct Generator {
     name: String,
     context: usize,
     max_tokens_limit: usize,
+    vocab_size: usize,
     tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
     dispatcher: Arc<Dispatcher>,
@@ -129,6 +130,7 @@ impl Generator {
     ) -> std::io::Result<Generator> {
         let positions = config.scheduler.block_tokens * config.scheduler.total_blocks;
         let kv = model.new_block_pool(positions);
+        let vocab_size = model.config().vocab_size;
         let (per_token, expanded) = model.config().kv_bytes_per_token();
         tracing::info!(
             positions,
@@ -169,6 +171,7 @@ impl Generator {
             name: config.name,
             context,
             max_tokens_limit: config.max_tokens_limit,
+            vocab_size,
             tokenizer,
             template,
             dispatcher,
@@ -188,6 +191,10 @@ impl Engine for Generator {
 
     fn max_tokens_limit(&self) -> usize {
         self.max_tokens_limit
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
     }
 
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, ApiError> {

@@ -93,6 +93,14 @@ fn completion_body(req: &GenerateRequest) -> Value {
     if !req.stop_token_ids.is_empty() {
         body.insert("stop_token_ids".into(), json!(req.stop_token_ids));
     }
+    if !req.logit_bias.is_empty() {
+        let bias: Map<String, Value> = req
+            .logit_bias
+            .iter()
+            .map(|(id, b)| (id.to_string(), json!(b)))
+            .collect();
+        body.insert("logit_bias".into(), Value::Object(bias));
+    }
     if !req.stop.is_empty() {
         body.insert("stop".into(), json!(req.stop));
     }
@@ -124,6 +132,7 @@ impl GatewayService for GrpcApi {
         let limits = Limits {
             max_tokens_limit: engine.max_tokens_limit(),
             context_length: engine.context_length(),
+            vocab_size: engine.vocab_size(),
         };
         let validated = parsed.validate(&limits).map_err(status)?;
         if validated.model != engine.model() {

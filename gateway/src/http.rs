@@ -107,6 +107,7 @@ impl AppState {
         Limits {
             max_tokens_limit: self.engine.max_tokens_limit(),
             context_length: self.engine.context_length(),
+            vocab_size: self.engine.vocab_size(),
         }
     }
 

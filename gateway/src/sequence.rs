@@ -38,7 +38,7 @@ impl Decoding {
         prompt: &[u32],
         eos: Vec<u32>,
     ) -> Result<Decoding, ModelError> {
-        let p = params.penalties;
+        let p = &params.penalties;
         let sampler = Sampler::new(ModelSampling {
             temperature: params.temperature,
             top_p: params.top_p,
@@ -47,6 +47,7 @@ impl Decoding {
             repetition_penalty: p.repetition_penalty,
             presence_penalty: p.presence_penalty,
             frequency_penalty: p.frequency_penalty,
+            logit_bias: p.logit_bias.clone(),
             seed: params.seed.unwrap_or(0),
         })?
         .with_prompt(prompt);

@@ -64,6 +64,10 @@ impl Engine for HeldEngine {
         16
     }
 
+    fn vocab_size(&self) -> usize {
+        1000
+    }
+
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, ApiError> {
         Ok(text.split_whitespace().map(|w| w.len() as u32).collect())
     }

@@ -99,6 +99,10 @@ impl Engine for ScriptedEngine {
         MAX_TOKENS_LIMIT
     }
 
+    fn vocab_size(&self) -> usize {
+        1000
+    }
+
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, ApiError> {
         Ok(text
             .split_whitespace()

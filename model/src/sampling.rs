@@ -1,5 +1,5 @@
-//! Turning a logits row into the next token as vLLM does: the repetition, frequency and
-//! presence penalties over the tokens seen so far, then greedy (temperature 0), or temperature
+//! Turning a logits row into the next token as vLLM does: a bias per token, the repetition,
+//! frequency and presence penalties over the tokens seen so far, then greedy (temperature 0), or temperature
 //! with min-p, top-k and top-p (nucleus) filtering, drawn from a seeded generator.
 
 use std::collections::{HashMap, HashSet};
@@ -25,6 +25,8 @@ pub struct SamplingParams {
     pub presence_penalty: f32,
     /// Subtracted from a token's logit once per time the output holds it (0 = off).
     pub frequency_penalty: f32,
+    /// Added to these tokens' logits, before the penalties.
+    pub logit_bias: Vec<(u32, f32)>,
     pub seed: u64,
 }
 
@@ -38,6 +40,7 @@ impl Default for SamplingParams {
             repetition_penalty: 1.0,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
             seed: 0,
         }
     }
@@ -86,10 +89,9 @@ struct Seen {
 }
 
 impl Seen {
-    /// `logits` with the penalties of `p` applied (vLLM's order: repetition, then frequency and
+    /// Applies the penalties of `p` to `out` (vLLM's order: repetition, then frequency and
     /// presence).
-    fn penalize(&self, logits: &[f32], p: &SamplingParams) -> Vec<f32> {
-        let mut out = logits.to_vec();
+    fn penalize(&self, out: &mut [f32], p: &SamplingParams) {
         if p.repetition_penalty != 1.0 {
             let output_only = self.output.keys().filter(|t| !self.prompt.contains(t));
             for &t in self.prompt.iter().chain(output_only) {
@@ -107,7 +109,6 @@ impl Seen {
                 *l -= p.frequency_penalty * count as f32 + p.presence_penalty;
             }
         }
-        out
     }
 }
 
@@ -138,12 +139,29 @@ impl Sampler {
 
     /// The next token, which counts as seen from now on.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        let penalized = self.seen.as_ref().map(|s| s.penalize(logits, &self.params));
-        let id = self.draw(penalized.as_deref().unwrap_or(logits));
+        let adjusted = self.adjust(logits);
+        let id = self.draw(adjusted.as_deref().unwrap_or(logits));
         if let Some(seen) = &mut self.seen {
             *seen.output.entry(id).or_default() += 1;
         }
         id
+    }
+
+    /// `logits` with the bias and then the penalties applied, when there are any.
+    fn adjust(&self, logits: &[f32]) -> Option<Vec<f32>> {
+        if self.params.logit_bias.is_empty() && self.seen.is_none() {
+            return None;
+        }
+        let mut out = logits.to_vec();
+        for &(id, bias) in &self.params.logit_bias {
+            if let Some(l) = out.get_mut(id as usize) {
+                *l += bias;
+            }
+        }
+        if let Some(seen) = &self.seen {
+            seen.penalize(&mut out, &self.params);
+        }
+        Some(out)
     }
 
     fn draw(&mut self, logits: &[f32]) -> u32 {
@@ -315,6 +333,17 @@ mod tests {
             repetition_penalty: 2.0,
             ..SamplingParams::default()
         };
-        assert_eq!(seen_negative.penalize(&logits, &p)[3], -2.0);
+        let mut penalized = logits;
+        seen_negative.penalize(&mut penalized, &p);
+        assert_eq!(penalized[3], -2.0);
+        // A bias of +100 forces a token, at any temperature.
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.5,
+            logit_bias: vec![(3, 100.0)],
+            seed: 1,
+            ..SamplingParams::default()
+        })
+        .unwrap();
+        assert!((0..50).all(|_| s.sample(&logits) == 3));
     }
 }

@@ -721,6 +721,15 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         (200, Some(want.as_str()))
     );
     println!("penalized completion: {want:?}, greedy: {:?}", expected[0]);
+    // A bias of +100 forces a token.
+    let mut body = complete(prompts[0]);
+    body["logit_bias"] = serde_json::json!({"7": 100});
+    let (status, forced) = post(&gateway.address, "/v1/completions", &body).await;
+    let sevens = tokenizer.decode(&[7; 12]).unwrap();
+    assert_eq!(
+        (status, forced["choices"][0]["text"].as_str()),
+        (200, Some(sevens.as_str()))
+    );
     // A stop token ends generation where greedy would sample it, but not before min_tokens.
     let greedy = moe_model::GenerateParams {
         max_tokens: 12,

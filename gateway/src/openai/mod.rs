@@ -34,7 +34,7 @@
 //! `NotFoundError`, `InternalServerError`), or the status's reason phrase where the SDK has no
 //! class of its own (`PayloadTooLargeError`, `ServiceUnavailableError`); see [`ErrorKind`].
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// `max_tokens` of a completion request that does not set it (OpenAI's default).
 pub const DEFAULT_COMPLETION_MAX_TOKENS: usize = 16;
@@ -53,12 +53,11 @@ type LeavesUnused = fn(&Value) -> bool;
 /// OpenAI features, and vLLM's extra parameters, that a client may name and this server does not
 /// implement, each with a test of the values that leave the feature unused (vLLM's
 /// defaults): those (and null) pass, anything else is refused rather than silently ignored.
-const UNIMPLEMENTED: [(&str, LeavesUnused); 17] = [
+const UNIMPLEMENTED: [(&str, LeavesUnused); 16] = [
     ("tools", |v| v.as_array().is_some_and(Vec::is_empty)),
     ("functions", |v| v.as_array().is_some_and(Vec::is_empty)),
     ("tool_choice", |v| *v == "none" || *v == "auto"),
     ("response_format", |v| v["type"] == "text"),
-    ("logit_bias", |v| v.as_object().is_some_and(Map::is_empty)),
     ("best_of", |v| *v == 1),
     ("suffix", |v| *v == ""),
     ("include_stop_str_in_output", |v| *v == false),

@@ -1,5 +1,7 @@
 //! Request bodies and their validation into typed sampling parameters.
 
+use std::collections::BTreeMap;
+
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
@@ -13,6 +15,8 @@ pub struct Limits {
     pub max_tokens_limit: usize,
     /// The model's context length: prompt and completion tokens together.
     pub context_length: usize,
+    /// Token ids run from 0 to this.
+    pub vocab_size: usize,
 }
 
 /// A completion prompt: one text, or one sequence of token ids.
@@ -201,6 +205,8 @@ pub struct Filters {
     pub min_tokens: Option<i64>,
     pub ignore_eos: Option<bool>,
     pub stop_token_ids: Option<Vec<u32>>,
+    /// OpenAI's: token ids (as strings) to a bias added to their logits.
+    pub logit_bias: Option<BTreeMap<String, f64>>,
 }
 
 /// When generation may end, beyond `max_tokens` and the stop strings (vLLM's rules).
@@ -216,7 +222,7 @@ pub struct Ending {
 }
 
 /// [`Filters`] checked against vLLM's ranges, with its defaults filled in.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Penalties {
     /// Keep the `top_k` most likely tokens (0 = all).
     pub top_k: usize,
@@ -228,6 +234,8 @@ pub struct Penalties {
     pub presence_penalty: f32,
     /// Over the output's tokens, per occurrence (0 = off).
     pub frequency_penalty: f32,
+    /// Added to these tokens' logits.
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for Penalties {
@@ -238,6 +246,7 @@ impl Default for Penalties {
             repetition_penalty: 1.0,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -273,8 +282,39 @@ impl Filters {
         })
     }
 
+    /// `logit_bias` as token ids and biases: ids within `vocab_size`, biases within OpenAI's
+    /// [-100, 100].
+    fn logit_bias(&self, vocab_size: usize) -> Result<Vec<(u32, f32)>, ApiError> {
+        let bad = |message: String| ApiError::bad_request("logit_bias", message);
+        let mut bias = Vec::new();
+        let mut outside = Vec::new();
+        for (key, &value) in self.logit_bias.iter().flatten() {
+            let id: u32 = key
+                .parse()
+                .map_err(|_| bad(format!("logit_bias keys must be token ids, got {key:?}.")))?;
+            if !(-100.0..=100.0).contains(&value) {
+                return Err(bad(format!(
+                    "logit_bias values must be between -100 and 100, got {value} for token {id}."
+                )));
+            }
+            if id as usize >= vocab_size {
+                outside.push(id);
+            }
+            bias.push((id, value as f32));
+        }
+        bias.sort_by_key(|&(id, _)| id);
+        outside.sort_unstable();
+        if !outside.is_empty() {
+            return Err(bad(format!(
+                "token_id(s) {outside:?} in logit_bias contain out-of-vocab token ids. \
+                 Vocabulary size: {vocab_size}"
+            )));
+        }
+        Ok(bias)
+    }
+
     /// Checks each against vLLM's range, with vLLM's messages.
-    fn validate(&self) -> Result<Penalties, ApiError> {
+    fn validate(&self, vocab_size: usize) -> Result<Penalties, ApiError> {
         let top_k = match self.top_k {
             None | Some(-1) | Some(0) => 0,
             Some(k) if k >= 1 => usize::try_from(k).unwrap_or(usize::MAX),
@@ -316,6 +356,7 @@ impl Filters {
             repetition_penalty: repetition_penalty as f32,
             presence_penalty: penalty("presence_penalty", self.presence_penalty)?,
             frequency_penalty: penalty("frequency_penalty", self.frequency_penalty)?,
+            logit_bias: self.logit_bias(vocab_size)?,
         })
     }
 }
@@ -375,6 +416,7 @@ impl CompletionRequest {
             .transpose()?;
         let params = Knobs {
             max_tokens: Some(max_tokens),
+            vocab_size: limits.vocab_size,
             temperature: self.temperature,
             top_p: self.top_p,
             filters: &self.filters,
@@ -434,6 +476,7 @@ impl ChatCompletionRequest {
         };
         let params = Knobs {
             max_tokens,
+            vocab_size: limits.vocab_size,
             temperature: self.temperature,
             top_p: self.top_p,
             filters: &self.filters,
@@ -459,6 +502,7 @@ impl ChatCompletionRequest {
 /// The fields both endpoints share, gathered for one validation.
 struct Knobs<'a> {
     max_tokens: Option<usize>,
+    vocab_size: usize,
     temperature: Option<f64>,
     top_p: Option<f64>,
     filters: &'a Filters,
@@ -500,7 +544,7 @@ impl Knobs<'_> {
                 format!("top_p must be greater than 0 and at most 1, got {top_p}."),
             ));
         }
-        let penalties = self.filters.validate()?;
+        let penalties = self.filters.validate(self.vocab_size)?;
         let ending = self.filters.ending(self.max_tokens)?;
         if let Some(n) = self.n
             && n != 1

@@ -7,6 +7,7 @@ use super::*;
 const LIMITS: Limits = Limits {
     max_tokens_limit: 1000,
     context_length: 4096,
+    vocab_size: 32000,
 };
 
 fn completion(body: Value) -> Result<Validated<Prompt>, ApiError> {
@@ -280,7 +281,6 @@ fn unimplemented_features_are_refused_when_asked_for() {
         ("tools", tool),
         ("tool_choice", json!("required")),
         ("response_format", json!({"type": "json_object"})),
-        ("logit_bias", json!({"50256": -100})),
         ("best_of", json!(3)),
         ("suffix", json!("end")),
         ("include_stop_str_in_output", json!(true)),
@@ -318,6 +318,7 @@ fn vllm_filters_and_penalties_follow_its_ranges() {
             repetition_penalty: 1.1,
             presence_penalty: -0.5,
             frequency_penalty: 2.0,
+            logit_bias: vec![],
         }
     );
     for off in [-1, 0] {
@@ -352,6 +353,34 @@ fn vllm_filters_and_penalties_follow_its_ranges() {
         assert_eq!(
             (status, param.as_deref(), got.as_str()),
             (400, Some(field), message)
+        );
+    }
+}
+
+/// `logit_bias`: token ids within the vocabulary, biases within [-100, 100].
+#[test]
+fn logit_bias_takes_token_ids_in_the_vocabulary_and_biases_in_range() {
+    let body = json!({"model": "m", "prompt": "hi", "logit_bias": {"17": 5.5, "2": -100}});
+    let bias = completion(body).unwrap().params.penalties.logit_bias;
+    assert_eq!(bias, vec![(2, -100.0), (17, 5.5)]);
+    for (value, message) in [
+        (
+            json!({"x": 1}),
+            "logit_bias keys must be token ids, got \"x\".",
+        ),
+        (
+            json!({"3": 101}),
+            "logit_bias values must be between -100 and 100, got 101 for token 3.",
+        ),
+        (
+            json!({"32000": 1, "40000": 2}),
+            "token_id(s) [32000, 40000] in logit_bias contain out-of-vocab token ids. Vocabulary size: 32000",
+        ),
+    ] {
+        let (status, param, got) = refused("logit_bias", value);
+        assert_eq!(
+            (status, param.as_deref(), got.as_str()),
+            (400, Some("logit_bias"), message)
         );
     }
 }
