@@ -90,6 +90,9 @@ fn completion_body(req: &GenerateRequest) -> Value {
     if req.ignore_eos {
         body.insert("ignore_eos".into(), json!(true));
     }
+    if req.include_stop_str_in_output {
+        body.insert("include_stop_str_in_output".into(), json!(true));
+    }
     if !req.stop_token_ids.is_empty() {
         body.insert("stop_token_ids".into(), json!(req.stop_token_ids));
     }

@@ -96,14 +96,20 @@ impl Decoding {
         }
         self.generated.push(id);
         let decoded = tokenizer.decode(&self.generated)?;
+        // The first stop string in the text, where it starts and ends.
         let stop_at = self
             .stop
             .iter()
             .filter(|_| !early)
-            .filter_map(|s| decoded.find(s.as_str()))
+            .filter_map(|s| decoded.find(s.as_str()).map(|at| (at, at + s.len())))
             .min();
         let mut events = Vec::new();
-        if let Some(cut) = stop_at {
+        if let Some((start, end)) = stop_at {
+            let cut = if self.ending.include_stop_str {
+                end
+            } else {
+                start
+            };
             let text = decoded[self.sent.min(cut)..cut].to_string();
             self.sent = cut;
             events.push(Event::Token(Token {
@@ -340,6 +346,7 @@ mod tests {
             min_tokens: 2,
             stop_token_ids: vec![2],
             ignore_eos: true,
+            ..Ending::default()
         };
         assert_eq!(ending_run(stop_at_2, 8), (vec![5, 5], FinishReason::Stop));
         let stop_at_5 = Ending {
@@ -372,25 +379,48 @@ mod tests {
         );
     }
 
-    #[test]
-    fn no_part_of_a_stop_string_is_ever_streamed() {
+    /// Streams "one two END three" through a decoding that stops at "END" (kept in the text
+    /// when `include`): the streamed pieces and the last event.
+    fn stop_at_end(include: bool) -> (Vec<String>, Option<Event>) {
         let tok = tokenizer();
         let ids = tok.encode("one two END three").unwrap();
-        let mut d = Decoding::new(&params(&["END"], None), 64, &[1; 1], vec![]).unwrap();
+        let params = SamplingParams {
+            ending: Ending {
+                include_stop_str: include,
+                ..Ending::default()
+            },
+            ..params(&["END"], None)
+        };
+        let mut d = Decoding::new(&params, 64, &[1; 1], vec![]).unwrap();
         let vocab = tok.vocab_size();
         let mut streamed = Vec::new();
-        let mut finished = None;
         for &id in &ids {
             for event in d.advance(&pick(id, vocab), &tok).unwrap() {
                 match event {
                     Event::Token(t) => streamed.push(t.text),
-                    other => finished = Some(other),
+                    other => return (streamed, Some(other)),
                 }
             }
-            if finished.is_some() {
-                break;
-            }
         }
+        (streamed, None)
+    }
+
+    #[test]
+    fn include_stop_str_in_output_keeps_the_stop_string() {
+        let (streamed, finished) = stop_at_end(true);
+        assert_eq!(streamed.concat(), "one two END");
+        assert!(matches!(
+            finished,
+            Some(Event::Finished {
+                reason: FinishReason::Stop,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn no_part_of_a_stop_string_is_ever_streamed() {
+        let (streamed, finished) = stop_at_end(false);
         let text: String = streamed.concat();
         assert_eq!(text, "one two ");
         assert!(streamed.iter().all(|t| !t.contains('E')), "{streamed:?}");

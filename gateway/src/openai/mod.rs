@@ -53,14 +53,13 @@ type LeavesUnused = fn(&Value) -> bool;
 /// OpenAI features, and vLLM's extra parameters, that a client may name and this server does not
 /// implement, each with a test of the values that leave the feature unused (vLLM's
 /// defaults): those (and null) pass, anything else is refused rather than silently ignored.
-const UNIMPLEMENTED: [(&str, LeavesUnused); 16] = [
+const UNIMPLEMENTED: [(&str, LeavesUnused); 15] = [
     ("tools", |v| v.as_array().is_some_and(Vec::is_empty)),
     ("functions", |v| v.as_array().is_some_and(Vec::is_empty)),
     ("tool_choice", |v| *v == "none" || *v == "auto"),
     ("response_format", |v| v["type"] == "text"),
     ("best_of", |v| *v == 1),
     ("suffix", |v| *v == ""),
-    ("include_stop_str_in_output", |v| *v == false),
     ("prompt_logprobs", |_| false),
     ("use_beam_search", |v| *v == false),
     ("length_penalty", |v| v.as_f64() == Some(1.0)),

@@ -205,6 +205,7 @@ pub struct Filters {
     pub min_tokens: Option<i64>,
     pub ignore_eos: Option<bool>,
     pub stop_token_ids: Option<Vec<u32>>,
+    pub include_stop_str_in_output: Option<bool>,
     /// OpenAI's: token ids (as strings) to a bias added to their logits.
     pub logit_bias: Option<BTreeMap<String, f64>>,
 }
@@ -219,6 +220,8 @@ pub struct Ending {
     pub ignore_eos: bool,
     /// More tokens that end generation as an end-of-sequence token does.
     pub stop_token_ids: Vec<u32>,
+    /// A stop string that ends generation stays in the text.
+    pub include_stop_str: bool,
 }
 
 /// [`Filters`] checked against vLLM's ranges, with its defaults filled in.
@@ -279,6 +282,7 @@ impl Filters {
             min_tokens,
             ignore_eos: self.ignore_eos.unwrap_or(false),
             stop_token_ids: self.stop_token_ids.clone().unwrap_or_default(),
+            include_stop_str: self.include_stop_str_in_output.unwrap_or(false),
         })
     }
 

@@ -283,7 +283,6 @@ fn unimplemented_features_are_refused_when_asked_for() {
         ("response_format", json!({"type": "json_object"})),
         ("best_of", json!(3)),
         ("suffix", json!("end")),
-        ("include_stop_str_in_output", json!(true)),
         ("prompt_logprobs", json!(1)),
         ("use_beam_search", json!(true)),
         ("length_penalty", json!(0.5)),
@@ -397,6 +396,7 @@ fn vllm_ending_rules_are_taken_and_checked() {
             min_tokens: 3,
             ignore_eos: true,
             stop_token_ids: vec![7, 9],
+            include_stop_str: false,
         }
     );
     let (_, param, message) = refused("min_tokens", json!(-1));
@@ -423,7 +423,6 @@ fn vllm_ending_rules_are_taken_and_checked() {
 #[test]
 fn unimplemented_parameters_at_their_neutral_values_pass() {
     for (field, value) in [
-        ("include_stop_str_in_output", json!(false)),
         ("prompt_logprobs", json!(null)),
         ("length_penalty", json!(1)),
     ] {
