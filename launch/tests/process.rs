@@ -53,29 +53,36 @@ fn a_stopped_process_continues_and_a_killed_one_reports_it() {
     assert!(!status.success());
 }
 
+/// Waits up to 10 s until `out` and `log` hold `times` copies of "out\n" and "err\n".
+fn wait_for_copies(out: &std::path::Path, log: &std::path::Path, times: usize) {
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while read(out) != "out\n".repeat(times) || read(log) != "err\n".repeat(times) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "out: {:?}, log: {:?}",
+            read(out),
+            read(log)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn output_goes_to_log_files_that_a_restart_appends_to() {
     let logs = tempfile::tempdir().unwrap();
     let script = "echo 'listening on x:1'; echo out; echo err >&2; exec sleep 30";
     let mut process = shell("logger", script).logs(logs.path()).start().unwrap();
     assert_eq!(process.next_line(Duration::from_millis(50)), None);
+    let log = logs.path().join("logger.log");
+    assert_eq!(process.log(), Some(log.clone()));
+    let out = logs.path().join("logger.out");
+    // The first life's lines are written before it is killed, then the second's follow them.
+    wait_for_copies(&out, &log, 1);
     let first = process.id();
     process.restart().unwrap();
     assert_ne!(process.id(), first);
-    let log = logs.path().join("logger.log");
-    assert_eq!(process.log(), Some(log.clone()));
-    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
-    let out = logs.path().join("logger.out");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while read(&out) != "out\nout\n" || read(&log) != "err\nerr\n" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "out: {:?}, log: {:?}",
-            read(&out),
-            read(&log)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_copies(&out, &log, 2);
 }
 
 #[test]
