@@ -167,8 +167,7 @@ impl Attention {
             .flat_map(|t| {
                 let pos = pos0 + t;
                 let first = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                let pieces = 2 * pool.threads();
-                spans(first..pos + 1, MIN_SPAN, pieces)
+                spans(first..pos + 1, MIN_SPAN, MAX_SPANS)
                     .into_iter()
                     .map(move |s| (t, s))
             })
@@ -219,6 +218,9 @@ impl Attention {
 
 /// Positions below which a token's context is not split into spans.
 const MIN_SPAN: usize = 64;
+/// The most spans a token's context is split into. Fixed rather than taken from the pool's
+/// threads, so that a result does not depend on how many threads computed it.
+const MAX_SPANS: usize = 8;
 
 /// Scores times head width below which attention runs on the calling
 /// thread: handing out fewer costs more than it saves.
