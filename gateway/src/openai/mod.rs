@@ -53,7 +53,7 @@ type LeavesUnused = fn(&Value) -> bool;
 /// OpenAI features, and vLLM's extra parameters, that a client may name and this server does not
 /// implement, each with a test of the values that leave the feature unused (vLLM's
 /// defaults): those (and null) pass, anything else is refused rather than silently ignored.
-const UNIMPLEMENTED: [(&str, LeavesUnused); 15] = [
+const UNIMPLEMENTED: [(&str, LeavesUnused); 18] = [
     ("tools", |v| v.as_array().is_some_and(Vec::is_empty)),
     ("functions", |v| v.as_array().is_some_and(Vec::is_empty)),
     ("tool_choice", |v| *v == "none" || *v == "auto"),
@@ -69,6 +69,9 @@ const UNIMPLEMENTED: [(&str, LeavesUnused); 15] = [
     ("guided_regex", |_| false),
     ("guided_choice", |_| false),
     ("guided_grammar", |_| false),
+    ("skip_special_tokens", |v| *v == true),
+    ("spaces_between_special_tokens", |v| *v == true),
+    ("truncate_prompt_tokens", |_| false),
 ];
 
 mod error;

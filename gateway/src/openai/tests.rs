@@ -292,6 +292,9 @@ fn unimplemented_features_are_refused_when_asked_for() {
         ("guided_regex", json!("a+")),
         ("guided_choice", json!(["a", "b"])),
         ("guided_grammar", json!("root ::= \"a\"")),
+        ("skip_special_tokens", json!(false)),
+        ("spaces_between_special_tokens", json!(false)),
+        ("truncate_prompt_tokens", json!(8)),
     ] {
         let (status, param, message) = refused(field, value);
         assert_eq!((status, param.as_deref()), (400, Some(field)));
@@ -424,6 +427,8 @@ fn vllm_ending_rules_are_taken_and_checked() {
 fn unimplemented_parameters_at_their_neutral_values_pass() {
     for (field, value) in [
         ("prompt_logprobs", json!(null)),
+        ("skip_special_tokens", json!(true)),
+        ("spaces_between_special_tokens", json!(true)),
         ("length_penalty", json!(1)),
     ] {
         let mut body = json!({"model": "m", "prompt": "hi"});
