@@ -1,6 +1,7 @@
 //! `moe generate` and `moe logits`: the single-process model on one prompt.
 
 use anyhow::Context;
+use moe_model::sampling::Shaping;
 use moe_model::{GenerateParams, Logits, SamplingParams, Tokenizer, generate as run_generate};
 use serde_json::json;
 
@@ -61,9 +62,11 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
         sampling: SamplingParams {
             temperature: args.temperature,
             top_p: args.top_p,
-            top_k: args.top_k,
             seed: args.seed,
-            ..SamplingParams::default()
+            shaping: Shaping {
+                top_k: args.top_k,
+                ..Shaping::default()
+            },
         },
         stop: args.stop.clone(),
         ignore_eos: args.ignore_eos,

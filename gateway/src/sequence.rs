@@ -38,16 +38,10 @@ impl Decoding {
         prompt: &[u32],
         eos: Vec<u32>,
     ) -> Result<Decoding, ModelError> {
-        let p = &params.penalties;
         let sampler = Sampler::new(ModelSampling {
             temperature: params.temperature,
             top_p: params.top_p,
-            top_k: p.top_k,
-            min_p: p.min_p,
-            repetition_penalty: p.repetition_penalty,
-            presence_penalty: p.presence_penalty,
-            frequency_penalty: p.frequency_penalty,
-            logit_bias: p.logit_bias.clone(),
+            shaping: params.shaping.clone(),
             seed: params.seed.unwrap_or(0),
         })?
         .with_prompt(prompt);
@@ -236,7 +230,9 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::openai::{Penalties, Precision};
+    use moe_model::sampling::Shaping;
+
+    use crate::openai::Precision;
 
     fn tokenizer() -> Tokenizer {
         Tokenizer::from_dir(
@@ -250,7 +246,7 @@ mod tests {
             max_tokens: None,
             temperature: 0.0,
             top_p: 1.0,
-            penalties: Penalties::default(),
+            shaping: Shaping::default(),
             ending: Ending::default(),
             seed: None,
             stop: stop.iter().map(|s| s.to_string()).collect(),

@@ -14,6 +14,25 @@ pub struct SamplingParams {
     pub temperature: f32,
     /// Keep the smallest set of tokens whose probability reaches `top_p` (1 = off).
     pub top_p: f32,
+    /// vLLM's filters and penalties.
+    pub shaping: Shaping,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> SamplingParams {
+        SamplingParams {
+            temperature: 0.0,
+            top_p: 1.0,
+            shaping: Shaping::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// vLLM's filters and penalties: how a logits row is shaped besides temperature and `top_p`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shaping {
     /// Keep the `top_k` most likely tokens (0 = off).
     pub top_k: usize,
     /// Keep the tokens at least `min_p` times as likely as the most likely one (0 = off).
@@ -27,22 +46,26 @@ pub struct SamplingParams {
     pub frequency_penalty: f32,
     /// Added to these tokens' logits, before the penalties.
     pub logit_bias: Vec<(u32, f32)>,
-    pub seed: u64,
 }
 
-impl Default for SamplingParams {
-    fn default() -> SamplingParams {
-        SamplingParams {
-            temperature: 0.0,
-            top_p: 1.0,
+impl Default for Shaping {
+    fn default() -> Shaping {
+        Shaping {
             top_k: 0,
             min_p: 0.0,
             repetition_penalty: 1.0,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             logit_bias: Vec::new(),
-            seed: 0,
         }
+    }
+}
+
+impl Shaping {
+    fn penalizes(&self) -> bool {
+        self.repetition_penalty != 1.0
+            || self.presence_penalty != 0.0
+            || self.frequency_penalty != 0.0
     }
 }
 
@@ -58,25 +81,20 @@ impl SamplingParams {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
         }
-        if !(0.0..=1.0).contains(&self.min_p) {
-            return bad(format!("min_p must be in [0, 1], got {}", self.min_p));
+        let shaping = &self.shaping;
+        if !(0.0..=1.0).contains(&shaping.min_p) {
+            return bad(format!("min_p must be in [0, 1], got {}", shaping.min_p));
         }
-        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+        if !(shaping.repetition_penalty > 0.0 && shaping.repetition_penalty.is_finite()) {
             return bad(format!(
                 "repetition_penalty must be a finite number > 0, got {}",
-                self.repetition_penalty
+                shaping.repetition_penalty
             ));
         }
-        if !(self.presence_penalty.is_finite() && self.frequency_penalty.is_finite()) {
+        if !(shaping.presence_penalty.is_finite() && shaping.frequency_penalty.is_finite()) {
             return bad("presence_penalty and frequency_penalty must be finite".into());
         }
         Ok(())
-    }
-
-    fn penalizes(&self) -> bool {
-        self.repetition_penalty != 1.0
-            || self.presence_penalty != 0.0
-            || self.frequency_penalty != 0.0
     }
 }
 
@@ -91,7 +109,7 @@ struct Seen {
 impl Seen {
     /// Applies the penalties of `p` to `out` (vLLM's order: repetition, then frequency and
     /// presence).
-    fn penalize(&self, out: &mut [f32], p: &SamplingParams) {
+    fn penalize(&self, out: &mut [f32], p: &Shaping) {
         if p.repetition_penalty != 1.0 {
             let output_only = self.output.keys().filter(|t| !self.prompt.contains(t));
             for &t in self.prompt.iter().chain(output_only) {
@@ -124,7 +142,7 @@ impl Sampler {
     pub fn new(params: SamplingParams) -> Result<Sampler> {
         params.validate()?;
         let rng = Rng::new(params.seed);
-        let seen = params.penalizes().then(Seen::default);
+        let seen = params.shaping.penalizes().then(Seen::default);
         Ok(Sampler { params, rng, seen })
     }
 
@@ -149,36 +167,38 @@ impl Sampler {
 
     /// `logits` with the bias and then the penalties applied, when there are any.
     fn adjust(&self, logits: &[f32]) -> Option<Vec<f32>> {
-        if self.params.logit_bias.is_empty() && self.seen.is_none() {
+        let shaping = &self.params.shaping;
+        if shaping.logit_bias.is_empty() && self.seen.is_none() {
             return None;
         }
         let mut out = logits.to_vec();
-        for &(id, bias) in &self.params.logit_bias {
+        for &(id, bias) in &shaping.logit_bias {
             if let Some(l) = out.get_mut(id as usize) {
                 *l += bias;
             }
         }
         if let Some(seen) = &self.seen {
-            seen.penalize(&mut out, &self.params);
+            seen.penalize(&mut out, shaping);
         }
         Some(out)
     }
 
     fn draw(&mut self, logits: &[f32]) -> u32 {
         let p = &self.params;
-        if p.temperature == 0.0 || p.top_k == 1 {
+        let (top_k, min_p) = (p.shaping.top_k, p.shaping.min_p);
+        if p.temperature == 0.0 || top_k == 1 {
             return argmax(logits).unwrap_or(0) as u32;
         }
         let mut order: Vec<usize> = (0..logits.len()).collect();
         order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-        if p.min_p > 0.0 {
+        if min_p > 0.0 {
             // p_i >= min_p p_max, in logits: l_i / T >= l_max / T + ln(min_p).
-            let floor = logits[order[0]] / p.temperature + p.min_p.ln();
+            let floor = logits[order[0]] / p.temperature + min_p.ln();
             let keep = order.partition_point(|&i| logits[i] / p.temperature >= floor);
             order.truncate(keep.max(1));
         }
-        if p.top_k > 0 {
-            order.truncate(p.top_k);
+        if top_k > 0 {
+            order.truncate(top_k);
         }
         let mut probs: Vec<f32> = order.iter().map(|&i| logits[i] / p.temperature).collect();
         softmax(&mut probs);
@@ -213,11 +233,21 @@ mod tests {
         Sampler::new(SamplingParams {
             temperature,
             top_p,
-            top_k,
             seed,
-            ..SamplingParams::default()
+            shaping: Shaping {
+                top_k,
+                ..Shaping::default()
+            },
         })
         .unwrap()
+    }
+
+    /// Greedy sampling shaped by `shaping`.
+    fn shaped(shaping: Shaping) -> SamplingParams {
+        SamplingParams {
+            shaping,
+            ..SamplingParams::default()
+        }
     }
 
     #[test]
@@ -265,18 +295,18 @@ mod tests {
         };
         assert!(bad(-1.0, 1.0) && bad(f32::NAN, 1.0) && bad(1.0, 0.0) && bad(1.0, 1.5));
         for params in [
-            SamplingParams {
+            shaped(Shaping {
                 min_p: 1.5,
-                ..SamplingParams::default()
-            },
-            SamplingParams {
+                ..Shaping::default()
+            }),
+            shaped(Shaping {
                 repetition_penalty: 0.0,
-                ..SamplingParams::default()
-            },
-            SamplingParams {
+                ..Shaping::default()
+            }),
+            shaped(Shaping {
                 presence_penalty: f32::INFINITY,
-                ..SamplingParams::default()
-            },
+                ..Shaping::default()
+            }),
         ] {
             assert!(Sampler::new(params).is_err());
         }
@@ -288,9 +318,11 @@ mod tests {
         let logits = [2.0, 1.5, 1.0, -0.5];
         let mut s = Sampler::new(SamplingParams {
             temperature: 1.0,
-            min_p: 0.5,
             seed: 5,
-            ..SamplingParams::default()
+            ..shaped(Shaping {
+                min_p: 0.5,
+                ..Shaping::default()
+            })
         })
         .unwrap();
         let drawn: HashSet<u32> = (0..300).map(|_| s.sample(&logits)).collect();
@@ -307,31 +339,31 @@ mod tests {
         assert_eq!(greedy(SamplingParams::default(), &[0]), [0, 0, 0]);
         // Token 0 is in the prompt: 3 / 2 = 1.5 < 2.5, so token 1 wins; seen, it falls to 1.25
         // and token 0 (penalized once, however often seen) wins from then on.
-        let repetition = SamplingParams {
+        let repetition = shaped(Shaping {
             repetition_penalty: 2.0,
-            ..SamplingParams::default()
-        };
+            ..Shaping::default()
+        });
         assert_eq!(greedy(repetition, &[0]), [1, 0, 0]);
         // Presence: 3 - 1 = 2 < 2.5 after the first, then token 1 falls to 1.5 < 2.
-        let presence = SamplingParams {
+        let presence = shaped(Shaping {
             presence_penalty: 1.0,
-            ..SamplingParams::default()
-        };
+            ..Shaping::default()
+        });
         assert_eq!(greedy(presence, &[]), [0, 1, 0]);
         // Frequency: each use costs 0.4: 3, then 2.6 > 2.5, then 2.2 < 2.5.
-        let frequency = SamplingParams {
+        let frequency = shaped(Shaping {
             frequency_penalty: 0.4,
-            ..SamplingParams::default()
-        };
+            ..Shaping::default()
+        });
         assert_eq!(greedy(frequency, &[]), [0, 0, 1]);
         // A negative logit of a seen token is made more negative, not less.
         let seen_negative = Seen {
             prompt: HashSet::from([3]),
             output: HashMap::new(),
         };
-        let p = SamplingParams {
+        let p = Shaping {
             repetition_penalty: 2.0,
-            ..SamplingParams::default()
+            ..Shaping::default()
         };
         let mut penalized = logits;
         seen_negative.penalize(&mut penalized, &p);
@@ -339,9 +371,11 @@ mod tests {
         // A bias of +100 forces a token, at any temperature.
         let mut s = Sampler::new(SamplingParams {
             temperature: 1.5,
-            logit_bias: vec![(3, 100.0)],
             seed: 1,
-            ..SamplingParams::default()
+            ..shaped(Shaping {
+                logit_bias: vec![(3, 100.0)],
+                ..Shaping::default()
+            })
         })
         .unwrap();
         assert!((0..50).all(|_| s.sample(&logits) == 3));

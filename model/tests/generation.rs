@@ -82,9 +82,11 @@ fn sampling_is_reproducible_by_seed_and_bounded() {
         sampling: SamplingParams {
             temperature: 1.0,
             top_p: 0.9,
-            top_k: 50,
             seed,
-            ..SamplingParams::default()
+            shaping: moe_model::sampling::Shaping {
+                top_k: 50,
+                ..Default::default()
+            },
         },
         ..GenerateParams::default()
     };

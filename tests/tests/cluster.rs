@@ -337,17 +337,17 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
     let reference = moe_model::Model::load(&model, &options, pool).unwrap();
     let tokenizer = moe_model::Tokenizer::from_dir(&model).unwrap();
     let prompts: [&[u32]; 2] = [&[1, 17, 42, 7, 99, 3], &[5, 9, 11]];
-    let expected: Vec<String> = prompts
-        .iter()
-        .map(|p| {
-            let params = moe_model::GenerateParams {
-                max_tokens: 12,
-                ..moe_model::GenerateParams::default()
-            };
-            let g = moe_model::generate(&reference, Some(&tokenizer), p, &params).unwrap();
-            g.text.unwrap()
-        })
-        .collect();
+    // The single-process model's 12 tokens after `prompt`, sampled with `sampling`.
+    let reference_run = |prompt: &[u32], sampling: moe_model::SamplingParams| {
+        let params = moe_model::GenerateParams {
+            max_tokens: 12,
+            sampling,
+            ..moe_model::GenerateParams::default()
+        };
+        moe_model::generate(&reference, Some(&tokenizer), prompt, &params).unwrap()
+    };
+    let greedy_text = |prompt: &[u32]| reference_run(prompt, Default::default()).text.unwrap();
+    let expected: Vec<String> = prompts.iter().map(|p| greedy_text(p)).collect();
     let complete = |prompt: &[u32]| serde_json::json!({"model": "mixtral", "prompt": prompt, "max_tokens": 12, "temperature": 0, "precision": "exact"});
     let mut completion_tokens = 0;
     for (prompt, want) in prompts.iter().zip(&expected) {
@@ -363,17 +363,7 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
     let many: Vec<Vec<u32>> = (0..16u32)
         .map(|i| vec![1 + i, 40 + 3 * i, 7, i % 5 + 2])
         .collect();
-    let sequential: Vec<String> = many
-        .iter()
-        .map(|p| {
-            let params = moe_model::GenerateParams {
-                max_tokens: 12,
-                ..moe_model::GenerateParams::default()
-            };
-            let g = moe_model::generate(&reference, Some(&tokenizer), p, &params).unwrap();
-            g.text.unwrap()
-        })
-        .collect();
+    let sequential: Vec<String> = many.iter().map(|p| greedy_text(p)).collect();
     let started = Instant::now();
     let calls: Vec<_> = many
         .iter()
@@ -696,21 +686,16 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
             "{only_best}"
         );
     }
-    let penalized = moe_model::sampling::SamplingParams {
-        repetition_penalty: 1.8,
-        presence_penalty: 0.7,
-        frequency_penalty: 0.4,
+    let penalized = moe_model::SamplingParams {
+        shaping: moe_model::sampling::Shaping {
+            repetition_penalty: 1.8,
+            presence_penalty: 0.7,
+            frequency_penalty: 0.4,
+            ..Default::default()
+        },
         ..Default::default()
     };
-    let params = moe_model::GenerateParams {
-        max_tokens: 12,
-        sampling: penalized,
-        ..moe_model::GenerateParams::default()
-    };
-    let want = moe_model::generate(&reference, Some(&tokenizer), prompts[0], &params)
-        .unwrap()
-        .text
-        .unwrap();
+    let want = reference_run(prompts[0], penalized).text.unwrap();
     let mut body = complete(prompts[0]);
     body["repetition_penalty"] = 1.8.into();
     body["presence_penalty"] = 0.7.into();
@@ -731,13 +716,7 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         (200, Some(sevens.as_str()))
     );
     // A stop token ends generation where greedy would sample it, but not before min_tokens.
-    let greedy = moe_model::GenerateParams {
-        max_tokens: 12,
-        ..moe_model::GenerateParams::default()
-    };
-    let first = moe_model::generate(&reference, None, prompts[0], &greedy)
-        .unwrap()
-        .token_ids[0];
+    let first = reference_run(prompts[0], Default::default()).token_ids[0];
     let mut body = complete(prompts[0]);
     body["stop_token_ids"] = serde_json::json!([first]);
     let (status, stopped) = post(&gateway.address, "/v1/completions", &body).await;

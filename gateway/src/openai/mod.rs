@@ -22,11 +22,11 @@
 //!   ([`sse_event`], [`SSE_DONE`]).
 //!
 //! Refused with a 400 that names the field: batch prompts, `n` other than 1, content parts other
-//! than text, and the OpenAI features this server does not implement when a request actually asks
-//! for them (`tools`, `functions`, `tool_choice` other than `none`/`auto`, `response_format` other
-//! than `text`, non-empty `logit_bias`, non-zero `presence_penalty`/`frequency_penalty`, `best_of`
-//! above 1, a non-empty `suffix`). Any other unknown field is ignored (kept in `extra`): OpenAI
-//! clients send many.
+//! than text, and the OpenAI and vLLM features this server does not implement when a request
+//! actually asks for them (`UNIMPLEMENTED`: `tools`, `functions`, `tool_choice` other than
+//! `none`/`auto`, `response_format` other than `text`, `best_of` above 1, a non-empty `suffix`,
+//! vLLM's `guided_*`, `prompt_logprobs` and the like). Any other unknown field is ignored (kept in
+//! `extra`): OpenAI clients send many.
 //!
 //! Errors use OpenAI's envelope, `{"error": {"message", "type", "param", "code"}}`, without the
 //! top-level `"object": "error"` some vLLM versions add. The `"type"` follows vLLM: the name of

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use moe_model::sampling::Shaping;
+
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
@@ -224,36 +226,6 @@ pub struct Ending {
     pub include_stop_str: bool,
 }
 
-/// [`Filters`] checked against vLLM's ranges, with its defaults filled in.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Penalties {
-    /// Keep the `top_k` most likely tokens (0 = all).
-    pub top_k: usize,
-    /// Keep the tokens at least `min_p` times as likely as the most likely one (0 = off).
-    pub min_p: f32,
-    /// Over the prompt's and the output's tokens (1 = off).
-    pub repetition_penalty: f32,
-    /// Over the output's tokens (0 = off).
-    pub presence_penalty: f32,
-    /// Over the output's tokens, per occurrence (0 = off).
-    pub frequency_penalty: f32,
-    /// Added to these tokens' logits.
-    pub logit_bias: Vec<(u32, f32)>,
-}
-
-impl Default for Penalties {
-    fn default() -> Penalties {
-        Penalties {
-            top_k: 0,
-            min_p: 0.0,
-            repetition_penalty: 1.0,
-            presence_penalty: 0.0,
-            frequency_penalty: 0.0,
-            logit_bias: Vec::new(),
-        }
-    }
-}
-
 impl Filters {
     /// The ending rules, checked against vLLM's ranges and `max_tokens` where it is known,
     /// with vLLM's messages.
@@ -318,7 +290,7 @@ impl Filters {
     }
 
     /// Checks each against vLLM's range, with vLLM's messages.
-    fn validate(&self, vocab_size: usize) -> Result<Penalties, ApiError> {
+    fn validate(&self, vocab_size: usize) -> Result<Shaping, ApiError> {
         let top_k = match self.top_k {
             None | Some(-1) | Some(0) => 0,
             Some(k) if k >= 1 => usize::try_from(k).unwrap_or(usize::MAX),
@@ -354,7 +326,7 @@ impl Filters {
                 ))
             }
         };
-        Ok(Penalties {
+        Ok(Shaping {
             top_k,
             min_p: min_p as f32,
             repetition_penalty: repetition_penalty as f32,
@@ -375,7 +347,7 @@ pub struct SamplingParams {
     pub temperature: f32,
     pub top_p: f32,
     /// vLLM's filters and penalties.
-    pub penalties: Penalties,
+    pub shaping: Shaping,
     /// vLLM's ending rules.
     pub ending: Ending,
     pub seed: Option<u64>,
@@ -548,7 +520,7 @@ impl Knobs<'_> {
                 format!("top_p must be greater than 0 and at most 1, got {top_p}."),
             ));
         }
-        let penalties = self.filters.validate(self.vocab_size)?;
+        let shaping = self.filters.validate(self.vocab_size)?;
         let ending = self.filters.ending(self.max_tokens)?;
         if let Some(n) = self.n
             && n != 1
@@ -588,7 +560,7 @@ impl Knobs<'_> {
             max_tokens: self.max_tokens,
             temperature: temperature as f32,
             top_p: top_p as f32,
-            penalties,
+            shaping,
             ending,
             seed: self.seed,
             stop: self.stop.to_vec(),

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use moe_model::sampling::Shaping;
 use serde_json::json;
 
 use super::*;
@@ -103,7 +104,7 @@ fn completion_defaults() {
             max_tokens: Some(16),
             temperature: 1.0,
             top_p: 1.0,
-            penalties: Penalties::default(),
+            shaping: Shaping::default(),
             ending: Ending::default(),
             seed: None,
             stop: vec![],
@@ -311,10 +312,10 @@ fn unimplemented_features_are_refused_when_asked_for() {
 fn vllm_filters_and_penalties_follow_its_ranges() {
     let body = json!({"model": "m", "prompt": "hi", "top_k": 40, "min_p": 0.05,
                       "repetition_penalty": 1.1, "presence_penalty": -0.5, "frequency_penalty": 2});
-    let p = completion(body).unwrap().params.penalties;
+    let p = completion(body).unwrap().params.shaping;
     assert_eq!(
         p,
-        Penalties {
+        Shaping {
             top_k: 40,
             min_p: 0.05,
             repetition_penalty: 1.1,
@@ -326,7 +327,7 @@ fn vllm_filters_and_penalties_follow_its_ranges() {
     for off in [-1, 0] {
         let body =
             json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "top_k": off});
-        assert_eq!(chat(body).unwrap().params.penalties, Penalties::default());
+        assert_eq!(chat(body).unwrap().params.shaping, Shaping::default());
     }
     for (field, value, message) in [
         (
@@ -363,7 +364,7 @@ fn vllm_filters_and_penalties_follow_its_ranges() {
 #[test]
 fn logit_bias_takes_token_ids_in_the_vocabulary_and_biases_in_range() {
     let body = json!({"model": "m", "prompt": "hi", "logit_bias": {"17": 5.5, "2": -100}});
-    let bias = completion(body).unwrap().params.penalties.logit_bias;
+    let bias = completion(body).unwrap().params.shaping.logit_bias;
     assert_eq!(bias, vec![(2, -100.0), (17, 5.5)]);
     for (value, message) in [
         (
