@@ -68,6 +68,7 @@ fn wire(
         reply_dtype: 0,
         per_pair: false,
         traceparent: String::new(),
+        ahead: None,
         layer: work.layer,
         tokens: Some(tensor::encode(
             &work.tokens,

@@ -29,6 +29,7 @@ use crate::bench_cluster::{
 };
 use crate::eval_quality::{Setup, ThresholdArgs, measure};
 use crate::status::waiting_on;
+use moe_gateway::precalculation::PreCalculate;
 
 /// Options of `moe bench-precision`.
 #[derive(clap::Args, Debug)]
@@ -188,6 +189,7 @@ pub fn run(args: &BenchPrecisionArgs) -> anyhow::Result<()> {
             .parse::<PrecisionPair>()
             .map_err(anyhow::Error::msg)?,
         threads: args.threads,
+        pre_calculate: PreCalculate::Off,
     };
     eprintln!("quality of each ladder's top rung on {}", text.display());
     let quality = measure(&setup, &args.ladders)?;

@@ -24,19 +24,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use moe_expert_node::request::{layer_work, reply, reply_dtype};
+use moe_expert_node::request::{Ran, layer_work, reply, reply_dtype};
 use moe_expert_node::selection::ExpertSelection;
 use moe_expert_node::store;
-use moe_expert_node::work::{ExpertSet, PrecisionPair};
+use moe_expert_node::work::{ExpertSet, LayerWork, PrecisionPair};
 use moe_gateway::dispatch::whole_layer_request;
 use moe_gateway::policy::{PairCounts, PairPlan, Rung, Thresholds};
+use moe_gateway::precalculation::{PreCalculate, Precalculation, Tally};
 use moe_kernels::Pool;
 use moe_launch::http::{Request, blocking};
 use moe_model::moe::{Route, RoutedExperts};
 use moe_model::quality::compare;
 use moe_model::{LoadOptions, Logits, Model, ModelError, RoutedError, Tokenizer};
 use moe_proto::expert::Timings;
-use moe_proto::tensor::{self, Limits};
+use moe_proto::tensor::{self, Limits, WireDtype};
 
 /// Options of `moe eval-quality`.
 #[derive(clap::Args, Debug)]
@@ -70,6 +71,10 @@ pub struct EvalQualityArgs {
     /// Kernel threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// DAOP's pre-calculation as the gateway's `--pre-calculate` runs it for `auto` requests
+    /// (`off` or `alternate`), applied at every rung.
+    #[arg(long, default_value = "off")]
+    pre_calculate: PreCalculate,
     /// Score through this running gateway (`host:port`) instead of in process.
     #[arg(long)]
     gateway: Option<String>,
@@ -103,44 +108,81 @@ impl ThresholdArgs {
 }
 
 /// Every MoE layer's routed experts as one expert node holding all of them would run an `auto`
-/// request from a link at `rung`.
+/// request from a link at `rung`, with the gateway's pre-calculation.
 struct SimulatedNode<'a> {
     set: &'a ExpertSet,
     pair: PrecisionPair,
     pool: &'a Pool,
+    model: &'a Model,
     policy: (Rung, Thresholds),
     /// Pairs planned at each precision.
     planned: PairCounts,
+    precalculation: Precalculation,
+}
+
+fn internal(e: &dyn std::fmt::Display) -> ModelError {
+    ModelError::RoutedExperts(RoutedError::Internal(e.to_string()))
+}
+
+impl SimulatedNode<'_> {
+    /// `work` run as the node runs it, its sums through the wire's dtype and back, per token.
+    fn execute(
+        &self,
+        work: &LayerWork,
+        dtype: WireDtype,
+        tokens: &[usize],
+        n: usize,
+    ) -> moe_model::Result<Vec<f32>> {
+        let hidden = self.set.hidden();
+        let sums = self
+            .set
+            .execute(work, self.pair, self.pool)
+            .map_err(|e| internal(&e))?;
+        let used = self.set.used(work, self.pair);
+        let ran = Ran {
+            work,
+            out: &sums,
+            used: &used,
+        };
+        let answer = reply(0, ran, None, hidden, dtype, Timings::default())
+            .map_err(|s| internal(&s.message()))?;
+        let output = answer.output.ok_or_else(|| internal(&"no output"))?;
+        let limits = Limits::default();
+        let rows = tensor::decode(&output, hidden, &limits).map_err(|e| internal(&e))?;
+        let mut out = vec![0.0; n * hidden];
+        for (row, &t) in rows.data.chunks_exact(hidden).zip(tokens) {
+            out[t * hidden..(t + 1) * hidden].copy_from_slice(row);
+        }
+        Ok(out)
+    }
 }
 
 impl RoutedExperts for SimulatedNode<'_> {
     fn run(&mut self, layer: usize, h: &[f32], routes: &[Route]) -> moe_model::Result<Vec<f32>> {
-        let fail = |e: &dyn std::fmt::Display| {
-            ModelError::RoutedExperts(RoutedError::Internal(e.to_string()))
-        };
-        let hidden = self.set.hidden();
-        let (req, tokens, planned) = whole_layer_request(layer, h, routes, hidden, self.policy);
-        self.planned.add(planned);
-        let mut out = vec![0.0; routes.len() * hidden];
-        if req.experts.is_empty() {
+        if let Some((out, _)) = self.precalculation.take(layer, routes) {
             return Ok(out);
         }
-        let limits = Limits::default();
-        let work = layer_work(&req, hidden, &limits).map_err(|s| fail(&s.message()))?;
-        let sums = self
-            .set
-            .execute(&work, self.pair, self.pool)
-            .map_err(|e| fail(&e))?;
-        let used = self.set.used(&work, self.pair);
-        let dtype = reply_dtype(&req).map_err(|s| fail(&s.message()))?;
-        let answer = reply(0, &work, &sums, hidden, &used, dtype, Timings::default())
-            .map_err(|s| fail(&s.message()))?;
-        let output = answer.output.ok_or_else(|| fail(&"no output"))?;
-        let rows = tensor::decode(&output, hidden, &limits).map_err(|e| fail(&e))?;
-        for (row, &t) in rows.data.chunks_exact(hidden).zip(&tokens) {
-            out[t * hidden..(t + 1) * hidden].copy_from_slice(row);
+        let (hidden, n) = (self.set.hidden(), routes.len());
+        let ahead = self.precalculation.plan(self.model, layer, h, n)?;
+        let later = ahead
+            .as_ref()
+            .map(|(l, predicted)| (*l, predicted.as_slice()));
+        let (req, tokens, planned) =
+            whole_layer_request(layer, h, (routes, later), hidden, self.policy);
+        self.planned.add(planned);
+        if tokens.is_empty() {
+            // Every pair was skipped.
+            return Ok(vec![0.0; n * hidden]);
         }
-        Ok(out)
+        let limits = Limits::default();
+        let (work, ahead_work) =
+            layer_work(&req, hidden, &limits).map_err(|s| internal(&s.message()))?;
+        let dtype = reply_dtype(&req).map_err(|s| internal(&s.message()))?;
+        if let (Some((l, predicted)), Some(w)) = (ahead, ahead_work) {
+            let out = self.execute(&w, dtype, &tokens, n)?;
+            self.precalculation.keep(l, predicted, out);
+        }
+        self.execute(&work, dtype, &tokens, n)
     }
 }
 
@@ -152,6 +194,7 @@ struct Totals {
     kl: f64,
     agree: f64,
     planned: PairCounts,
+    precalculated: Tally,
 }
 
 /// Mean negative log-likelihood of `ids[1..]` under `logits` (`[ids.len(), vocab]`), summed.
@@ -177,6 +220,8 @@ pub struct RungQuality {
     pub top1_agreement: f64,
     /// Pairs planned at each precision.
     pub pairs: PairCounts,
+    /// The layers answered from a pre-calculation, and how many of their chosen pairs were.
+    pub precalculated: Tally,
 }
 
 impl RungQuality {
@@ -195,6 +240,12 @@ impl RungQuality {
                 "high": self.pairs[PairPlan::High],
                 "low": self.pairs[PairPlan::Low],
                 "skip": self.pairs[PairPlan::Skip],
+            },
+            "precalculated": {
+                "layers": self.precalculated.layers,
+                "routed_pairs": self.precalculated.routed,
+                "hits": self.precalculated.hits,
+                "hit_rate": self.precalculated.hit_rate(),
             },
         })
     }
@@ -217,6 +268,7 @@ pub struct Setup<'a> {
     pub thresholds: Thresholds,
     pub pair: PrecisionPair,
     pub threads: usize,
+    pub pre_calculate: PreCalculate,
 }
 
 /// Runs the windows of `setup.text` exactly and at each of `rungs` (module docs).
@@ -264,8 +316,10 @@ pub fn measure(setup: &Setup<'_>, rungs: &[Rung]) -> anyhow::Result<Quality> {
                 set: &set,
                 pair: setup.pair,
                 pool: &pool,
+                model: &model,
                 policy: (rung, setup.thresholds),
                 planned: PairCounts::default(),
+                precalculation: Precalculation::new(setup.pre_calculate, &model),
             };
             let logits =
                 model.forward_with(window, &mut model.new_cache(), Logits::All, &mut node)?;
@@ -276,6 +330,7 @@ pub fn measure(setup: &Setup<'_>, rungs: &[Rung]) -> anyhow::Result<Quality> {
             t.agree += q.top1_agreement * positions as f64;
             t.positions += positions;
             t.planned.add(node.planned);
+            t.precalculated.add(node.precalculation.tally);
         }
         eprintln!(
             "window {}/{} ({:.0} s)",
@@ -296,6 +351,7 @@ pub fn measure(setup: &Setup<'_>, rungs: &[Rung]) -> anyhow::Result<Quality> {
             mean_kl: t.kl / t.positions as f64,
             top1_agreement: t.agree / t.positions as f64,
             pairs: t.planned,
+            precalculated: t.precalculated,
         })
         .collect();
     Ok(Quality {
@@ -441,18 +497,20 @@ pub fn run(args: &EvalQualityArgs) -> anyhow::Result<()> {
         thresholds,
         pair: args.precisions.resolve(&args.model)?,
         threads: args.threads,
+        pre_calculate: args.pre_calculate,
     };
     let q = measure(&setup, &args.rungs)?;
     let pair = setup.pair;
     println!(
-        "{} tokens of {} in {} windows; T1 {} T2 {}; nodes {}+{}",
+        "{} tokens of {} in {} windows; T1 {} T2 {}; nodes {}+{}; pre-calculation {}",
         q.tokens,
         text.display(),
         q.windows,
         thresholds.t1,
         thresholds.t2,
         pair.high,
-        pair.low
+        pair.low,
+        setup.pre_calculate.name()
     );
     println!(
         "{:<12} {:>10} {:>9} {:>10} {:>8} {:>7} {:>7} {:>7}",
@@ -484,6 +542,7 @@ pub fn run(args: &EvalQualityArgs) -> anyhow::Result<()> {
         "t1": thresholds.t1,
         "t2": thresholds.t2,
         "precisions": format!("{}+{}", pair.high, pair.low),
+        "pre_calculate": setup.pre_calculate.name(),
         "exact_perplexity": q.exact_perplexity,
         "rungs": q.rungs.iter().map(RungQuality::json).collect::<Vec<_>>(),
     });

@@ -4,7 +4,8 @@
 
 use moe_kernels::Format;
 use moe_proto::expert::{
-    ExpertPrecisions, LayerReply, LayerRequest, Precision as WirePrecision, Tensor, Timings,
+    ExpertPrecisions, ExpertWork, LayerReply, LayerRequest, Precision as WirePrecision, Tensor,
+    Timings,
 };
 use moe_proto::tensor::{self, Limits, WireDtype};
 use tonic::Status;
@@ -43,16 +44,51 @@ pub fn wire_precision(format: Format) -> WirePrecision {
     }
 }
 
-/// Decodes `req` for a node whose experts take `hidden`-wide rows. Rows of one expert that ask
-/// for different precisions become one group per precision.
-pub fn layer_work(req: &LayerRequest, hidden: usize, limits: &Limits) -> Result<LayerWork, Status> {
+/// Decodes `req` for a node whose experts take `hidden`-wide rows: its layer's work and, when it
+/// carries one, the later layer's work on the same rows. Rows of one expert that ask for
+/// different precisions become one group per precision.
+pub fn layer_work(
+    req: &LayerRequest,
+    hidden: usize,
+    limits: &Limits,
+) -> Result<(LayerWork, Option<LayerWork>), Status> {
     let tokens = req
         .tokens
         .as_ref()
         .ok_or_else(|| Status::invalid_argument("layer request without tokens"))?;
     let rows = tensor::decode(tokens, hidden, limits)?;
+    let ahead = match &req.ahead {
+        None => None,
+        Some(_) if req.per_pair => {
+            let why = "a per-pair request carries no work for a later layer";
+            return Err(Status::invalid_argument(why));
+        }
+        Some(a) if a.layer == req.layer => {
+            return Err(Status::invalid_argument(format!(
+                "ahead work for layer {} is the request's own layer",
+                a.layer
+            )));
+        }
+        Some(a) => Some(LayerWork {
+            layer: a.layer,
+            n_tokens: rows.rows,
+            tokens: rows.data.clone(),
+            experts: expert_groups(&a.experts)?,
+        }),
+    };
+    let work = LayerWork {
+        layer: req.layer,
+        n_tokens: rows.rows,
+        tokens: rows.data,
+        experts: expert_groups(&req.experts)?,
+    };
+    Ok((work, ahead))
+}
+
+/// The wire's per-expert work as the core's groups: one per (expert, precision).
+fn expert_groups(works: &[ExpertWork]) -> Result<Vec<ExpertRows>, Status> {
     let mut experts: Vec<ExpertRows> = Vec::new();
-    for e in &req.experts {
+    for e in works {
         if e.rows.len() != e.weights.len() {
             return Err(WorkError::WeightCount {
                 expert: e.expert,
@@ -61,39 +97,8 @@ pub fn layer_work(req: &LayerRequest, hidden: usize, limits: &Limits) -> Result<
             }
             .into());
         }
-        let per_row: Vec<Precision> = match e.precisions.len() {
-            0 => vec![Precision::High; e.rows.len()],
-            1 => vec![precision(e.precisions[0])?; e.rows.len()],
-            n if n == e.rows.len() => e
-                .precisions
-                .iter()
-                .map(|&p| precision(p))
-                .collect::<Result<_, _>>()?,
-            n => {
-                return Err(Status::invalid_argument(format!(
-                    "expert {}: {n} precisions for {} rows (give one, or one per row)",
-                    e.expert,
-                    e.rows.len()
-                )));
-            }
-        };
-        let unimportance: Vec<f32> = match e.unimportance.len() {
-            0 => vec![0.0; e.rows.len()],
-            n if n == e.rows.len() => e.unimportance.clone(),
-            n => {
-                return Err(Status::invalid_argument(format!(
-                    "expert {}: {n} unimportance scores for {} rows (give none, or one per row)",
-                    e.expert,
-                    e.rows.len()
-                )));
-            }
-        };
-        if let Some(bad) = unimportance.iter().find(|u| !(0.0..=1.0).contains(*u)) {
-            return Err(Status::invalid_argument(format!(
-                "expert {}: unimportance {bad} is outside [0, 1]",
-                e.expert
-            )));
-        }
+        let per_row = row_precisions(e)?;
+        let unimportance = row_unimportance(e)?;
         let first = experts.len();
         for (((&row, &weight), p), u) in
             e.rows.iter().zip(&e.weights).zip(per_row).zip(unimportance)
@@ -117,12 +122,43 @@ pub fn layer_work(req: &LayerRequest, hidden: usize, limits: &Limits) -> Result<
             g.unimportance = g.unimportance.min(u);
         }
     }
-    Ok(LayerWork {
-        layer: req.layer,
-        n_tokens: rows.rows,
-        tokens: rows.data,
-        experts,
-    })
+    Ok(experts)
+}
+
+/// Each row's precision: none given is high for all, one is for all, else one per row.
+fn row_precisions(e: &ExpertWork) -> Result<Vec<Precision>, Status> {
+    match e.precisions.len() {
+        0 => Ok(vec![Precision::High; e.rows.len()]),
+        1 => Ok(vec![precision(e.precisions[0])?; e.rows.len()]),
+        n if n == e.rows.len() => e.precisions.iter().map(|&p| precision(p)).collect(),
+        n => Err(Status::invalid_argument(format!(
+            "expert {}: {n} precisions for {} rows (give one, or one per row)",
+            e.expert,
+            e.rows.len()
+        ))),
+    }
+}
+
+/// Each row's HOBBIT unimportance, in [0, 1]: none given is 0 for all, else one per row.
+fn row_unimportance(e: &ExpertWork) -> Result<Vec<f32>, Status> {
+    let unimportance = match e.unimportance.len() {
+        0 => vec![0.0; e.rows.len()],
+        n if n == e.rows.len() => e.unimportance.clone(),
+        n => {
+            return Err(Status::invalid_argument(format!(
+                "expert {}: {n} unimportance scores for {} rows (give none, or one per row)",
+                e.expert,
+                e.rows.len()
+            )));
+        }
+    };
+    if let Some(bad) = unimportance.iter().find(|u| !(0.0..=1.0).contains(*u)) {
+        return Err(Status::invalid_argument(format!(
+            "expert {}: unimportance {bad} is outside [0, 1]",
+            e.expert
+        )));
+    }
+    Ok(unimportance)
 }
 
 /// The dtype `req` asks its reply to travel as (f32 unless it says otherwise).
@@ -146,33 +182,52 @@ impl From<WorkError> for Status {
     }
 }
 
-/// Packs the output of `work` — weighted sums per token, or outputs per pair — into a reply;
-/// `used` is the format each of `work`'s groups ran at.
+/// One layer's work as it ran: per-token weighted sums (or outputs per pair) and the format
+/// each of its groups ran at.
+pub struct Ran<'a> {
+    pub work: &'a LayerWork,
+    pub out: &'a [f32],
+    pub used: &'a [Format],
+}
+
+impl Ran<'_> {
+    fn output(&self, hidden: usize, dtype: WireDtype) -> Result<Tensor, Status> {
+        let rows = self.out.len() / hidden.max(1);
+        Ok(tensor::encode(self.out, rows, hidden, dtype)?)
+    }
+
+    fn precisions(&self) -> Vec<ExpertPrecisions> {
+        let groups = self.work.experts.iter().zip(self.used);
+        groups
+            .map(|(e, &format)| ExpertPrecisions {
+                expert: e.expert,
+                used: vec![wire_precision(format) as i32; e.rows.len()],
+            })
+            .collect()
+    }
+}
+
+/// Packs a request's layer as it `ran`, and its later layer's when it carried one, into a reply.
 pub fn reply(
     batch_id: u64,
-    work: &LayerWork,
-    out: &[f32],
+    ran: Ran<'_>,
+    ahead: Option<Ran<'_>>,
     hidden: usize,
-    used: &[Format],
     dtype: WireDtype,
     timings: Timings,
 ) -> Result<LayerReply, Status> {
-    let output: Tensor = tensor::encode(out, out.len() / hidden.max(1), hidden, dtype)?;
-    let precisions = work
-        .experts
-        .iter()
-        .zip(used)
-        .map(|(e, &format)| ExpertPrecisions {
-            expert: e.expert,
-            used: vec![wire_precision(format) as i32; e.rows.len()],
-        })
-        .collect();
+    let (ahead_output, ahead_precisions) = match &ahead {
+        Some(a) => (Some(a.output(hidden, dtype)?), a.precisions()),
+        None => (None, Vec::new()),
+    };
     Ok(LayerReply {
         batch_id,
-        layer: work.layer,
-        output: Some(output),
-        precisions,
+        layer: ran.work.layer,
+        output: Some(ran.output(hidden, dtype)?),
+        precisions: ran.precisions(),
         timings: Some(timings),
+        ahead_output,
+        ahead_precisions,
     })
 }
 
@@ -181,7 +236,7 @@ mod tests {
     use super::*;
     use crate::epoch::{Epoch, StaleEpoch};
     use crate::work::{ExpertSet, PrecisionPair};
-    use moe_proto::expert::ExpertWork;
+    use moe_proto::expert::AheadWork;
 
     const HIDDEN: usize = 4;
 
@@ -205,6 +260,7 @@ mod tests {
             reply_dtype: 0,
             per_pair: false,
             traceparent: String::new(),
+            ahead: None,
         }
     }
 
@@ -226,7 +282,8 @@ mod tests {
             expert(5, vec![2], vec![Q8]),
             expert(6, vec![1], vec![]),
         ]);
-        let work = layer_work(&req, HIDDEN, &Limits::default()).unwrap();
+        let (work, ahead) = layer_work(&req, HIDDEN, &Limits::default()).unwrap();
+        assert!(ahead.is_none());
         assert_eq!((work.layer, work.n_tokens, work.tokens.len()), (2, 3, 12));
         assert_eq!(work.tokens[5], 1.25);
         let groups: Vec<(u32, Vec<u32>, Precision)> = work
@@ -302,9 +359,46 @@ mod tests {
     }
 
     #[test]
+    fn ahead_work_is_a_later_layer_on_the_same_rows() {
+        use tonic::Code;
+        let mut req = request(vec![expert(0, vec![0], vec![])]);
+        req.ahead = Some(AheadWork {
+            layer: 3,
+            experts: vec![expert(4, vec![1, 2], vec![WirePrecision::Low])],
+        });
+        let (work, ahead) = layer_work(&req, HIDDEN, &Limits::default()).unwrap();
+        let ahead = ahead.expect("the request carries ahead work");
+        assert_eq!((work.layer, ahead.layer), (2, 3));
+        assert_eq!(ahead.tokens, work.tokens);
+        assert_eq!(ahead.n_tokens, 3);
+        assert_eq!(ahead.experts[0].expert, 4);
+        assert_eq!(ahead.experts[0].rows, vec![1, 2]);
+        assert_eq!(ahead.experts[0].precision, Precision::Low);
+
+        let limits = Limits::default();
+        let mut same = req.clone();
+        same.ahead.as_mut().unwrap().layer = 2;
+        let refused = layer_work(&same, HIDDEN, &limits).unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(
+            refused.message().contains("own layer"),
+            "{}",
+            refused.message()
+        );
+        let mut per_pair = req.clone();
+        per_pair.per_pair = true;
+        let refused = layer_work(&per_pair, HIDDEN, &limits).unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        let mut short = req;
+        short.ahead.as_mut().unwrap().experts[0].weights.pop();
+        let refused = layer_work(&short, HIDDEN, &limits).unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
+    }
+
+    #[test]
     fn replies_carry_sums_and_precisions_used() {
         let req = request(vec![expert(3, vec![0, 2], vec![WirePrecision::Low])]);
-        let work = layer_work(&req, HIDDEN, &Limits::default()).unwrap();
+        let (work, _) = layer_work(&req, HIDDEN, &Limits::default()).unwrap();
         let out: Vec<f32> = (0..3 * HIDDEN).map(|i| i as f32).collect();
         let pair = PrecisionPair {
             high: Format::F16,
@@ -316,10 +410,36 @@ mod tests {
             load_us: 0,
         };
         let used = ExpertSet::new(HIDDEN).used(&work, pair);
-        let r = reply(7, &work, &out, HIDDEN, &used, WireDtype::F32, timings).unwrap();
+        let ran = Ran {
+            work: &work,
+            out: &out,
+            used: &used,
+        };
+        let r = reply(7, ran, None, HIDDEN, WireDtype::F32, timings).unwrap();
         assert_eq!((r.batch_id, r.layer), (7, 2));
         assert_eq!(r.precisions[0].used, vec![WirePrecision::Q4 as i32; 2]);
         let back = tensor::decode(r.output.as_ref().unwrap(), HIDDEN, &Limits::default()).unwrap();
         assert_eq!(back.data, out);
+        assert!(r.ahead_output.is_none() && r.ahead_precisions.is_empty());
+
+        let doubled: Vec<f32> = out.iter().map(|v| 2.0 * v).collect();
+        let ahead = Ran {
+            work: &work,
+            out: &doubled,
+            used: &used,
+        };
+        let ran = Ran {
+            work: &work,
+            out: &out,
+            used: &used,
+        };
+        let r = reply(8, ran, Some(ahead), HIDDEN, WireDtype::F32, timings).unwrap();
+        let back = r.ahead_output.as_ref().unwrap();
+        let back = tensor::decode(back, HIDDEN, &Limits::default()).unwrap();
+        assert_eq!(back.data, doubled);
+        assert_eq!(
+            r.ahead_precisions[0].used,
+            vec![WirePrecision::Q4 as i32; 2]
+        );
     }
 }

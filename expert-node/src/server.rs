@@ -9,7 +9,7 @@ use moe_service::telemetry::set_remote_parent;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use moe_kernels::{Format, Pool};
 use moe_proto::expert::expert_service_server::ExpertService;
@@ -24,8 +24,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::epoch::Epoch;
 use crate::gpu::Accelerator;
-use crate::request::{self, layer_work, reply, reply_dtype, wire_precision};
-use crate::residency::Residency;
+use crate::request::{self, Ran, layer_work, reply, reply_dtype, wire_precision};
+use crate::residency::{Batch, Residency};
 use crate::shard::{ExpertDims, ShardKey};
 use crate::staging::{Stage, Stager};
 use crate::store::Catalog;
@@ -38,6 +38,8 @@ type Replies = mpsc::Sender<Result<ServerMessage, Status>>;
 struct Job {
     batch_id: u64,
     work: LayerWork,
+    /// A later layer's work on the same rows, answered in the same reply.
+    ahead: Option<LayerWork>,
     /// Reply with each pair's unweighted output (see `LayerRequest.per_pair`).
     per_pair: bool,
     reply_dtype: WireDtype,
@@ -113,6 +115,24 @@ fn lock(gpu: &SharedGpu) -> MutexGuard<'_, Box<dyn Accelerator>> {
     gpu.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// One layer's work as the compute thread ran it: the experts it gathered, the output and the
+/// format each group ran at.
+struct Executed {
+    batch: Batch,
+    out: Vec<f32>,
+    used: Vec<Format>,
+}
+
+impl Executed {
+    fn ran<'a>(&'a self, work: &'a LayerWork) -> Ran<'a> {
+        Ran {
+            work,
+            out: &self.out,
+            used: &self.used,
+        }
+    }
+}
+
 /// The compute thread's view of the node.
 struct Compute {
     residency: Arc<Residency>,
@@ -180,37 +200,42 @@ impl Compute {
         Ok((out, experts.used(work, self.pair)))
     }
 
-    /// Runs one batch, replies, then records what ran.
+    /// Gathers `work`'s experts and runs it.
+    fn run_work(&self, work: &LayerWork, per_pair: bool) -> Result<Executed, WorkError> {
+        let batch = self.residency.gather(work, self.pair)?;
+        let (out, used) = self.execute(&batch.experts, work, per_pair)?;
+        Ok(Executed { batch, out, used })
+    }
+
+    /// Runs one batch (and the later layer's work it carries), replies, then records what ran.
     fn layer(&self, job: Job) {
         let _running = job.span.enter();
         let started = Instant::now();
         let hidden = self.residency.catalog().hidden();
-        let ran = self
-            .residency
-            .gather(&job.work, self.pair)
-            .and_then(|batch| {
-                let (out, used) = self.execute(&batch.experts, &job.work, job.per_pair)?;
-                Ok((batch, out, used))
-            });
-        let (message, batch) = match ran {
-            Ok((batch, out, used)) => {
+        let ran = self.run_work(&job.work, job.per_pair).and_then(|now| {
+            let ahead = job.ahead.as_ref().map(|w| self.run_work(w, false));
+            Ok((now, ahead.transpose()?))
+        });
+        let (message, batches) = match ran {
+            Ok((now, ahead)) => {
+                let ahead_load = ahead.as_ref().map_or(Duration::ZERO, |a| a.batch.load_time);
                 let timings = Timings {
                     queue_us: started.duration_since(job.arrived).as_micros() as u64,
                     compute_us: started.elapsed().as_micros() as u64,
-                    load_us: batch.load_time.as_micros() as u64,
+                    load_us: (now.batch.load_time + ahead_load).as_micros() as u64,
                 };
+                let ahead_ran = job.ahead.as_ref().zip(ahead.as_ref());
                 let r = reply(
                     job.batch_id,
-                    &job.work,
-                    &out,
+                    now.ran(&job.work),
+                    ahead_ran.map(|(work, a)| a.ran(work)),
                     hidden,
-                    &used,
                     job.reply_dtype,
                     timings,
                 );
-                (r, Some(batch))
+                (r, [Some(now.batch), ahead.map(|a| a.batch)])
             }
-            Err(e) => (Err(Status::from(e)), None),
+            Err(e) => (Err(Status::from(e)), [None, None]),
         };
         let message = match message {
             Ok(r) => ServerMessage {
@@ -220,7 +245,7 @@ impl Compute {
         };
         // A gateway that went away just drops its replies.
         let _ = job.replies.blocking_send(Ok(message));
-        if let Some(batch) = batch {
+        for batch in batches.into_iter().flatten() {
             let missing = self.residency.record(batch);
             if !missing.is_empty() && !self.stager.send(Stage::Load(missing)) {
                 tracing::debug!("the staging queue is full; the hot set fills on a later choice");
@@ -363,17 +388,21 @@ impl Node {
             .map_err(WorkError::from)?;
         let reply_dtype = reply_dtype(req)?;
         let catalog = loaded.residency.catalog();
-        let mut work = layer_work(req, catalog.hidden(), &self.limits)?;
-        if 2 * self.queued.load(Ordering::Relaxed) >= self.queue_capacity {
-            let downgraded = work.downgrade_unimportant(self.downgrade_above);
-            self.queue_downgraded
-                .fetch_add(downgraded as u64, Ordering::Relaxed);
+        let (mut work, mut ahead) = layer_work(req, catalog.hidden(), &self.limits)?;
+        let backed_up = 2 * self.queued.load(Ordering::Relaxed) >= self.queue_capacity;
+        for w in std::iter::once(&mut work).chain(ahead.as_mut()) {
+            if backed_up {
+                let downgraded = w.downgrade_unimportant(self.downgrade_above);
+                self.queue_downgraded
+                    .fetch_add(downgraded as u64, Ordering::Relaxed);
+            }
+            w.validate(self.pair, catalog.hidden(), |key| catalog.contains(key))?;
         }
-        work.validate(self.pair, catalog.hidden(), |key| catalog.contains(key))?;
         self.queued.fetch_add(1, Ordering::Relaxed);
         let job = Job {
             batch_id: req.batch_id,
             work,
+            ahead,
             per_pair: req.per_pair,
             reply_dtype,
             arrived,
@@ -641,6 +670,7 @@ mod tests {
             reply_dtype: 0,
             per_pair: false,
             traceparent: String::new(),
+            ahead: None,
         }
     }
 

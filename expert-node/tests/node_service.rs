@@ -4,7 +4,8 @@
 //! within that dtype's error budget; prefetch hints are counted, ignored when they name no held
 //! expert, and stage the hinted expert; a cold expert is read from the RAM disk and joins the hot
 //! set once it is used most; `Info` reports the node's capacity; a full compute queue refuses the
-//! next batch with RESOURCE_EXHAUSTED at once and serves the queued ones.
+//! next batch with RESOURCE_EXHAUSTED at once and serves the queued ones; a request's ahead work
+//! (a later layer on the same rows) is answered in the same reply as if sent on its own.
 
 mod common;
 
@@ -25,7 +26,7 @@ use moe_kernels::{Format, Pool};
 use moe_proto::expert::expert_service_client::ExpertServiceClient;
 use moe_proto::expert::expert_service_server::ExpertServiceServer;
 use moe_proto::expert::{
-    Dtype, InfoRequest, LayerReply, NodeInfo, Precision, PrefetchHint, server_message,
+    AheadWork, Dtype, InfoRequest, LayerReply, NodeInfo, Precision, PrefetchHint, server_message,
 };
 use moe_proto::tensor::{self, Limits};
 use tokio::net::TcpListener;
@@ -217,6 +218,48 @@ async fn replies_travel_in_the_dtype_asked_for_within_its_budget() {
     unknown.reply_dtype = 42;
     assert_error(stream.call(unknown).await, Code::InvalidArgument);
     replied(stream.call(asking(6, Dtype::I8RowScaled)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ahead_work_answers_a_later_layer_on_the_same_rows_in_the_same_reply() {
+    let node = TestNode::start("0:0-7,1:0-7", Budget::Unlimited).await;
+    let mut client = node.client().await;
+    let mut stream = Stream::open(&mut client).await;
+    let n = 4;
+    let h = hidden_states(n);
+    let decode = |t: &Option<moe_proto::expert::Tensor>| {
+        let t = t.as_ref().expect("an output");
+        tensor::decode(t, HIDDEN, &Limits::default()).unwrap().data
+    };
+    let now = || vec![one(2, vec![0, 3])];
+    let later = || vec![one(5, vec![1, 2, 3]), one(7, vec![0])];
+    let alone_now = decode(&replied(stream.call(request(1, 0, &h, n, now())).await).output);
+    let alone_later = decode(&replied(stream.call(request(2, 1, &h, n, later())).await).output);
+
+    let mut both = request(3, 0, &h, n, now());
+    both.ahead = Some(AheadWork {
+        layer: 1,
+        experts: later(),
+    });
+    let reply = replied(stream.call(both.clone()).await);
+    assert_eq!(reply.layer, 0);
+    assert_eq!(decode(&reply.output), alone_now, "the layer's own sums");
+    assert_eq!(
+        decode(&reply.ahead_output),
+        alone_later,
+        "the later layer's sums"
+    );
+    let ran: Vec<u32> = reply.ahead_precisions.iter().map(|p| p.expert).collect();
+    assert_eq!(ran, vec![5, 7]);
+
+    let mut not_held = both.clone();
+    not_held.batch_id = 4;
+    not_held.ahead.as_mut().unwrap().layer = 2;
+    assert_error(stream.call(not_held).await, Code::FailedPrecondition);
+    let mut per_pair = both;
+    per_pair.batch_id = 5;
+    per_pair.per_pair = true;
+    assert_error(stream.call(per_pair).await, Code::InvalidArgument);
 }
 
 /// Polls `Info` until `done` holds, for at most ten seconds.

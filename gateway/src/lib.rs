@@ -20,6 +20,8 @@
 //!   retries on replicas; [`dispatch::RemoteExperts`] plugs it into the model's forward pass.
 //! * [`prediction`]: HOBBIT's stacked gating: the next layers' experts predicted from the current
 //!   gate input, for prefetch hints, and the predictions' accuracy per distance.
+//! * [`precalculation`]: DAOP's pre-calculation: a later MoE layer's predicted experts run with
+//!   an earlier layer's, saving that layer's round trip.
 //! * [`scheduler`]: continuous batching: which sequences run each step, within the KV budget.
 
 pub mod api_keys;
@@ -37,6 +39,7 @@ pub mod metrics;
 pub mod node_client;
 pub mod openai;
 pub mod policy;
+pub mod precalculation;
 pub mod prediction;
 pub mod readiness;
 pub mod scheduler;

@@ -36,6 +36,8 @@ pub struct Link {
     pub pairs: PairCounts,
     /// Pairs planned low on this link that went to a replica on a less loaded one instead.
     pub rerouted: u64,
+    /// Pairs of a later layer sent with an earlier layer's requests, pre-calculated.
+    pub precalculated: u64,
 }
 
 /// How long a node whose call failed is tried only after its healthy replicas.
@@ -94,6 +96,14 @@ impl Links {
     /// `pairs` planned low on `node`'s link went to a replica on a less loaded link instead.
     pub fn rerouted(&self, node: &str, pairs: u64) {
         self.lock().entry(node.to_string()).or_default().rerouted += pairs;
+    }
+
+    /// `pairs` of a later layer go to `node` with an earlier layer's request.
+    pub fn precalculated(&self, node: &str, pairs: u64) {
+        self.lock()
+            .entry(node.to_string())
+            .or_default()
+            .precalculated += pairs;
     }
 
     /// A call to `node` is on its way.
@@ -170,7 +180,7 @@ impl Links {
         let links = self.snapshot();
         let label = node_label;
         type Value = fn(&Link) -> f64;
-        let families: [(&str, &str, &str, Value); 11] = [
+        let families: [(&str, &str, &str, Value); 12] = [
             (
                 names::EXPERT_NODE_CALLS_TOTAL,
                 "Layer requests sent to the node.",
@@ -212,6 +222,13 @@ impl Links {
                 "Round-trip time of layer requests to the node, summed.",
                 "counter",
                 |l| l.rtt_seconds,
+            ),
+            (
+                names::EXPERT_PAIRS_PRECALCULATED_TOTAL,
+                "Pairs of a later layer sent with an earlier layer's requests, pre-calculated \
+                 from that layer's input.",
+                "counter",
+                |l| l.precalculated as f64,
             ),
             (
                 names::EXPERT_LINK_RUNG,

@@ -22,6 +22,7 @@ use moe_gateway::generator::{Generator, GeneratorConfig};
 use moe_gateway::grpc::GrpcApi;
 use moe_gateway::http::{self, HttpOptions};
 use moe_gateway::policy::{LadderConfig, Rung, Thresholds};
+use moe_gateway::precalculation::PreCalculate;
 use moe_gateway::prediction::MAX_DISTANCE;
 use moe_gateway::scheduler::SchedulerConfig;
 use moe_kernels::Pool;
@@ -97,6 +98,12 @@ struct Config {
     /// use; 0 sends no hints.
     #[arg(long, env = "MOE_PREFETCH_LAYERS", default_value_t = 1)]
     prefetch_layers: usize,
+    /// DAOP's pre-calculation for `auto` requests: `off`, or `alternate` — every other MoE layer
+    /// also runs the next MoE layer's experts as that layer's router predicts them from this
+    /// layer's input, in the same messages, and the next layer uses those outputs instead of a
+    /// round trip of its own (half the round trips per token, at a measured quality cost).
+    #[arg(long, env = "MOE_PRE_CALCULATE", default_value = "off")]
+    pre_calculate: PreCalculate,
     /// The highest rung of the link-aware precision ladder for `auto` requests: `off` (always
     /// f32 activations and high precision), `int8-wire` (int8 activations on a saturated link),
     /// `low-weights` (and low-precision weights for pairs above T1) or `skip` (and skipping
@@ -318,6 +325,7 @@ async fn run(config: Config, tls: Tls) -> anyhow::Result<()> {
     let dispatcher = Arc::new(
         dispatcher
             .with_prefetch_layers(config.prefetch_layers)
+            .with_pre_calculate(config.pre_calculate)
             .with_policy(
                 Thresholds::resolve(
                     config.precision_t1,
@@ -507,6 +515,11 @@ mod tests {
             config(&["--precision-ladder", "int8-wire"]).precision_ladder,
             Rung::Int8Wire
         );
+        assert_eq!(
+            config(&["--pre-calculate", "alternate"]).pre_calculate,
+            PreCalculate::Alternate
+        );
+        assert_eq!(config(&[]).pre_calculate, PreCalculate::Off);
         let refused = check(&config(&["--cluster", "no/slash"])).unwrap_err();
         assert!(refused.contains("--cluster"), "{refused}");
         let refused = check(&config(&["--http-body-timeout-seconds", "0"])).unwrap_err();

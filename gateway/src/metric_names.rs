@@ -73,6 +73,9 @@ pub const EXPERT_LINK_RUNG_SECONDS_TOTAL: &str = "moe:expert_link_rung_seconds_t
 pub const EXPERT_PAIRS_TOTAL: &str = "moe:expert_pairs_total";
 /// Pairs sent to a replica on a less loaded link instead of low on a saturated one. (counter). Labels: `node`.
 pub const EXPERT_PAIRS_REROUTED_TOTAL: &str = "moe:expert_pairs_rerouted_total";
+/// Pairs of a later layer sent to the node with an earlier layer's request, pre-calculated from
+/// that layer's input. (counter). Labels: `node`.
+pub const EXPERT_PAIRS_PRECALCULATED_TOTAL: &str = "moe:expert_pairs_precalculated_total";
 /// Whether the node has loaded the current placement. (gauge). Labels: `node`.
 pub const EXPERT_NODE_PLACEMENT_LOADED: &str = "moe:expert_node_placement_loaded";
 /// Prefetch hints sent to the node. (counter). Labels: `node`.
@@ -83,5 +86,11 @@ pub const EXPERT_ROUTED_TOKENS_TOTAL: &str = "moe:expert_routed_tokens_total";
 pub const EXPERT_PREDICTION_PAIRS_TOTAL: &str = "moe:expert_prediction_pairs_total";
 /// Predicted pairs the router then chose. (counter). Labels: `distance`.
 pub const EXPERT_PREDICTION_HITS_TOTAL: &str = "moe:expert_prediction_hits_total";
+/// MoE layers answered from an earlier layer's pre-calculation, each a round trip saved. (counter).
+pub const PRECALCULATED_LAYERS_TOTAL: &str = "moe:precalculated_layers_total";
+/// (token, expert) pairs the router chose in pre-calculated layers. (counter).
+pub const PRECALCULATED_ROUTED_PAIRS_TOTAL: &str = "moe:precalculated_routed_pairs_total";
+/// Of those, the pairs that were among the pre-calculated ones. (counter).
+pub const PRECALCULATED_HITS_TOTAL: &str = "moe:precalculated_hits_total";
 /// Share of predicted pairs the router chose. (gauge). Labels: `distance`.
 pub const EXPERT_PREDICTION_ACCURACY: &str = "moe:expert_prediction_accuracy";

@@ -57,6 +57,7 @@ pub fn request(
         reply_dtype: 0,
         per_pair: false,
         traceparent: String::new(),
+        ahead: None,
     }
 }
 

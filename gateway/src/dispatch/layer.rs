@@ -1,6 +1,6 @@
-//! One layer's dispatch in progress: the shares not answered yet, the nodes left out after they
-//! failed, those still loading, and what the answers added up to so far. Pure: the dispatcher
-//! feeds it each attempt's answers.
+//! One layer's dispatch in progress (with the later layer pre-calculated with it, if any): the
+//! shares not answered yet, the nodes left out after they failed, those still loading, and what
+//! the answers added up to so far. Pure: the dispatcher feeds it each attempt's answers.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,10 +12,12 @@ use tonic::Code;
 use super::DispatchError;
 use super::pairs::Pair;
 use super::plan::Unit;
-use super::wire::{add_pair_outputs, merge_reply};
+use super::wire::{LayerExpert, NodeWork, Sums, add_pair_outputs, merge_reply};
 use crate::node_client::CallError;
 
 pub(super) struct LayerRun {
+    /// The layer run; a later layer pre-calculated with it has units of its own.
+    pub(super) layer: usize,
     /// The shares of the layer's pairs not answered yet.
     pub(super) remaining: BTreeMap<Unit, Vec<Pair>>,
     /// Nodes that failed during this layer: no longer tried for it.
@@ -29,11 +31,11 @@ pub(super) struct LayerRun {
     pub(super) first_attempt: bool,
     /// `exact`: each pair's output comes back on its own.
     pub(super) per_pair: bool,
-    /// Per token, the sum of its experts' weighted outputs (`[n, hidden]`).
-    out: Vec<f32>,
-    /// With per-pair replies: each expert's unweighted outputs, one row per pair.
-    outputs: BTreeMap<usize, Vec<f32>>,
+    sums: Sums,
 }
+
+/// The pairs of each expert of one layer.
+pub(super) type ExpertPairs = BTreeMap<usize, Vec<Pair>>;
 
 /// What one node's answer did to the layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,36 +49,54 @@ pub(super) enum Answer {
 }
 
 impl LayerRun {
-    pub(super) fn new(all: &BTreeMap<usize, Vec<Pair>>, values: usize, per_pair: bool) -> LayerRun {
-        let remaining = all
-            .iter()
-            .map(|(&expert, pairs)| {
-                let unit = Unit {
-                    expert,
-                    rerouted: false,
-                };
-                (unit, pairs.clone())
+    /// The run of layer `layer`'s pairs `all`, with a later layer's `ahead` (layer, pairs) on
+    /// the same rows when it is pre-calculated; `values` is `n * hidden`.
+    pub(super) fn new(
+        (layer, all): (usize, &ExpertPairs),
+        ahead: Option<(usize, &ExpertPairs)>,
+        values: usize,
+        per_pair: bool,
+    ) -> LayerRun {
+        let parts = std::iter::once((layer, all)).chain(ahead);
+        let remaining = parts
+            .flat_map(|(layer, all)| {
+                all.iter().map(move |(&expert, pairs)| {
+                    let unit = Unit {
+                        layer,
+                        expert,
+                        rerouted: false,
+                    };
+                    (unit, pairs.clone())
+                })
             })
             .collect();
         LayerRun {
+            layer,
             remaining,
             excluded: BTreeSet::new(),
             loading: BTreeSet::new(),
             last: String::from("none"),
             first_attempt: !per_pair,
             per_pair,
-            out: vec![0.0; values],
-            outputs: BTreeMap::new(),
+            sums: Sums {
+                now: vec![0.0; values],
+                ahead: if ahead.is_some() {
+                    vec![0.0; values]
+                } else {
+                    Vec::new()
+                },
+                outputs: BTreeMap::new(),
+            },
         }
     }
 
-    /// Each expert of `units` with its pairs (an expert's shares sent to one node merged), in
-    /// expert order.
-    pub(super) fn work(&self, units: &[Unit]) -> Vec<(usize, Vec<Pair>)> {
-        let mut merged: BTreeMap<usize, Vec<Pair>> = BTreeMap::new();
+    /// Each (layer, expert) of `units` with its pairs (an expert's shares sent to one node
+    /// merged), in order.
+    pub(super) fn work(&self, units: &[Unit]) -> Vec<(LayerExpert, Vec<Pair>)> {
+        let mut merged: BTreeMap<LayerExpert, Vec<Pair>> = BTreeMap::new();
         for unit in units {
             merged
-                .entry(unit.expert)
+                .entry((unit.layer, unit.expert))
                 .or_default()
                 .extend_from_slice(&self.remaining[unit]);
         }
@@ -95,7 +115,7 @@ impl LayerRun {
         &mut self,
         (node, units): (&NodeId, &[Unit]),
         reply: Result<LayerReply, CallError>,
-        (work, tokens): (&[(usize, Vec<Pair>)], &[usize]),
+        (work, tokens): (&NodeWork, &[usize]),
         (hidden, limits): (usize, &Limits),
     ) -> Result<Answer, DispatchError> {
         let reply = match reply {
@@ -119,17 +139,12 @@ impl LayerRun {
             Err(e) => return Err(e.into()),
         };
         let shape = (hidden, limits, self.per_pair);
-        merge_reply(
-            &reply,
-            (work, tokens),
-            shape,
-            &mut self.out,
-            &mut self.outputs,
-        )
-        .map_err(|reason| DispatchError::BadReply {
-            node: node.to_string(),
-            reason,
-        })?;
+        merge_reply(&reply, (self.layer, work, tokens), shape, &mut self.sums).map_err(
+            |reason| DispatchError::BadReply {
+                node: node.to_string(),
+                reason,
+            },
+        )?;
         self.done(units);
         Ok(Answer::Merged)
     }
@@ -140,9 +155,10 @@ impl LayerRun {
         self.loading.clear();
     }
 
-    /// The layer's output: per token, the gate-weighted sum of its experts' outputs.
-    pub(super) fn finish(mut self, all: &BTreeMap<usize, Vec<Pair>>, hidden: usize) -> Vec<f32> {
-        add_pair_outputs(all, &self.outputs, hidden, &mut self.out);
-        self.out
+    /// The layer's output: per token, the gate-weighted sum of its experts' outputs; and the
+    /// pre-calculated later layer's, when there was one.
+    pub(super) fn finish(mut self, all: &ExpertPairs, hidden: usize) -> (Vec<f32>, Vec<f32>) {
+        add_pair_outputs(all, &self.sums.outputs, hidden, &mut self.sums.now);
+        (self.sums.now, self.sums.ahead)
     }
 }

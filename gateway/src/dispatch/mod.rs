@@ -41,6 +41,7 @@ use crate::metric_names as names;
 use crate::metrics::header;
 use crate::node_client::CallError;
 use crate::policy::{LadderConfig, PairCounts, PairPlan, Rung, Thresholds};
+use crate::precalculation::{PreCalculate, Precalculation, Tallies, Tally};
 use crate::prediction::{Accuracy, Lookahead, MAX_DISTANCE};
 use crate::readiness::{Readiness, unavailable};
 
@@ -57,11 +58,11 @@ mod wire;
 use clients::Clients;
 use layer::{Answer, LayerRun};
 use pairs::{Pair, hint_precision, pairs_by_expert};
-use plan::{Attempt, assign, replica, reroute_target, runs_low};
+use plan::{Attempt, Unit, assign, replica, reroute_target, runs_low};
 use popularity::Popularity;
 use table::{Replicas, RoutingTable};
-use wire::request;
 pub use wire::whole_layer_request;
+use wire::{LayerExpert, request};
 
 /// The routing tables of the last placement seen and of the one before it.
 type Tables = (Option<Arc<RoutingTable>>, Option<Arc<RoutingTable>>);
@@ -148,6 +149,9 @@ pub struct Dispatcher {
     hints: AtomicU64,
     accuracy: Accuracy,
     popularity: Popularity,
+    /// Which MoE layers carry the next one's predicted experts for `auto` requests.
+    pre_calculate: PreCalculate,
+    precalculated: Tallies,
 }
 
 impl Dispatcher {
@@ -176,6 +180,8 @@ impl Dispatcher {
             hints: AtomicU64::new(0),
             accuracy: Accuracy::default(),
             popularity: Popularity::default(),
+            pre_calculate: PreCalculate::Off,
+            precalculated: Tallies::default(),
         }
     }
 
@@ -206,6 +212,18 @@ impl Dispatcher {
     pub fn with_prefetch_layers(mut self, layers: usize) -> Dispatcher {
         self.prefetch_layers = layers.min(MAX_DISTANCE);
         self
+    }
+
+    /// Pre-calculates the MoE layers `mode` names for `auto` requests (DAOP): their predicted
+    /// experts run with an earlier layer's, in its messages ([`crate::precalculation`]).
+    pub fn with_pre_calculate(mut self, mode: PreCalculate) -> Dispatcher {
+        self.pre_calculate = mode;
+        self
+    }
+
+    /// The layers answered from a pre-calculation so far, and how their predictions scored.
+    pub fn precalculated(&self) -> Tally {
+        self.precalculated.get()
     }
 
     /// Talks to the nodes over TLS with `tls` (their certificates checked against its CA, its
@@ -247,6 +265,7 @@ impl Dispatcher {
             }
         }
         self.accuracy.render(out);
+        self.precalculated.render(out);
         let hints = names::EXPERT_PREFETCH_HINTS_TOTAL;
         header(
             out,
@@ -356,18 +375,27 @@ impl Dispatcher {
     }
 
     /// Runs layer `layer`'s routed experts for `h` (`[n, hidden]`) and `routes` (one per token);
-    /// returns per token the gate-weighted sum of its experts' outputs.
+    /// returns per token the gate-weighted sum of its experts' outputs. With `ahead`, a later
+    /// layer and its predicted routes, that layer's experts run on the same rows in the same
+    /// messages and its sums come back too (`auto` only: an `exact` request ignores `ahead`).
     pub async fn run_layer(
         &self,
         layer: usize,
         h: &[f32],
-        routes: &[Route],
+        (routes, ahead): (&[Route], Option<(usize, &[Route])>),
         precision: Precision,
-    ) -> Result<Vec<f32>, DispatchError> {
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>), DispatchError> {
         let started = std::time::Instant::now();
-        let span = tracing::info_span!("layer", layer, tokens = routes.len(), ?precision);
+        let ahead = ahead.filter(|_| precision == Precision::Auto);
+        let span = tracing::info_span!(
+            "layer",
+            layer,
+            tokens = routes.len(),
+            ahead = ahead.map(|(l, _)| l),
+            ?precision
+        );
         let out = self
-            .dispatch_layer(layer, h, routes, precision)
+            .dispatch_layer(layer, h, (routes, ahead), precision)
             .instrument(span)
             .await;
         self.expert_nanos
@@ -379,20 +407,26 @@ impl Dispatcher {
         &self,
         layer: usize,
         h: &[f32],
-        routes: &[Route],
+        (routes, ahead): (&[Route], Option<(usize, &[Route])>),
         precision: Precision,
-    ) -> Result<Vec<f32>, DispatchError> {
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>), DispatchError> {
         let all = pairs_by_expert(routes);
         self.popularity.record(layer, &all);
+        let ahead = ahead.map(|(l, predicted)| (l, pairs_by_expert(predicted)));
+        if let Some((l, pairs)) = &ahead {
+            self.popularity.record(*l, pairs);
+        }
         let per_pair = precision == Precision::Exact;
-        let mut run = LayerRun::new(&all, routes.len() * self.hidden, per_pair);
+        let values = routes.len() * self.hidden;
+        let later = ahead.as_ref().map(|(l, pairs)| (*l, pairs));
+        let mut run = LayerRun::new((layer, &all), later, values, per_pair);
         let (mut placement, mut previous) = self.placement()?;
         let started = Instant::now();
         while !run.remaining.is_empty() {
-            let attempt = match self.plan(layer, &mut run, (&placement, previous.as_deref())) {
+            let attempt = match self.plan(&mut run, (&placement, previous.as_deref())) {
                 Ok(attempt) => attempt,
-                Err(expert) => {
-                    self.wait_for_replicas(layer, expert, &placement, &run, started)?;
+                Err(unit) => {
+                    self.wait_for_replicas(unit, &placement, &run, started)?;
                     tokio::time::sleep(LOADING_RETRY).await;
                     run.retry_loading();
                     (placement, previous) = self.placement()?;
@@ -404,29 +438,29 @@ impl Dispatcher {
                 self.links.rerouted(from, *pairs);
             }
             if self
-                .call_nodes(layer, h, &mut run, &attempt, placement.epoch())
+                .call_nodes(h, &mut run, &attempt, placement.epoch())
                 .await?
             {
                 (placement, previous) = self.placement()?;
             }
         }
-        Ok(run.finish(&all, self.hidden))
+        let (now, later) = run.finish(&all, self.hidden);
+        Ok((now, ahead.map(|_| later)))
     }
 
     /// One attempt's routing table for the shares `run` has left, by the node records and the
     /// links' health now; `Err` is an expert no replica can take.
     fn plan(
         &self,
-        layer: usize,
         run: &mut LayerRun,
         (placement, previous): (&RoutingTable, Option<&RoutingTable>),
-    ) -> Result<Attempt, usize> {
+    ) -> Result<Attempt, Unit> {
         // The node records are read in a block of their own: the watch's lock must not be held
         // across an await (its writer, the watcher task, would block a runtime worker on it).
         let nodes = self.nodes.borrow();
         let health = |n: &str| self.links.health(n);
         let (excluded, first_attempt) = (&run.excluded, run.first_attempt);
-        let choose = |expert: usize| {
+        let choose = |&Unit { layer, expert, .. }: &Unit| {
             let node = replica(
                 (placement, previous),
                 &nodes,
@@ -447,13 +481,12 @@ impl Dispatcher {
         assign(&mut run.remaining, &choose, &low)
     }
 
-    /// `Ok` when replicas of `expert` are still loading and the deadline leaves time to wait for
+    /// `Ok` when replicas of `unit`'s expert are still loading and the deadline leaves time to wait for
     /// them; otherwise why the layer fails: every node reported it cannot load the expert, or
     /// no replica is left.
     fn wait_for_replicas(
         &self,
-        layer: usize,
-        expert: usize,
+        Unit { layer, expert, .. }: Unit,
         placement: &RoutingTable,
         run: &LayerRun,
         started: Instant,
@@ -483,7 +516,6 @@ impl Dispatcher {
     /// takes them into `run`; whether the placement must be read again.
     async fn call_nodes(
         &self,
-        layer: usize,
         h: &[f32],
         run: &mut LayerRun,
         attempt: &Attempt,
@@ -493,17 +525,29 @@ impl Dispatcher {
         let mut works = BTreeMap::new();
         for (node, units) in &attempt.by_node {
             let work = run.work(units);
-            let slices: Vec<(usize, &[Pair])> =
+            let slices: Vec<(LayerExpert, &[Pair])> =
                 work.iter().map(|(e, p)| (*e, p.as_slice())).collect();
             let rung = match run.per_pair {
                 true => Rung::Full,
                 false => self.links.rung(node),
             };
             let policy = (rung, self.thresholds);
-            let (mut req, tokens, planned) =
-                request(layer, epoch, h, self.hidden, &slices, run.per_pair, policy);
+            let (mut req, tokens, planned) = request(
+                (run.layer, epoch),
+                h,
+                self.hidden,
+                &slices,
+                run.per_pair,
+                policy,
+            );
             self.links.planned(node, planned);
-            if req.experts.is_empty() {
+            let ahead: usize = slices
+                .iter()
+                .filter(|((l, _), _)| *l != run.layer)
+                .map(|(_, p)| p.len())
+                .sum();
+            self.links.precalculated(node, ahead as u64);
+            if req.experts.is_empty() && req.ahead.is_none() {
                 // All of the node's pairs were skipped: nothing to send.
                 run.done(units);
                 continue;
@@ -551,6 +595,7 @@ impl Dispatcher {
                 Answer::Refresh => refresh = true,
                 Answer::Retry => {
                     let error = &run.last;
+                    let layer = run.layer;
                     tracing::warn!(%node, layer, %error, "expert call failed; trying a replica");
                     self.retries.fetch_add(1, Ordering::Relaxed);
                 }
@@ -584,12 +629,15 @@ fn call_span(
 /// thread of `runtime` (it waits for the nodes there). With the dispatcher's prefetch layers on,
 /// each layer first predicts the next layers' experts from its gate input with their routers
 /// (`model` holds them), hints them to the nodes and scores the earlier predictions for itself.
+/// With pre-calculation on (`auto` only), the layers it names run a later layer's predicted
+/// experts in the same messages, and that layer is answered from them.
 pub struct RemoteExperts<'a> {
     dispatcher: &'a Dispatcher,
     runtime: tokio::runtime::Handle,
     precision: Precision,
     model: &'a Model,
     lookahead: Lookahead,
+    precalculation: Precalculation,
 }
 
 impl<'a> RemoteExperts<'a> {
@@ -600,13 +648,23 @@ impl<'a> RemoteExperts<'a> {
         precision: Precision,
         model: &'a Model,
     ) -> RemoteExperts<'a> {
+        let mode = match precision {
+            Precision::Auto => dispatcher.pre_calculate,
+            Precision::Exact => PreCalculate::Off,
+        };
         RemoteExperts {
             dispatcher,
             runtime,
             precision,
             model,
             lookahead: Lookahead::default(),
+            precalculation: Precalculation::new(mode, model),
         }
+    }
+
+    /// This forward pass's pre-calculated layers so far.
+    pub fn precalculated(&self) -> Tally {
+        self.precalculation.tally
     }
 
     /// Predicts and hints the next `prefetch_layers` MoE layers after `layer` from `h`, the
@@ -631,9 +689,27 @@ impl RoutedExperts for RemoteExperts<'_> {
         for score in self.lookahead.score(layer, routes) {
             self.dispatcher.accuracy.add(score);
         }
+        if let Some((out, tally)) = self.precalculation.take(layer, routes) {
+            self.dispatcher.precalculated.add(tally);
+            return Ok(out);
+        }
         self.predict(layer, h, routes.len())?;
-        self.runtime
-            .block_on(self.dispatcher.run_layer(layer, h, routes, self.precision))
-            .map_err(|e| ModelError::RoutedExperts(e.kind()))
+        let ahead = self
+            .precalculation
+            .plan(self.model, layer, h, routes.len())?;
+        let later = ahead
+            .as_ref()
+            .map(|(l, predicted)| (*l, predicted.as_slice()));
+        let run = self
+            .dispatcher
+            .run_layer(layer, h, (routes, later), self.precision);
+        let (out, later) = self
+            .runtime
+            .block_on(run)
+            .map_err(|e| ModelError::RoutedExperts(e.kind()))?;
+        if let (Some((l, predicted)), Some(later)) = (ahead, later) {
+            self.precalculation.keep(l, predicted, later);
+        }
+        Ok(out)
     }
 }

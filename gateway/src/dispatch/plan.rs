@@ -62,10 +62,12 @@ pub(super) fn replica<P: Replicas>(
         .map(|(_, (_, n))| n.clone())
 }
 
-/// A share of one expert's pairs in a layer: all of them, or the share rerouted (its pairs
+/// A share of one expert's pairs in a layer (the one dispatched, or a later one pre-calculated
+/// with it): all of them, or the share rerouted (its pairs
 /// planned low on a saturated link, sent to a replica on a less loaded one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Unit {
+    pub(super) layer: usize,
     pub(super) expert: usize,
     pub(super) rerouted: bool,
 }
@@ -102,6 +104,9 @@ pub(super) fn reroute_target<'p, P: Replicas>(
         .map(|(_, n, _)| n)
 }
 
+/// The replica a share goes to, and the one its low pairs are rerouted to, if any.
+pub(super) type Choice = (NodeId, Option<NodeId>);
+
 /// One attempt of a layer: the shares each node gets, and the low pairs moved off a downgrading
 /// link (with how many moved from each node).
 #[derive(Debug, Default, PartialEq)]
@@ -112,17 +117,17 @@ pub(super) struct Attempt {
 
 /// The routing of one attempt: every share of `remaining` sent to its replica (`choose`), and on
 /// the first attempt the low pairs of a share whose node's link is downgrading moved to the
-/// replica `reroute` names (their share split off `remaining`). `Err` is an expert no replica
+/// replica `reroute` names (their share split off `remaining`). `Err` is a share no replica
 /// can take now.
 pub(super) fn assign(
     remaining: &mut BTreeMap<Unit, Vec<Pair>>,
-    choose: &dyn Fn(usize) -> Option<(NodeId, Option<NodeId>)>,
+    choose: &dyn Fn(&Unit) -> Option<Choice>,
     low: &dyn Fn(&Pair, &str) -> bool,
-) -> Result<Attempt, usize> {
+) -> Result<Attempt, Unit> {
     let mut attempt = Attempt::default();
     let mut reroutes = Vec::new();
     for &unit in remaining.keys() {
-        let (node, reroute) = choose(unit.expert).ok_or(unit.expert)?;
+        let (node, reroute) = choose(&unit).ok_or(unit)?;
         if let Some(to) = reroute {
             reroutes.push((unit, node.clone(), to));
         }

@@ -1,8 +1,9 @@
 //! The dispatcher's parts, and a layer through them.
-use moe_proto::expert::Precision as WirePrecision;
+use moe_proto::expert::{LayerReply, Precision as WirePrecision};
 use moe_proto::tensor::{self, WireDtype};
 use moe_state::records::Assignment;
 
+use super::wire::{Sums, merge_reply};
 use super::*;
 use crate::links::Health;
 
@@ -72,7 +73,7 @@ fn running_a_layer_holds_no_watch_guard_across_an_await() {
         Duration::from_secs(1),
         Limits::default(),
     );
-    let layer = dispatcher.run_layer(0, &[], &[], Precision::Auto);
+    let layer = dispatcher.run_layer(0, &[], (&[], None), Precision::Auto);
     is_send(&layer);
 }
 
@@ -259,7 +260,8 @@ fn a_request_carries_each_needed_row_once() {
         unimportance: 0.25,
     }];
     let full = (Rung::Full, Thresholds::default());
-    let (req, tokens, planned) = request(4, 9, &h, hidden, &[(5, &a), (6, &b)], true, full);
+    let work: [(LayerExpert, &[Pair]); 2] = [((4, 5), &a), ((4, 6), &b)];
+    let (req, tokens, planned) = request((4, 9), &h, hidden, &work, true, full);
     assert_eq!(planned, PairCounts::new(3, 0, 0));
     assert!(req.per_pair);
     assert_eq!(req.reply_dtype, WireDtype::F32.proto() as i32);
@@ -270,8 +272,68 @@ fn a_request_carries_each_needed_row_once() {
     assert_eq!(req.experts[0].rows, [1, 0]);
     assert_eq!(req.experts[1].rows, [1]);
     assert!(req.experts[0].unimportance.is_empty(), "exact: no scores");
-    let (req, _, _) = request(4, 9, &h, hidden, &[(5, &a), (6, &b)], false, full);
+    let (req, _, _) = request((4, 9), &h, hidden, &work, false, full);
     assert_eq!(req.experts[0].unimportance, [0.0, 0.5]);
+    assert!(req.ahead.is_none());
+}
+
+#[test]
+fn a_later_layers_pairs_travel_as_ahead_work_on_the_same_rows() {
+    let hidden = 2;
+    let h: Vec<f32> = (0..8).map(|v| v as f32).collect();
+    let pair = |token| Pair {
+        token,
+        weight: 0.5,
+        unimportance: 0.0,
+    };
+    let (a, b, c) = ([pair(3)], [pair(1), pair(3)], [pair(0)]);
+    let work: [(LayerExpert, &[Pair]); 3] = [((4, 5), &a), ((6, 2), &b), ((6, 7), &c)];
+    let full = (Rung::Full, Thresholds::default());
+    let (req, tokens, planned) = request((4, 9), &h, hidden, &work, false, full);
+    assert_eq!(planned, PairCounts::new(4, 0, 0));
+    assert_eq!(tokens, [0, 1, 3], "every row either layer needs, once");
+    assert_eq!(req.experts.len(), 1);
+    assert_eq!(req.experts[0].rows, [2]);
+    let ahead = req.ahead.as_ref().expect("ahead work");
+    assert_eq!(ahead.layer, 6);
+    let experts: Vec<(u32, Vec<u32>)> = ahead
+        .experts
+        .iter()
+        .map(|e| (e.expert, e.rows.clone()))
+        .collect();
+    assert_eq!(experts, [(2, vec![1, 2]), (7, vec![0])]);
+
+    // Only the later layer's pairs for this node: the layer's own work is empty.
+    let (req, tokens, _) = request((4, 9), &h, hidden, &work[1..], false, full);
+    assert!(req.experts.is_empty() && req.ahead.is_some());
+    assert_eq!(tokens, [0, 1, 3]);
+
+    // The reply's two outputs add into the two sums, row by row.
+    let out = |scale: f32| {
+        let rows: Vec<f32> = (0..6).map(|v| scale * v as f32).collect();
+        tensor::encode(&rows, 3, hidden, WireDtype::F32).unwrap()
+    };
+    let reply = LayerReply {
+        output: Some(out(1.0)),
+        ahead_output: Some(out(10.0)),
+        ..LayerReply::default()
+    };
+    let owned: Vec<(LayerExpert, Vec<Pair>)> = work.iter().map(|(k, p)| (*k, p.to_vec())).collect();
+    let mut sums = Sums {
+        now: vec![0.0; 8],
+        ahead: vec![0.0; 8],
+        ..Sums::default()
+    };
+    let shape = (hidden, &Limits::default(), false);
+    merge_reply(&reply, (4, &owned, &tokens), shape, &mut sums).unwrap();
+    assert_eq!(sums.now, [0.0, 1.0, 2.0, 3.0, 0.0, 0.0, 4.0, 5.0]);
+    assert_eq!(sums.ahead, [0.0, 10.0, 20.0, 30.0, 0.0, 0.0, 40.0, 50.0]);
+    let without = LayerReply {
+        ahead_output: None,
+        ..reply
+    };
+    let refused = merge_reply(&without, (4, &owned, &tokens), shape, &mut sums).unwrap_err();
+    assert!(refused.contains("ahead"), "{refused}");
 }
 
 #[test]
@@ -309,10 +371,16 @@ fn a_links_rung_sets_the_wire_dtype_and_each_pairs_precision() {
     let thresholds = Thresholds::default();
     let high = WirePrecision::High as i32;
     let low = WirePrecision::Low as i32;
-    let work: [(usize, &[Pair]); 2] = [(0, &a), (1, &b)];
+    let work: [(LayerExpert, &[Pair]); 2] = [((0, 0), &a), ((0, 1), &b)];
 
-    let (req, tokens, planned) =
-        request(0, 1, &h, hidden, &work, false, (Rung::Int8Wire, thresholds));
+    let (req, tokens, planned) = request(
+        (0, 1),
+        &h,
+        hidden,
+        &work,
+        false,
+        (Rung::Int8Wire, thresholds),
+    );
     assert_eq!(planned, PairCounts::new(3, 0, 0));
     assert_eq!(tokens, [0, 1, 2]);
     let rows = req.tokens.as_ref().unwrap();
@@ -325,8 +393,7 @@ fn a_links_rung_sets_the_wire_dtype_and_each_pairs_precision() {
     assert_eq!(req.experts[0].precisions, [high, high]);
 
     let (req, _, planned) = request(
-        0,
-        1,
+        (0, 1),
         &h,
         hidden,
         &work,
@@ -338,7 +405,8 @@ fn a_links_rung_sets_the_wire_dtype_and_each_pairs_precision() {
     assert_eq!(req.experts[1].precisions, [low]);
 
     // Skipping leaves out expert 1 (its only pair) and token 2's row.
-    let (req, tokens, planned) = request(0, 1, &h, hidden, &work, false, (Rung::Skip, thresholds));
+    let (req, tokens, planned) =
+        request((0, 1), &h, hidden, &work, false, (Rung::Skip, thresholds));
     assert_eq!(planned, PairCounts::new(1, 1, 1));
     assert_eq!(tokens, [0, 1]);
     assert_eq!(req.experts.len(), 1);

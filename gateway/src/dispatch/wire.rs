@@ -5,40 +5,49 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use moe_model::moe::Route;
-use moe_proto::expert::{ExpertWork, LayerReply, LayerRequest, Precision as WirePrecision};
+use moe_proto::expert::{
+    AheadWork, ExpertWork, LayerReply, LayerRequest, Precision as WirePrecision,
+};
 use moe_proto::tensor::{self, Limits, WireDtype};
 
 use super::pairs::{Pair, pairs_by_expert};
 use crate::policy::{PairCounts, PairPlan, Rung, Thresholds};
 
+/// An expert of a layer: `(layer, expert)`.
+pub(super) type LayerExpert = (usize, usize);
+
+/// One node's work in an attempt: each (layer, expert) with its pairs.
+pub(super) type NodeWork = [(LayerExpert, Vec<Pair>)];
+
 /// The message for one node: the rows its experts need (in token order) and their work, each
 /// pair as the thresholds plan it at the link's rung (skipped pairs left out, and experts left
-/// with none), with the rung's activation dtype. Also the pairs planned at each precision.
+/// with none), with the rung's activation dtype. `work`'s experts of a layer other than `layer`
+/// (a later one, pre-calculated on the same rows) travel as the request's ahead work. Also the
+/// pairs planned at each precision.
 pub(super) fn request(
-    layer: usize,
-    epoch: u64,
+    (layer, epoch): (usize, u64),
     h: &[f32],
     hidden: usize,
-    experts: &[(usize, &[Pair])],
+    work: &[(LayerExpert, &[Pair])],
     per_pair: bool,
     policy: (Rung, Thresholds),
 ) -> (LayerRequest, Vec<usize>, PairCounts) {
     let (rung, thresholds) = policy;
     let mut planned = PairCounts::default();
-    let experts: Vec<(usize, Vec<(&Pair, PairPlan)>)> = experts
+    let work: Vec<(LayerExpert, Vec<(&Pair, PairPlan)>)> = work
         .iter()
-        .map(|&(expert, pairs)| {
+        .map(|&(key, pairs)| {
             let pairs: Vec<_> = pairs
                 .iter()
                 .map(|p| (p, thresholds.plan(p.unimportance, rung)))
                 .inspect(|(_, plan)| planned[*plan] += 1)
                 .filter(|(_, plan)| *plan != PairPlan::Skip)
                 .collect();
-            (expert, pairs)
+            (key, pairs)
         })
         .filter(|(_, pairs)| !pairs.is_empty())
         .collect();
-    let tokens: BTreeSet<usize> = experts
+    let tokens: BTreeSet<usize> = work
         .iter()
         .flat_map(|(_, pairs)| pairs.iter().map(|(p, _)| p.token))
         .collect();
@@ -56,25 +65,37 @@ pub(super) fn request(
         PairPlan::Low => WirePrecision::Low as i32,
         PairPlan::High | PairPlan::Skip => WirePrecision::High as i32,
     };
-    let work = experts
-        .iter()
-        .map(|(expert, pairs)| ExpertWork {
-            expert: *expert as u32,
-            rows: pairs.iter().map(|(p, _)| row_of[&p.token]).collect(),
-            weights: pairs.iter().map(|(p, _)| p.weight).collect(),
-            precisions: pairs
-                .iter()
-                .map(|(_, plan)| wire_precision(*plan))
-                .collect(),
-            // None for `exact`: the node reads that as 0, so its own GPU-link rule never
-            // downgrades an exact request.
-            unimportance: if per_pair {
-                Vec::new()
-            } else {
-                pairs.iter().map(|(p, _)| p.unimportance).collect()
-            },
-        })
-        .collect();
+    let expert_work = |(expert, pairs): &(usize, &Vec<(&Pair, PairPlan)>)| ExpertWork {
+        expert: *expert as u32,
+        rows: pairs.iter().map(|(p, _)| row_of[&p.token]).collect(),
+        weights: pairs.iter().map(|(p, _)| p.weight).collect(),
+        precisions: pairs
+            .iter()
+            .map(|(_, plan)| wire_precision(*plan))
+            .collect(),
+        // None for `exact`: the node reads that as 0, so its own GPU-link rule never
+        // downgrades an exact request.
+        unimportance: if per_pair {
+            Vec::new()
+        } else {
+            pairs.iter().map(|(p, _)| p.unimportance).collect()
+        },
+    };
+    let mut experts = Vec::new();
+    let mut ahead: Option<AheadWork> = None;
+    for ((l, expert), pairs) in &work {
+        let w = expert_work(&(*expert, pairs));
+        if *l == layer {
+            experts.push(w);
+        } else {
+            let part = ahead.get_or_insert_with(|| AheadWork {
+                layer: *l as u32,
+                experts: Vec::new(),
+            });
+            debug_assert_eq!(part.layer, *l as u32, "one later layer per request");
+            part.experts.push(w);
+        }
+    }
     let dtype = if rung.int8_activations() {
         WireDtype::I8RowScaled
     } else {
@@ -89,38 +110,55 @@ pub(super) fn request(
         epoch,
         layer: layer as u32,
         tokens: Some(encoded),
-        experts: work,
+        experts,
         reply_dtype: dtype.proto() as i32,
         per_pair,
         traceparent: String::new(),
+        ahead,
     };
     (request, tokens, planned)
 }
 
 /// One MoE layer's request as an `auto` request sends it on a link at `rung`, for a single node
-/// that holds every expert: what `moe eval-quality` runs in process to measure each rung's
-/// quality. Also the token of each row of the reply, and the pairs planned at each precision.
+/// that holds every expert, with a later layer's predicted routes as its ahead work when
+/// `ahead` gives them: what `moe eval-quality` runs in process to measure each rung's quality.
+/// Also the token of each row of the reply, and the pairs planned at each precision.
 pub fn whole_layer_request(
     layer: usize,
     h: &[f32],
-    routes: &[Route],
+    (routes, ahead): (&[Route], Option<(usize, &[Route])>),
     hidden: usize,
     policy: (Rung, Thresholds),
 ) -> (LayerRequest, Vec<usize>, PairCounts) {
-    let pairs = pairs_by_expert(routes);
-    let work: Vec<(usize, &[Pair])> = pairs.iter().map(|(e, p)| (*e, p.as_slice())).collect();
-    request(layer, 0, h, hidden, &work, false, policy)
+    let now = std::iter::once((layer, pairs_by_expert(routes)));
+    let parts: Vec<_> = now
+        .chain(ahead.map(|(l, predicted)| (l, pairs_by_expert(predicted))))
+        .collect();
+    let work: Vec<(LayerExpert, &[Pair])> = parts
+        .iter()
+        .flat_map(|(l, pairs)| pairs.iter().map(|(e, p)| ((*l, *e), p.as_slice())))
+        .collect();
+    request((layer, 0), h, hidden, &work, false, policy)
 }
 
-/// A node's reply for `work` (its experts with their pairs), whose rows answer `tokens`: per
-/// token sums added into `out` (`[n, hidden]`), or with `per_pair` each expert's unweighted
-/// outputs, one row per pair, put in `outputs`. `Err` says what is malformed.
+/// Where a layer's answers add up: per token the sum of its experts' weighted outputs for the
+/// layer (`now`) and for the later layer pre-calculated with it (`ahead`, empty when none), both
+/// `[n, hidden]`; or, with per-pair replies, each expert's unweighted outputs, one row per pair.
+#[derive(Debug, Default)]
+pub(super) struct Sums {
+    pub(super) now: Vec<f32>,
+    pub(super) ahead: Vec<f32>,
+    pub(super) outputs: BTreeMap<usize, Vec<f32>>,
+}
+
+/// A node's reply for `work` (its experts with their pairs; those of a layer other than `layer`
+/// are its ahead work), whose rows answer `tokens`, added into `sums`. `Err` says what is
+/// malformed.
 pub(super) fn merge_reply(
     reply: &LayerReply,
-    (work, tokens): (&[(usize, Vec<Pair>)], &[usize]),
+    (layer, work, tokens): (usize, &NodeWork, &[usize]),
     (hidden, limits, per_pair): (usize, &Limits, bool),
-    out: &mut [f32],
-    outputs: &mut BTreeMap<usize, Vec<f32>>,
+    sums: &mut Sums,
 ) -> Result<(), String> {
     let output = reply.output.as_ref().ok_or("no output")?;
     let rows = tensor::decode(output, hidden, limits).map_err(|e| e.to_string())?;
@@ -134,19 +172,33 @@ pub(super) fn merge_reply(
     }
     if per_pair {
         let mut data = rows.data.as_slice();
-        for (expert, pairs) in work {
+        for ((_, expert), pairs) in work {
             let (mine, rest) = data.split_at(pairs.len() * hidden);
-            outputs.insert(*expert, mine.to_vec());
+            sums.outputs.insert(*expert, mine.to_vec());
             data = rest;
         }
-    } else {
-        for (row, &t) in rows.data.chunks_exact(hidden).zip(tokens) {
-            for (o, v) in out[t * hidden..(t + 1) * hidden].iter_mut().zip(row) {
-                *o += v;
-            }
+        return Ok(());
+    }
+    add_rows(&rows.data, tokens, hidden, &mut sums.now);
+    if work.iter().any(|((l, _), _)| *l != layer) {
+        let ahead = reply.ahead_output.as_ref().ok_or("no ahead output")?;
+        let rows = tensor::decode(ahead, hidden, limits).map_err(|e| e.to_string())?;
+        if rows.rows != tokens.len() {
+            let expected = tokens.len();
+            return Err(format!("{} ahead rows, expected {expected}", rows.rows));
         }
+        add_rows(&rows.data, tokens, hidden, &mut sums.ahead);
     }
     Ok(())
+}
+
+/// Adds reply rows, row `i` answering token `tokens[i]`, into `out` (`[n, hidden]`).
+fn add_rows(data: &[f32], tokens: &[usize], hidden: usize, out: &mut [f32]) {
+    for (row, &t) in data.chunks_exact(hidden).zip(tokens) {
+        for (o, v) in out[t * hidden..(t + 1) * hidden].iter_mut().zip(row) {
+            *o += v;
+        }
+    }
 }
 
 /// Adds per-pair outputs into `out`, per token in expert order, weight times output, as the

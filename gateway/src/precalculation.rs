@@ -1,0 +1,286 @@
+//! DAOP's predictive pre-calculation for `auto` requests: at some MoE layers the next MoE
+//! layer's router is applied to this layer's routed-expert input, and that layer's predicted
+//! experts run on the same rows in the same messages to the nodes. When the next layer comes,
+//! its output is the one computed early, and its own round trip is saved; its real routing only
+//! scores the prediction. The accuracy cost is measured, not assumed (`moe eval-quality`
+//! `--pre-calculate`). Pure: the dispatcher and the quality study run what it plans.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use moe_model::Model;
+use moe_model::moe::Route;
+
+use crate::metric_names as names;
+use crate::metrics::header;
+
+/// Which MoE layers are pre-calculated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PreCalculate {
+    /// None: every MoE layer makes its own round trip.
+    #[default]
+    Off,
+    /// Every other one: the 1st, 3rd, ... MoE layer of a forward pass carries the next MoE
+    /// layer's predicted experts, halving the round trips.
+    Alternate,
+}
+
+impl PreCalculate {
+    pub const ALL: [PreCalculate; 2] = [PreCalculate::Off, PreCalculate::Alternate];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PreCalculate::Off => "off",
+            PreCalculate::Alternate => "alternate",
+        }
+    }
+
+    /// The MoE layer whose experts are pre-calculated at MoE layer `layer`, given the model's
+    /// MoE layers in order; `None` when `layer` carries none.
+    pub fn ahead_of(self, moe_layers: &[usize], layer: usize) -> Option<usize> {
+        let index = moe_layers.iter().position(|&l| l == layer)?;
+        match self {
+            PreCalculate::Off => None,
+            PreCalculate::Alternate if index % 2 == 0 => moe_layers.get(index + 1).copied(),
+            PreCalculate::Alternate => None,
+        }
+    }
+}
+
+impl std::str::FromStr for PreCalculate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PreCalculate, String> {
+        PreCalculate::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("`{s}`: expected off or alternate"))
+    }
+}
+
+/// How the pre-calculated layers went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Layers answered from a pre-calculation: round trips saved.
+    pub layers: u64,
+    /// (token, expert) pairs their routers chose.
+    pub routed: u64,
+    /// Of those, the pairs that were pre-calculated.
+    pub hits: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, other: Tally) {
+        self.layers += other.layers;
+        self.routed += other.routed;
+        self.hits += other.hits;
+    }
+
+    /// The share of the chosen pairs that were pre-calculated (1 with none).
+    pub fn hit_rate(&self) -> f64 {
+        if self.routed == 0 {
+            1.0
+        } else {
+            self.hits as f64 / self.routed as f64
+        }
+    }
+}
+
+/// A later layer's output computed early, waiting for its layer.
+struct Pending {
+    layer: usize,
+    predicted: Vec<Route>,
+    out: Vec<f32>,
+}
+
+/// One forward pass's pre-calculation: what `mode` plans at each MoE layer, the output waiting
+/// for its layer, and the tally of the layers answered.
+pub struct Precalculation {
+    mode: PreCalculate,
+    moe_layers: Vec<usize>,
+    pending: Option<Pending>,
+    pub tally: Tally,
+}
+
+impl Precalculation {
+    pub fn new(mode: PreCalculate, model: &Model) -> Precalculation {
+        Precalculation {
+            mode,
+            moe_layers: model.config().moe_layers().collect(),
+            pending: None,
+            tally: Tally::default(),
+        }
+    }
+
+    /// The later MoE layer to pre-calculate at MoE layer `layer` and its predicted routes: its
+    /// router applied to `h`, `layer`'s routed-expert input (`[n, hidden]`).
+    pub fn plan(
+        &self,
+        model: &Model,
+        layer: usize,
+        h: &[f32],
+        n: usize,
+    ) -> moe_model::Result<Option<(usize, Vec<Route>)>> {
+        let Some(ahead) = self.mode.ahead_of(&self.moe_layers, layer) else {
+            return Ok(None);
+        };
+        let Some(block) = model.moe_block(ahead) else {
+            return Ok(None);
+        };
+        Ok(Some((ahead, block.route(model.pool(), h, n)?)))
+    }
+
+    /// Keeps layer `layer`'s output `out`, computed early for its `predicted` routes.
+    pub fn keep(&mut self, layer: usize, predicted: Vec<Route>, out: Vec<f32>) {
+        self.pending = Some(Pending {
+            layer,
+            predicted,
+            out,
+        });
+    }
+
+    /// Layer `layer`'s output when it was computed early, with its prediction scored against
+    /// the routes the layer chose (also added to [`Self::tally`]); `None` when it must run now.
+    pub fn take(&mut self, layer: usize, routes: &[Route]) -> Option<(Vec<f32>, Tally)> {
+        if self.pending.as_ref().is_none_or(|p| p.layer != layer) {
+            return None;
+        }
+        let pending = self.pending.take()?;
+        let mut tally = Tally {
+            layers: 1,
+            ..Tally::default()
+        };
+        for (route, guess) in routes.iter().zip(&pending.predicted) {
+            tally.routed += route.experts.len() as u64;
+            let hit = |e: &&usize| guess.experts.contains(e);
+            tally.hits += route.experts.iter().filter(hit).count() as u64;
+        }
+        self.tally.add(tally);
+        Some((pending.out, tally))
+    }
+}
+
+/// The pre-calculated layers' tally since start, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Tallies {
+    layers: AtomicU64,
+    routed: AtomicU64,
+    hits: AtomicU64,
+}
+
+impl Tallies {
+    pub fn add(&self, tally: Tally) {
+        self.layers.fetch_add(tally.layers, Ordering::Relaxed);
+        self.routed.fetch_add(tally.routed, Ordering::Relaxed);
+        self.hits.fetch_add(tally.hits, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Tally {
+        Tally {
+            layers: self.layers.load(Ordering::Relaxed),
+            routed: self.routed.load(Ordering::Relaxed),
+            hits: self.hits.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn render(&self, out: &mut String) {
+        let tally = self.get();
+        let series = [
+            (
+                names::PRECALCULATED_LAYERS_TOTAL,
+                "MoE layers answered from an earlier layer's pre-calculation: round trips saved.",
+                tally.layers,
+            ),
+            (
+                names::PRECALCULATED_ROUTED_PAIRS_TOTAL,
+                "(token, expert) pairs the routers of pre-calculated layers chose.",
+                tally.routed,
+            ),
+            (
+                names::PRECALCULATED_HITS_TOTAL,
+                "Of those, the pairs that were pre-calculated.",
+                tally.hits,
+            ),
+        ];
+        for (name, help, value) in series {
+            header(out, name, help, "counter");
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(experts: &[usize]) -> Route {
+        Route {
+            experts: experts.to_vec(),
+            weights: vec![0.5; experts.len()],
+        }
+    }
+
+    #[test]
+    fn alternate_pre_calculates_every_other_moe_layer_from_the_first() {
+        let moe = [1, 2, 4, 5, 6];
+        let ahead: Vec<Option<usize>> = moe
+            .iter()
+            .map(|&l| PreCalculate::Alternate.ahead_of(&moe, l))
+            .collect();
+        assert_eq!(ahead, vec![Some(2), None, Some(5), None, None]);
+        assert_eq!(
+            PreCalculate::Alternate.ahead_of(&moe, 0),
+            None,
+            "a dense layer"
+        );
+        assert!(
+            moe.iter()
+                .all(|&l| PreCalculate::Off.ahead_of(&moe, l).is_none())
+        );
+        for mode in PreCalculate::ALL {
+            assert_eq!(mode.name().parse::<PreCalculate>(), Ok(mode));
+        }
+        let refused = "sometimes".parse::<PreCalculate>().unwrap_err();
+        assert!(refused.contains("sometimes") && refused.contains("alternate"));
+    }
+
+    #[test]
+    fn a_kept_output_answers_its_layer_once_and_scores_the_prediction() {
+        let mut tally = Tally::default();
+        let mut pending = Pending {
+            layer: 3,
+            predicted: vec![route(&[0, 1]), route(&[2, 3])],
+            out: vec![1.0, 2.0],
+        };
+        let mut pre = Precalculation {
+            mode: PreCalculate::Alternate,
+            moe_layers: vec![1, 3],
+            pending: None,
+            tally,
+        };
+        pre.keep(
+            pending.layer,
+            std::mem::take(&mut pending.predicted),
+            pending.out,
+        );
+        let routes = [route(&[1, 4]), route(&[3, 2])];
+        assert_eq!(pre.take(1, &routes), None, "another layer runs now");
+        let expected = Tally {
+            layers: 1,
+            routed: 4,
+            hits: 3,
+        };
+        assert_eq!(pre.take(3, &routes), Some((vec![1.0, 2.0], expected)));
+        assert_eq!(pre.take(3, &routes), None, "answered once");
+        tally.add(expected);
+        assert_eq!(pre.tally, tally);
+        assert_eq!(pre.tally.hit_rate(), 0.75);
+        let tallies = Tallies::default();
+        tallies.add(pre.tally);
+        tallies.add(pre.tally);
+        let mut text = String::new();
+        tallies.render(&mut text);
+        assert!(text.contains("moe:precalculated_layers_total 2"), "{text}");
+        assert!(text.contains("moe:precalculated_hits_total 6"), "{text}");
+    }
+}
