@@ -76,8 +76,14 @@ pub fn stream_completion(
         "model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
         "stream": true, "precision": precision,
     });
+    stream_body(address, &body)
+}
+
+/// One streamed completion of `body` (a completions request with `stream` set) from the
+/// gateway at `address`.
+pub fn stream_body(address: &str, body: &serde_json::Value) -> anyhow::Result<Streamed> {
     let start = Instant::now();
-    let (request, within) = (completion(&body), Duration::from_secs(600));
+    let (request, within) = (completion(body), Duration::from_secs(600));
     let streamed = blocking::exchange(address, &request, within, CompletionStream::default())
         .context("a streamed completion")?;
     Ok(Streamed {

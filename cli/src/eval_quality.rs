@@ -422,21 +422,39 @@ fn pieces(text: &str, tokenizer: &Tokenizer, tokens: usize) -> anyhow::Result<Ve
     Ok(out)
 }
 
-/// The `--gateway` mode (module docs).
-fn run_remote(args: &EvalQualityArgs, gateway: &str, text: &Path) -> anyhow::Result<()> {
-    let model = args
-        .served_name
-        .clone()
-        .unwrap_or_else(|| moe_model::config::served_name(&args.model));
-    let tokenizer = Tokenizer::from_dir(&args.model)?;
+/// Held-out text scored through a gateway, `exact` and `auto`.
+pub struct RemoteQuality {
+    pub tokens: usize,
+    pub exact_perplexity: f64,
+    pub auto_perplexity: f64,
+    /// How often `auto`'s most likely next token is `exact`'s.
+    pub top1_agreement: f64,
+}
+
+impl RemoteQuality {
+    /// `auto`'s perplexity change against `exact`, in percent.
+    pub fn change_percent(&self) -> f64 {
+        100.0 * (self.auto_perplexity / self.exact_perplexity - 1.0)
+    }
+}
+
+/// The first `tokens` tokens of `text` (in pieces of about `window` tokens, whole lines)
+/// scored through `gateway`, whose model is `model` (served as `served`), `exact` and `auto`.
+pub fn score_through(
+    gateway: &str,
+    (model, served): (&Path, &str),
+    text: &Path,
+    (window, tokens): (usize, usize),
+) -> anyhow::Result<RemoteQuality> {
+    let tokenizer = Tokenizer::from_dir(model)?;
     let content =
         std::fs::read_to_string(text).with_context(|| format!("reading {}", text.display()))?;
-    let mut all = pieces(&content, &tokenizer, args.window)?;
-    all.truncate((args.tokens / args.window).max(1));
+    let mut all = pieces(&content, &tokenizer, window)?;
+    all.truncate((tokens / window).max(1));
     let (mut exact_nll, mut auto_nll, mut positions, mut agree) = (0.0, 0.0, 0usize, 0usize);
     for (i, piece) in all.iter().enumerate() {
-        let exact = score_remote(gateway, &model, piece, "exact")?;
-        let auto = score_remote(gateway, &model, piece, "auto")?;
+        let exact = score_remote(gateway, served, piece, "exact")?;
+        let auto = score_remote(gateway, served, piece, "auto")?;
         anyhow::ensure!(
             exact.logprobs.len() == auto.logprobs.len(),
             "piece {i}: the two precisions scored different token counts"
@@ -453,10 +471,28 @@ fn run_remote(args: &EvalQualityArgs, gateway: &str, text: &Path) -> anyhow::Res
         eprintln!("piece {}/{}", i + 1, all.len());
     }
     anyhow::ensure!(positions > 0, "nothing was scored");
-    let exact_ppl = (exact_nll / positions as f64).exp();
-    let auto_ppl = (auto_nll / positions as f64).exp();
-    let change = 100.0 * (auto_ppl / exact_ppl - 1.0);
-    let agreement = agree as f64 / positions as f64;
+    Ok(RemoteQuality {
+        tokens: positions,
+        exact_perplexity: (exact_nll / positions as f64).exp(),
+        auto_perplexity: (auto_nll / positions as f64).exp(),
+        top1_agreement: agree as f64 / positions as f64,
+    })
+}
+
+/// The `--gateway` mode (module docs).
+fn run_remote(args: &EvalQualityArgs, gateway: &str, text: &Path) -> anyhow::Result<()> {
+    let served = args
+        .served_name
+        .clone()
+        .unwrap_or_else(|| moe_model::config::served_name(&args.model));
+    let q = score_through(
+        gateway,
+        (&args.model, &served),
+        text,
+        (args.window, args.tokens),
+    )?;
+    let (exact_ppl, auto_ppl) = (q.exact_perplexity, q.auto_perplexity);
+    let (change, agreement, positions) = (q.change_percent(), q.top1_agreement, q.tokens);
     println!("{positions} tokens of {} through {gateway}", text.display());
     println!(
         "{:<8} {:>10} {:>9} {:>8}",

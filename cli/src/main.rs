@@ -3,6 +3,7 @@
 
 mod bench_cluster;
 mod bench_decode;
+mod bench_latency;
 mod bench_node;
 mod bench_overload;
 mod bench_precision;
@@ -62,6 +63,9 @@ enum Command {
     /// The link-aware precision study: nodes behind tc-shaped links in their own network
     /// namespaces, throughput and latency per ladder setting, with each setting's quality.
     BenchPrecision(bench_precision::BenchPrecisionArgs),
+    /// What a link's latency costs a single stream, and what DAOP's pre-calculation buys back:
+    /// decode speed per added latency and setting, with each setting's quality.
+    BenchLatency(bench_latency::BenchLatencyArgs),
     /// Offer a local cluster more than it can serve: the sustainable rate, then several times
     /// it, then half; what is served and refused, latencies, and each process's memory.
     BenchOverload(bench_overload::BenchOverloadArgs),
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::EvalQuality(args) => eval_quality::run(args),
         Command::BenchPrecision(args) => bench_precision::run(args),
+        Command::BenchLatency(args) => bench_latency::run(args),
         Command::BenchOverload(args) => bench_overload::run(args),
         Command::BenchSoak(args) => bench_soak::run(args),
         Command::Plot(args) => plot::run(args),

@@ -3,8 +3,9 @@
 //! (decode speed against the memory bound, one file per weight format), `bench-gpu` (weight
 //! bandwidth per format and tokens per expert), `bench-kernels` (mat-vec bandwidth per
 //! format), `bench-precision` (throughput against quality per ladder setting), `bench-overload`
-//! (served and refused per phase) and `eval-quality` (what each precision rung costs). Prints
-//! the files it wrote.
+//! (served and refused per phase), `bench-latency` (single-stream decode against link latency
+//! per pre-calculation setting) and `eval-quality` (what each precision rung costs). Prints the
+//! files it wrote.
 
 use std::path::{Path, PathBuf};
 
@@ -341,6 +342,39 @@ fn precision(path: &Path, v: &Value) -> anyhow::Result<(String, String)> {
     ))
 }
 
+/// Single-stream decode speed against the link's latency, one line per pre-calculation setting,
+/// from a bench-latency result.
+fn latency(v: &Value) -> anyhow::Result<(String, String)> {
+    let rows = v["runs"].as_array().context("`runs`")?;
+    let mut series: Vec<Series> = Vec::new();
+    for r in rows {
+        let name = format!("pre-calculate {}", text(r, "setting"));
+        let point = (number(r, "latency_ms")?, number(r, "decode_tps_median")?);
+        match series.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.values.push(point),
+            None => series.push(Series {
+                name,
+                values: vec![point],
+            }),
+        }
+    }
+    let title = format!(
+        "{}: {} nodes, single-stream decode against link latency",
+        text(v, "model"),
+        text(v, "nodes")
+    );
+    Ok((
+        "latency.svg".into(),
+        lines(
+            &title,
+            "added latency each way, ms",
+            "decode tokens/s",
+            &series,
+            false,
+        ),
+    ))
+}
+
 /// The charts for `inputs`: (file name, SVG).
 pub fn charts(inputs: &[(PathBuf, Value)]) -> anyhow::Result<Vec<(String, String)>> {
     let mut out = Vec::new();
@@ -361,10 +395,12 @@ pub fn charts(inputs: &[(PathBuf, Value)]) -> anyhow::Result<Vec<(String, String
             out.push(quality(v).with_context(what)?);
         } else if v.get("phases").is_some() {
             out.push(overload(v).with_context(what)?);
+        } else if v.get("runs").is_some() {
+            out.push(latency(v).with_context(what)?);
         } else {
             bail!(
                 "{}: not a result of bench-cluster, bench-decode, bench-gpu, bench-kernels, \
-                 bench-precision, bench-overload or eval-quality",
+                 bench-precision, bench-overload, bench-latency or eval-quality",
                 path.display()
             );
         }
@@ -432,7 +468,14 @@ mod tests {
             "model": "m", "max_running": 8, "max_waiting": 16, "seconds_per_phase": 10.0,
             "phases": [{"phase": "overload", "offered_per_second": 80.0, "served_per_second": 20.0, "refused": 600}]
         });
+        let run = |latency: f64, setting: &str, tps: f64| serde_json::json!({"latency_ms": latency, "setting": setting, "decode_tps_median": tps});
+        let latencies = serde_json::json!({
+            "model": "m", "nodes": 2,
+            "runs": [run(0.0, "off", 200.0), run(0.0, "alternate", 210.0), run(2.0, "off", 40.0),
+                     run(2.0, "alternate", 70.0)]
+        });
         let inputs = vec![
+            (PathBuf::from("l.json"), latencies),
             (PathBuf::from("o.json"), overloaded),
             (PathBuf::from("e.json"), eval),
             (PathBuf::from("c.json"), cluster),
@@ -445,6 +488,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "latency.svg",
                 "overload.svg",
                 "eval-quality.svg",
                 "cluster-throughput.svg",
@@ -455,8 +499,13 @@ mod tests {
                 "decode-vs-bound.svg"
             ]
         );
-        assert!(drawn[6].1.contains("ladder int8-wire"), "{}", drawn[6].1);
-        assert!(drawn[5].1.contains(">1 stream<"), "{}", drawn[5].1);
+        assert!(
+            drawn[0].1.contains("pre-calculate alternate"),
+            "{}",
+            drawn[0].1
+        );
+        assert!(drawn[7].1.contains("ladder int8-wire"), "{}", drawn[7].1);
+        assert!(drawn[6].1.contains(">1 stream<"), "{}", drawn[6].1);
         let other = vec![(PathBuf::from("x.json"), serde_json::json!({"a": 1}))];
         let refused = charts(&other).unwrap_err().to_string();
         assert!(refused.contains("x.json: not a result"), "{refused}");

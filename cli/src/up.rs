@@ -61,6 +61,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         node_flags: &[],
         gateway_flags: &[],
         nets: &[],
+        link_delay: None,
     };
     let ready_within = Duration::from_secs(args.ready_timeout);
     let cluster = LocalCluster::start(&spec, ready_within, &waiting_on)?;

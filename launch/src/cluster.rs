@@ -14,6 +14,7 @@ use moe_service::netns::Namespace;
 
 use crate::http::{Request, blocking};
 use crate::process::{Launch, Process, Signal, Stop};
+use crate::proxy::{Delay, Proxy};
 use crate::readiness::{poll, unservable};
 use crate::{LaunchError, binary, etcd};
 
@@ -53,6 +54,9 @@ pub struct ClusterSpec<'a> {
     /// Test networks, one per node: node `i` runs in `nets[i]`, reaching etcd over its link (so
     /// etcd is started here). Empty: every node on loopback.
     pub nets: &'a [Namespace],
+    /// A latency added to every node's link from the gateway, each way, by a [`Proxy`] in front
+    /// of the node (the address it registers); `None` for a direct link. Loopback nodes only.
+    pub link_delay: Option<Duration>,
 }
 
 impl<'a> ClusterSpec<'a> {
@@ -72,6 +76,7 @@ impl<'a> ClusterSpec<'a> {
             node_flags: &[],
             gateway_flags: &[],
             nets: &[],
+            link_delay: None,
         }
     }
 
@@ -107,6 +112,8 @@ pub type WaitingOn<'a> = &'a dyn Fn(&str, &str) -> String;
 /// A cluster of child processes on this machine.
 pub struct LocalCluster {
     processes: Vec<Process>,
+    /// The proxies delaying the nodes' links, by node name.
+    proxies: Vec<(String, Proxy)>,
     /// The etcd endpoint the cluster uses (`http://host:port`).
     pub etcd: String,
     /// The cluster's name in etcd.
@@ -146,8 +153,13 @@ impl LocalCluster {
             within: ready_within,
             unset: tls_variables(),
         };
+        if spec.link_delay.is_some() && !spec.nets.is_empty() {
+            let why = "a link delay is for loopback nodes, not test networks";
+            return Err(LaunchError::Spec(why.into()));
+        }
         let mut cluster = LocalCluster {
             processes: Vec::new(),
+            proxies: Vec::new(),
             etcd: String::new(),
             name: spec.cluster.to_string(),
             gateway: String::new(),
@@ -225,7 +237,10 @@ impl LocalCluster {
                 Some(net) => Launch::command(&id, &net.command(node)),
                 None => Launch::new(&id, node),
             };
-            let process = launcher.start(launch.args(flags))?;
+            let process = match spec.link_delay {
+                Some(delay) => self.start_delayed(launcher, launch, flags, &id, delay)?,
+                None => launcher.start(launch.args(flags))?,
+            };
             let line = format!("{id:<11} {}", process.address);
             self.add(process, line);
         }
@@ -240,6 +255,31 @@ impl LocalCluster {
         );
         self.add(process, line);
         Ok(())
+    }
+
+    /// Node `id` behind a proxy that delays its link by `delay` each way: the node registers the
+    /// proxy's address, which forwards to the node's own.
+    fn start_delayed(
+        &mut self,
+        launcher: &Launcher<'_>,
+        launch: Launch,
+        mut flags: Vec<String>,
+        id: &str,
+        delay: Duration,
+    ) -> Result<Process, LaunchError> {
+        let spec_error = |what: &str, e: std::io::Error| LaunchError::Spec(format!("{what}: {e}"));
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|e| spec_error("a port for a link proxy", e))?;
+        let front = listener
+            .local_addr()
+            .map_err(|e| spec_error("the link proxy's port", e))?;
+        flags.extend(["--advertise".to_string(), front.to_string()]);
+        let process = launcher.start(launch.args(flags))?;
+        let upstream = node_address(&process)?;
+        let proxy = Proxy::start_on(listener, upstream, Delay::each_way(delay))
+            .map_err(|e| spec_error("starting a link proxy", e))?;
+        self.proxies.push((id.to_string(), proxy));
+        Ok(process)
     }
 
     fn add(&mut self, process: Process, endpoint: String) {
@@ -314,9 +354,16 @@ impl LocalCluster {
 
     /// Kills the process `name` if it still runs (SIGKILL, as a crash would) and starts it again
     /// as it was first started (a server on a port the system picks gets a new one, and
-    /// registers it).
+    /// registers it; a node behind a link proxy keeps the proxy's address, which now forwards
+    /// to the new one).
     pub fn restart(&mut self, name: &str) -> Result<(), LaunchError> {
-        self.find(name)?.restart()
+        let process = self.find(name)?;
+        process.restart()?;
+        let address = node_address(process);
+        if let Some((_, proxy)) = self.proxies.iter().find(|(id, _)| id == name) {
+            proxy.set_upstream(address?);
+        }
+        Ok(())
     }
 }
 
@@ -325,7 +372,16 @@ impl Drop for LocalCluster {
         while let Some(process) = self.processes.pop() {
             drop(process);
         }
+        self.proxies.clear();
     }
+}
+
+/// The address a started node printed, parsed.
+fn node_address(process: &Process) -> Result<SocketAddr, LaunchError> {
+    process.address.parse().map_err(|_| {
+        let (name, address) = (process.name(), &process.address);
+        LaunchError::Spec(format!("{name} printed `{address}`, not an address"))
+    })
 }
 
 /// The servers' binaries, beside the running executable.

@@ -5,9 +5,8 @@
 //! with a temporary data directory, tuned for speed (`--heartbeat-interval 10
 //! --election-timeout 50`), waited on until a read succeeds, and killed on drop. It can be
 //! stopped and started again on the same ports and data, as an etcd restart, or serve clients
-//! over mutual TLS ([`EtcdServer::start_tls`]). Also a TCP
-//! [`Proxy`] in front of it that a test can cut, as a network partition between one client and
-//! etcd.
+//! over mutual TLS ([`EtcdServer::start_tls`]). `moe_launch`'s TCP [`Proxy`] goes in front of
+//! a server to cut its link (a network partition between one client and it) or delay it.
 
 pub mod collector;
 pub mod http;
@@ -21,9 +20,8 @@ use std::time::{Duration, Instant};
 
 use moe_service::tls::{self, Link, TlsPaths};
 use moe_state::etcd::Etcd;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener as AsyncListener, TcpStream};
-use tokio::sync::watch;
+
+pub use moe_launch::{Delay, Proxy};
 
 /// How long etcd may take to answer its first read.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
@@ -286,92 +284,4 @@ fn log_tail(path: &Path) -> String {
         .find(|&i| log.is_char_boundary(i))
         .unwrap_or(log.len());
     log[start..].to_string()
-}
-
-/// A loopback TCP proxy to one upstream address. While cut, it closes every connection it
-/// carries and every new one at once, so clients behind it see etcd unreachable while others
-/// still reach it.
-pub struct Proxy {
-    port: u16,
-    cut: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    /// A proxy on a free loopback port forwarding to `upstream` (`host:port`).
-    pub async fn start(upstream: &str) -> Proxy {
-        let listener = AsyncListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("a loopback port for the proxy");
-        let port = listener.local_addr().expect("a bound port").port();
-        let (cut, cut_watch) = watch::channel(false);
-        let upstream = upstream.to_string();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                if *cut_watch.borrow() {
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&upstream).await else {
-                    continue;
-                };
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                tokio::spawn(pipe(client_read, server_write, cut_watch.clone()));
-                tokio::spawn(pipe(server_read, client_write, cut_watch.clone()));
-            }
-        });
-        Proxy { port, cut, task }
-    }
-
-    /// `http://127.0.0.1:<proxy port>`.
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Closes every connection through the proxy and refuses new ones; no byte that reaches
-    /// the proxy after this returns is forwarded.
-    pub fn cut(&self) {
-        self.cut.send_replace(true);
-    }
-
-    /// Forwards new connections again.
-    pub fn heal(&self) {
-        self.cut.send_replace(false);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.cut.send_replace(true);
-    }
-}
-
-/// Copies bytes from `from` to `to` until either end closes or the proxy is cut.
-async fn pipe(from: OwnedReadHalf, to: OwnedWriteHalf, mut cut: watch::Receiver<bool>) {
-    let mut buffer = vec![0; 16 * 1024];
-    loop {
-        tokio::select! {
-            biased;
-            _ = cut.wait_for(|cut| *cut) => return,
-            readable = from.readable() => if readable.is_err() { return },
-        }
-        let read = match from.try_read(&mut buffer) {
-            Ok(0) => return,
-            Ok(read) => read,
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return,
-        };
-        let mut sent = 0;
-        while sent < read {
-            if to.writable().await.is_err() {
-                return;
-            }
-            match to.try_write(&buffer[sent..read]) {
-                Ok(written) => sent += written,
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-        }
-    }
 }

@@ -11,7 +11,7 @@ use moe_state::lease::LeaseState;
 use moe_state::records::{Assignment, Capacity, ExpertCount, GatewayStats, NodeRecord, Placement};
 use moe_state::registry::Registration;
 use moe_state::watch::{Snapshot, Watcher};
-use moe_tests::{EtcdServer, Proxy, RPC_TIMEOUT};
+use moe_tests::{Delay, EtcdServer, Proxy, RPC_TIMEOUT};
 use tokio::sync::watch;
 
 const TTL: Duration = Duration::from_secs(2);
@@ -345,7 +345,8 @@ async fn a_watcher_lists_then_follows_puts_and_deletes() -> Result<()> {
 async fn a_watcher_relists_when_its_resume_revision_was_compacted() -> Result<()> {
     let server = EtcdServer::start().await;
     let etcd = server.connect().await;
-    let proxy = Proxy::start(&server.address()).await;
+    let upstream = server.address().parse().expect("etcd's address");
+    let proxy = Proxy::start(upstream, Delay::default())?;
     let behind_proxy = Etcd::connect(&[proxy.endpoint()], RPC_TIMEOUT).await?;
     let keys = keys();
     let mut client = etcd.client();
