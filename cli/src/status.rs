@@ -78,6 +78,9 @@ pub struct GatewayMetrics {
     pub waiting: f64,
     pub kv_usage: f64,
     pub generated_tokens: f64,
+    /// Pre-calculation since start: layers answered from it (round trips saved), the routers'
+    /// choices in those layers, and how many of them had been pre-calculated.
+    pub precalculated: [f64; 3],
     /// Per node, by [`LINK_SERIES`] order: summed round trips, their count, bytes sent and
     /// received, the link's rung and saturation, and the pairs planned high, low and skipped.
     pub links: BTreeMap<String, [f64; 9]>,
@@ -111,6 +114,12 @@ impl GatewayMetrics {
             waiting: e.value(names::NUM_REQUESTS_WAITING),
             kv_usage: e.value(names::KV_CACHE_USAGE_PERC),
             generated_tokens: e.value(names::GENERATION_TOKENS_TOTAL),
+            precalculated: [
+                names::PRECALCULATED_LAYERS_TOTAL,
+                names::PRECALCULATED_ROUTED_PAIRS_TOTAL,
+                names::PRECALCULATED_HITS_TOTAL,
+            ]
+            .map(|name| e.value(name)),
             links,
         }
     }
@@ -250,6 +259,10 @@ pub struct GatewayStatus {
     pub waiting: Option<f64>,
     pub kv_usage: Option<f64>,
     pub tokens_per_second: Option<f64>,
+    /// Round trips saved by pre-calculation since start (none while it is off).
+    pub round_trips_saved: Option<f64>,
+    /// The share of the routers' choices in pre-calculated layers that had been pre-calculated.
+    pub precalculated_hit_rate: Option<f64>,
     pub error: Option<String>,
 }
 
@@ -379,20 +392,27 @@ impl Status {
             .gateways
             .iter()
             .map(|(address, g)| match g {
-                Ok((m, tps)) => GatewayStatus {
-                    address: address.clone(),
-                    running: Some(m.running),
-                    waiting: Some(m.waiting),
-                    kv_usage: Some(m.kv_usage),
-                    tokens_per_second: *tps,
-                    error: None,
-                },
+                Ok((m, tps)) => {
+                    let [layers, routed, hits] = m.precalculated;
+                    GatewayStatus {
+                        address: address.clone(),
+                        running: Some(m.running),
+                        waiting: Some(m.waiting),
+                        kv_usage: Some(m.kv_usage),
+                        tokens_per_second: *tps,
+                        round_trips_saved: (layers > 0.0).then_some(layers),
+                        precalculated_hit_rate: (routed > 0.0).then(|| hits / routed),
+                        error: None,
+                    }
+                }
                 Err(e) => GatewayStatus {
                     address: address.clone(),
                     running: None,
                     waiting: None,
                     kv_usage: None,
                     tokens_per_second: None,
+                    round_trips_saved: None,
+                    precalculated_hit_rate: None,
                     error: Some(e.clone()),
                 },
             })
@@ -560,6 +580,15 @@ impl Status {
                         g.kv_usage.unwrap_or(0.0) * 100.0,
                         opt(g.tokens_per_second, 1.0)
                     );
+                    if let (Some(saved), Some(hits)) =
+                        (g.round_trips_saved, g.precalculated_hit_rate)
+                    {
+                        let _ = writeln!(
+                            out,
+                            "  pre-calculation: {saved:.0} round trips saved, {:.0}% of the routed pairs pre-calculated",
+                            hits * 100.0
+                        );
+                    }
                 }
             }
         }
@@ -779,6 +808,9 @@ moe:expert_link_saturated{node=\"a\"} 1
 moe:expert_pairs_total{node=\"a\",precision=\"high\"} 75
 moe:expert_pairs_total{node=\"a\",precision=\"low\"} 20
 moe:expert_pairs_total{node=\"a\",precision=\"skip\"} 5
+moe:precalculated_layers_total 40
+moe:precalculated_routed_pairs_total 80
+moe:precalculated_hits_total 60
 ";
 
     #[test]
@@ -884,6 +916,7 @@ moe:expert_pairs_total{node=\"a\",precision=\"skip\"} 5
             "low-weights (sat)",
             "loading: building shards: 1/4 (25%)",
             "3 running, 1 waiting, KV 25%, 12.5 tok/s",
+            "pre-calculation: 40 round trips saved, 75% of the routed pairs pre-calculated",
         ] {
             assert!(table.contains(part), "missing {part:?} in\n{table}");
         }

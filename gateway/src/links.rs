@@ -51,6 +51,8 @@ pub struct Health {
     pub rung: Rung,
     /// A call failed within [`UNHEALTHY_FOR`].
     pub failed_recently: bool,
+    /// The link has no room for more rows ([`Ladder::crowded`]); one with no calls yet has.
+    pub crowded: bool,
 }
 
 /// The Prometheus label `node="<id>"`, escaped.
@@ -117,6 +119,7 @@ impl Links {
             in_flight: l.in_flight,
             rung: l.ladder.rung(),
             failed_recently: l.last_failure.is_some_and(|t| t.elapsed() < UNHEALTHY_FOR),
+            crowded: l.ladder.crowded(Instant::now(), &self.ladder),
         })
     }
 
@@ -152,7 +155,20 @@ impl Links {
                 wire: rtt.saturating_sub(queue + Duration::from_micros(compute)),
                 queue,
             };
+            let before = link.ladder.rung();
             link.ladder.observe(Instant::now(), sample, &config);
+            let after = link.ladder.rung();
+            if after != before {
+                let (busy, queue) = (link.ladder.busy(), sample.queue);
+                tracing::info!(
+                    node,
+                    from = before.flag(),
+                    to = after.flag(),
+                    busy,
+                    ?queue,
+                    "the link's precision rung moved"
+                );
+            }
         });
     }
 

@@ -328,6 +328,20 @@ impl Ladder {
         self.busy
     }
 
+    /// Whether the link has no room for more rows at `now`: it is saturated, or its busy share
+    /// (decayed since its last call), scaled to full-width activations, or its node's queue, is
+    /// not below the calm level a link descends at. A link at a lower rung only because int8
+    /// rows shrank its bytes is crowded by this rule: rows moved onto it would saturate it again.
+    pub fn crowded(&self, now: Instant, config: &LadderConfig) -> bool {
+        let idle = self
+            .last
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        let busy = self.busy * (-idle / BUSY_TAU).exp();
+        let at_full = busy / self.rung().wire_share();
+        let budget = config.queue_budget.as_secs_f64();
+        self.saturated() || at_full >= config.busy_low || self.queue >= budget / 2.0
+    }
+
     /// Time spent at each rung (by [`Rung`] order) up to `now`.
     pub fn time_in(&self, now: Instant) -> [Duration; 4] {
         let mut t = self.time_in;
@@ -457,6 +471,38 @@ mod tests {
         let resolved = Thresholds::resolve(Some(0.7), None, 2);
         assert_eq!(resolved, Ok(Thresholds { t1: 0.7, t2: 0.9 }));
         assert!(Thresholds::resolve(Some(0.95), None, 2).is_err());
+    }
+
+    #[test]
+    fn a_link_is_crowded_until_its_full_width_load_is_calm() {
+        let config = LadderConfig {
+            top: Rung::Skip,
+            ..LadderConfig::default()
+        };
+        let mut ladder = Ladder::default();
+        assert!(
+            !ladder.crowded(Instant::now(), &config),
+            "no calls yet: room"
+        );
+        let now = unloaded(&mut ladder, &config);
+        assert!(!ladder.crowded(now, &config), "unloaded: room");
+        let now = feed(&mut ladder, now, 50, sample(SATURATED), &config);
+        assert!(ladder.rung() > Rung::Full);
+        assert!(ladder.crowded(now, &config), "saturated");
+        // 1.5 ms beyond the bare wire time every 10 ms: busy 0.15, calm at int8 width (the
+        // ladder descends to it) but 0.6 at full width.
+        let now = feed(&mut ladder, now, 600, sample(2500), &config);
+        assert_eq!(ladder.rung(), Rung::Int8Wire, "{}", ladder.busy());
+        assert!(ladder.busy() < config.busy_low, "{}", ladder.busy());
+        assert!(ladder.crowded(now, &config), "{}", ladder.busy());
+        // No calls for five seconds: its busy share has decayed, whatever the last call said.
+        assert!(!ladder.crowded(now + 5000 * MS, &config));
+        let now = feed(&mut ladder, now, 300, sample(1000), &config);
+        assert!(
+            !ladder.crowded(now, &config),
+            "calm again: {}",
+            ladder.busy()
+        );
     }
 
     #[test]

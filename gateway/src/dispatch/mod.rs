@@ -58,7 +58,7 @@ mod wire;
 use clients::Clients;
 use layer::{Answer, LayerRun};
 use pairs::{Pair, hint_precision, pairs_by_expert};
-use plan::{Attempt, Unit, assign, replica, reroute_target, runs_low};
+use plan::{Attempt, Unit, assign, message_rung, replica, reroute_target, runs_low};
 use popularity::Popularity;
 use table::{Replicas, RoutingTable};
 pub use wire::whole_layer_request;
@@ -529,7 +529,7 @@ impl Dispatcher {
                 work.iter().map(|(e, p)| (*e, p.as_slice())).collect();
             let rung = match run.per_pair {
                 true => Rung::Full,
-                false => self.links.rung(node),
+                false => message_rung(self.links.rung(node), units),
             };
             let policy = (rung, self.thresholds);
             let (mut req, tokens, planned) = request(

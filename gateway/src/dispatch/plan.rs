@@ -74,8 +74,9 @@ pub(super) struct Unit {
 
 /// Where `expert`'s pairs planned low at `from`'s rung go instead, when `from`'s link is at or
 /// above the low-weights rung: a replica not `excluded` that has loaded the placement, has not
-/// failed lately and whose own link is below that rung; the lowest rung, then the fewest calls
-/// in flight, then the placement's order.
+/// failed lately, and whose own link is below that rung with measured room for the rows (not
+/// crowded: a link as loaded as `from`'s, only a rung lower for now, would saturate in turn);
+/// the lowest rung, then the fewest calls in flight, then the placement's order.
 pub(super) fn reroute_target<'p, P: Replicas>(
     placement: &'p P,
     nodes: &Snapshot<NodeRecord>,
@@ -99,7 +100,7 @@ pub(super) fn reroute_target<'p, P: Replicas>(
                 .is_some_and(|r| r.has_loaded(placement.placement(), l, e))
         })
         .map(|(order, n)| (order, n, health(n)))
-        .filter(|(_, _, h)| !h.failed_recently && h.rung < Rung::LowWeights)
+        .filter(|(_, _, h)| !h.failed_recently && !h.crowded && h.rung < Rung::LowWeights)
         .min_by_key(|(order, _, h)| (h.rung, h.in_flight, *order))
         .map(|(_, n, _)| n)
 }
@@ -159,6 +160,18 @@ pub(super) fn assign(
     }
     attempt.by_node.retain(|_, units| !units.is_empty());
     Ok(attempt)
+}
+
+/// The rung a node's message for `units` is built at, given its link's `rung`: rerouted shares
+/// came off a link at the low-weights rung or above, whose pairs already accept int8 rows, so a
+/// message carrying them travels at least as int8 (a quarter of f32's bytes), and the calm link
+/// they move to is not loaded with four times the bytes the saturated one would have carried.
+pub(super) fn message_rung(rung: Rung, units: &[Unit]) -> Rung {
+    if units.iter().any(|u| u.rerouted) {
+        rung.max(Rung::Int8Wire)
+    } else {
+        rung
+    }
 }
 
 /// Whether `pair` runs low on a link at `rung` under `thresholds`.

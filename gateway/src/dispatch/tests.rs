@@ -184,6 +184,9 @@ fn low_pairs_are_rerouted_from_a_downgrading_link_to_the_least_loaded_healthy_re
                     in_flight,
                     rung,
                     failed_recently,
+                    // In these cases a link is crowded exactly when it has calls in flight
+                    // beyond two.
+                    crowded: in_flight > 2,
                 },
             )
         };
@@ -213,6 +216,27 @@ fn low_pairs_are_rerouted_from_a_downgrading_link_to_the_least_loaded_healthy_re
     assert_eq!(target(&loaded, &others_down), None);
     let loading = nodes(&[("a", 2), ("b", 1), ("c", 1)]);
     assert_eq!(target(&loading, &[a_low]), None);
+    // Links as loaded as a's, only a rung lower for now, have no room: the pairs stay.
+    let equally_loaded = [
+        a_low,
+        ("b", Rung::Int8Wire, 3, false),
+        ("c", Rung::Full, 3, false),
+    ];
+    assert_eq!(target(&loaded, &equally_loaded), None);
+}
+
+#[test]
+fn a_message_carrying_rerouted_pairs_travels_as_int8_at_least() {
+    let unit = |rerouted| Unit {
+        layer: 0,
+        expert: 3,
+        rerouted,
+    };
+    let own = [unit(false)];
+    let with_rerouted = [unit(false), unit(true)];
+    assert_eq!(message_rung(Rung::Full, &own), Rung::Full);
+    assert_eq!(message_rung(Rung::Full, &with_rerouted), Rung::Int8Wire);
+    assert_eq!(message_rung(Rung::Skip, &with_rerouted), Rung::Skip);
 }
 
 #[test]
