@@ -176,8 +176,11 @@ fn expert_protocol_messages() {
                 weights: vec![0.7, 0.3],
             })
             .collect();
-        let (req, _, _) =
-            whole_layer_request(1, &h, &routes, hidden, (rung, Thresholds::default()));
+        let policy = (rung, Thresholds::default());
+        let (req, _, _) = whole_layer_request(1, &h, (&routes, None), hidden, policy);
+        corpus.push(req.encode_to_vec());
+        let ahead = Some((0, routes.as_slice()));
+        let (req, _, _) = whole_layer_request(1, &h, (&routes, ahead), hidden, policy);
         corpus.push(req.encode_to_vec());
     }
     let hint = PrefetchHint {
@@ -198,10 +201,13 @@ fn expert_protocol_messages() {
         let Ok(req) = LayerRequest::decode(bytes) else {
             return false;
         };
-        let Ok(work) = layer_work(&req, hidden, &limits) else {
+        let Ok((work, ahead)) = layer_work(&req, hidden, &limits) else {
             return false;
         };
-        set.validate(&work, PAIR).is_ok() && set.execute(&work, PAIR, &pool).is_ok()
+        let runs = |w: &moe_expert_node::LayerWork| {
+            set.validate(w, PAIR).is_ok() && set.execute(w, PAIR, &pool).is_ok()
+        };
+        runs(&work) && ahead.as_ref().is_none_or(runs)
     });
     assert!(accepted > 0, "some mutated requests stay valid and run");
 }

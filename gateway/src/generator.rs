@@ -19,6 +19,7 @@ use crate::dispatch::{Dispatcher, Precision, RemoteExperts};
 use crate::engine::{Engine, Event, Job, Token};
 use crate::metrics::{Gauges, Metrics};
 use crate::openai::{ApiError, Precision as OpenAiPrecision, Usage};
+use crate::precalculation::Tally;
 use crate::readiness::Readiness;
 use crate::scheduler::{AdmitError, Scheduler, SchedulerConfig, SeqId, Step};
 use crate::sequence::{Decoding, token_logprobs};
@@ -32,7 +33,16 @@ struct Shared {
 struct State {
     scheduler: Scheduler,
     /// Admitted jobs the engine thread has not picked up yet.
-    arrived: Vec<(SeqId, Job, mpsc::Sender<Event>)>,
+    arrived: Vec<Arrival>,
+}
+
+/// An admitted job on its way to the engine thread, with the span of the request that
+/// submitted it (its lines at the end are logged in it).
+struct Arrival {
+    id: SeqId,
+    job: Job,
+    events: mpsc::Sender<Event>,
+    span: tracing::Span,
 }
 
 impl Shared {
@@ -54,6 +64,10 @@ struct Active {
     arrived: Instant,
     /// When its last token was sent, `None` before the first.
     last_token: Option<Instant>,
+    /// The request's span, where its end is logged.
+    span: tracing::Span,
+    /// Its layers answered from a pre-calculation so far.
+    precalculated: Tally,
     /// With `echo` and `logprobs`: the prompt's tokens scored so far (the first unscored), and
     /// the alternatives to report per position; taken when the prefill ends.
     prompt_logprobs: Option<(Vec<Token>, usize)>,
@@ -233,7 +247,13 @@ impl Engine for Generator {
             }
             Err(e) => return Err(ApiError::bad_request("prompt", e.to_string())),
         };
-        state.arrived.push((id, job, events));
+        let span = tracing::Span::current();
+        state.arrived.push(Arrival {
+            id,
+            job,
+            events,
+            span,
+        });
         drop(state);
         self.shared.wake.notify_one();
         Ok(receiver)
@@ -295,8 +315,8 @@ impl Thread {
                 let arrived = std::mem::take(&mut state.arrived);
                 (state.scheduler.schedule(), arrived)
             };
-            for (id, job, events) in arrived {
-                self.arrive(id, job, events);
+            for arrival in arrived {
+                self.arrive(arrival);
             }
             for id in &step.preempted {
                 if let Some(a) = self.active.get_mut(id) {
@@ -309,7 +329,15 @@ impl Thread {
         }
     }
 
-    fn arrive(&mut self, id: SeqId, job: Job, events: mpsc::Sender<Event>) {
+    fn arrive(
+        &mut self,
+        Arrival {
+            id,
+            job,
+            events,
+            span,
+        }: Arrival,
+    ) {
         let eos = self.model.config().eos_token_ids.clone();
         match Decoding::new(&job.params, job.max_tokens, &job.prompt, eos) {
             Ok(decoding) => {
@@ -334,6 +362,8 @@ impl Thread {
                     exact: job.params.precision == OpenAiPrecision::Exact,
                     arrived: Instant::now(),
                     last_token: None,
+                    span,
+                    precalculated: Tally::default(),
                     prompt_tokens: job.prompt.len(),
                     tokens: job.prompt,
                     decoding,
@@ -398,7 +428,7 @@ impl Thread {
         let mut stopped = Vec::new();
         let mut gone = Vec::new();
         let mut failed = Vec::new();
-        for (c, result) in chunks.iter().zip(results) {
+        for (c, (result, precalculated)) in chunks.iter().zip(results) {
             let logits = match result {
                 Ok(logits) => logits,
                 Err(e) => {
@@ -407,6 +437,7 @@ impl Thread {
                 }
             };
             let a = self.active.get_mut(&c.id).expect("filtered above");
+            a.precalculated.add(precalculated);
             let mut prompt = Vec::new();
             let mut logits = logits.as_slice();
             if a.prompt_logprobs.is_some() && c.start < a.prompt_tokens {
@@ -476,6 +507,17 @@ impl Thread {
                 self.metrics
                     .finished(Some(f.reason), a.arrived.elapsed().as_secs_f64());
                 let usage = Usage::new(a.prompt_tokens, a.decoding.generated().len());
+                let t = a.precalculated;
+                if t.layers > 0 {
+                    a.span.in_scope(|| {
+                        tracing::info!(
+                            round_trips_saved = t.layers,
+                            routed_pairs = t.routed,
+                            hits = t.hits,
+                            "pre-calculated layers of the request"
+                        );
+                    });
+                }
                 let _ = a.events.try_send(Event::Finished {
                     reason: f.reason,
                     usage,
@@ -494,6 +536,10 @@ impl Thread {
     }
 }
 
+/// One sequence's result of a forward pass: its logits or its group's error, and its layers
+/// answered from a pre-calculation.
+type Forwarded = (Result<Vec<f32>, ApiError>, Tally);
+
 /// One forward pass over `seqs` split into up to `micro_batches` groups that run at once,
 /// the first on this thread and the others on threads of their own, so that one group's
 /// attention overlaps the others' expert round trips. Returns per sequence its last
@@ -505,18 +551,24 @@ fn forward_micro_batches(
     micro_batches: usize,
     mut seqs: Vec<SequenceStep<'_>>,
     precision: Precision,
-) -> Vec<Result<Vec<f32>, ApiError>> {
+) -> Vec<Forwarded> {
     let tokens: Vec<usize> = seqs.iter().map(|s| s.tokens.len()).collect();
     let sizes = split(&tokens, micro_batches);
-    let run = |group: &mut [SequenceStep<'_>]| -> Vec<Result<Vec<f32>, ApiError>> {
-        let mut remote = RemoteExperts::new(dispatcher, runtime.clone(), precision, model);
-        match model.forward_batch(group, Some(&mut remote)) {
+    let run = |group: &mut [SequenceStep<'_>]| -> Vec<Forwarded> {
+        let sequences: Vec<usize> = group.iter().map(|s| s.tokens.len()).collect();
+        let pass = (precision, model);
+        let mut remote = RemoteExperts::new(dispatcher, runtime.clone(), pass, &sequences);
+        let results: Vec<_> = match model.forward_batch(group, Some(&mut remote)) {
             Ok(logits) => logits.into_iter().map(Ok).collect(),
             Err(e) => {
                 tracing::error!(error = %e, "a model step failed; its requests fail");
                 vec![Err(ApiError::from_step(&e)); group.len()]
             }
-        }
+        };
+        results
+            .into_iter()
+            .zip(remote.precalculated().to_vec())
+            .collect()
     };
     let mut groups: Vec<&mut [SequenceStep<'_>]> = Vec::with_capacity(sizes.len());
     let mut rest = seqs.as_mut_slice();

@@ -70,6 +70,29 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// The tokens' tallies of one pre-calculated layer as that layer's: one round trip saved.
+    pub fn of_layer(tokens: &[Tally]) -> Tally {
+        let mut sum = Tally::default();
+        tokens.iter().for_each(|t| sum.add(*t));
+        sum.layers = u64::from(!tokens.is_empty());
+        sum
+    }
+
+    /// One pre-calculated layer's per-token tallies split among the sequences of a pass, whose
+    /// tokens are `sequences` long, in order: each sequence's as a layer of its own.
+    pub fn per_sequence(tokens: &[Tally], sequences: &[usize]) -> Vec<Tally> {
+        let mut start = 0;
+        sequences
+            .iter()
+            .map(|n| {
+                let end = (start + n).min(tokens.len());
+                let of = Tally::of_layer(&tokens[start..end]);
+                start = end;
+                of
+            })
+            .collect()
+    }
+
     pub fn add(&mut self, other: Tally) {
         self.layers += other.layers;
         self.routed += other.routed;
@@ -140,23 +163,28 @@ impl Precalculation {
     }
 
     /// Layer `layer`'s output when it was computed early, with its prediction scored against
-    /// the routes the layer chose (also added to [`Self::tally`]); `None` when it must run now.
-    pub fn take(&mut self, layer: usize, routes: &[Route]) -> Option<(Vec<f32>, Tally)> {
+    /// the routes the layer chose, per token (a layer each; their sum is added to
+    /// [`Self::tally`] as one layer); `None` when it must run now.
+    pub fn take(&mut self, layer: usize, routes: &[Route]) -> Option<(Vec<f32>, Vec<Tally>)> {
         if self.pending.as_ref().is_none_or(|p| p.layer != layer) {
             return None;
         }
         let pending = self.pending.take()?;
-        let mut tally = Tally {
-            layers: 1,
-            ..Tally::default()
-        };
-        for (route, guess) in routes.iter().zip(&pending.predicted) {
-            tally.routed += route.experts.len() as u64;
-            let hit = |e: &&usize| guess.experts.contains(e);
-            tally.hits += route.experts.iter().filter(hit).count() as u64;
-        }
-        self.tally.add(tally);
-        Some((pending.out, tally))
+        let per_token: Vec<Tally> = routes
+            .iter()
+            .zip(&pending.predicted)
+            .map(|(route, guess)| Tally {
+                layers: 1,
+                routed: route.experts.len() as u64,
+                hits: route
+                    .experts
+                    .iter()
+                    .filter(|e| guess.experts.contains(e))
+                    .count() as u64,
+            })
+            .collect();
+        self.tally.add(Tally::of_layer(&per_token));
+        Some((pending.out, per_token))
     }
 }
 
@@ -270,7 +298,23 @@ mod tests {
             routed: 4,
             hits: 3,
         };
-        assert_eq!(pre.take(3, &routes), Some((vec![1.0, 2.0], expected)));
+        let token = |hits| Tally {
+            layers: 1,
+            routed: 2,
+            hits,
+        };
+        let (out, per_token) = pre.take(3, &routes).expect("layer 3 was computed early");
+        assert_eq!(out, vec![1.0, 2.0]);
+        assert_eq!(per_token, vec![token(1), token(2)]);
+        assert_eq!(Tally::of_layer(&per_token), expected);
+        let split = Tally::per_sequence(&per_token, &[1, 1]);
+        assert_eq!(
+            split,
+            vec![token(1), token(2)],
+            "a layer saved for each sequence"
+        );
+        let one = Tally::per_sequence(&per_token, &[2]);
+        assert_eq!(one, vec![expected]);
         assert_eq!(pre.take(3, &routes), None, "answered once");
         tally.add(expected);
         assert_eq!(pre.tally, tally);

@@ -175,7 +175,9 @@ fn greedy(
     let forward = |tokens: &[u32], cache: &mut moe_model::kv_cache::KvCache, want| match dispatcher
     {
         Some(d) => {
-            let mut remote = RemoteExperts::new(d, runtime.clone(), Precision::Exact, model);
+            let sequences = [tokens.len()];
+            let pass = (Precision::Exact, model);
+            let mut remote = RemoteExperts::new(d, runtime.clone(), pass, &sequences);
             model.forward_with(tokens, cache, want, &mut remote)
         }
         None => model.forward(tokens, cache, want),

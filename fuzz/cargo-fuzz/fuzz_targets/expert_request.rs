@@ -24,10 +24,12 @@ fuzz_target!(|bytes: &[u8]| {
     let Ok(request) = LayerRequest::decode(bytes) else {
         return;
     };
-    let Ok(work) = layer_work(&request, hidden, &limits) else {
+    let Ok((work, ahead)) = layer_work(&request, hidden, &limits) else {
         return;
     };
-    if experts.set.validate(&work, PAIR).is_ok() {
-        let _ = experts.set.execute(&work, PAIR, &experts.pool);
+    for work in std::iter::once(&work).chain(ahead.as_ref()) {
+        if experts.set.validate(work, PAIR).is_ok() {
+            let _ = experts.set.execute(work, PAIR, &experts.pool);
+        }
     }
 });

@@ -638,15 +638,19 @@ pub struct RemoteExperts<'a> {
     model: &'a Model,
     lookahead: Lookahead,
     precalculation: Precalculation,
+    /// The tokens of each sequence of the pass, in order, and each one's pre-calculated layers.
+    sequences: Vec<usize>,
+    precalculated: Vec<Tally>,
 }
 
 impl<'a> RemoteExperts<'a> {
-    /// One forward pass's routed experts; `model` is the one whose forward pass this is.
+    /// One forward pass's routed experts; `model` is the one whose forward pass this is, and
+    /// `sequences` the tokens of each of its sequences, in the order they are fed.
     pub fn new(
         dispatcher: &'a Dispatcher,
         runtime: tokio::runtime::Handle,
-        precision: Precision,
-        model: &'a Model,
+        (precision, model): (Precision, &'a Model),
+        sequences: &[usize],
     ) -> RemoteExperts<'a> {
         let mode = match precision {
             Precision::Auto => dispatcher.pre_calculate,
@@ -659,12 +663,25 @@ impl<'a> RemoteExperts<'a> {
             model,
             lookahead: Lookahead::default(),
             precalculation: Precalculation::new(mode, model),
+            sequences: sequences.to_vec(),
+            precalculated: vec![Tally::default(); sequences.len()],
         }
     }
 
-    /// This forward pass's pre-calculated layers so far.
-    pub fn precalculated(&self) -> Tally {
-        self.precalculation.tally
+    /// Each sequence's layers answered from a pre-calculation in this pass so far, and how its
+    /// tokens' routing matched.
+    pub fn precalculated(&self) -> &[Tally] {
+        &self.precalculated
+    }
+
+    /// Adds one pre-calculated layer's per-token tallies to the pass's sequences and the
+    /// dispatcher's totals.
+    fn count(&mut self, tokens: &[Tally]) {
+        self.dispatcher.precalculated.add(Tally::of_layer(tokens));
+        let layer = Tally::per_sequence(tokens, &self.sequences);
+        for (sum, t) in self.precalculated.iter_mut().zip(layer) {
+            sum.add(t);
+        }
     }
 
     /// Predicts and hints the next `prefetch_layers` MoE layers after `layer` from `h`, the
@@ -689,8 +706,8 @@ impl RoutedExperts for RemoteExperts<'_> {
         for score in self.lookahead.score(layer, routes) {
             self.dispatcher.accuracy.add(score);
         }
-        if let Some((out, tally)) = self.precalculation.take(layer, routes) {
-            self.dispatcher.precalculated.add(tally);
+        if let Some((out, tokens)) = self.precalculation.take(layer, routes) {
+            self.count(&tokens);
             return Ok(out);
         }
         self.predict(layer, h, routes.len())?;
