@@ -21,7 +21,9 @@ use moe_expert_node::server::{Node, NodeService};
 use moe_expert_node::store;
 use moe_kernels::Pool;
 use moe_proto::expert::expert_service_server::ExpertServiceServer;
+use moe_service::reflection;
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 
 fn main() -> ExitCode {
@@ -67,11 +69,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let service = ExpertServiceServer::new(NodeService(Arc::clone(&node)))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(moe_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building the reflection service")?;
+    let descriptors = [
+        moe_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ];
+    let served = [
+        <ExpertServiceServer<NodeService> as NamedService>::NAME,
+        reflection::HEALTH,
+    ];
+    let (reflection_v1, reflection_v1alpha) = reflection::reflection(&descriptors, &served)
+        .context("building the reflection services")?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = config.server_tls().map_err(anyhow::Error::msg)? {
@@ -82,7 +89,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;

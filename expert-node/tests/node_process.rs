@@ -95,35 +95,6 @@ impl NodeProcess {
     }
 }
 
-/// The services the node lists through gRPC reflection.
-async fn reflected_services(address: &str) -> Vec<String> {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-
-    let channel = Channel::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let ask = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut answers = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::iter([ask]))
-        .await
-        .unwrap()
-        .into_inner();
-    match answers.message().await.unwrap().unwrap().message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
-        }
-        other => panic!("unexpected reflection answer {other:?}"),
-    }
-}
-
 /// The fixture's 8 experts of one layer with the rows and gate weights `routes` send them, all at
 /// `precision`.
 fn routed_work(routes: &[Route], precision: Precision) -> Vec<ExpertWork> {
@@ -175,15 +146,11 @@ async fn a_node_serves_the_models_experts_and_survives_bad_input_and_restarts() 
     );
     assert!(info.experts.iter().all(|e| e.precisions.len() == 2));
 
-    let services = reflected_services(&node.address).await;
-    assert!(
-        services.contains(&"moe.expert.v1.ExpertService".to_string()),
-        "{services:?}"
-    );
-    assert!(
-        services.contains(&"grpc.health.v1.Health".to_string()),
-        "{services:?}"
-    );
+    // What it serves, and nothing else, in both reflection versions.
+    let served = ["grpc.health.v1.Health", "moe.expert.v1.ExpertService"];
+    for listed in moe_tests::grpc::reflected_services(&node.address).await {
+        assert_eq!(listed, served);
+    }
 
     let pool = Arc::new(Pool::new(1).unwrap());
     let mut stream = Stream::open(&mut client).await;

@@ -54,7 +54,11 @@ pub trait Engine: Send + Sync + 'static {
     fn max_tokens_limit(&self) -> usize;
     /// Token ids run from 0 to this (the width of a logits row).
     fn vocab_size(&self) -> usize;
-    fn tokenize(&self, text: &str) -> Result<Vec<u32>, ApiError>;
+    /// Token ids of `text`, with the tokenizer's special tokens (e.g. BOS) when
+    /// `add_special_tokens` (what completions and chats are fed).
+    fn tokenize(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ApiError>;
+    /// The text of token ids, special tokens left out.
+    fn detokenize(&self, ids: &[u32]) -> Result<String, ApiError>;
     /// The prompt text of a chat conversation, by the model's chat template.
     fn chat_prompt(&self, messages: &[Message]) -> Result<String, ApiError>;
     /// Starts `job`; refuses at once with a 503 carrying a retry-after when the engine is full.

@@ -211,10 +211,18 @@ impl Engine for Generator {
         self.vocab_size
     }
 
-    fn tokenize(&self, text: &str) -> Result<Vec<u32>, ApiError> {
+    fn tokenize(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ApiError> {
+        let ids = match add_special_tokens {
+            true => self.tokenizer.encode(text),
+            false => self.tokenizer.encode_plain(text),
+        };
+        ids.map_err(|e| ApiError::malformed_body(format!("Cannot tokenize the input: {e}")))
+    }
+
+    fn detokenize(&self, ids: &[u32]) -> Result<String, ApiError> {
         self.tokenizer
-            .encode(text)
-            .map_err(|e| ApiError::malformed_body(format!("Cannot tokenize the input: {e}")))
+            .decode(ids)
+            .map_err(|e| ApiError::internal(format!("Cannot detokenize: {e}")))
     }
 
     fn chat_prompt(&self, messages: &[Message]) -> Result<String, ApiError> {

@@ -145,7 +145,7 @@ impl GatewayService for GrpcApi {
             Prompt::Tokens(ids) => ids,
             Prompt::Text(text) => {
                 let tokenizing = Arc::clone(&engine);
-                tokio::task::spawn_blocking(move || tokenizing.tokenize(&text))
+                tokio::task::spawn_blocking(move || tokenizing.tokenize(&text, true))
                     .await
                     .map_err(|e| Status::internal(e.to_string()))?
                     .map_err(status)?

@@ -1,6 +1,9 @@
 //! The OpenAI-compatible HTTP API over an [`Engine`]: `POST /v1/completions`,
-//! `POST /v1/chat/completions` (both with server-sent-event streaming), `GET /v1/models`, and the
-//! probes `GET /health/live` and `GET /health/ready`.
+//! `POST /v1/chat/completions` (both with server-sent-event streaming), `GET /v1/models` and
+//! `GET /v1/models/{id}`; vLLM's `POST /tokenize`, `POST /detokenize`, `GET /health` (200 with
+//! an empty body when ready) and `GET /version`; and the probes `GET /health/live` and
+//! `GET /health/ready`. A request's `X-Request-Id` (up to 128 visible ASCII characters) becomes
+//! its id (in the response ids and the logs), or one is made; either way the response carries it.
 //!
 //! Every refusal is OpenAI error JSON with its status (and `Retry-After` on overload); unknown
 //! routes are 404 and wrong methods 405 in the same shape. With an API key configured, every
@@ -20,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
-use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Path, Request, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
@@ -37,9 +40,10 @@ use crate::engine::{Engine, Event, Job, Token};
 use crate::openai::{
     ApiError, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatLogprobs,
     ChatMessage, ChatTokenLogprob, ChatTopLogprob, Completion, CompletionChunk, CompletionLogprobs,
-    CompletionRequest, Delta, ErrorKind, FinishReason, InputField, Limits, ModelCard, ModelList,
-    Prompt, ResponseMeta, Role, SSE_DONE, SamplingParams, TopLogprobs, Usage, Validated,
-    check_context, sse_event,
+    CompletionRequest, Delta, DetokenizeRequest, DetokenizeResponse, ErrorKind, FinishReason,
+    InputField, Limits, ModelCard, ModelList, Prompt, ResponseMeta, Role, SSE_DONE, SamplingParams,
+    TokenizeInput, TokenizeRequest, TokenizeResponse, TopLogprobs, Usage, Validated, check_context,
+    sse_event,
 };
 
 /// The largest request body accepted unless configured otherwise: 1 MiB.
@@ -84,6 +88,11 @@ pub fn router(engine: Arc<dyn Engine>, options: HttpOptions) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
+        .route("/v1/models/{*id}", get(model))
+        .route("/tokenize", post(tokenize_text))
+        .route("/detokenize", post(detokenize_ids))
+        .route("/health", get(health))
+        .route("/version", get(version))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready_probe))
         .route("/metrics", get(metrics))
@@ -209,9 +218,20 @@ fn unix_now() -> u64 {
 
 // --- Middleware ------------------------------------------------------------------------------
 
-/// Gives the request its id and runs it in a span naming the method, route and id.
+/// The header a request's id comes in and goes back in.
+const REQUEST_ID: &str = "x-request-id";
+
+/// The id a client gave in `X-Request-Id`, when it is 1 to 128 visible ASCII characters.
+fn client_request_id(request: &Request) -> Option<RequestId> {
+    let value = request.headers().get(REQUEST_ID)?.to_str().ok()?;
+    let fits = (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic());
+    fits.then(|| RequestId(value.to_string()))
+}
+
+/// Gives the request its id (the client's `X-Request-Id`, or a new one), runs it in a span
+/// naming the method, route and id, and sends the id back in the response's `X-Request-Id`.
 async fn trace(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
-    let id = state.ids.next();
+    let id = client_request_id(&request).unwrap_or_else(|| state.ids.next());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -222,10 +242,14 @@ async fn trace(State(state): State<Arc<AppState>>, mut request: Request, next: N
         route,
         request_id = %id.0,
     );
+    let echoed = HeaderValue::from_str(&id.0).ok();
     request.extensions_mut().insert(id);
     async move {
-        let response = next.run(request).await;
+        let mut response = next.run(request).await;
         tracing::info!(status = response.status().as_u16(), "answered");
+        if let Some(echoed) = echoed {
+            response.headers_mut().insert(REQUEST_ID, echoed);
+        }
         response
     }
     .instrument(span)
@@ -315,14 +339,74 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
+/// vLLM's `/health`: 200 with an empty body when the gateway can serve; otherwise what
+/// `/health/ready` answers.
+async fn health(state: State<Arc<AppState>>) -> Response {
+    if state.engine.readiness().is_ready() {
+        return StatusCode::OK.into_response();
+    }
+    ready_probe(state).await
+}
+
+async fn version() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"version": env!("CARGO_PKG_VERSION")}))
+}
+
+impl AppState {
+    fn card(&self) -> ModelCard {
+        let engine = &self.engine;
+        let (name, context) = (engine.model().to_owned(), engine.context_length());
+        ModelCard::new(name, self.options.created, context)
+    }
+}
+
 async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
-    let engine = &state.engine;
-    let card = ModelCard::new(
-        engine.model().to_owned(),
-        state.options.created,
-        engine.context_length(),
-    );
-    Json(ModelList::new(vec![card]))
+    Json(ModelList::new(vec![state.card()]))
+}
+
+/// `/v1/models/{id}`: the served model's card, or a 404 naming the model asked for.
+async fn model(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<ModelCard>, ApiError> {
+    state.check_model(&id)?;
+    Ok(Json(state.card()))
+}
+
+/// vLLM's `/tokenize`: a prompt, or chat messages as a chat completion renders them, to ids.
+async fn tokenize_text(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TokenizeResponse>, ApiError> {
+    let request = TokenizeRequest::from_json(&state.body(body)?)?;
+    if let Some(model) = &request.model {
+        state.check_model(model)?;
+    }
+    let (input, special) = request.validate()?;
+    let tokens = off_runtime(&state.engine, move |engine| match input {
+        TokenizeInput::Prompt(text) => engine.tokenize(&text, special),
+        TokenizeInput::Messages(messages) => {
+            let messages: Vec<Message> = messages.iter().map(template_message).collect();
+            engine.tokenize(&engine.chat_prompt(&messages)?, special)
+        }
+    })
+    .await?;
+    let max_model_len = state.engine.context_length();
+    Ok(Json(TokenizeResponse::new(tokens, max_model_len)))
+}
+
+/// vLLM's `/detokenize`: token ids to text.
+async fn detokenize_ids(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<DetokenizeResponse>, ApiError> {
+    let request = DetokenizeRequest::from_json(&state.body(body)?)?;
+    if let Some(model) = &request.model {
+        state.check_model(model)?;
+    }
+    let ids = request.validate(state.engine.vocab_size())?;
+    let prompt = off_runtime(&state.engine, move |engine| engine.detokenize(&ids)).await?;
+    Ok(Json(DetokenizeResponse { prompt }))
 }
 
 // --- Completions -----------------------------------------------------------------------------
@@ -393,7 +477,7 @@ async fn completion_prompt(
 }
 
 async fn tokenize(engine: &Arc<dyn Engine>, text: String) -> Result<Vec<u32>, ApiError> {
-    off_runtime(engine, move |engine| engine.tokenize(&text)).await
+    off_runtime(engine, move |engine| engine.tokenize(&text, true)).await
 }
 
 /// Runs CPU-bound engine work (templating, tokenizing) on the blocking pool.
@@ -435,7 +519,7 @@ async fn chat_completions(
     let Validated { input, params, .. } = request.validate(&state.limits())?;
     let messages: Vec<Message> = input.iter().map(template_message).collect();
     let prompt = off_runtime(&state.engine, move |engine| {
-        engine.tokenize(&engine.chat_prompt(&messages)?)
+        engine.tokenize(&engine.chat_prompt(&messages)?, true)
     })
     .await?;
     let events = state.submit(InputField::Messages, prompt, &params)?;
@@ -625,7 +709,7 @@ fn event_stream(
         span: Span::current(),
     };
     let headers = [
-        (CONTENT_TYPE, "text/event-stream"),
+        (CONTENT_TYPE, "text/event-stream; charset=utf-8"),
         (CACHE_CONTROL, "no-cache"),
     ];
     (headers, Body::from_stream(stream)).into_response()

@@ -31,14 +31,18 @@ use moe_model::{LoadOptions, Model, Tokenizer};
 use moe_proto::gateway::gateway_service_server::GatewayServiceServer;
 use moe_proto::tensor::Limits;
 use moe_service::progress::{Unit, reporter};
+use moe_service::reflection;
 use moe_service::tls::{self, ClientTlsArgs, TlsArgs};
 use moe_state::etcd::Etcd;
 use moe_state::keys::{ClusterKeys, Name};
 use moe_state::records::GatewayStats;
 use moe_state::stats::StatsPublisher;
 use moe_state::watch::Watcher;
+use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -402,12 +406,15 @@ async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let (_, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(moe_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building the reflection service")?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(report_health(Arc::clone(&engine), health));
+    let descriptors = [
+        moe_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ];
+    let served = [GATEWAY_SERVICE, reflection::HEALTH];
+    let (reflection_v1, reflection_v1alpha) = reflection::reflection(&descriptors, &served)
+        .context("building the reflection services")?;
     // A request message is held to the HTTP body limit, and one connection to the requests the
     // engine can hold (running and waiting); past those the caller gets an error at once.
     let api = GatewayServiceServer::new(GrpcApi {
@@ -430,7 +437,8 @@ async fn serve(
     }
     let grpc = builder
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(api)
         .serve_with_incoming_shutdown(
             front_door.grpc_incoming(grpc_listener),
@@ -443,6 +451,30 @@ async fn serve(
 }
 
 /// `--gateway-id`, or `gw-<host>-<pid>`.
+/// The gateway's API as gRPC health and reflection name it.
+const GATEWAY_SERVICE: &str = <GatewayServiceServer<GrpcApi> as NamedService>::NAME;
+
+/// Keeps the health status of `moe.gateway.v1.GatewayService` at the engine's readiness: SERVING
+/// when every expert has a serving node, NOT_SERVING otherwise (the server as a whole, `""`,
+/// stays SERVING while the process runs). Checked every second.
+async fn report_health(engine: Arc<dyn Engine>, health: HealthReporter) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut reported = None;
+    loop {
+        tick.tick().await;
+        let ready = engine.readiness().is_ready();
+        if reported == Some(ready) {
+            continue;
+        }
+        let status = match ready {
+            true => ServingStatus::Serving,
+            false => ServingStatus::NotServing,
+        };
+        health.set_service_status(GATEWAY_SERVICE, status).await;
+        reported = Some(ready);
+    }
+}
+
 fn gateway_id(config: &Config) -> String {
     config
         .gateway_id

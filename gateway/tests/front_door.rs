@@ -68,8 +68,12 @@ impl Engine for HeldEngine {
         1000
     }
 
-    fn tokenize(&self, text: &str) -> Result<Vec<u32>, ApiError> {
+    fn tokenize(&self, text: &str, _special: bool) -> Result<Vec<u32>, ApiError> {
         Ok(text.split_whitespace().map(|w| w.len() as u32).collect())
+    }
+
+    fn detokenize(&self, ids: &[u32]) -> Result<String, ApiError> {
+        Ok(format!("{ids:?}"))
     }
 
     fn chat_prompt(&self, messages: &[Message]) -> Result<String, ApiError> {

@@ -40,11 +40,13 @@ enum Ending {
     Hang,
 }
 
-/// Tokenizes by splitting on whitespace (a word's id is its length), renders chat as
-/// `role: content` lines (or with its chat template, when it has one), and answers every job
-/// with the scripted tokens (at most `max_tokens` of them) and ending.
+/// Tokenizes by splitting on whitespace (a word's id is its length, after `bos` when special
+/// tokens are asked for), renders chat as `role: content` lines (or with its chat template,
+/// when it has one), and answers every job with the scripted tokens (at most `max_tokens` of
+/// them) and ending.
 struct ScriptedEngine {
     reply: Vec<Token>,
+    bos: Option<u32>,
     template: Option<ChatTemplate>,
     ending: Ending,
     refuse: bool,
@@ -63,6 +65,7 @@ impl ScriptedEngine {
                 token(6, " world", -1.0),
                 token(1, "!", -2.0),
             ],
+            bos: None,
             template: None,
             ending: Ending::Finish,
             refuse: false,
@@ -103,11 +106,18 @@ impl Engine for ScriptedEngine {
         1000
     }
 
-    fn tokenize(&self, text: &str) -> Result<Vec<u32>, ApiError> {
-        Ok(text
-            .split_whitespace()
-            .map(|word| word.len() as u32)
-            .collect())
+    fn tokenize(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ApiError> {
+        let words = text.split_whitespace().map(|word| word.len() as u32);
+        let bos = self.bos.filter(|_| add_special_tokens);
+        Ok(bos.into_iter().chain(words).collect())
+    }
+
+    fn detokenize(&self, ids: &[u32]) -> Result<String, ApiError> {
+        Ok(ids
+            .iter()
+            .map(|&n| "x".repeat(n as usize))
+            .collect::<Vec<_>>()
+            .join(" "))
     }
 
     fn chat_prompt(&self, messages: &[Message]) -> Result<String, ApiError> {
@@ -445,7 +455,10 @@ async fn a_completion_stream_sends_each_token_then_the_end_usage_and_done() {
     });
     let reply = post(&server, "/v1/completions", &body).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(reply.header("content-type"), Some("text/event-stream"));
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/event-stream; charset=utf-8")
+    );
 
     let chunks = reply.chunks();
     assert_eq!(chunks.len(), 6, "4 tokens, the end, the usage: {chunks:?}");
@@ -594,7 +607,10 @@ async fn a_chat_stream_sends_the_role_first_then_content_the_end_and_usage() {
     body["stream_options"] = json!({"include_usage": true});
     let reply = post(&server, "/v1/chat/completions", &body).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(reply.header("content-type"), Some("text/event-stream"));
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/event-stream; charset=utf-8")
+    );
 
     let chunks = reply.chunks();
     assert_eq!(
@@ -716,16 +732,117 @@ async fn the_model_list_names_the_served_model() {
 }
 
 #[tokio::test]
+async fn a_model_is_found_by_its_id_and_another_is_not() {
+    let (_engine, server) = start().await;
+    let reply = get(&server, &format!("/v1/models/{MODEL}")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["id"], MODEL);
+    assert_eq!(reply.json()["max_model_len"], CONTEXT_LENGTH);
+    let reply = get(&server, "/v1/models/org/other-model").await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.json()["error"]["code"], "model_not_found");
+    assert!(reply.body.contains("org/other-model"), "{}", reply.body);
+}
+
+#[tokio::test]
 async fn liveness_is_always_and_readiness_follows_the_engine() {
     let (engine, server) = start().await;
     assert_eq!(get(&server, "/health/live").await.status, 200);
     assert_eq!(get(&server, "/health/ready").await.status, 200);
+    let health = get(&server, "/health").await;
+    assert_eq!((health.status, health.body.as_str()), (200, ""));
 
     engine.ready.store(false, Ordering::SeqCst);
     assert_eq!(get(&server, "/health/live").await.status, 200);
-    let reply = get(&server, "/health/ready").await;
-    assert_eq!(reply.status, 503);
-    assert_eq!(reply.json()["error"]["type"], "ServiceUnavailableError");
+    for probe in ["/health/ready", "/health"] {
+        let reply = get(&server, probe).await;
+        assert_eq!(reply.status, 503, "{probe}");
+        assert_eq!(reply.json()["error"]["type"], "ServiceUnavailableError");
+    }
+    let version = get(&server, "/version").await;
+    assert_eq!(version.status, 200);
+    assert_eq!(version.json()["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[tokio::test]
+async fn tokenize_and_detokenize_answer_in_vllms_shapes() {
+    let engine = Arc::new(ScriptedEngine {
+        bos: Some(1),
+        ..ScriptedEngine::new()
+    });
+    let server = serve(&engine, options()).await;
+    let reply = post(
+        &server,
+        "/tokenize",
+        &json!({"model": MODEL, "prompt": "ab cde"}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let expected = json!({"count": 3, "max_model_len": CONTEXT_LENGTH, "tokens": [1, 2, 3],
+                          "token_strs": null});
+    assert_eq!(reply.json(), expected);
+    let plain = json!({"prompt": "ab cde", "add_special_tokens": false});
+    assert_eq!(
+        post(&server, "/tokenize", &plain).await.json()["tokens"],
+        json!([2, 3])
+    );
+    // Messages are rendered as a chat completion renders them ("user: hi there\n").
+    let chat = json!({"messages": [{"role": "user", "content": "hi there"}]});
+    assert_eq!(
+        post(&server, "/tokenize", &chat).await.json()["tokens"],
+        json!([1, 5, 2, 5])
+    );
+    let strs = json!({"prompt": "a", "return_token_strs": true});
+    let refused = post(&server, "/tokenize", &strs).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.json()["error"]["param"], "return_token_strs");
+    let other = post(
+        &server,
+        "/tokenize",
+        &json!({"model": "gpt-4", "prompt": "a"}),
+    )
+    .await;
+    assert_eq!(other.status, 404);
+
+    let reply = post(&server, "/detokenize", &json!({"tokens": [2, 3]})).await;
+    assert_eq!(
+        (reply.status, reply.json()),
+        (200, json!({"prompt": "xx xxx"}))
+    );
+    let out_of_range = post(&server, "/detokenize", &json!({"tokens": [1000]})).await;
+    assert_eq!(out_of_range.status, 400);
+    assert_eq!(out_of_range.json()["error"]["param"], "tokens");
+}
+
+#[tokio::test]
+async fn a_requests_id_is_the_clients_x_request_id_or_a_new_one_and_is_echoed() {
+    let (_engine, server) = start().await;
+    let body = json!({"model": MODEL, "prompt": "hi", "max_tokens": 2}).to_string();
+    let headers = [("x-request-id", "trace-42")];
+    let reply = call(&server, "POST", "/v1/completions", &headers, &body).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-request-id"), Some("trace-42"));
+    assert_eq!(reply.json()["id"], "cmpl-trace-42");
+    let made = post(
+        &server,
+        "/v1/completions",
+        &serde_json::from_str(&body).unwrap(),
+    )
+    .await;
+    let id = made
+        .header("x-request-id")
+        .expect("an id is made")
+        .to_string();
+    assert_eq!(made.json()["id"], format!("cmpl-{id}"));
+    let bad = [("x-request-id", "has space")];
+    let reply = call(&server, "POST", "/v1/completions", &bad, &body).await;
+    assert_ne!(reply.header("x-request-id"), Some("has space"));
+    let refused = call(&server, "GET", "/nowhere", &headers, "").await;
+    assert_eq!(
+        refused.header("x-request-id"),
+        Some("trace-42"),
+        "errors carry it too"
+    );
 }
 
 // --- Refusals --------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 //! What the server binaries (`expert-node`, `coordinator`, `gateway`) share around their own
 //! work: logs to stderr (`RUST_LOG`, default `info`) and traces over OTLP ([`telemetry`]), exit
 //! status 64 for a bad configuration ([`config`]: flags and `MOE_*` variables, `--check-config`),
-//! a multi-threaded runtime, `error: ...` and a failure status when the work fails, and the
-//! shutdown signal (SIGTERM or Ctrl-C).
+//! a multi-threaded runtime, `error: ...` and a failure status when the work fails, the
+//! shutdown signal (SIGTERM or Ctrl-C), and gRPC reflection listing only what a binary serves
+//! ([`reflection`]).
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use std::process::ExitCode;
 pub mod config;
 pub mod netns;
 pub mod progress;
+pub mod reflection;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-pki"))]
 pub mod test_pki;

@@ -1,6 +1,7 @@
 //! The end-to-end tests' harness: every binary of the workspace started as a real process (see
 //! [`process`], [`servers`], over `moe_launch`'s one process type), the gateway's HTTP API and
-//! streamed completions through `moe_launch`'s one client ([`http`]), an OTLP collector
+//! streamed completions through `moe_launch`'s one client ([`http`]), what a server lists
+//! through gRPC reflection and its health by service name ([`grpc`]), an OTLP collector
 //! ([`collector`]), and a real etcd: one `etcd` process per test on two free loopback ports
 //! with a temporary data directory, tuned for speed (`--heartbeat-interval 10
 //! --election-timeout 50`), waited on until a read succeeds, and killed on drop. It can be
@@ -9,6 +10,7 @@
 //! a server to cut its link (a network partition between one client and it) or delay it.
 
 pub mod collector;
+pub mod grpc;
 pub mod http;
 pub mod process;
 pub mod servers;

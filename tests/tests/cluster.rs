@@ -25,6 +25,7 @@ use moe_state::etcd::Etcd;
 use moe_state::keys::ClusterKeys;
 use moe_state::records::Placement;
 use moe_tests::collector::Collector;
+use moe_tests::grpc;
 use moe_tests::http::{get_text, post, post_raw, post_streamed, wait_ready};
 use moe_tests::process::{self, Process, sibling_binary};
 use moe_tests::servers::{self, fixture};
@@ -330,6 +331,25 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         &cluster.collector.env(),
     );
     wait_ready(&gateway.address).await;
+
+    // The gRPC API lists what it serves, and nothing else, in both reflection versions; its
+    // health by service name follows readiness (checked every second).
+    let served = ["grpc.health.v1.Health", "moe.gateway.v1.GatewayService"];
+    for listed in grpc::reflected_services(&grpc).await {
+        assert_eq!(listed, served);
+    }
+    let serving = Instant::now();
+    while grpc::health(&grpc, "moe.gateway.v1.GatewayService").await != Ok(1) {
+        assert!(serving.elapsed() < Duration::from_secs(5), "never SERVING");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(grpc::health(&grpc, "").await, Ok(1));
+    let unknown = grpc::health(&grpc, "moe.expert.v1.ExpertService").await;
+    assert_eq!(
+        unknown,
+        Err(tonic::Code::NotFound),
+        "the gateway serves no expert API"
+    );
 
     // The single-process model with its experts at the nodes' high precision (f16).
     let pool = std::sync::Arc::new(moe_kernels::Pool::new(1).unwrap());

@@ -17,6 +17,8 @@
 //!   `max_tokens` and `max_completion_tokens` (the latter wins; neither means "as many as
 //!   fit"), the sampling fields above, `logprobs` (bool) with `top_logprobs` (0..=20), and
 //!   `precision`.
+//! * `POST /tokenize` and `POST /detokenize` ([`TokenizeRequest`], [`DetokenizeRequest`]):
+//!   vLLM's shapes (see the `tokenize` module).
 //! * Responses ([`Completion`], [`CompletionChunk`], [`ChatCompletion`],
 //!   [`ChatCompletionChunk`], [`ModelList`]) in OpenAI's shapes, and server-sent-event framing
 //!   ([`sse_event`], [`SSE_DONE`]).
@@ -79,7 +81,9 @@ mod request;
 mod response;
 #[cfg(test)]
 mod tests;
+mod tokenize;
 
 pub use error::*;
 pub use request::*;
 pub use response::*;
+pub use tokenize::*;

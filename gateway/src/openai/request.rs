@@ -610,7 +610,7 @@ fn check_top_logprobs(param: &str, k: i64) -> Result<usize, ApiError> {
 /// * a field of the wrong type or form: names the field and gives serde's reason. serde reports
 ///   only the reason, so each field is tried alone within `skeleton`, a valid body made of the
 ///   required fields, to find which one it is.
-fn parse_body<T: DeserializeOwned>(
+pub(super) fn parse_body<T: DeserializeOwned>(
     body: &[u8],
     skeleton: fn() -> Map<String, Value>,
 ) -> Result<T, ApiError> {
