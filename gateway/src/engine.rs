@@ -5,7 +5,7 @@
 use tokio::sync::mpsc;
 
 use crate::chat_template::Message;
-use crate::openai::{ApiError, FinishReason, SamplingParams, Usage};
+use crate::openai::{ApiError, FinishReason, SamplingParams, StopReason, Usage};
 use crate::readiness::Readiness;
 
 /// One generation to run.
@@ -40,6 +40,8 @@ pub enum Event {
     Finished {
         reason: FinishReason,
         usage: Usage,
+        /// The stop token or string that ended it, if one did.
+        stop_reason: Option<StopReason>,
     },
     Failed(ApiError),
 }

@@ -248,7 +248,9 @@ impl Engine for Generator {
         }
         let (events, receiver) = mpsc::channel(job.max_tokens + 4);
         let mut state = self.shared.lock();
-        let id = match state.scheduler.try_admit(job.prompt.len(), job.max_tokens) {
+        // A prompt only scored (max_tokens 0) still takes the step that samples, which ends it.
+        let sampled = job.max_tokens.max(1);
+        let id = match state.scheduler.try_admit(job.prompt.len(), sampled) {
             Ok(id) => id,
             Err(AdmitError::QueueFull { retry_after_secs }) => {
                 return Err(ApiError::overloaded(retry_after_secs));
@@ -514,7 +516,7 @@ impl Thread {
             {
                 self.metrics
                     .finished(Some(f.reason), a.arrived.elapsed().as_secs_f64());
-                let usage = Usage::new(a.prompt_tokens, a.decoding.generated().len());
+                let usage = Usage::new(a.prompt_tokens, a.decoding.completion_tokens());
                 let t = a.precalculated;
                 if t.layers > 0 {
                     a.span.in_scope(|| {
@@ -529,6 +531,7 @@ impl Thread {
                 let _ = a.events.try_send(Event::Finished {
                     reason: f.reason,
                     usage,
+                    stop_reason: None,
                 });
             }
         }

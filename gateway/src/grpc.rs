@@ -185,7 +185,7 @@ impl GatewayService for GrpcApi {
                         Ok(response(generate_response::Kind::Token(token(t)))),
                         false,
                     ),
-                    Event::Finished { reason, usage } => {
+                    Event::Finished { reason, usage, .. } => {
                         let finished = Finished {
                             finish_reason: match reason {
                                 FinishReason::Stop => "stop",

@@ -42,8 +42,8 @@ use crate::openai::{
     ChatMessage, ChatTokenLogprob, ChatTopLogprob, Completion, CompletionChunk, CompletionLogprobs,
     CompletionRequest, Delta, DetokenizeRequest, DetokenizeResponse, ErrorKind, FinishReason,
     InputField, Limits, ModelCard, ModelList, Prompt, ResponseMeta, Role, SSE_DONE, SamplingParams,
-    TokenizeInput, TokenizeRequest, TokenizeResponse, TopLogprobs, Usage, Validated, check_context,
-    sse_event,
+    StopReason, TokenizeInput, TokenizeRequest, TokenizeResponse, TopLogprobs, Usage, Validated,
+    check_context, sse_event,
 };
 
 /// The largest request body accepted unless configured otherwise: 1 MiB.
@@ -442,6 +442,7 @@ async fn completions(
         tokens,
         reason,
         usage,
+        stop_reason,
     } = collect(events).await?;
     let logprobs = logprobs.then(|| {
         let scored: Vec<Token> = prompt.into_iter().chain(tokens.iter().cloned()).collect();
@@ -453,7 +454,8 @@ async fn completions(
         completion_logprobs(&scored, offset)
     });
     let text = echo + &concatenated(&tokens);
-    Ok(Json(Completion::new(&meta, text, logprobs, reason, usage)).into_response())
+    let completion = Completion::new(&meta, text, logprobs, reason, usage);
+    Ok(Json(completion.stopped_by(stop_reason)).into_response())
 }
 
 /// The prompt's token ids, and with `echo` its text (empty otherwise).
@@ -498,9 +500,16 @@ fn completion_logprobs(tokens: &[Token], mut offset: usize) -> CompletionLogprob
     for token in tokens {
         logprobs.tokens.push(token.text.clone());
         logprobs.token_logprobs.push(token.logprob);
-        logprobs
-            .top_logprobs
-            .push(token.logprob.map(|_| TopLogprobs(token.top.clone())));
+        // The token itself is always among its alternatives, as vLLM answers: one more than
+        // asked for when it is not among the most likely.
+        let top = token.logprob.map(|lp| {
+            let mut top = token.top.clone();
+            if !top.iter().any(|(text, _)| *text == token.text) {
+                top.push((token.text.clone(), lp));
+            }
+            TopLogprobs(top)
+        });
+        logprobs.top_logprobs.push(top);
         logprobs.text_offset.push(offset);
         offset += token.text.chars().count();
     }
@@ -539,13 +548,15 @@ async fn chat_completions(
         tokens,
         reason,
         usage,
+        stop_reason,
         ..
     } = collect(events).await?;
     let logprobs = logprobs.then(|| ChatLogprobs {
         content: tokens.iter().map(chat_logprob).collect(),
     });
     let content = concatenated(&tokens);
-    Ok(Json(ChatCompletion::new(&meta, content, logprobs, reason, usage)).into_response())
+    let completion = ChatCompletion::new(&meta, content, logprobs, reason, usage);
+    Ok(Json(completion.stopped_by(stop_reason)).into_response())
 }
 
 fn template_message(message: &ChatMessage) -> Message {
@@ -585,6 +596,7 @@ struct Generated {
     tokens: Vec<Token>,
     reason: FinishReason,
     usage: Usage,
+    stop_reason: Option<StopReason>,
 }
 
 /// Waits for a job's end; a failed job is its error.
@@ -594,12 +606,17 @@ async fn collect(mut events: mpsc::Receiver<Event>) -> Result<Generated, ApiErro
         match events.recv().await {
             Some(Event::Prompt(scored)) => prompt = scored,
             Some(Event::Token(token)) => tokens.push(token),
-            Some(Event::Finished { reason, usage }) => {
+            Some(Event::Finished {
+                reason,
+                usage,
+                stop_reason,
+            }) => {
                 return Ok(Generated {
                     prompt,
                     tokens,
                     reason,
                     usage,
+                    stop_reason,
                 });
             }
             Some(Event::Failed(error)) => return Err(error),
@@ -623,7 +640,7 @@ trait Frames: Send + Unpin + 'static {
     /// The event for one new token.
     fn token(&mut self, token: Token) -> String;
     /// The events that end a finished job (without `[DONE]`).
-    fn finished(&mut self, reason: FinishReason, usage: Usage) -> String;
+    fn finished(&mut self, reason: FinishReason, usage: Usage, stop: Option<StopReason>) -> String;
 }
 
 struct CompletionFrames {
@@ -660,8 +677,9 @@ impl Frames for CompletionFrames {
         ))
     }
 
-    fn finished(&mut self, reason: FinishReason, usage: Usage) -> String {
+    fn finished(&mut self, reason: FinishReason, usage: Usage, stop: Option<StopReason>) -> String {
         let last = CompletionChunk::text(&self.meta, String::new(), None, Some(reason));
+        let last = last.stopped_by(stop);
         let usage = self
             .include_usage
             .then(|| sse_event(&CompletionChunk::usage(&self.meta, usage)));
@@ -686,8 +704,9 @@ impl Frames for ChatFrames {
         ))
     }
 
-    fn finished(&mut self, reason: FinishReason, usage: Usage) -> String {
+    fn finished(&mut self, reason: FinishReason, usage: Usage, stop: Option<StopReason>) -> String {
         let last = ChatCompletionChunk::delta(&self.meta, Delta::default(), None, Some(reason));
+        let last = last.stopped_by(stop);
         let usage = self
             .include_usage
             .then(|| sse_event(&ChatCompletionChunk::usage(&self.meta, usage)));
@@ -742,7 +761,11 @@ impl<F: Frames> Stream for EventStream<F> {
                 return Poll::Ready(Some(Ok(this.frames.prompt(tokens))));
             }
             Some(Event::Token(token)) => return Poll::Ready(Some(Ok(this.frames.token(token)))),
-            Some(Event::Finished { reason, usage }) => this.frames.finished(reason, usage),
+            Some(Event::Finished {
+                reason,
+                usage,
+                stop_reason,
+            }) => this.frames.finished(reason, usage, stop_reason),
             Some(Event::Failed(error)) => sse_event(&error.to_json()),
             None => sse_event(&ended_early().to_json()),
         };

@@ -14,7 +14,7 @@ use moe_model::sampling::{Sampler, SamplingParams as ModelSampling};
 use moe_model::{ModelError, Tokenizer};
 
 use crate::engine::{Event, Token};
-use crate::openai::{Ending, FinishReason, SamplingParams, Usage};
+use crate::openai::{Ending, FinishReason, SamplingParams, StopReason, Usage};
 
 /// A sequence being decoded.
 pub struct Decoding {
@@ -26,6 +26,9 @@ pub struct Decoding {
     logprobs: Option<usize>,
     prompt_tokens: usize,
     generated: Vec<u32>,
+    /// The end-of-sequence or stop token that ended generation: generated, so counted in the
+    /// usage as vLLM counts it, but no part of the text or of the next step's input.
+    ended_by: Option<u32>,
     /// Bytes of the decoded completion already sent.
     sent: usize,
 }
@@ -55,6 +58,7 @@ impl Decoding {
             logprobs: params.logprobs,
             prompt_tokens,
             generated: Vec::new(),
+            ended_by: None,
             sent: 0,
         })
     }
@@ -64,13 +68,22 @@ impl Decoding {
         &self.generated
     }
 
+    /// The completion's tokens as its usage counts them: those generated and the ending token.
+    pub fn completion_tokens(&self) -> usize {
+        self.generated.len() + usize::from(self.ended_by.is_some())
+    }
+
     /// Samples from `logits` (the last position's) and returns the events for the client; the
-    /// last event is `Finished` when generation ends with this token.
+    /// last event is `Finished` when generation ends with this token. With `max_tokens` 0 (a
+    /// prompt being scored) nothing is sampled: the sequence ends at once.
     pub fn advance(
         &mut self,
         logits: &[f32],
         tokenizer: &Tokenizer,
     ) -> Result<Vec<Event>, ModelError> {
+        if self.max_tokens == 0 {
+            return Ok(vec![self.finished(FinishReason::Length, None)]);
+        }
         let early = self.generated.len() < self.ending.min_tokens;
         // Log-probabilities stay those of the model's logits, as vLLM reports them.
         let id = match early {
@@ -85,8 +98,12 @@ impl Decoding {
             None => (None, Vec::new()),
         };
         if self.ends_with(id) {
+            self.ended_by = Some(id);
             let text = self.flush(tokenizer)?;
-            return Ok(self.finish(text, FinishReason::Stop));
+            // vLLM names a stop token, not an end-of-sequence one.
+            let stop = self.ending.stop_token_ids.contains(&id);
+            let stop_reason = stop.then_some(StopReason::Token(id));
+            return Ok(self.finish(text, stop_reason));
         }
         self.generated.push(id);
         let decoded = tokenizer.decode(&self.generated)?;
@@ -95,10 +112,10 @@ impl Decoding {
             .stop
             .iter()
             .filter(|_| !early)
-            .filter_map(|s| decoded.find(s.as_str()).map(|at| (at, at + s.len())))
+            .filter_map(|s| decoded.find(s.as_str()).map(|at| (at, at + s.len(), s)))
             .min();
         let mut events = Vec::new();
-        if let Some((start, end)) = stop_at {
+        if let Some((start, end, stop)) = stop_at {
             let cut = if self.ending.include_stop_str {
                 end
             } else {
@@ -112,7 +129,8 @@ impl Decoding {
                 logprob,
                 top,
             }));
-            events.push(self.finished(FinishReason::Stop));
+            let stop_reason = Some(StopReason::Text(stop.clone()));
+            events.push(self.finished(FinishReason::Stop, stop_reason));
             return Ok(events);
         }
         let ready = self.ready_len(&decoded);
@@ -130,7 +148,7 @@ impl Decoding {
             if let Some(Event::Token(t)) = events.last_mut() {
                 t.text.push_str(&rest);
             }
-            events.push(self.finished(FinishReason::Length));
+            events.push(self.finished(FinishReason::Length, None));
         }
         Ok(events)
     }
@@ -185,7 +203,9 @@ impl Decoding {
         Ok(rest)
     }
 
-    fn finish(&self, text: String, reason: FinishReason) -> Vec<Event> {
+    /// The events that end the sequence on an end-of-sequence or stop token: the text not sent
+    /// yet, then `Finished` with `stop_reason`.
+    fn finish(&self, text: String, stop_reason: Option<StopReason>) -> Vec<Event> {
         let mut events = Vec::new();
         if !text.is_empty() {
             events.push(Event::Token(Token {
@@ -195,14 +215,15 @@ impl Decoding {
                 top: Vec::new(),
             }));
         }
-        events.push(self.finished(reason));
+        events.push(self.finished(FinishReason::Stop, stop_reason));
         events
     }
 
-    fn finished(&self, reason: FinishReason) -> Event {
+    fn finished(&self, reason: FinishReason, stop_reason: Option<StopReason>) -> Event {
         Event::Finished {
             reason,
-            usage: Usage::new(self.prompt_tokens, self.generated.len()),
+            usage: Usage::new(self.prompt_tokens, self.completion_tokens()),
+            stop_reason,
         }
     }
 }
@@ -292,6 +313,7 @@ mod tests {
             Some(Event::Finished {
                 reason: FinishReason::Length,
                 usage: Usage::new(3, ids.len()),
+                stop_reason: None,
             })
         );
     }
@@ -299,6 +321,15 @@ mod tests {
     /// Decodes with `ending` while the model always prefers token 2 (the end of sequence), then
     /// token 5: the generated tokens and why generation ended.
     fn ending_run(ending: Ending, max_tokens: usize) -> (Vec<u32>, FinishReason) {
+        let (generated, reason, _) = ending_run_with_stop(ending, max_tokens);
+        (generated, reason)
+    }
+
+    /// As [`ending_run`], with the stop reason.
+    fn ending_run_with_stop(
+        ending: Ending,
+        max_tokens: usize,
+    ) -> (Vec<u32>, FinishReason, Option<StopReason>) {
         let tok = tokenizer();
         let params = SamplingParams {
             ending,
@@ -309,8 +340,13 @@ mod tests {
         logits[5] = 9.0;
         for _ in 0..max_tokens {
             for event in d.advance(&logits, &tok).unwrap() {
-                if let Event::Finished { reason, .. } = event {
-                    return (d.generated().to_vec(), reason);
+                if let Event::Finished {
+                    reason,
+                    stop_reason,
+                    ..
+                } = event
+                {
+                    return (d.generated().to_vec(), reason, stop_reason);
                 }
             }
         }
@@ -344,7 +380,15 @@ mod tests {
             ignore_eos: true,
             ..Ending::default()
         };
-        assert_eq!(ending_run(stop_at_2, 8), (vec![5, 5], FinishReason::Stop));
+        let (generated, reason, stop) = ending_run_with_stop(stop_at_2, 8);
+        assert_eq!((generated, reason), (vec![5, 5], FinishReason::Stop));
+        assert_eq!(
+            stop,
+            Some(StopReason::Token(2)),
+            "vLLM names the stop token"
+        );
+        let (_, _, stop) = ending_run_with_stop(Ending::default(), 8);
+        assert_eq!(stop, None, "but not an end of sequence");
         let stop_at_5 = Ending {
             stop_token_ids: vec![5],
             ignore_eos: true,
@@ -357,7 +401,7 @@ mod tests {
     }
 
     #[test]
-    fn an_end_of_sequence_token_ends_without_adding_text() {
+    fn an_end_of_sequence_token_ends_without_adding_text_but_is_counted() {
         let tok = tokenizer();
         let ids = tok.encode("abc").unwrap();
         let eos = 2;
@@ -370,9 +414,25 @@ mod tests {
             last,
             Some(Event::Finished {
                 reason: FinishReason::Stop,
-                usage: Usage::new(1, ids.len()),
+                usage: Usage::new(1, ids.len() + 1),
+                stop_reason: None,
             })
         );
+        assert_eq!(d.generated(), ids, "the next step's input leaves it out");
+    }
+
+    #[test]
+    fn a_prompt_only_scored_ends_at_once_with_nothing_sampled() {
+        let tok = tokenizer();
+        let mut d = Decoding::new(&params(&[], None), 0, &[1, 7, 9], vec![2]).unwrap();
+        let events = d.advance(&[0.0; 512], &tok).unwrap();
+        let finished = Event::Finished {
+            reason: FinishReason::Length,
+            usage: Usage::new(3, 0),
+            stop_reason: None,
+        };
+        assert_eq!(events, vec![finished]);
+        assert!(d.generated().is_empty());
     }
 
     /// Streams "one two END three" through a decoding that stops at "END" (kept in the text
@@ -409,8 +469,9 @@ mod tests {
             finished,
             Some(Event::Finished {
                 reason: FinishReason::Stop,
+                stop_reason: Some(StopReason::Text(s)),
                 ..
-            })
+            }) if s == "END"
         ));
     }
 

@@ -101,6 +101,7 @@ async fn finish(job: &mpsc::Sender<Event>) {
     let end = Event::Finished {
         reason: FinishReason::Stop,
         usage: Usage::new(1, 0),
+        stop_reason: None,
     };
     job.send(end).await.unwrap();
 }

@@ -13,7 +13,7 @@ use moe_gateway::chat_template::{ChatTemplate, Message};
 use moe_gateway::engine::{Engine, Event, Job, Token};
 use moe_gateway::front_door::FrontDoor;
 use moe_gateway::http::{HttpOptions, router};
-use moe_gateway::openai::{ApiError, FinishReason, Usage};
+use moe_gateway::openai::{ApiError, FinishReason, StopReason, Usage};
 use moe_gateway::readiness::Readiness;
 use moe_launch::http::{Head, Request, nonblocking};
 use serde_json::{Value, json};
@@ -47,6 +47,8 @@ enum Ending {
 struct ScriptedEngine {
     reply: Vec<Token>,
     bos: Option<u32>,
+    /// What the scripted ending says stopped it.
+    stop_reason: Option<StopReason>,
     template: Option<ChatTemplate>,
     ending: Ending,
     refuse: bool,
@@ -66,6 +68,7 @@ impl ScriptedEngine {
                 token(1, "!", -2.0),
             ],
             bos: None,
+            stop_reason: None,
             template: None,
             ending: Ending::Finish,
             refuse: false,
@@ -142,7 +145,11 @@ impl Engine for ScriptedEngine {
         };
         let usage = Usage::new(job.prompt.len(), tokens.len());
         let end = match &self.ending {
-            Ending::Finish => Some(Event::Finished { reason, usage }),
+            Ending::Finish => Some(Event::Finished {
+                reason,
+                usage,
+                stop_reason: self.stop_reason.clone(),
+            }),
             Ending::Fail(error) => Some(Event::Failed(error.clone())),
             Ending::Hang => None,
         };
@@ -334,7 +341,7 @@ async fn a_completion_has_the_generated_text_and_usage() {
     let expected = json!({
         "object": "text_completion",
         "model": MODEL,
-        "choices": [{"index": 0, "text": "Hello, world!", "logprobs": null, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "text": "Hello, world!", "logprobs": null, "finish_reason": "stop", "stop_reason": null}],
         "usage": {"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8},
     });
     assert_eq!(without_id(reply.json(), "cmpl-"), expected);
@@ -386,6 +393,25 @@ async fn completion_logprobs_list_every_token_with_its_offset() {
         "text_offset": [0, 5, 6, 12],
     });
     assert_eq!(reply.json()["choices"][0]["logprobs"], expected);
+}
+
+#[tokio::test]
+async fn a_completions_alternatives_always_hold_the_chosen_token() {
+    let unlikely = Token {
+        id: 9,
+        text: "odd".into(),
+        logprob: Some(-3.0),
+        top: vec![("Hello".into(), -0.5)],
+    };
+    let engine = Arc::new(ScriptedEngine {
+        reply: vec![unlikely],
+        ..ScriptedEngine::new()
+    });
+    let server = serve(&engine, options()).await;
+    let body = json!({"model": MODEL, "prompt": "hi", "logprobs": 1});
+    let reply = post(&server, "/v1/completions", &body).await;
+    let top = &reply.json()["choices"][0]["logprobs"]["top_logprobs"][0];
+    assert_eq!(*top, json!({"Hello": -0.5, "odd": -3.0}), "{}", reply.body);
 }
 
 #[tokio::test]
@@ -480,7 +506,7 @@ async fn a_completion_stream_sends_each_token_then_the_end_usage_and_done() {
     }
     assert_eq!(
         chunks[4]["choices"][0],
-        json!({"index": 0, "text": "", "logprobs": null, "finish_reason": "stop"})
+        json!({"index": 0, "text": "", "logprobs": null, "finish_reason": "stop", "stop_reason": null})
     );
     assert_eq!(chunks[5]["choices"], json!([]));
     assert_eq!(
@@ -540,6 +566,7 @@ async fn a_chat_completion_is_the_assistant_message() {
             "message": {"role": "assistant", "content": "Hello, world!"},
             "logprobs": null,
             "finish_reason": "stop",
+            "stop_reason": null,
         }],
         "usage": {"prompt_tokens": 6, "completion_tokens": 4, "total_tokens": 10},
     });
@@ -634,7 +661,7 @@ async fn a_chat_stream_sends_the_role_first_then_content_the_end_and_usage() {
     assert_eq!(content, ["Hello", ",", " world", "!"]);
     assert_eq!(
         chunks[5]["choices"][0],
-        json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"})
+        json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop", "stop_reason": null})
     );
     assert_eq!(chunks[6]["choices"], json!([]));
     assert_eq!(chunks[6]["usage"]["total_tokens"], 10);
@@ -729,6 +756,25 @@ async fn the_model_list_names_the_served_model() {
         "max_model_len": CONTEXT_LENGTH,
     }]});
     assert_eq!(reply.json(), expected);
+}
+
+#[tokio::test]
+async fn what_stopped_a_completion_is_its_stop_reason() {
+    let engine = Arc::new(ScriptedEngine {
+        stop_reason: Some(StopReason::Text("END".into())),
+        ..ScriptedEngine::new()
+    });
+    let server = serve(&engine, options()).await;
+    let body = json!({"model": MODEL, "prompt": "hi", "stop": ["END"]});
+    let reply = post(&server, "/v1/completions", &body).await;
+    assert_eq!(reply.json()["choices"][0]["stop_reason"], "END");
+    let chat = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                      "stream": true});
+    let streamed = post(&server, "/v1/chat/completions", &chat).await;
+    let chunks = streamed.chunks();
+    let last = chunks.last().expect("a last chunk");
+    assert_eq!(last["choices"][0]["stop_reason"], "END");
+    assert_eq!(chunks[0]["choices"][0]["stop_reason"], Value::Null);
 }
 
 #[tokio::test]

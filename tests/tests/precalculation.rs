@@ -89,16 +89,21 @@ fn total(metrics: &str, name: &str) -> f64 {
 /// at `precision`.
 async fn scored(gateway: &str, prompt: &str, tokens: usize, precision: &str) -> Vec<f64> {
     let body = serde_json::json!({
-        "model": "mixtral", "prompt": prompt, "echo": true, "logprobs": 1, "max_tokens": 1,
+        "model": "mixtral", "prompt": prompt, "echo": true, "logprobs": 1, "max_tokens": 0,
         "temperature": 0, "precision": precision,
     });
     let (status, body) = post(gateway, "/v1/completions", &body).await;
     assert_eq!(status, 200, "{body}");
+    // Prompt scoring: nothing generated, the prompt echoed.
+    assert_eq!(body["usage"]["completion_tokens"], 0, "{body}");
+    assert_eq!(body["choices"][0]["text"], prompt, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "length", "{body}");
     let values = body["choices"][0]["logprobs"]["token_logprobs"]
         .as_array()
         .unwrap_or_else(|| panic!("token_logprobs in {body}"))
         .clone();
-    // The first prompt token is not scored; the last value is the generated token's.
+    assert_eq!(values.len(), tokens, "{body}");
+    // The first prompt token is not scored.
     values[1..tokens]
         .iter()
         .map(|v| v.as_f64().unwrap())

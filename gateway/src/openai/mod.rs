@@ -9,8 +9,9 @@
 //!   (0..=2, default 1), `top_p` (0 < p <= 1, default 1), `seed`, `stop` (a string or up to four
 //!   non-empty strings), `n` (1 only), `stream`, `stream_options.include_usage`, `logprobs`
 //!   (0..=20 alternatives per position), `echo` (text prompts; with `logprobs`, the prompt's
-//!   tokens are scored too, the first with `null`), and the extension `precision` (`"exact"` opts out
-//!   of the link-aware precision downgrades, `"auto"` is the default).
+//!   tokens are scored too, the first with `null`; with `max_tokens` 0, only scored), and the
+//!   extension `precision` (`"exact"` opts out of the link-aware precision downgrades, `"auto"`
+//!   is the default).
 //! * `POST /v1/chat/completions` ([`ChatCompletionRequest`]): `model`, `messages` (roles
 //!   `system` (or `developer`, read as `system`), `user`, `assistant`, `tool`; content a string
 //!   or an array of `{"type": "text", "text": ...}` parts, joined with newlines as vLLM does),

@@ -382,10 +382,13 @@ impl CompletionRequest {
 
     /// Checks every field against OpenAI's ranges and `limits`.
     pub fn validate(&self, limits: &Limits) -> Result<Validated<Prompt>, ApiError> {
-        let max_tokens = self.max_tokens.map_or_else(
-            || Ok(DEFAULT_COMPLETION_MAX_TOKENS.min(limits.max_tokens_limit)),
-            |n| check_max_tokens("max_tokens", n, limits),
-        )?;
+        let max_tokens = match self.max_tokens {
+            None => DEFAULT_COMPLETION_MAX_TOKENS.min(limits.max_tokens_limit),
+            // Prompt scoring, as vLLM allows it: the echoed prompt (with its log-probabilities
+            // when asked) and nothing generated.
+            Some(0) if self.echo == Some(true) => 0,
+            Some(n) => check_max_tokens("max_tokens", n, limits)?,
+        };
         let logprobs = self
             .logprobs
             .map(|k| check_top_logprobs("logprobs", k))

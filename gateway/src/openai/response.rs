@@ -26,6 +26,15 @@ pub enum FinishReason {
     Length,
 }
 
+/// What ended generation with `finish_reason` `stop`, as vLLM's `stop_reason` says it: the stop
+/// token id from `stop_token_ids`, or the stop string; none for an end-of-sequence token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum StopReason {
+    Token(u32),
+    Text(String),
+}
+
 /// Token counts of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Usage {
@@ -78,6 +87,7 @@ pub struct CompletionChoice {
     pub text: String,
     pub logprobs: Option<CompletionLogprobs>,
     pub finish_reason: Option<FinishReason>,
+    pub stop_reason: Option<StopReason>,
 }
 
 /// The answer to a non-streaming `POST /v1/completions`.
@@ -109,9 +119,18 @@ impl Completion {
                 text,
                 logprobs,
                 finish_reason: Some(finish_reason),
+                stop_reason: None,
             }],
             usage,
         }
+    }
+
+    /// The completion with what stopped it.
+    pub fn stopped_by(mut self, stop_reason: Option<StopReason>) -> Self {
+        self.choices
+            .iter_mut()
+            .for_each(|c| c.stop_reason = stop_reason.clone());
+        self
     }
 }
 
@@ -140,8 +159,17 @@ impl CompletionChunk {
             text,
             logprobs,
             finish_reason,
+            stop_reason: None,
         };
         Self::with(meta, vec![choice], None)
+    }
+
+    /// The chunk with what stopped the completion (its last chunk).
+    pub fn stopped_by(mut self, stop_reason: Option<StopReason>) -> Self {
+        self.choices
+            .iter_mut()
+            .for_each(|c| c.stop_reason = stop_reason.clone());
+        self
     }
 
     /// The usage-only chunk (`choices: []`) sent last when `include_usage` is set.
@@ -199,6 +227,7 @@ pub struct ChatChoice {
     pub message: AssistantMessage,
     pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: FinishReason,
+    pub stop_reason: Option<StopReason>,
 }
 
 /// The answer to a non-streaming `POST /v1/chat/completions`.
@@ -234,9 +263,18 @@ impl ChatCompletion {
                 message,
                 logprobs,
                 finish_reason,
+                stop_reason: None,
             }],
             usage,
         }
+    }
+
+    /// The completion with what stopped it.
+    pub fn stopped_by(mut self, stop_reason: Option<StopReason>) -> Self {
+        self.choices
+            .iter_mut()
+            .for_each(|c| c.stop_reason = stop_reason.clone());
+        self
     }
 }
 
@@ -274,6 +312,7 @@ pub struct ChatChunkChoice {
     pub delta: Delta,
     pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<FinishReason>,
+    pub stop_reason: Option<StopReason>,
 }
 
 /// One event of a streaming `POST /v1/chat/completions`.
@@ -301,8 +340,17 @@ impl ChatCompletionChunk {
             delta,
             logprobs,
             finish_reason,
+            stop_reason: None,
         };
         Self::with(meta, vec![choice], None)
+    }
+
+    /// The chunk with what stopped the completion (its last chunk).
+    pub fn stopped_by(mut self, stop_reason: Option<StopReason>) -> Self {
+        self.choices
+            .iter_mut()
+            .for_each(|c| c.stop_reason = stop_reason.clone());
+        self
     }
 
     /// The usage-only chunk (`choices: []`) sent last when `include_usage` is set.

@@ -592,7 +592,7 @@ fn completion_json() {
         json!({
             "id": "cmpl-42", "object": "text_completion", "created": 1_700_000_000,
             "model": "mixtral",
-            "choices": [{"index": 0, "text": "Hi!", "finish_reason": "length", "logprobs": {
+            "choices": [{"index": 0, "text": "Hi!", "finish_reason": "length", "stop_reason": null, "logprobs": {
                 "tokens": ["Hi", "!"], "token_logprobs": [null, -0.5],
                 "top_logprobs": [null, {"!": -0.5, ".": -1.25}], "text_offset": [0, 2]}}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
@@ -627,7 +627,7 @@ fn completion_chunks_json() {
         json!({"id": "cmpl-42", "object": "text_completion", "created": 1_700_000_000,
                "model": "mixtral",
                "choices": [{"index": 0, "text": "Hel", "logprobs": null,
-                            "finish_reason": null}]})
+                            "finish_reason": null, "stop_reason": null}]})
     );
     let last = CompletionChunk::text(&meta(), String::new(), None, Some(FinishReason::Stop));
     assert_eq!(
@@ -675,7 +675,7 @@ fn chat_completion_json() {
                 "message": {"role": "assistant", "content": "Hi"},
                 "logprobs": {"content": [{"token": "Hi", "logprob": -0.25, "bytes": [72, 105],
                     "top_logprobs": [{"token": "Hi", "logprob": -0.25, "bytes": [72, 105]}]}]},
-                "finish_reason": "stop",
+                "finish_reason": "stop", "stop_reason": null,
             }],
             "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
         })
@@ -693,7 +693,7 @@ fn chat_chunks_json() {
         serde_json::to_value(&first).unwrap(),
         head(
             json!([{"index": 0, "delta": {"role": "assistant", "content": ""},
-                     "logprobs": null, "finish_reason": null}])
+                     "logprobs": null, "finish_reason": null, "stop_reason": null}])
         )
     );
     let text = ChatCompletionChunk::delta(&meta(), Delta::text("Hi".into()), None, None);
@@ -701,14 +701,16 @@ fn chat_chunks_json() {
         serde_json::to_value(&text).unwrap(),
         head(
             json!([{"index": 0, "delta": {"content": "Hi"}, "logprobs": null,
-                     "finish_reason": null}])
+                     "finish_reason": null, "stop_reason": null}])
         )
     );
     let last =
         ChatCompletionChunk::delta(&meta(), Delta::default(), None, Some(FinishReason::Length));
     assert_eq!(
         serde_json::to_value(&last).unwrap(),
-        head(json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "length"}]))
+        head(
+            json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "length", "stop_reason": null}])
+        )
     );
     let mut usage = head(json!([]));
     usage["usage"] = json!({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3});
@@ -806,4 +808,15 @@ fn a_failed_step_keeps_its_kind_to_the_status() {
     let overflow = ModelError::ContextOverflow { len: 9, max: 8 };
     assert_eq!(status(overflow), (400, None));
     assert_eq!(status(ModelError::InvalidArgument("x".into())), (500, None));
+}
+
+#[test]
+fn echo_with_max_tokens_zero_scores_the_prompt_alone() {
+    let scoring = json!({"model": "m", "prompt": "hi", "echo": true, "max_tokens": 0,
+                         "logprobs": 1});
+    let v = completion(scoring).unwrap();
+    assert_eq!(v.params.max_tokens, Some(0));
+    assert!(v.params.echo);
+    let without_echo = completion(json!({"model": "m", "prompt": "hi", "max_tokens": 0}));
+    assert!(without_echo.unwrap_err().to_string().contains("at least 1"));
 }
