@@ -3,7 +3,9 @@
 //! ([`moe_launch::LocalCluster`]). Prints the endpoints, says when the gateway is ready
 //! (`/health/ready` answers 200), and on SIGINT or SIGTERM stops everything it started, the
 //! gateway first. The children's logs (stderr) are appended to `<name>.log` and their standard
-//! output to `<name>.out` under the run directory.
+//! output to `<name>.out` under the run directory. The gateway's API keys and any other flag of
+//! the gateway or the nodes pass through (`--api-key`, `--gateway-arg`, `--node-arg`); the
+//! children also read the `MOE_*` variables of this environment.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -45,6 +47,28 @@ pub struct UpArgs {
     /// The expert nodes' precision pair, high+low: f16+q4 (the default) or q8+q2.
     #[arg(long)]
     precisions: Option<String>,
+    /// A bearer key the gateway's APIs require (repeat for several); none leaves them open.
+    #[arg(long)]
+    api_key: Vec<String>,
+    /// A flag for the gateway, passed as given (repeat for several), e.g.
+    /// `--gateway-arg=--pre-calculate=alternate`; every gateway flag is listed by `gateway --help`.
+    #[arg(long, allow_hyphen_values = true)]
+    gateway_arg: Vec<String>,
+    /// A flag for every expert node, passed as given (repeat for several), e.g.
+    /// `--node-arg=--host-memory=2GiB`.
+    #[arg(long, allow_hyphen_values = true)]
+    node_arg: Vec<String>,
+}
+
+impl UpArgs {
+    /// The gateway's flags: the API keys, then those given with `--gateway-arg`.
+    fn gateway_flags(&self) -> Vec<String> {
+        let keys = self
+            .api_key
+            .iter()
+            .flat_map(|k| ["--api-key".into(), k.clone()]);
+        keys.chain(self.gateway_arg.iter().cloned()).collect()
+    }
 }
 
 pub fn run(args: &UpArgs) -> anyhow::Result<()> {
@@ -58,8 +82,8 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         cluster: &args.cluster,
         dir: &dir,
         precisions: args.precisions.as_deref(),
-        node_flags: &[],
-        gateway_flags: &[],
+        node_flags: &args.node_arg,
+        gateway_flags: &args.gateway_flags(),
         nets: &[],
         link_delay: None,
     };
@@ -69,8 +93,11 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         println!("{line}");
     }
     let name = moe_model::config::served_name(&args.model);
+    let key = args.api_key.first().map_or(String::new(), |k| {
+        format!(" -H 'Authorization: Bearer {k}'")
+    });
     println!(
-        "ready: curl http://{}/v1/completions -H 'Content-Type: application/json' -d '{{\"model\": \"{name}\", \"prompt\": \"Hello\", \"max_tokens\": 16}}'",
+        "ready: curl http://{}/v1/completions{key} -H 'Content-Type: application/json' -d '{{\"model\": \"{name}\", \"prompt\": \"Hello\", \"max_tokens\": 16}}'",
         cluster.gateway
     );
     std::io::stdout().flush()?;

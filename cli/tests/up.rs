@@ -45,8 +45,14 @@ fn gen_model(work: &Path, arch: &str, seed: &str, extra: &[&str]) -> PathBuf {
 }
 
 /// `moe up` on `model` with two nodes and `extra` flags, its run directory under `work`; once it
-/// says it is ready, the process and the gateway's address.
+/// says it is ready, the process and the gateway's HTTP address.
 fn moe_up(work: &Path, model: &Path, extra: &[&str]) -> (Child, String) {
+    let (up, [http, _]) = moe_up_endpoints(work, model, extra);
+    (up, http)
+}
+
+/// As [`moe_up`], with the gateway's HTTP and gRPC addresses.
+fn moe_up_endpoints(work: &Path, model: &Path, extra: &[&str]) -> (Child, [String; 2]) {
     let mut up = Command::new(env!("CARGO_BIN_EXE_moe"))
         .args([
             "up",
@@ -75,23 +81,34 @@ fn moe_up(work: &Path, model: &Path, extra: &[&str]) -> (Child, String) {
             let _ = send.send(line);
         }
     });
-    let mut gateway = None;
+    let (mut http, mut grpc) = (None, None);
     let start = Instant::now();
     loop {
         let line = lines
             .recv_timeout(Duration::from_secs(150).saturating_sub(start.elapsed()))
             .expect("moe up reports ready");
-        if let Some(rest) = line.strip_prefix("gateway") {
-            gateway = rest
-                .split_whitespace()
-                .next()
-                .map(|u| u.trim_start_matches("http://").to_string());
+        let address = line.strip_prefix("gateway").and_then(|rest| {
+            let url = rest.split_whitespace().next()?;
+            let (scheme, address) = url.split_once("://")?;
+            Some((scheme.to_string(), address.to_string()))
+        });
+        match address {
+            Some((scheme, address)) if scheme == "http" => http = Some(address),
+            Some((scheme, address)) if scheme == "grpc" => grpc = Some(address),
+            _ => {}
         }
         if line.starts_with("ready") {
             break;
         }
     }
-    (up, gateway.expect("moe up prints the gateway's address"))
+    let http = http.expect("moe up prints the gateway's HTTP address");
+    (
+        up,
+        [
+            http,
+            grpc.expect("moe up prints the gateway's gRPC address"),
+        ],
+    )
 }
 
 /// Sends `moe up` SIGTERM and waits (a minute at most) for it to exit.
@@ -215,6 +232,45 @@ fn moe_up_serves_a_completion_and_stops_everything_it_started() {
         TcpStream::connect(&gateway).is_err(),
         "the gateway still answers"
     );
+}
+
+/// `moe up` passes an API key and any other gateway or node flag through, and prints the
+/// gateway's gRPC address.
+#[test]
+fn moe_up_passes_keys_and_flags_through_and_prints_the_grpc_address() {
+    let work = tempfile::tempdir().unwrap();
+    let model = gen_model(work.path(), "mixtral", "3", &[]);
+    let flags = [
+        "--api-key",
+        "sesame",
+        "--gateway-arg=--pre-calculate=alternate",
+        "--node-arg=--threads=1",
+    ];
+    let (up, [http, grpc]) = moe_up_endpoints(work.path(), &model, &flags);
+    let body = r#"{"model": "mixtral", "prompt": "Hello", "max_tokens": 4}"#;
+    let refused = post(&http, body);
+    assert!(refused.head.text.starts_with("HTTP/1.1 401"), "{refused:?}");
+    let request = Request::post("/v1/completions", body).header("authorization", "Bearer sesame");
+    let answered = blocking::call(&http, &request, Duration::from_secs(60)).unwrap();
+    assert!(
+        answered.head.text.starts_with("HTTP/1.1 200"),
+        "{answered:?}"
+    );
+    let metrics = blocking::call(&http, &Request::get("/metrics"), Duration::from_secs(10));
+    let saved = metrics.unwrap().body.lines().find_map(|l| {
+        l.strip_prefix("moe:precalculated_layers_total ")?
+            .parse::<f64>()
+            .ok()
+    });
+    assert!(
+        saved.is_some_and(|n| n > 0.0),
+        "the gateway pre-calculates: {saved:?}"
+    );
+    assert!(
+        TcpStream::connect(&grpc).is_ok(),
+        "the gRPC API is at {grpc}"
+    );
+    assert!(stop(up).success());
 }
 
 /// A Qwen3-MoE whose expert width (40) fits no 32-element block, served by `moe up` with nodes at

@@ -120,6 +120,8 @@ pub struct LocalCluster {
     pub name: String,
     /// The gateway's HTTP address (`host:port`).
     pub gateway: String,
+    /// The gateway's gRPC address (`host:port`).
+    pub gateway_grpc: String,
     /// One line per endpoint, for people.
     pub endpoints: Vec<String>,
 }
@@ -163,6 +165,7 @@ impl LocalCluster {
             etcd: String::new(),
             name: spec.cluster.to_string(),
             gateway: String::new(),
+            gateway_grpc: String::new(),
             endpoints: Vec::new(),
         };
         let etcd_port = cluster.start_etcd(spec, &logs)?;
@@ -247,13 +250,21 @@ impl LocalCluster {
         let (http, grpc) = (spec.http.to_string(), spec.grpc.to_string());
         let mut flags = spec.common(&self.etcd, &["--http", &http, "--grpc", &grpc]);
         flags.extend(spec.gateway_flags.iter().cloned());
+        let out = launcher.logs.join("gateway.out");
+        let before = std::fs::metadata(&out).map_or(0, |m| m.len() as usize);
         let process = launcher.start(Launch::new("gateway", gateway).args(flags))?;
         self.gateway = process.address.clone();
+        self.gateway_grpc = grpc_address(&out, before)?;
         let line = format!(
             "gateway     http://{}  (OpenAI-compatible API)",
             self.gateway
         );
+        let grpc = format!(
+            "gateway     grpc://{}  (moe.gateway.v1.GatewayService)",
+            self.gateway_grpc
+        );
         self.add(process, line);
+        self.endpoints.push(grpc);
         Ok(())
     }
 
@@ -373,6 +384,28 @@ impl Drop for LocalCluster {
             drop(process);
         }
         self.proxies.clear();
+    }
+}
+
+/// How long a started gateway may take to print its gRPC address after its HTTP one.
+const GRPC_LINE_WITHIN: Duration = Duration::from_secs(5);
+
+/// The gRPC address a started gateway printed right after its HTTP one (`grpc on ADDR`) in its
+/// output file `out`, past the `before` bytes earlier runs wrote there.
+fn grpc_address(out: &Path, before: usize) -> Result<String, LaunchError> {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read(out).unwrap_or_default();
+        let text = String::from_utf8_lossy(text.get(before..).unwrap_or_default());
+        let printed = text.lines().find_map(|l| l.strip_prefix("grpc on "));
+        if let Some(address) = printed {
+            return Ok(address.to_string());
+        }
+        if started.elapsed() > GRPC_LINE_WITHIN {
+            let why = format!("the gateway printed no `grpc on` line in {}", out.display());
+            return Err(LaunchError::Spec(why));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
