@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use moe_gateway::exposition::Exposition;
+use moe_gateway::metric_names as names;
 use moe_launch::http::{Request, Response, blocking};
 
 /// `POST /v1/completions` with `body`, answered within a minute.
@@ -257,15 +259,9 @@ fn moe_up_passes_keys_and_flags_through_and_prints_the_grpc_address() {
         "{answered:?}"
     );
     let metrics = blocking::call(&http, &Request::get("/metrics"), Duration::from_secs(10));
-    let saved = metrics.unwrap().body.lines().find_map(|l| {
-        l.strip_prefix("moe:precalculated_layers_total ")?
-            .parse::<f64>()
-            .ok()
-    });
-    assert!(
-        saved.is_some_and(|n| n > 0.0),
-        "the gateway pre-calculates: {saved:?}"
-    );
+    let text = metrics.unwrap().body;
+    let saved = Exposition::new(&text).value(names::PRECALCULATED_LAYERS_TOTAL);
+    assert!(saved > 0.0, "the gateway pre-calculates: {text}");
     assert!(
         TcpStream::connect(&grpc).is_ok(),
         "the gRPC API is at {grpc}"

@@ -47,11 +47,12 @@ impl<'a> Exposition<'a> {
             .collect()
     }
 
-    /// The unlabelled sample of `name`, 0 when it is absent.
+    /// The sample of `name` with no labels but `model_name` (every series has it), 0 when it
+    /// is absent.
     pub fn value(&self, name: &str) -> f64 {
         self.samples(name)
             .iter()
-            .find(|s| s.labels.is_empty())
+            .find(|s| s.labels.iter().all(|(k, _)| *k == "model_name"))
             .map_or(0.0, |s| s.value)
     }
 

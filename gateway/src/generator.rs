@@ -17,9 +17,10 @@ use tokio::sync::mpsc;
 use crate::chat_template::{ChatTemplate, Message};
 use crate::dispatch::{Dispatcher, Precision, RemoteExperts};
 use crate::engine::{Engine, Event, Job, Token};
-use crate::metrics::{Gauges, Metrics};
+use crate::metrics::{Gauges, Metrics, with_label};
 use crate::openai::{ApiError, Precision as OpenAiPrecision, Usage};
 use crate::precalculation::Tally;
+use crate::process::ProcessStats;
 use crate::readiness::Readiness;
 use crate::scheduler::{AdmitError, Scheduler, SchedulerConfig, SeqId, Step};
 use crate::sequence::{Decoding, token_logprobs};
@@ -288,7 +289,10 @@ impl Engine for Generator {
             expert_seconds: traffic.seconds,
         });
         self.dispatcher.render_metrics(&mut text);
-        text
+        if let Some(process) = ProcessStats::read() {
+            process.render(&mut text);
+        }
+        with_label(&text, "model_name", &self.name)
     }
 }
 

@@ -22,6 +22,8 @@
 //!   gate input, for prefetch hints, and the predictions' accuracy per distance.
 //! * [`precalculation`]: DAOP's pre-calculation: a later MoE layer's predicted experts run with
 //!   an earlier layer's, saving that layer's round trip.
+//! * [`process`]: this process's CPU time, memory and file descriptors, the standard
+//!   `process_*` series.
 //! * [`scheduler`]: continuous batching: which sequences run each step, within the KV budget.
 
 pub mod api_keys;
@@ -41,6 +43,7 @@ pub mod openai;
 pub mod policy;
 pub mod precalculation;
 pub mod prediction;
+pub mod process;
 pub mod readiness;
 pub mod scheduler;
 pub mod sequence;

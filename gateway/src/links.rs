@@ -100,6 +100,15 @@ impl Links {
         self.lock().entry(node.to_string()).or_default().rerouted += pairs;
     }
 
+    /// Gives every node of `nodes` its series, at zero until its first call, so a dashboard
+    /// sees a node as soon as it registers.
+    pub fn know<'a>(&self, nodes: impl IntoIterator<Item = &'a str>) {
+        let mut links = self.lock();
+        for node in nodes {
+            links.entry(node.to_string()).or_default();
+        }
+    }
+
     /// `pairs` of a later layer go to `node` with an earlier layer's request.
     pub fn precalculated(&self, node: &str, pairs: u64) {
         self.lock()
@@ -329,6 +338,25 @@ impl Links {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_known_node_has_its_series_at_zero_before_its_first_call() {
+        let links = Links::default();
+        links.know(["node-7"]);
+        let mut text = String::new();
+        links.render(&mut text);
+        for line in [
+            "moe:expert_node_calls_total{node=\"node-7\"} 0",
+            "moe:expert_node_rtt_seconds_count{node=\"node-7\"} 0",
+            "moe:expert_pairs_total{node=\"node-7\",precision=\"low\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert_eq!(links.health("node-7"), Health::default());
+    }
 
     #[test]
     fn renders_each_nodes_series_with_its_label() {

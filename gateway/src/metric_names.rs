@@ -1,7 +1,9 @@
 //! Every series the gateway exports on `/metrics`, named once: the exporters write these
 //! constants and the readers (`moe status`, the benchmarks, through [`crate::exposition`]) read
 //! them, so a renamed series cannot silently zero a column. Named as vLLM names its own, with the
-//! `moe:` prefix, so existing dashboards map over. Each says its kind and its labels.
+//! `moe:` prefix, so existing dashboards map over; the `process_*` series take the Prometheus
+//! client libraries' standard names. Each says its kind and its labels; every sample also
+//! carries `model_name`, the served model's name, as vLLM's do.
 
 /// Requests in the running batch. (gauge).
 pub const NUM_REQUESTS_RUNNING: &str = "moe:num_requests_running";
@@ -94,3 +96,15 @@ pub const PRECALCULATED_ROUTED_PAIRS_TOTAL: &str = "moe:precalculated_routed_pai
 pub const PRECALCULATED_HITS_TOTAL: &str = "moe:precalculated_hits_total";
 /// Share of predicted pairs the router chose. (gauge). Labels: `distance`.
 pub const EXPERT_PREDICTION_ACCURACY: &str = "moe:expert_prediction_accuracy";
+/// User and system CPU time of the gateway process, in seconds. (counter).
+pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
+/// The gateway process's resident memory, in bytes. (gauge).
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+/// The gateway process's virtual memory, in bytes. (gauge).
+pub const PROCESS_VIRTUAL_MEMORY_BYTES: &str = "process_virtual_memory_bytes";
+/// When the gateway process started, in seconds since the Unix epoch. (gauge).
+pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
+/// File descriptors the gateway process has open. (gauge).
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+/// The most file descriptors the gateway process may open. (gauge).
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";

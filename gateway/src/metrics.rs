@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::metric_names as names;
 use crate::openai::FinishReason;
 
-/// Upper bounds (seconds) of the latency histograms' buckets, as vLLM's.
-const BUCKETS: [f64; 14] = [
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+/// Upper bounds (seconds) of the latency histograms' buckets: vLLM's short ones, then on to
+/// two hours as its request latencies go (a long generation takes minutes).
+const BUCKETS: [f64; 24] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0,
+    30.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
 ];
 
 /// A histogram of durations in seconds.
@@ -59,6 +61,30 @@ impl Histogram {
         let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
         let _ = writeln!(out, "{name}_count{braces} {}", self.count);
     }
+}
+
+/// `text` (an exposition) with the label `key="value"` added last to every sample, as vLLM
+/// labels every series with `model_name`.
+pub fn with_label(text: &str, key: &str, value: &str) -> String {
+    let value = value.replace('\\', "\\\\").replace('"', "\\\"");
+    let label = format!("{key}=\"{value}\"");
+    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    for line in text.lines() {
+        match line.rsplit_once(' ') {
+            Some((series, sample)) if !line.starts_with('#') => match series.strip_suffix('}') {
+                Some(labels) => {
+                    let _ = writeln!(out, "{labels},{label}}} {sample}");
+                }
+                None => {
+                    let _ = writeln!(out, "{series}{{{label}}} {sample}");
+                }
+            },
+            _ => {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+    }
+    out
 }
 
 /// The `# HELP` and `# TYPE` lines of a metric family.
@@ -288,6 +314,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_label_goes_last_on_every_sample_and_nowhere_else() {
+        let text = "# HELP a A.\n# TYPE a counter\na 3\nb{node=\"x\"} 1.5\n";
+        let labelled = with_label(text, "model_name", "org/m\"1");
+        assert_eq!(
+            labelled,
+            "# HELP a A.\n# TYPE a counter\na{model_name=\"org/m\\\"1\"} 3\n\
+             b{node=\"x\",model_name=\"org/m\\\"1\"} 1.5\n"
+        );
+    }
+
+    #[test]
     fn renders_counters_gauges_and_cumulative_histograms() {
         let m = Metrics::default();
         m.prompt(5);
@@ -327,6 +364,8 @@ mod tests {
             "moe:inter_token_latency_seconds_bucket{le=\"5\"} 2",
             "moe:inter_token_latency_seconds_count 2",
             "moe:e2e_request_latency_seconds_bucket{le=\"+Inf\"} 1",
+            "moe:e2e_request_latency_seconds_bucket{le=\"2.5\"} 0",
+            "moe:e2e_request_latency_seconds_bucket{le=\"7680\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

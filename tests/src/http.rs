@@ -13,6 +13,21 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(60);
 /// How long a `GET` may take: the probes and `/metrics` answer at once.
 const GET_WITHIN: Duration = Duration::from_secs(10);
 
+/// The value of the sample of `name` in the exposition `text` that carries every label of
+/// `labels` (whatever else it carries: every series has `model_name`), if there is one.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (series, value) = rest.rsplit_once(' ')?;
+        let inner = match series {
+            "" => "",
+            braced => braced.strip_prefix('{')?.strip_suffix('}')?,
+        };
+        let has = |(k, v): &(&str, &str)| inner.split(',').any(|l| l == format!("{k}=\"{v}\""));
+        labels.iter().all(has).then(|| value.parse().ok()).flatten()
+    })
+}
+
 /// `POST path` with a JSON body over HTTP/1.1; returns the status and the body.
 pub async fn post(address: &str, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
     post_raw(address, path, &body.to_string()).await

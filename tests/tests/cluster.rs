@@ -26,7 +26,7 @@ use moe_state::keys::ClusterKeys;
 use moe_state::records::Placement;
 use moe_tests::collector::Collector;
 use moe_tests::grpc;
-use moe_tests::http::{get_text, post, post_raw, post_streamed, wait_ready};
+use moe_tests::http::{get_text, metric, post, post_raw, post_streamed, wait_ready};
 use moe_tests::process::{self, Process, sibling_binary};
 use moe_tests::servers::{self, fixture};
 use moe_tests::{EtcdServer, get};
@@ -407,11 +407,16 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         started.elapsed()
     );
     let metrics = get_text(&gateway.address, "/metrics").await.unwrap();
-    let generated = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("moe:generation_tokens_total "))
-        .and_then(|v| v.parse::<u64>().ok());
-    assert_eq!(generated, Some(completion_tokens), "{metrics}");
+    let generated = metric(&metrics, "moe:generation_tokens_total", &[]);
+    assert_eq!(generated, Some(completion_tokens as f64), "{metrics}");
+    let labelled = metrics.lines().filter(|l| !l.starts_with('#'));
+    assert!(
+        labelled.clone().count() > 0
+            && labelled
+                .clone()
+                .all(|l| l.contains("model_name=\"mixtral\"")),
+        "every series carries model_name: {metrics}"
+    );
     // `moe status --json` sees both nodes serving every expert, the leader and the gateway.
     let status = Command::new(sibling_binary("moe", "moe-cli"))
         .args([
@@ -459,21 +464,24 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let now = get_text(&gateway.address, "/metrics").await.unwrap();
-        if now.lines().any(|l| l == "moe:kv_cache_blocks_in_use 0") {
+        if metric(&now, "moe:kv_cache_blocks_in_use", &[]) == Some(0.0) {
             break;
         }
         assert!(Instant::now() < deadline, "KV blocks still held:\n{now}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Per-node series for both nodes, and the next layer's experts predicted and hinted.
+    // Per-node series for both nodes, and the next layer's experts predicted and hinted. Each
+    // series' labels, without the model_name every one carries.
     let series = |name: &str| -> Vec<(String, f64)> {
         metrics
             .lines()
             .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
             .filter_map(|l| {
                 let (labels, value) = l.rsplit_once(' ')?;
+                let labels = labels.trim_end_matches('}');
+                let labels = labels.trim_end_matches("model_name=\"mixtral\"");
                 Some((
-                    labels.trim_end_matches('}').to_string(),
+                    labels.trim_end_matches(',').to_string(),
                     value.parse().ok()?,
                 ))
             })

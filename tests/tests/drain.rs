@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use moe_tests::EtcdServer;
-use moe_tests::http::{get_text, post, wait_ready};
+use moe_tests::http::{get_text, metric, post, wait_ready};
 use moe_tests::servers;
 
 const CLUSTER: &str = "drain";
@@ -42,11 +42,7 @@ async fn sigterm_finishes_the_requests_in_flight_and_refuses_new_ones() {
     let started = std::time::Instant::now();
     loop {
         let metrics = get_text(&address, "/metrics").await.unwrap_or_default();
-        let running = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("moe:num_requests_running "))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
+        let running = metric(&metrics, "moe:num_requests_running", &[]).unwrap_or(0.0);
         if running > 0.0 {
             break;
         }

@@ -423,7 +423,9 @@ async fn wait_serving(cluster: &Cluster) {
         .nodes
         .iter()
         .filter(|(_, process)| process.is_some())
-        .map(|(id, _)| format!("moe:expert_node_placement_loaded{{node=\"{id}\"}} 1"))
+        .map(|(id, _)| {
+            format!("moe:expert_node_placement_loaded{{node=\"{id}\",model_name=\"mixtral\"}} 1")
+        })
         .collect();
     let start = Instant::now();
     for gateway in cluster.gateways.iter().flatten() {

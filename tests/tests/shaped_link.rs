@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use moe_service::netns::Namespace;
 use moe_tests::EtcdServer;
-use moe_tests::http::{get_text, post, wait_ready};
+use moe_tests::http::{get_text, metric, post, wait_ready};
 use moe_tests::servers::{self, fixture};
 
 const CLUSTER: &str = "shaped";
@@ -26,12 +26,7 @@ async fn node_series(gateway: &str, name: &str) -> f64 {
     let metrics = get_text(gateway, "/metrics")
         .await
         .expect("the gateway's metrics");
-    let prefix = format!("{name}{{node=\"far\"");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .find_map(|l| l.rsplit_once(' ')?.1.parse().ok())
-        .unwrap_or(0.0)
+    metric(&metrics, name, &[("node", "far")]).unwrap_or(0.0)
 }
 
 async fn rung(gateway: &str) -> u32 {
@@ -183,11 +178,8 @@ async fn a_saturated_link_downgrades_and_recovers_while_exact_stays_exact() {
     );
     let low_pairs = || async {
         let metrics = get_text(&gateway.address, "/metrics").await.unwrap();
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("moe:expert_pairs_total{node=\"far\",precision=\"low\"} "))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
+        let low = [("node", "far"), ("precision", "low")];
+        metric(&metrics, "moe:expert_pairs_total", &low).unwrap_or(0.0) as u64
     };
     let low = low_pairs().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -212,9 +204,8 @@ async fn a_saturated_link_downgrades_and_recovers_while_exact_stays_exact() {
     let both_loaded = |metrics: Option<String>| {
         let metrics = metrics.unwrap_or_default();
         ["far", "near"].iter().all(|n| {
-            metrics.contains(&format!(
-                "moe:expert_node_placement_loaded{{node=\"{n}\"}} 1"
-            ))
+            let node = [("node", *n)];
+            metric(&metrics, "moe:expert_node_placement_loaded", &node) == Some(1.0)
         })
     };
     while !both_loaded(get_text(&gateway.address, "/metrics").await) {

@@ -250,6 +250,10 @@ impl Dispatcher {
     /// it has loaded the current placement, prediction accuracy, prefetch hints, and the tokens
     /// routed to each expert since start.
     pub fn render_metrics(&self, out: &mut String) {
+        {
+            let nodes = self.nodes.borrow();
+            self.links.know(nodes.entries.keys().map(|id| id.as_str()));
+        }
         self.links.render(out);
         let loaded = names::EXPERT_NODE_PLACEMENT_LOADED;
         header(
