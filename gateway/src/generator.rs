@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::chat_template::{ChatTemplate, Message};
 use crate::dispatch::{Dispatcher, Precision, RemoteExperts};
 use crate::engine::{Engine, Event, Job, Token};
-use crate::metrics::{Gauges, Metrics, with_label};
+use crate::metrics::{Gauges, Metrics, Timeline, with_label};
 use crate::openai::{ApiError, Precision as OpenAiPrecision, Usage};
 use crate::precalculation::Tally;
 use crate::process::ProcessStats;
@@ -63,6 +63,9 @@ struct Active {
     /// The request wants the single-process model's result bit for bit.
     exact: bool,
     arrived: Instant,
+    /// When it first ran in a step, and when its first token was sent.
+    scheduled: Option<Instant>,
+    first_token: Option<Instant>,
     /// When its last token was sent, `None` before the first.
     last_token: Option<Instant>,
     /// The request's span, where its end is logged.
@@ -75,6 +78,21 @@ struct Active {
 }
 
 impl Active {
+    /// Its phases so far, ending now.
+    fn timeline(&self) -> Timeline {
+        Timeline {
+            arrived: self.arrived,
+            scheduled: self.scheduled,
+            first_token: self.first_token,
+            ended: Instant::now(),
+        }
+    }
+
+    /// Its prompt and completion tokens, as its usage counts them.
+    fn token_counts(&self) -> [usize; 2] {
+        [self.prompt_tokens, self.decoding.completion_tokens()]
+    }
+
     /// Scores the prompt tokens that `logits` (`[rows, vocab]`, one row per position from
     /// `start` on) predict, skipping positions scored before (a preempted sequence's prefill
     /// runs again).
@@ -375,6 +393,8 @@ impl Thread {
                     prompt_logprobs,
                     exact: job.params.precision == OpenAiPrecision::Exact,
                     arrived: Instant::now(),
+                    scheduled: None,
+                    first_token: None,
                     last_token: None,
                     span,
                     precalculated: Tally::default(),
@@ -396,6 +416,7 @@ impl Thread {
     /// Runs one model step over the scheduled chunks, streams the sampled tokens and tells the
     /// scheduler what finished.
     fn step(&mut self, step: &Step) {
+        let began = Instant::now();
         let chunks: Vec<_> = step
             .chunks
             .iter()
@@ -452,6 +473,7 @@ impl Thread {
             };
             let a = self.active.get_mut(&c.id).expect("filtered above");
             a.precalculated.add(precalculated);
+            a.scheduled.get_or_insert(began);
             let mut prompt = Vec::new();
             let mut logits = logits.as_slice();
             if a.prompt_logprobs.is_some() && c.start < a.prompt_tokens {
@@ -482,14 +504,17 @@ impl Thread {
                 let since = a.last_token.unwrap_or(a.arrived);
                 self.metrics
                     .token(a.last_token.is_none(), (now - since).as_secs_f64());
+                a.first_token.get_or_insert(now);
                 a.last_token = Some(now);
             }
             for event in events {
-                let took = a.arrived.elapsed().as_secs_f64();
+                let (timeline, tokens) = (a.timeline(), a.token_counts());
                 match &event {
                     Event::Prompt(_) | Event::Token(_) => {}
-                    Event::Finished { reason, .. } => self.metrics.finished(Some(*reason), took),
-                    Event::Failed(_) => self.metrics.finished(None, took),
+                    Event::Finished { reason, .. } => {
+                        self.metrics.finished(Some(*reason), &timeline, tokens)
+                    }
+                    Event::Failed(_) => self.metrics.finished(None, &timeline, tokens),
                 }
                 let done = matches!(event, Event::Finished { .. } | Event::Failed(_));
                 if a.events.try_send(event).is_err() {
@@ -519,7 +544,7 @@ impl Thread {
                 && !stopped.contains(&f.id)
             {
                 self.metrics
-                    .finished(Some(f.reason), a.arrived.elapsed().as_secs_f64());
+                    .finished(Some(f.reason), &a.timeline(), a.token_counts());
                 let usage = Usage::new(a.prompt_tokens, a.decoding.completion_tokens());
                 let t = a.precalculated;
                 if t.layers > 0 {
@@ -543,8 +568,7 @@ impl Thread {
 
     fn fail(&mut self, id: SeqId, error: ApiError) {
         if let Some(a) = self.active.remove(&id) {
-            self.metrics
-                .finished(None, a.arrived.elapsed().as_secs_f64());
+            self.metrics.finished(None, &a.timeline(), a.token_counts());
             let _ = a.events.try_send(Event::Failed(error));
         }
         self.shared.lock().scheduler.cancel(id);

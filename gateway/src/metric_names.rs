@@ -108,3 +108,13 @@ pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
 pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
 /// The most file descriptors the gateway process may open. (gauge).
 pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+/// Arrival to a request's first step. (histogram).
+pub const REQUEST_QUEUE_TIME_SECONDS: &str = "moe:request_queue_time_seconds";
+/// A request's first step to its first token. (histogram).
+pub const REQUEST_PREFILL_TIME_SECONDS: &str = "moe:request_prefill_time_seconds";
+/// A request's first token to its last. (histogram).
+pub const REQUEST_DECODE_TIME_SECONDS: &str = "moe:request_decode_time_seconds";
+/// Prompt tokens per finished request. (histogram).
+pub const REQUEST_PROMPT_TOKENS: &str = "moe:request_prompt_tokens";
+/// Generated tokens per finished request. (histogram).
+pub const REQUEST_GENERATION_TOKENS: &str = "moe:request_generation_tokens";

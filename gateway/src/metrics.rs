@@ -6,6 +6,7 @@
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use crate::metric_names as names;
 use crate::openai::FinishReason;
@@ -17,23 +18,46 @@ const BUCKETS: [f64; 24] = [
     30.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
 ];
 
-/// A histogram of durations in seconds.
-#[derive(Debug, Default, Clone)]
+/// Upper bounds of the per-request token histograms' buckets, as vLLM's.
+const TOKEN_BUCKETS: [f64; 16] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0,
+    50000.0, 100000.0,
+];
+
+/// A histogram of values, by default durations in seconds.
+#[derive(Debug, Clone)]
 pub struct Histogram {
-    counts: [u64; BUCKETS.len()],
+    bounds: &'static [f64],
+    counts: Vec<u64>,
     count: u64,
     sum: f64,
 }
 
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram::over(&BUCKETS)
+    }
+}
+
 impl Histogram {
-    pub(crate) fn observe(&mut self, seconds: f64) {
-        for (bound, n) in BUCKETS.iter().zip(&mut self.counts) {
-            if seconds <= *bound {
+    /// A histogram whose buckets end at `bounds`.
+    fn over(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            count: 0,
+            sum: 0.0,
+        }
+    }
+
+    pub(crate) fn observe(&mut self, value: f64) {
+        for (bound, n) in self.bounds.iter().zip(&mut self.counts) {
+            if value <= *bound {
                 *n += 1;
             }
         }
         self.count += 1;
-        self.sum += seconds;
+        self.sum += value;
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
@@ -45,7 +69,7 @@ impl Histogram {
     /// put before `le`.
     pub(crate) fn render_series(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
-        for (bound, n) in BUCKETS.iter().zip(&self.counts) {
+        for (bound, n) in self.bounds.iter().zip(&self.counts) {
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
         }
         let _ = writeln!(
@@ -92,11 +116,55 @@ pub(crate) fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Latencies {
     first_token: Histogram,
     inter_token: Histogram,
     end_to_end: Histogram,
+    queue: Histogram,
+    prefill: Histogram,
+    decode: Histogram,
+    prompt_tokens: Histogram,
+    generation_tokens: Histogram,
+}
+
+impl Default for Latencies {
+    fn default() -> Latencies {
+        Latencies {
+            first_token: Histogram::default(),
+            inter_token: Histogram::default(),
+            end_to_end: Histogram::default(),
+            queue: Histogram::default(),
+            prefill: Histogram::default(),
+            decode: Histogram::default(),
+            prompt_tokens: Histogram::over(&TOKEN_BUCKETS),
+            generation_tokens: Histogram::over(&TOKEN_BUCKETS),
+        }
+    }
+}
+
+/// When a request reached each phase: arrival, its first step (the end of its wait in the
+/// queue), its first token (the end of its prefill), and its end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeline {
+    pub arrived: Instant,
+    pub scheduled: Option<Instant>,
+    pub first_token: Option<Instant>,
+    pub ended: Instant,
+}
+
+impl Timeline {
+    /// Seconds queued, in prefill and decoding, as far as the request got.
+    fn phases(&self) -> [Option<f64>; 3] {
+        let between = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64();
+        let scheduled = self.scheduled.unwrap_or(self.ended);
+        let first = self.first_token.unwrap_or(self.ended);
+        [
+            Some(between(self.arrived, scheduled)),
+            self.scheduled.map(|s| between(s, first)),
+            self.first_token.map(|f| between(f, self.ended)),
+        ]
+    }
 }
 
 /// The engine's counters; cheap to update from the generation thread.
@@ -160,15 +228,32 @@ impl Metrics {
         }
     }
 
-    /// A request that ended, `seconds` after it arrived.
-    pub fn finished(&self, reason: Option<FinishReason>, seconds: f64) {
+    /// A request that ended (`reason` none: it failed), with when it went through each phase
+    /// and its prompt and completion tokens. A finished request's phases and tokens go into
+    /// their histograms; every request's end-to-end time does.
+    pub fn finished(&self, reason: Option<FinishReason>, timeline: &Timeline, tokens: [usize; 2]) {
         let counter = match reason {
             Some(FinishReason::Stop) => &self.finished_stop,
             Some(FinishReason::Length) => &self.finished_length,
             None => &self.failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        self.latencies().end_to_end.observe(seconds);
+        let mut guard = self.latencies();
+        let l = &mut *guard;
+        let total = timeline.ended.saturating_duration_since(timeline.arrived);
+        l.end_to_end.observe(total.as_secs_f64());
+        if reason.is_none() {
+            return;
+        }
+        let [queue, prefill, decode] = timeline.phases();
+        let phases = [&mut l.queue, &mut l.prefill, &mut l.decode];
+        for (histogram, seconds) in phases.into_iter().zip([queue, prefill, decode]) {
+            if let Some(seconds) = seconds {
+                histogram.observe(seconds);
+            }
+        }
+        l.prompt_tokens.observe(tokens[0] as f64);
+        l.generation_tokens.observe(tokens[1] as f64);
     }
 
     /// Everything, in the Prometheus text exposition format.
@@ -305,6 +390,36 @@ impl Metrics {
             names::E2E_REQUEST_LATENCY_SECONDS,
             "Arrival to the last token.",
         );
+        let per_request = [
+            (
+                &l.queue,
+                names::REQUEST_QUEUE_TIME_SECONDS,
+                "Arrival to the first step.",
+            ),
+            (
+                &l.prefill,
+                names::REQUEST_PREFILL_TIME_SECONDS,
+                "First step to the first token.",
+            ),
+            (
+                &l.decode,
+                names::REQUEST_DECODE_TIME_SECONDS,
+                "First token to the last.",
+            ),
+            (
+                &l.prompt_tokens,
+                names::REQUEST_PROMPT_TOKENS,
+                "Prompt tokens per request.",
+            ),
+            (
+                &l.generation_tokens,
+                names::REQUEST_GENERATION_TOKENS,
+                "Tokens generated per request.",
+            ),
+        ];
+        for (histogram, name, help) in per_request {
+            histogram.render(&mut out, name, help);
+        }
         out
     }
 }
@@ -331,7 +446,15 @@ mod tests {
         m.token(true, 0.03);
         m.token(false, 0.007);
         m.token(false, 3.0);
-        m.finished(Some(FinishReason::Length), 3.2);
+        let arrived = Instant::now();
+        let after = |s: f64| arrived + std::time::Duration::from_secs_f64(s);
+        let timeline = Timeline {
+            arrived,
+            scheduled: Some(after(0.5)),
+            first_token: Some(after(0.7)),
+            ended: after(3.2),
+        };
+        m.finished(Some(FinishReason::Length), &timeline, [5, 3]);
         m.step(0.25);
         let text = m.render(Gauges {
             running: 2,
@@ -366,6 +489,13 @@ mod tests {
             "moe:e2e_request_latency_seconds_bucket{le=\"+Inf\"} 1",
             "moe:e2e_request_latency_seconds_bucket{le=\"2.5\"} 0",
             "moe:e2e_request_latency_seconds_bucket{le=\"7680\"} 1",
+            "moe:request_queue_time_seconds_bucket{le=\"0.25\"} 0",
+            "moe:request_queue_time_seconds_bucket{le=\"0.5\"} 1",
+            "moe:request_prefill_time_seconds_bucket{le=\"0.25\"} 1",
+            "moe:request_decode_time_seconds_bucket{le=\"2.5\"} 1",
+            "moe:request_prompt_tokens_bucket{le=\"5\"} 1",
+            "moe:request_prompt_tokens_bucket{le=\"2\"} 0",
+            "moe:request_generation_tokens_sum 3",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
