@@ -18,11 +18,11 @@ use crate::chat_template::{ChatTemplate, Message};
 use crate::dispatch::{Dispatcher, Precision, RemoteExperts};
 use crate::engine::{Engine, Event, Job, Token};
 use crate::metrics::{Gauges, Metrics, Timeline, with_label};
-use crate::openai::{ApiError, Precision as OpenAiPrecision, Usage};
+use crate::openai::{ApiError, FinishReason, Precision as OpenAiPrecision, Usage};
 use crate::precalculation::Tally;
 use crate::process::ProcessStats;
 use crate::readiness::Readiness;
-use crate::scheduler::{AdmitError, Scheduler, SchedulerConfig, SeqId, Step};
+use crate::scheduler::{AdmitError, Chunk, Scheduler, SchedulerConfig, SeqId, Step};
 use crate::sequence::{Decoding, token_logprobs};
 
 /// What the engine thread and the API handlers share.
@@ -78,6 +78,23 @@ struct Active {
 }
 
 impl Active {
+    /// Records its end (`reason` none: it failed): the metrics, and in its request's span its
+    /// layers answered from a pre-calculation, when there were any.
+    fn ended(&self, metrics: &Metrics, reason: Option<FinishReason>) {
+        metrics.finished(reason, &self.timeline(), self.token_counts());
+        let t = self.precalculated;
+        if t.layers > 0 {
+            self.span.in_scope(|| {
+                tracing::info!(
+                    round_trips_saved = t.layers,
+                    routed_pairs = t.routed,
+                    hits = t.hits,
+                    "pre-calculated layers of the request"
+                );
+            });
+        }
+    }
+
     /// Its phases so far, ending now.
     fn timeline(&self) -> Timeline {
         Timeline {
@@ -417,12 +434,26 @@ impl Thread {
     /// scheduler what finished.
     fn step(&mut self, step: &Step) {
         let began = Instant::now();
-        let chunks: Vec<_> = step
+        let chunks: Vec<Chunk> = step
             .chunks
             .iter()
             .filter(|c| self.active.contains_key(&c.id))
             .copied()
             .collect();
+        let results = self.forward(&chunks);
+        let mut ends = Ends::default();
+        for (c, (result, precalculated)) in chunks.iter().zip(results) {
+            match result {
+                Ok(logits) => self.take(c, &logits, (began, precalculated), &mut ends),
+                Err(e) => ends.failed.push((c.id, e)),
+            }
+        }
+        self.settle(step, ends);
+    }
+
+    /// The model step over `chunks`: per chunk its logits (or its group's error) and its
+    /// layers answered from a pre-calculation.
+    fn forward(&mut self, chunks: &[Chunk]) -> Vec<Forwarded> {
         // One exact request makes the whole step exact: its sums must be taken in order.
         let exact = chunks.iter().any(|c| self.active[&c.id].exact);
         let precision = if exact {
@@ -430,102 +461,108 @@ impl Thread {
         } else {
             Precision::Auto
         };
-        let results = {
-            let mut by_id: HashMap<SeqId, &mut Active> =
-                self.active.iter_mut().map(|(id, a)| (*id, a)).collect();
-            let seqs: Vec<SequenceStep> = chunks
-                .iter()
-                .map(|c| {
-                    let a = by_id.remove(&c.id).expect("one chunk per sequence");
-                    let scoring = a.prompt_logprobs.is_some() && c.start < a.prompt_tokens;
-                    SequenceStep {
-                        tokens: &a.tokens[c.start..c.start + c.tokens],
-                        cache: &mut a.cache,
-                        want: if scoring { Logits::All } else { Logits::Last },
-                    }
-                })
-                .collect();
-            let started = Instant::now();
-            let tokens: usize = chunks.iter().map(|c| c.tokens).sum();
-            let span = tracing::info_span!("step", sequences = chunks.len(), tokens);
-            let _step = span.enter();
-            let results = forward_micro_batches(
-                &self.model,
-                &self.dispatcher,
-                &self.runtime,
-                self.micro_batches,
-                seqs,
-                precision,
-            );
-            self.metrics.step(started.elapsed().as_secs_f64());
-            results
-        };
-        let mut stopped = Vec::new();
-        let mut gone = Vec::new();
-        let mut failed = Vec::new();
-        for (c, (result, precalculated)) in chunks.iter().zip(results) {
-            let logits = match result {
-                Ok(logits) => logits,
-                Err(e) => {
-                    failed.push((c.id, e));
-                    continue;
+        let mut by_id: HashMap<SeqId, &mut Active> =
+            self.active.iter_mut().map(|(id, a)| (*id, a)).collect();
+        let seqs: Vec<SequenceStep> = chunks
+            .iter()
+            .map(|c| {
+                let a = by_id.remove(&c.id).expect("one chunk per sequence");
+                let scoring = a.prompt_logprobs.is_some() && c.start < a.prompt_tokens;
+                SequenceStep {
+                    tokens: &a.tokens[c.start..c.start + c.tokens],
+                    cache: &mut a.cache,
+                    want: if scoring { Logits::All } else { Logits::Last },
                 }
-            };
-            let a = self.active.get_mut(&c.id).expect("filtered above");
-            a.precalculated.add(precalculated);
-            a.scheduled.get_or_insert(began);
-            let mut prompt = Vec::new();
-            let mut logits = logits.as_slice();
-            if a.prompt_logprobs.is_some() && c.start < a.prompt_tokens {
-                if let Err(e) = a.score_prompt(c.start, c.tokens, logits, &self.tokenizer) {
-                    failed.push((c.id, ApiError::internal(e.to_string())));
-                    continue;
-                }
-                logits = &logits[logits.len() - logits.len() / c.tokens..];
-                if c.samples
-                    && let Some((scored, _)) = a.prompt_logprobs.take()
-                {
-                    prompt.push(Event::Prompt(scored));
-                }
+            })
+            .collect();
+        let started = Instant::now();
+        let tokens: usize = chunks.iter().map(|c| c.tokens).sum();
+        let span = tracing::info_span!("step", sequences = chunks.len(), tokens);
+        let _step = span.enter();
+        let results = forward_micro_batches(
+            &self.model,
+            &self.dispatcher,
+            &self.runtime,
+            self.micro_batches,
+            seqs,
+            precision,
+        );
+        self.metrics.step(started.elapsed().as_secs_f64());
+        results
+    }
+
+    /// Takes chunk `c`'s `logits` from the step that `began`: scores the prompt positions asked
+    /// for, samples when the chunk ends the prompt or is a decode, and sends the events; what
+    /// ended goes into `ends`.
+    fn take(
+        &mut self,
+        c: &Chunk,
+        logits: &[f32],
+        (began, precalculated): (Instant, Tally),
+        ends: &mut Ends,
+    ) {
+        let a = self.active.get_mut(&c.id).expect("filtered above");
+        a.precalculated.add(precalculated);
+        a.scheduled.get_or_insert(began);
+        let mut prompt = Vec::new();
+        let mut logits = logits;
+        if a.prompt_logprobs.is_some() && c.start < a.prompt_tokens {
+            if let Err(e) = a.score_prompt(c.start, c.tokens, logits, &self.tokenizer) {
+                ends.failed.push((c.id, ApiError::internal(e.to_string())));
+                return;
             }
-            if !c.samples {
-                continue;
-            }
-            let before = a.decoding.generated().len();
-            let events = match a.decoding.advance(logits, &self.tokenizer) {
-                Ok(events) => prompt.into_iter().chain(events).collect(),
-                Err(e) => vec![Event::Failed(ApiError::internal(e.to_string()))],
-            };
-            if a.decoding.generated().len() > before
-                && let Some(&id) = a.decoding.generated().last()
+            logits = &logits[logits.len() - logits.len() / c.tokens..];
+            if c.samples
+                && let Some((scored, _)) = a.prompt_logprobs.take()
             {
-                a.tokens.push(id);
-                let now = Instant::now();
-                let since = a.last_token.unwrap_or(a.arrived);
-                self.metrics
-                    .token(a.last_token.is_none(), (now - since).as_secs_f64());
-                a.first_token.get_or_insert(now);
-                a.last_token = Some(now);
-            }
-            for event in events {
-                let (timeline, tokens) = (a.timeline(), a.token_counts());
-                match &event {
-                    Event::Prompt(_) | Event::Token(_) => {}
-                    Event::Finished { reason, .. } => {
-                        self.metrics.finished(Some(*reason), &timeline, tokens)
-                    }
-                    Event::Failed(_) => self.metrics.finished(None, &timeline, tokens),
-                }
-                let done = matches!(event, Event::Finished { .. } | Event::Failed(_));
-                if a.events.try_send(event).is_err() {
-                    gone.push(c.id);
-                    break;
-                }
-                if done {
-                    stopped.push(c.id);
-                }
+                prompt.push(Event::Prompt(scored));
             }
         }
+        if !c.samples {
+            return;
+        }
+        let before = a.decoding.generated().len();
+        let events = match a.decoding.advance(logits, &self.tokenizer) {
+            Ok(events) => prompt.into_iter().chain(events).collect(),
+            Err(e) => vec![Event::Failed(ApiError::internal(e.to_string()))],
+        };
+        if a.decoding.generated().len() > before
+            && let Some(&id) = a.decoding.generated().last()
+        {
+            a.tokens.push(id);
+            let now = Instant::now();
+            let since = a.last_token.unwrap_or(a.arrived);
+            self.metrics
+                .token(a.last_token.is_none(), (now - since).as_secs_f64());
+            a.first_token.get_or_insert(now);
+            a.last_token = Some(now);
+        }
+        for event in events {
+            let ended = match &event {
+                Event::Prompt(_) | Event::Token(_) => None,
+                Event::Finished { reason, .. } => Some(Some(*reason)),
+                Event::Failed(_) => Some(None),
+            };
+            if let Some(reason) = ended {
+                a.ended(&self.metrics, reason);
+            }
+            if a.events.try_send(event).is_err() {
+                ends.gone.push(c.id);
+                break;
+            }
+            if ended.is_some() {
+                ends.stopped.push(c.id);
+            }
+        }
+    }
+
+    /// Fails, cancels and completes what the step ended, and tells the scheduler.
+    fn settle(&mut self, step: &Step, ends: Ends) {
+        let Ends {
+            stopped,
+            gone,
+            failed,
+        } = ends;
         for (id, error) in failed {
             self.fail(id, error);
         }
@@ -543,20 +580,8 @@ impl Thread {
             if let Some(a) = self.active.remove(&f.id)
                 && !stopped.contains(&f.id)
             {
-                self.metrics
-                    .finished(Some(f.reason), &a.timeline(), a.token_counts());
+                a.ended(&self.metrics, Some(f.reason));
                 let usage = Usage::new(a.prompt_tokens, a.decoding.completion_tokens());
-                let t = a.precalculated;
-                if t.layers > 0 {
-                    a.span.in_scope(|| {
-                        tracing::info!(
-                            round_trips_saved = t.layers,
-                            routed_pairs = t.routed,
-                            hits = t.hits,
-                            "pre-calculated layers of the request"
-                        );
-                    });
-                }
                 let _ = a.events.try_send(Event::Finished {
                     reason: f.reason,
                     usage,
@@ -568,11 +593,20 @@ impl Thread {
 
     fn fail(&mut self, id: SeqId, error: ApiError) {
         if let Some(a) = self.active.remove(&id) {
-            self.metrics.finished(None, &a.timeline(), a.token_counts());
+            a.ended(&self.metrics, None);
             let _ = a.events.try_send(Event::Failed(error));
         }
         self.shared.lock().scheduler.cancel(id);
     }
+}
+
+/// The sequences a step ended: stopped (finished or failed, their events sent), gone (their
+/// client went away) and failed before sampling (with the error to send).
+#[derive(Default)]
+struct Ends {
+    stopped: Vec<SeqId>,
+    gone: Vec<SeqId>,
+    failed: Vec<(SeqId, ApiError)>,
 }
 
 /// One sequence's result of a forward pass: its logits or its group's error, and its layers
