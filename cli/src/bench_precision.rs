@@ -7,6 +7,9 @@
 //! low, skipped) and the share of link time at each rung, from the gateway's metrics. Once per
 //! run, with the links unshaped, `off` gives the throughput the links cost.
 //!
+//! With `--pre-calculate alternate` every gateway pre-calculates (DAOP) and the quality columns
+//! are measured with it.
+//!
 //! Quality comes from `moe eval-quality`'s measurement of the ladder's top rung on the
 //! checkpoint's held-out text (every layer call at that rung: the most it can cost, since a
 //! link sits at a rung only while saturated): perplexity change, mean KL and top-1 agreement
@@ -57,6 +60,10 @@ pub struct BenchPrecisionArgs {
     /// Concurrent streams.
     #[arg(long, default_value_t = 16)]
     streams: usize,
+    /// The gateways' pre-calculation (`off` or `alternate`), for every setting and for the
+    /// quality columns alike.
+    #[arg(long, default_value = "off")]
+    pre_calculate: PreCalculate,
     /// Prompt tokens per request.
     #[arg(long, default_value_t = 32)]
     prompt_tokens: usize,
@@ -129,6 +136,8 @@ fn run_setting(
         &thresholds.t1.to_string(),
         "--precision-t2",
         &thresholds.t2.to_string(),
+        "--pre-calculate",
+        args.pre_calculate.name(),
     ]
     .map(String::from);
     let spec = ClusterSpec {
@@ -189,7 +198,7 @@ pub fn run(args: &BenchPrecisionArgs) -> anyhow::Result<()> {
             .parse::<PrecisionPair>()
             .map_err(anyhow::Error::msg)?,
         threads: args.threads,
-        pre_calculate: PreCalculate::Off,
+        pre_calculate: args.pre_calculate,
     };
     eprintln!("quality of each ladder's top rung on {}", text.display());
     let quality = measure(&setup, &args.ladders)?;
@@ -294,6 +303,7 @@ pub fn run(args: &BenchPrecisionArgs) -> anyhow::Result<()> {
         "max_tokens": args.max_tokens,
         "t1": thresholds.t1,
         "t2": thresholds.t2,
+        "pre_calculate": args.pre_calculate.name(),
         "unshaped_off_tokens_per_second": tps(&unshaped),
         "quality_tokens": quality.tokens,
         "exact_perplexity": quality.exact_perplexity,
