@@ -221,11 +221,6 @@ impl Dispatcher {
         self
     }
 
-    /// The layers answered from a pre-calculation so far, and how their predictions scored.
-    pub fn precalculated(&self) -> Tally {
-        self.precalculated.get()
-    }
-
     /// Talks to the nodes over TLS with `tls` (their certificates checked against its CA, its
     /// own certificate presented when it has one).
     pub fn with_tls(mut self, tls: ClientTlsConfig) -> Dispatcher {
@@ -453,7 +448,7 @@ impl Dispatcher {
     }
 
     /// One attempt's routing table for the shares `run` has left, by the node records and the
-    /// links' health now; `Err` is an expert no replica can take.
+    /// links' health now; `Err` is a share no replica can take.
     fn plan(
         &self,
         run: &mut LayerRun,
@@ -485,9 +480,9 @@ impl Dispatcher {
         assign(&mut run.remaining, &choose, &low)
     }
 
-    /// `Ok` when replicas of `unit`'s expert are still loading and the deadline leaves time to wait for
-    /// them; otherwise why the layer fails: every node reported it cannot load the expert, or
-    /// no replica is left.
+    /// `Ok` when replicas of `unit`'s expert are still loading and the deadline leaves time to
+    /// wait for them; otherwise why the layer fails: every node reported it cannot load the
+    /// expert, or no replica is left.
     fn wait_for_replicas(
         &self,
         Unit { layer, expert, .. }: Unit,
