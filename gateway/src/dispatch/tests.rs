@@ -226,6 +226,55 @@ fn low_pairs_are_rerouted_from_a_downgrading_link_to_the_least_loaded_healthy_re
 }
 
 #[test]
+fn a_failed_nodes_shares_of_both_layers_wait_for_a_replica_and_both_sums_come_back() {
+    use super::layer::ExpertPairs;
+    let (hidden, limits) = (2, Limits::default());
+    let pair = |token| Pair {
+        token,
+        weight: 1.0,
+        unimportance: 0.0,
+    };
+    let now: ExpertPairs = [(1, vec![pair(0)])].into_iter().collect();
+    let later: ExpertPairs = [(4, vec![pair(1)])].into_iter().collect();
+    let mut run = LayerRun::new((3, &now), Some((5, &later)), 2 * hidden, false);
+    let units: Vec<Unit> = run.remaining.keys().copied().collect();
+    let keys: Vec<(usize, usize)> = units.iter().map(|u| (u.layer, u.expert)).collect();
+    assert_eq!(keys, [(3, 1), (5, 4)]);
+    let work = run.work(&units);
+    let node = NodeId::from("a");
+    let lost = Err(CallError::Closed {
+        address: "a".into(),
+        reason: "reset".into(),
+    });
+    let answer = run.answer((&node, &units), lost, (&work, &[0, 1]), (hidden, &limits));
+    assert_eq!(answer, Ok(Answer::Retry));
+    assert_eq!(
+        run.remaining.len(),
+        2,
+        "both layers' shares wait for a replica"
+    );
+    assert!(run.excluded.contains(&node));
+
+    let rows = |v: f32| tensor::encode(&[v; 4], 2, hidden, WireDtype::F32).unwrap();
+    let reply = LayerReply {
+        output: Some(rows(1.0)),
+        ahead_output: Some(rows(2.0)),
+        ..LayerReply::default()
+    };
+    let replica = NodeId::from("b");
+    let answer = run.answer(
+        (&replica, &units),
+        Ok(reply),
+        (&work, &[0, 1]),
+        (hidden, &limits),
+    );
+    assert_eq!(answer, Ok(Answer::Merged));
+    assert!(run.remaining.is_empty());
+    let (sums, ahead) = run.finish(&now, hidden);
+    assert_eq!((sums, ahead), (vec![1.0; 4], vec![2.0; 4]));
+}
+
+#[test]
 fn a_message_carrying_rerouted_pairs_travels_as_int8_at_least() {
     let unit = |rerouted| Unit {
         layer: 0,
