@@ -141,7 +141,9 @@ impl GatewayService for GrpcApi {
         if validated.model != engine.model() {
             return Err(status(ApiError::not_found_model(&validated.model)));
         }
-        let prompt = match validated.input {
+        // One prompt, as the message carries it.
+        let input = validated.input.into_iter().next();
+        let prompt = match input.ok_or_else(|| Status::invalid_argument("no prompt"))? {
             Prompt::Tokens(ids) => ids,
             Prompt::Text(text) => {
                 let tokenizing = Arc::clone(&engine);

@@ -38,12 +38,12 @@ use crate::api_keys::ApiKeys;
 use crate::chat_template::Message;
 use crate::engine::{Engine, Event, Job, Token};
 use crate::openai::{
-    ApiError, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatLogprobs,
-    ChatMessage, ChatTokenLogprob, ChatTopLogprob, Completion, CompletionChunk, CompletionLogprobs,
-    CompletionRequest, Delta, DetokenizeRequest, DetokenizeResponse, ErrorKind, FinishReason,
-    InputField, Limits, ModelCard, ModelList, Prompt, ResponseMeta, Role, SSE_DONE, SamplingParams,
-    StopReason, TokenizeInput, TokenizeRequest, TokenizeResponse, TopLogprobs, Usage, Validated,
-    check_context, sse_event,
+    ApiError, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatLogprobs,
+    ChatMessage, ChatTokenLogprob, ChatTopLogprob, Completion, CompletionChoice, CompletionChunk,
+    CompletionLogprobs, CompletionRequest, Delta, DetokenizeRequest, DetokenizeResponse, ErrorKind,
+    FinishReason, InputField, Limits, ModelCard, ModelList, Prompt, ResponseMeta, Role, SSE_DONE,
+    SamplingParams, StopReason, TokenizeInput, TokenizeRequest, TokenizeResponse, TopLogprobs,
+    Usage, Validated, check_context, sse_event,
 };
 
 /// The largest request body accepted unless configured otherwise: 1 MiB.
@@ -419,9 +419,13 @@ async fn completions(
     let request = CompletionRequest::from_json(&state.body(body)?)?;
     state.check_model(&request.model)?;
     let Validated { input, params, .. } = request.validate(&state.limits())?;
+    let meta = state.meta(id);
+    if input.len() > 1 || params.n > 1 {
+        return several_completions(&state, &meta, input, &params).await;
+    }
+    let input = input.into_iter().next().expect("one prompt, validated");
     let (prompt, echo) = completion_prompt(&state.engine, input, &params).await?;
     let events = state.submit(InputField::Prompt, prompt, &params)?;
-    let meta = state.meta(id);
     let logprobs = params.logprobs.is_some();
     if params.stream {
         // With logprobs the echoed prompt goes out with its tokens' log-probabilities, once the
@@ -437,13 +441,65 @@ async fn completions(
         };
         return Ok(event_stream(events, opening, frames));
     }
+    let generated = collect(events).await?;
+    let usage = generated.usage;
+    let choice = completion_choice(0, echo, generated, logprobs);
+    Ok(Json(Completion::of(&meta, vec![choice], usage)).into_response())
+}
+
+/// A batch of prompts, or `n` choices of each: every choice its own job (choice `j` of a prompt
+/// sampled with `seed + j`), all submitted before any is awaited, answered together. The
+/// usage counts each prompt once and every choice's tokens, as vLLM counts them.
+async fn several_completions(
+    state: &AppState,
+    meta: &ResponseMeta,
+    prompts: Vec<Prompt>,
+    params: &SamplingParams,
+) -> Result<Response, ApiError> {
+    let mut jobs = Vec::new();
+    let mut prompt_tokens = 0;
+    for prompt in prompts {
+        let (ids, echo) = completion_prompt(&state.engine, prompt, params).await?;
+        prompt_tokens += ids.len();
+        for choice in choice_params(params) {
+            let events = state.submit(InputField::Prompt, ids.clone(), &choice)?;
+            jobs.push((echo.clone(), events));
+        }
+    }
+    let logprobs = params.logprobs.is_some();
+    let (mut choices, mut completion_tokens) = (Vec::new(), 0);
+    for (index, (echo, events)) in jobs.into_iter().enumerate() {
+        let generated = collect(events).await?;
+        completion_tokens += generated.usage.completion_tokens;
+        choices.push(completion_choice(index as u32, echo, generated, logprobs));
+    }
+    let usage = Usage::new(prompt_tokens, completion_tokens);
+    Ok(Json(Completion::of(meta, choices, usage)).into_response())
+}
+
+/// The sampling parameters of each of `params.n` choices: choice `j` seeded with `seed + j`
+/// (0 + j without a seed), so that they differ when they sample.
+fn choice_params(params: &SamplingParams) -> impl Iterator<Item = SamplingParams> + '_ {
+    (0..params.n as u64).map(|j| SamplingParams {
+        seed: Some(params.seed.unwrap_or(0).wrapping_add(j)),
+        ..params.clone()
+    })
+}
+
+/// One completion choice from its job's result, after the echoed prompt `echo`.
+fn completion_choice(
+    index: u32,
+    echo: String,
+    generated: Generated,
+    logprobs: bool,
+) -> CompletionChoice {
     let Generated {
         prompt,
         tokens,
         reason,
-        usage,
         stop_reason,
-    } = collect(events).await?;
+        ..
+    } = generated;
     let logprobs = logprobs.then(|| {
         let scored: Vec<Token> = prompt.into_iter().chain(tokens.iter().cloned()).collect();
         let offset = if scored.len() > tokens.len() {
@@ -453,9 +509,13 @@ async fn completions(
         };
         completion_logprobs(&scored, offset)
     });
-    let text = echo + &concatenated(&tokens);
-    let completion = Completion::new(&meta, text, logprobs, reason, usage);
-    Ok(Json(completion.stopped_by(stop_reason)).into_response())
+    CompletionChoice {
+        index,
+        text: echo + &concatenated(&tokens),
+        logprobs,
+        finish_reason: Some(reason),
+        stop_reason,
+    }
 }
 
 /// The prompt's token ids, and with `echo` its text (empty otherwise).
@@ -531,9 +591,12 @@ async fn chat_completions(
         engine.tokenize(&engine.chat_prompt(&messages)?, true)
     })
     .await?;
-    let events = state.submit(InputField::Messages, prompt, &params)?;
     let meta = state.meta(id);
     let logprobs = params.logprobs.is_some();
+    if params.n > 1 {
+        return several_chat_choices(&state, &meta, prompt, &params).await;
+    }
+    let events = state.submit(InputField::Messages, prompt, &params)?;
     if params.stream {
         let opening = ChatCompletionChunk::delta(&meta, Delta::assistant(), None, None);
         let opening = Some(sse_event(&opening));
@@ -544,19 +607,47 @@ async fn chat_completions(
         };
         return Ok(event_stream(events, opening, frames));
     }
+    let generated = collect(events).await?;
+    let usage = generated.usage;
+    let choice = chat_choice(0, generated, logprobs);
+    Ok(Json(ChatCompletion::of(&meta, vec![choice], usage)).into_response())
+}
+
+/// `n` choices of one conversation, each its own job seeded as [`choice_params`] says,
+/// answered together; the usage counts the prompt once.
+async fn several_chat_choices(
+    state: &AppState,
+    meta: &ResponseMeta,
+    prompt: Vec<u32>,
+    params: &SamplingParams,
+) -> Result<Response, ApiError> {
+    let prompt_tokens = prompt.len();
+    let jobs = choice_params(params)
+        .map(|choice| state.submit(InputField::Messages, prompt.clone(), &choice))
+        .collect::<Result<Vec<_>, _>>()?;
+    let logprobs = params.logprobs.is_some();
+    let (mut choices, mut completion_tokens) = (Vec::new(), 0);
+    for (index, events) in jobs.into_iter().enumerate() {
+        let generated = collect(events).await?;
+        completion_tokens += generated.usage.completion_tokens;
+        choices.push(chat_choice(index as u32, generated, logprobs));
+    }
+    let usage = Usage::new(prompt_tokens, completion_tokens);
+    Ok(Json(ChatCompletion::of(meta, choices, usage)).into_response())
+}
+
+/// One chat choice from its job's result.
+fn chat_choice(index: u32, generated: Generated, logprobs: bool) -> ChatChoice {
     let Generated {
         tokens,
         reason,
-        usage,
         stop_reason,
         ..
-    } = collect(events).await?;
+    } = generated;
     let logprobs = logprobs.then(|| ChatLogprobs {
         content: tokens.iter().map(chat_logprob).collect(),
     });
-    let content = concatenated(&tokens);
-    let completion = ChatCompletion::new(&meta, content, logprobs, reason, usage);
-    Ok(Json(completion.stopped_by(stop_reason)).into_response())
+    ChatChoice::new(index, concatenated(&tokens), logprobs, reason).stopped_by(stop_reason)
 }
 
 fn template_message(message: &ChatMessage) -> Message {

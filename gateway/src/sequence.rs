@@ -276,6 +276,7 @@ mod tests {
             precision: Precision::Exact,
             stream: true,
             include_usage: false,
+            n: 1,
         }
     }
 

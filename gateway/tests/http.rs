@@ -759,6 +759,58 @@ async fn the_model_list_names_the_served_model() {
 }
 
 #[tokio::test]
+async fn a_batch_of_prompts_and_n_give_a_choice_each_and_usage_counts_each_prompt_once() {
+    let (engine, server) = start().await;
+    let body = json!({"model": MODEL, "prompt": ["ab cd", "efg"], "n": 2, "max_tokens": 3,
+                      "seed": 10});
+    let reply = post(&server, "/v1/completions", &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let json = reply.json();
+    let choices = json["choices"].as_array().unwrap();
+    let indexes: Vec<u64> = choices
+        .iter()
+        .map(|c| c["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indexes, [0, 1, 2, 3]);
+    assert!(
+        choices.iter().all(|c| c["text"] == "Hello, world"),
+        "{json}"
+    );
+    // Prompts of 2 and 1 tokens, each once; 3 tokens for each of the four choices.
+    assert_eq!(json["usage"]["prompt_tokens"], 3);
+    assert_eq!(json["usage"]["completion_tokens"], 12);
+    let jobs: Vec<(Vec<u32>, Option<u64>)> = engine
+        .jobs()
+        .iter()
+        .map(|j| (j.prompt.clone(), j.params.seed))
+        .collect();
+    let expected = [
+        (vec![2, 2], Some(10)),
+        (vec![2, 2], Some(11)),
+        (vec![3], Some(10)),
+        (vec![3], Some(11)),
+    ];
+    assert_eq!(jobs, expected, "choice j of a prompt is seeded seed + j");
+
+    let chat = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 3});
+    let reply = post(&server, "/v1/chat/completions", &chat).await;
+    let json = reply.json();
+    let choices = json["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3, "{json}");
+    assert_eq!(choices[2]["index"], 2);
+    assert_eq!(
+        json["usage"]["prompt_tokens"], 2,
+        "the conversation once: {json}"
+    );
+    let streamed = json!({"model": MODEL, "prompt": "a", "n": 2, "stream": true});
+    let refused = post(&server, "/v1/completions", &streamed).await;
+    assert_eq!(
+        (refused.status, refused.json()["error"]["param"].clone()),
+        (400, json!("n"))
+    );
+}
+
+#[tokio::test]
 async fn what_stopped_a_completion_is_its_stop_reason() {
     let engine = Arc::new(ScriptedEngine {
         stop_reason: Some(StopReason::Text("END".into())),

@@ -743,6 +743,28 @@ async fn a_gateway_completes_like_the_single_process_model_through_a_node_failur
         (status, forced["choices"][0]["text"].as_str()),
         (200, Some(sevens.as_str()))
     );
+    // n choices are sampled on their own, choice j as a single request seeded seed + j would be.
+    let sampled = |seed: u64, n: usize| {
+        let mut body = complete(prompts[0]);
+        body["temperature"] = 1.0.into();
+        body["seed"] = seed.into();
+        body["n"] = n.into();
+        body
+    };
+    let (status, both) = post(&gateway.address, "/v1/completions", &sampled(5, 2)).await;
+    assert_eq!(status, 200, "{both}");
+    for (j, seed) in [5, 6].into_iter().enumerate() {
+        let (_, single) = post(&gateway.address, "/v1/completions", &sampled(seed, 1)).await;
+        assert_eq!(
+            both["choices"][j]["text"], single["choices"][0]["text"],
+            "{both}"
+        );
+        assert_eq!(both["choices"][j]["index"], j, "{both}");
+    }
+    assert_ne!(
+        both["choices"][0]["text"], both["choices"][1]["text"],
+        "{both}"
+    );
     // A stop token ends generation where greedy would sample it, but not before min_tokens.
     let first = reference_run(prompts[0], Default::default()).token_ids[0];
     let mut body = complete(prompts[0]);

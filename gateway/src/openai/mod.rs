@@ -5,9 +5,10 @@
 //! Supported:
 //!
 //! * `POST /v1/completions` ([`CompletionRequest`]): `model`, `prompt` (a string, an array of
-//!   token ids, or an array holding exactly one of those), `max_tokens` (default 16), `temperature`
-//!   (0..=2, default 1), `top_p` (0 < p <= 1, default 1), `seed`, `stop` (a string or up to four
-//!   non-empty strings), `n` (1 only), `stream`, `stream_options.include_usage`, `logprobs`
+//!   token ids, or a batch: an array of those, [`Prompts`]), `max_tokens` (default 16),
+//!   `temperature` (0..=2, default 1), `top_p` (0 < p <= 1, default 1), `seed`, `stop` (a string
+//!   or up to four non-empty strings), `n` (prompts times `n` at most [`MAX_CHOICES`]; more
+//!   than one choice without `stream` only), `stream`, `stream_options.include_usage`, `logprobs`
 //!   (0..=20 alternatives per position), `echo` (text prompts; with `logprobs`, the prompt's
 //!   tokens are scored too, the first with `null`; with `max_tokens` 0, only scored), and the
 //!   extension `precision` (`"exact"` opts out of the link-aware precision downgrades, `"auto"`
@@ -24,7 +25,7 @@
 //!   [`ChatCompletionChunk`], [`ModelList`]) in OpenAI's shapes, and server-sent-event framing
 //!   ([`sse_event`], [`SSE_DONE`]).
 //!
-//! Refused with a 400 that names the field: batch prompts, `n` other than 1, content parts other
+//! Refused with a 400 that names the field: streaming more than one choice, content parts other
 //! than text, and the OpenAI and vLLM features this server does not implement when a request
 //! actually asks for them (`UNIMPLEMENTED`: `tools`, `functions`, `tool_choice` other than
 //! `none`/`auto`, `response_format` other than `text`, `best_of` above 1, a non-empty `suffix`,

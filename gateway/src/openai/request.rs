@@ -44,13 +44,46 @@ impl TryFrom<Value> for Prompt {
                     _ => Err(FORMS.to_owned()),
                 }
             }
+            Value::Array(items) => token_ids(items),
+            _ => Err(FORMS.to_owned()),
+        }
+    }
+}
+
+/// The most choices one request asks for: prompts times `n`.
+pub const MAX_CHOICES: usize = 64;
+
+/// A completion request's prompts: one (as [`Prompt`] reads it), or a batch (an array of
+/// strings or of token-id arrays, at most [`MAX_CHOICES`]), each completed on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Value")]
+pub struct Prompts(pub Vec<Prompt>);
+
+impl TryFrom<Value> for Prompts {
+    type Error = String;
+
+    fn try_from(value: Value) -> Result<Self, String> {
+        match value {
             Value::Array(items)
                 if items.len() > 1 && items.iter().all(|i| i.is_string() || i.is_array()) =>
             {
-                Err("batch prompts are not supported: send one prompt per request".to_owned())
+                if items.len() > MAX_CHOICES {
+                    let n = items.len();
+                    return Err(format!(
+                        "a batch holds at most {MAX_CHOICES} prompts, got {n}"
+                    ));
+                }
+                let one = |item: Value| match item {
+                    Value::Array(ids) => token_ids(ids),
+                    other => Prompt::try_from(other),
+                };
+                items
+                    .into_iter()
+                    .map(one)
+                    .collect::<Result<_, _>>()
+                    .map(Prompts)
             }
-            Value::Array(items) => token_ids(items),
-            _ => Err(FORMS.to_owned()),
+            other => Prompt::try_from(other).map(|p| Prompts(vec![p])),
         }
     }
 }
@@ -151,7 +184,7 @@ pub struct StreamOptions {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CompletionRequest {
     pub model: String,
-    pub prompt: Prompt,
+    pub prompt: Prompts,
     pub max_tokens: Option<i64>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
@@ -361,6 +394,8 @@ pub struct SamplingParams {
     pub stream: bool,
     /// Streaming only: end the stream with a usage chunk.
     pub include_usage: bool,
+    /// Choices per prompt, each sampled on its own.
+    pub n: usize,
 }
 
 /// A request that passed validation: its model name, its input (a [`Prompt`] or the chat
@@ -381,7 +416,7 @@ impl CompletionRequest {
     }
 
     /// Checks every field against OpenAI's ranges and `limits`.
-    pub fn validate(&self, limits: &Limits) -> Result<Validated<Prompt>, ApiError> {
+    pub fn validate(&self, limits: &Limits) -> Result<Validated<Vec<Prompt>>, ApiError> {
         let max_tokens = match self.max_tokens {
             None => DEFAULT_COMPLETION_MAX_TOKENS.min(limits.max_tokens_limit),
             // Prompt scoring, as vLLM allows it: the echoed prompt (with its log-probabilities
@@ -410,9 +445,21 @@ impl CompletionRequest {
             extra: &self.extra,
         }
         .validate()?;
+        let prompts = self.prompt.0.len();
+        if prompts * params.n > MAX_CHOICES {
+            let why = format!(
+                "prompts times n must be at most {MAX_CHOICES}, got {prompts} x {}.",
+                params.n
+            );
+            return Err(ApiError::bad_request("n", why));
+        }
+        if prompts > 1 && params.stream {
+            let why = "A batch of prompts is served without stream only.";
+            return Err(ApiError::bad_request("prompt", why));
+        }
         Ok(Validated {
             model: self.model.clone(),
-            input: self.prompt.clone(),
+            input: self.prompt.0.clone(),
             params,
         })
     }
@@ -525,13 +572,16 @@ impl Knobs<'_> {
         }
         let shaping = self.filters.validate(self.vocab_size)?;
         let ending = self.filters.ending(self.max_tokens)?;
-        if let Some(n) = self.n
-            && n != 1
-        {
+        let n = self.n.unwrap_or(1);
+        if !(1..=MAX_CHOICES as i64).contains(&n) {
             return Err(ApiError::bad_request(
                 "n",
-                format!("n must be 1: this server returns one choice per request, got {n}."),
+                format!("n must be between 1 and {MAX_CHOICES}, got {n}."),
             ));
+        }
+        if n > 1 && self.stream == Some(true) {
+            let why = "n above 1 is served without stream only.";
+            return Err(ApiError::bad_request("n", why));
         }
         if self.stop.len() > MAX_STOP_SEQUENCES {
             return Err(ApiError::bad_request(
@@ -572,6 +622,7 @@ impl Knobs<'_> {
             precision: self.precision.unwrap_or_default(),
             stream,
             include_usage,
+            n: n as usize,
         })
     }
 }

@@ -109,28 +109,26 @@ impl Completion {
         finish_reason: FinishReason,
         usage: Usage,
     ) -> Self {
+        let choice = CompletionChoice {
+            index: 0,
+            text,
+            logprobs,
+            finish_reason: Some(finish_reason),
+            stop_reason: None,
+        };
+        Self::of(meta, vec![choice], usage)
+    }
+
+    /// A completion of `choices` (one per prompt and `n`, indexed in that order).
+    pub fn of(meta: &ResponseMeta, choices: Vec<CompletionChoice>, usage: Usage) -> Self {
         Self {
             id: format!("cmpl-{}", meta.request_id),
             object: "text_completion",
             created: meta.created,
             model: meta.model.clone(),
-            choices: vec![CompletionChoice {
-                index: 0,
-                text,
-                logprobs,
-                finish_reason: Some(finish_reason),
-                stop_reason: None,
-            }],
+            choices,
             usage,
         }
-    }
-
-    /// The completion with what stopped it.
-    pub fn stopped_by(mut self, stop_reason: Option<StopReason>) -> Self {
-        self.choices
-            .iter_mut()
-            .for_each(|c| c.stop_reason = stop_reason.clone());
-        self
     }
 }
 
@@ -230,6 +228,34 @@ pub struct ChatChoice {
     pub stop_reason: Option<StopReason>,
 }
 
+impl ChatChoice {
+    /// Choice `index`: the assistant's `content`.
+    pub fn new(
+        index: u32,
+        content: String,
+        logprobs: Option<ChatLogprobs>,
+        finish_reason: FinishReason,
+    ) -> Self {
+        let message = AssistantMessage {
+            role: Role::Assistant,
+            content,
+        };
+        ChatChoice {
+            index,
+            message,
+            logprobs,
+            finish_reason,
+            stop_reason: None,
+        }
+    }
+
+    /// The choice with what stopped it.
+    pub fn stopped_by(mut self, stop_reason: Option<StopReason>) -> Self {
+        self.stop_reason = stop_reason;
+        self
+    }
+}
+
 /// The answer to a non-streaming `POST /v1/chat/completions`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatCompletion {
@@ -249,32 +275,20 @@ impl ChatCompletion {
         finish_reason: FinishReason,
         usage: Usage,
     ) -> Self {
-        let message = AssistantMessage {
-            role: Role::Assistant,
-            content,
-        };
+        let choice = ChatChoice::new(0, content, logprobs, finish_reason);
+        Self::of(meta, vec![choice], usage)
+    }
+
+    /// A chat completion of `choices` (`n` of them, indexed in order).
+    pub fn of(meta: &ResponseMeta, choices: Vec<ChatChoice>, usage: Usage) -> Self {
         Self {
             id: format!("chatcmpl-{}", meta.request_id),
             object: "chat.completion",
             created: meta.created,
             model: meta.model.clone(),
-            choices: vec![ChatChoice {
-                index: 0,
-                message,
-                logprobs,
-                finish_reason,
-                stop_reason: None,
-            }],
+            choices,
             usage,
         }
-    }
-
-    /// The completion with what stopped it.
-    pub fn stopped_by(mut self, stop_reason: Option<StopReason>) -> Self {
-        self.choices
-            .iter_mut()
-            .for_each(|c| c.stop_reason = stop_reason.clone());
-        self
     }
 }
 

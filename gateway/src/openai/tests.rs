@@ -11,7 +11,7 @@ const LIMITS: Limits = Limits {
     vocab_size: 32000,
 };
 
-fn completion(body: Value) -> Result<Validated<Prompt>, ApiError> {
+fn completion(body: Value) -> Result<Validated<Vec<Prompt>>, ApiError> {
     CompletionRequest::from_json(body.to_string().as_bytes())?.validate(&LIMITS)
 }
 
@@ -19,8 +19,11 @@ fn chat(body: Value) -> Result<Validated<Vec<ChatMessage>>, ApiError> {
     ChatCompletionRequest::from_json(body.to_string().as_bytes())?.validate(&LIMITS)
 }
 
+/// The one prompt of a completion request (panics on a batch).
 fn prompt(prompt: Value) -> Result<Prompt, ApiError> {
-    completion(json!({"model": "m", "prompt": prompt})).map(|v| v.input)
+    let prompts = completion(json!({"model": "m", "prompt": prompt}))?.input;
+    assert_eq!(prompts.len(), 1, "{prompts:?}");
+    Ok(prompts.into_iter().next().unwrap())
 }
 
 /// A completion request with `field` set, refused: its (status, param, message).
@@ -56,18 +59,21 @@ fn every_prompt_form_parses() {
 }
 
 #[test]
-fn batch_and_malformed_prompts_are_refused() {
-    for batch in [json!(["a", "b"]), json!([[1], [2]]), json!(["a", [1]])] {
-        let error = prompt(batch).unwrap_err();
-        assert_eq!(
-            (error.status(), error.param.as_deref()),
-            (400, Some("prompt"))
-        );
-        assert!(
-            error.message.contains("batch prompts are not supported"),
-            "{error}"
-        );
-    }
+fn batches_are_read_and_malformed_prompts_are_refused() {
+    let batch = |value: Value| completion(json!({"model": "m", "prompt": value}));
+    let read = batch(json!(["a", [1, 2]])).unwrap().input;
+    assert_eq!(read, [Prompt::Text("a".into()), Prompt::Tokens(vec![1, 2])]);
+    let many: Vec<String> = (0..65).map(|i| i.to_string()).collect();
+    let error = batch(json!(many)).unwrap_err();
+    assert_eq!(error.param.as_deref(), Some("prompt"), "{error}");
+    let streamed = completion(json!({"model": "m", "prompt": ["a", "b"], "stream": true}));
+    assert_eq!(streamed.unwrap_err().param.as_deref(), Some("prompt"));
+    let n = completion(json!({"model": "m", "prompt": "a", "n": 3})).unwrap();
+    assert_eq!(n.params.n, 3);
+    let streamed = completion(json!({"model": "m", "prompt": "a", "n": 2, "stream": true}));
+    assert_eq!(streamed.unwrap_err().param.as_deref(), Some("n"));
+    let too_many = completion(json!({"model": "m", "prompt": ["a", "b"], "n": 33}));
+    assert!(too_many.unwrap_err().to_string().contains("at most 64"));
     for bad in [
         json!([]),
         json!([[]]),
@@ -113,6 +119,7 @@ fn completion_defaults() {
             precision: Precision::Auto,
             stream: false,
             include_usage: false,
+            n: 1,
         }
     );
 }
@@ -164,11 +171,8 @@ fn ranges_are_checked() {
             json!(1.5),
             "top_p must be greater than 0 and at most 1, got 1.5.",
         ),
-        (
-            "n",
-            json!(2),
-            "n must be 1: this server returns one choice per request, got 2.",
-        ),
+        ("n", json!(0), "n must be between 1 and 64, got 0."),
+        ("n", json!(65), "n must be between 1 and 64, got 65."),
         (
             "max_tokens",
             json!(0),
@@ -266,7 +270,7 @@ fn unknown_fields_are_tolerated() {
         "suffix": null,
     }))
     .unwrap();
-    assert_eq!(v.input, Prompt::Text("hi".into()));
+    assert_eq!(v.input, [Prompt::Text("hi".into())]);
     let v = chat(json!({
         "model": "m", "messages": [{"role": "user", "content": "hi", "name": "bob"}],
         "store": false, "tools": [], "tool_choice": "none", "response_format": {"type": "text"},
