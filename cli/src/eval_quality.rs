@@ -30,7 +30,7 @@ use moe_expert_node::store;
 use moe_expert_node::work::{ExpertSet, LayerWork, PrecisionPair};
 use moe_gateway::dispatch::whole_layer_request;
 use moe_gateway::policy::{PairCounts, PairPlan, Rung, Thresholds};
-use moe_gateway::precalculation::{PreCalculate, Precalculation, Tally};
+use moe_gateway::precalculation::{LayerOutputs, PreCalculate, Precalculation, Tally};
 use moe_kernels::Pool;
 use moe_launch::http::{Request, blocking};
 use moe_model::moe::{Route, RoutedExperts};
@@ -108,15 +108,20 @@ impl ThresholdArgs {
 }
 
 /// Every MoE layer's routed experts as one expert node holding all of them would run an `auto`
-/// request from a link at `rung`, with the gateway's pre-calculation.
+/// request from a link at `rung`.
 struct SimulatedNode<'a> {
     set: &'a ExpertSet,
     pair: PrecisionPair,
     pool: &'a Pool,
-    model: &'a Model,
     policy: (Rung, Thresholds),
     /// Pairs planned at each precision.
     planned: PairCounts,
+}
+
+/// A forward pass's routed experts on a [`SimulatedNode`], with the gateway's pre-calculation.
+struct SimulatedExperts<'a> {
+    node: SimulatedNode<'a>,
+    model: &'a Model,
     precalculation: Precalculation,
 }
 
@@ -157,32 +162,44 @@ impl SimulatedNode<'_> {
     }
 }
 
-impl RoutedExperts for SimulatedNode<'_> {
-    fn run(&mut self, layer: usize, h: &[f32], routes: &[Route]) -> moe_model::Result<Vec<f32>> {
-        if let Some((out, _)) = self.precalculation.take(layer, routes) {
-            return Ok(out);
-        }
+impl SimulatedNode<'_> {
+    /// Layer `layer`'s request as the gateway builds it for one node holding every expert (with
+    /// the later layer's predicted routes as its ahead work when `later` gives them), run as
+    /// the node runs it: its output and the later layer's.
+    fn run_layer(
+        &mut self,
+        layer: usize,
+        h: &[f32],
+        (routes, later): (&[Route], Option<(usize, &[Route])>),
+    ) -> moe_model::Result<LayerOutputs> {
         let (hidden, n) = (self.set.hidden(), routes.len());
-        let ahead = self.precalculation.plan(self.model, layer, h, n)?;
-        let later = ahead
-            .as_ref()
-            .map(|(l, predicted)| (*l, predicted.as_slice()));
         let (req, tokens, planned) =
             whole_layer_request(layer, h, (routes, later), hidden, self.policy);
         self.planned.add(planned);
         if tokens.is_empty() {
-            // Every pair was skipped.
-            return Ok(vec![0.0; n * hidden]);
+            // Every pair was skipped; the later layer then runs on its own.
+            return Ok((vec![0.0; n * hidden], None));
         }
         let limits = Limits::default();
         let (work, ahead_work) =
             layer_work(&req, hidden, &limits).map_err(|s| internal(&s.message()))?;
         let dtype = reply_dtype(&req).map_err(|s| internal(&s.message()))?;
-        if let (Some((l, predicted)), Some(w)) = (ahead, ahead_work) {
-            let out = self.execute(&w, dtype, &tokens, n)?;
-            self.precalculation.keep(l, predicted, out);
+        let early = match ahead_work {
+            Some(w) => Some(self.execute(&w, dtype, &tokens, n)?),
+            None => None,
+        };
+        Ok((self.execute(&work, dtype, &tokens, n)?, early))
+    }
+}
+
+impl RoutedExperts for SimulatedExperts<'_> {
+    fn run(&mut self, layer: usize, h: &[f32], routes: &[Route]) -> moe_model::Result<Vec<f32>> {
+        if let Some((out, _)) = self.precalculation.take(layer, routes) {
+            return Ok(out);
         }
-        self.execute(&work, dtype, &tokens, n)
+        let node = &mut self.node;
+        let run = |later: Option<(usize, &[Route])>| node.run_layer(layer, h, (routes, later));
+        self.precalculation.run(self.model, (layer, h, routes), run)
     }
 }
 
@@ -312,25 +329,28 @@ pub fn measure(setup: &Setup<'_>, rungs: &[Rung]) -> anyhow::Result<Quality> {
         exact.nll += nll_sum(scored, window, vocab);
         exact.positions += positions;
         for (&rung, t) in rungs.iter().zip(&mut totals) {
-            let mut node = SimulatedNode {
+            let node = SimulatedNode {
                 set: &set,
                 pair: setup.pair,
                 pool: &pool,
-                model: &model,
                 policy: (rung, setup.thresholds),
                 planned: PairCounts::default(),
+            };
+            let mut experts = SimulatedExperts {
+                node,
+                model: &model,
                 precalculation: Precalculation::new(setup.pre_calculate, &model),
             };
             let logits =
-                model.forward_with(window, &mut model.new_cache(), Logits::All, &mut node)?;
+                model.forward_with(window, &mut model.new_cache(), Logits::All, &mut experts)?;
             let logits = &logits[..positions * vocab];
             let q = compare(scored, logits, vocab);
             t.nll += nll_sum(logits, window, vocab);
             t.kl += q.mean_kl * positions as f64;
             t.agree += q.top1_agreement * positions as f64;
             t.positions += positions;
-            t.planned.add(node.planned);
-            t.precalculated.add(node.precalculation.tally);
+            t.planned.add(experts.node.planned);
+            t.precalculated.add(experts.precalculation.tally);
         }
         eprintln!(
             "window {}/{} ({:.0} s)",

@@ -45,6 +45,7 @@ use crate::openai::{
     SamplingParams, StopReason, TokenizeInput, TokenizeRequest, TokenizeResponse, TopLogprobs,
     Usage, Validated, check_context, sse_event,
 };
+use crate::readiness::Readiness;
 
 /// The largest request body accepted unless configured otherwise: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
@@ -138,6 +139,11 @@ impl AppState {
         } else {
             Err(ApiError::not_found_model(model))
         }
+    }
+
+    /// [`Self::check_model`] for a request where the model is optional (vLLM's `/tokenize`).
+    fn check_given_model(&self, model: Option<&str>) -> Result<(), ApiError> {
+        model.map_or(Ok(()), |m| self.check_model(m))
     }
 
     /// Checks the prompt against the context and starts the job.
@@ -322,6 +328,12 @@ async fn ready_probe(State(state): State<Arc<AppState>>) -> Response {
     if readiness.is_ready() {
         return (StatusCode::OK, Json(readiness.to_json())).into_response();
     }
+    not_ready(&readiness)
+}
+
+/// The 503 of a gateway that cannot serve: an OpenAI error saying what is missing and why, and
+/// the readiness details beside it.
+fn not_ready(readiness: &Readiness) -> Response {
     let message = format!("Not ready: {}", readiness.summary());
     let mut body = ApiError::unavailable(message).to_json();
     body["readiness"] = readiness.to_json();
@@ -341,11 +353,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 
 /// vLLM's `/health`: 200 with an empty body when the gateway can serve; otherwise what
 /// `/health/ready` answers.
-async fn health(state: State<Arc<AppState>>) -> Response {
-    if state.engine.readiness().is_ready() {
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let readiness = state.engine.readiness();
+    if readiness.is_ready() {
         return StatusCode::OK.into_response();
     }
-    ready_probe(state).await
+    not_ready(&readiness)
 }
 
 async fn version() -> Json<serde_json::Value> {
@@ -379,9 +392,7 @@ async fn tokenize_text(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TokenizeResponse>, ApiError> {
     let request = TokenizeRequest::from_json(&state.body(body)?)?;
-    if let Some(model) = &request.model {
-        state.check_model(model)?;
-    }
+    state.check_given_model(request.model.as_deref())?;
     let (input, special) = request.validate()?;
     let tokens = off_runtime(&state.engine, move |engine| match input {
         TokenizeInput::Prompt(text) => engine.tokenize(&text, special),
@@ -401,9 +412,7 @@ async fn detokenize_ids(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<DetokenizeResponse>, ApiError> {
     let request = DetokenizeRequest::from_json(&state.body(body)?)?;
-    if let Some(model) = &request.model {
-        state.check_model(model)?;
-    }
+    state.check_given_model(request.model.as_deref())?;
     let ids = request.validate(state.engine.vocab_size())?;
     let prompt = off_runtime(&state.engine, move |engine| engine.detokenize(&ids)).await?;
     Ok(Json(DetokenizeResponse { prompt }))
@@ -467,14 +476,28 @@ async fn several_completions(
         }
     }
     let logprobs = params.logprobs.is_some();
+    let (choices, usage) = gather(jobs, prompt_tokens, |index, echo, generated| {
+        completion_choice(index, echo, generated, logprobs)
+    })
+    .await?;
+    Ok(Json(Completion::of(meta, choices, usage)).into_response())
+}
+
+/// Awaits every job of `jobs` in order, each with what its choice needs beside its result, and
+/// builds choice `i` from the `i`th with `choice`; the usage counts `prompt_tokens` once and
+/// every choice's tokens.
+async fn gather<T, C>(
+    jobs: Vec<(T, mpsc::Receiver<Event>)>,
+    prompt_tokens: usize,
+    choice: impl Fn(u32, T, Generated) -> C,
+) -> Result<(Vec<C>, Usage), ApiError> {
     let (mut choices, mut completion_tokens) = (Vec::new(), 0);
-    for (index, (echo, events)) in jobs.into_iter().enumerate() {
+    for (index, (extra, events)) in jobs.into_iter().enumerate() {
         let generated = collect(events).await?;
         completion_tokens += generated.usage.completion_tokens;
-        choices.push(completion_choice(index as u32, echo, generated, logprobs));
+        choices.push(choice(index as u32, extra, generated));
     }
-    let usage = Usage::new(prompt_tokens, completion_tokens);
-    Ok(Json(Completion::of(meta, choices, usage)).into_response())
+    Ok((choices, Usage::new(prompt_tokens, completion_tokens)))
 }
 
 /// The sampling parameters of each of `params.n` choices: choice `j` seeded with `seed + j`
@@ -624,15 +647,13 @@ async fn several_chat_choices(
     let prompt_tokens = prompt.len();
     let jobs = choice_params(params)
         .map(|choice| state.submit(InputField::Messages, prompt.clone(), &choice))
+        .map(|events| events.map(|events| ((), events)))
         .collect::<Result<Vec<_>, _>>()?;
     let logprobs = params.logprobs.is_some();
-    let (mut choices, mut completion_tokens) = (Vec::new(), 0);
-    for (index, events) in jobs.into_iter().enumerate() {
-        let generated = collect(events).await?;
-        completion_tokens += generated.usage.completion_tokens;
-        choices.push(chat_choice(index as u32, generated, logprobs));
-    }
-    let usage = Usage::new(prompt_tokens, completion_tokens);
+    let (choices, usage) = gather(jobs, prompt_tokens, |index, (), generated| {
+        chat_choice(index, generated, logprobs)
+    })
+    .await?;
     Ok(Json(ChatCompletion::of(meta, choices, usage)).into_response())
 }
 

@@ -328,16 +328,20 @@ impl Ladder {
         self.busy
     }
 
+    /// The busy share as of the last call, decayed to `now`.
+    fn busy_at(&self, now: Instant) -> f64 {
+        let idle = self
+            .last
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        self.busy * (-idle / BUSY_TAU).exp()
+    }
+
     /// Whether the link has no room for more rows at `now`: it is saturated, or its busy share
     /// (decayed since its last call), scaled to full-width activations, or its node's queue, is
     /// not below the calm level a link descends at. A link at a lower rung only because int8
     /// rows shrank its bytes is crowded by this rule: rows moved onto it would saturate it again.
     pub fn crowded(&self, now: Instant, config: &LadderConfig) -> bool {
-        let idle = self
-            .last
-            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
-        let busy = self.busy * (-idle / BUSY_TAU).exp();
-        let at_full = busy / self.rung().wire_share();
+        let at_full = self.busy_at(now) / self.rung().wire_share();
         let budget = config.queue_budget.as_secs_f64();
         self.saturated() || at_full >= config.busy_low || self.queue >= budget / 2.0
     }
@@ -365,11 +369,8 @@ impl Ladder {
         let wire = sample.wire.as_secs_f64();
         self.baseline.observe(now, wire, config.baseline_window);
         let excess = (wire - self.baseline().unwrap_or(wire)).max(0.0);
-        let elapsed = self
-            .last
-            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        self.busy = self.busy_at(now) + excess / BUSY_TAU;
         self.last = Some(now);
-        self.busy = self.busy * (-elapsed / BUSY_TAU).exp() + excess / BUSY_TAU;
         self.queue += (sample.queue.as_secs_f64() - self.queue) / 4.0;
         let budget = config.queue_budget.as_secs_f64();
         let over = self.busy > config.busy_high || self.queue > budget;

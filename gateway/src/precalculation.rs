@@ -109,6 +109,9 @@ impl Tally {
     }
 }
 
+/// A layer's output, and the later layer's computed with it when there was one.
+pub type LayerOutputs = (Vec<f32>, Option<Vec<f32>>);
+
 /// A later layer's output computed early, waiting for its layer.
 struct Pending {
     layer: usize,
@@ -135,9 +138,30 @@ impl Precalculation {
         }
     }
 
+    /// Runs MoE layer `layer` (routed-expert input `h`, `[n, hidden]`, and `routes`) with
+    /// `run`, which gets the later layer this mode pre-calculates here, if any, with its routes
+    /// as its router predicts them from `h`, and returns that layer's output beside this one's;
+    /// the later output is kept for its layer ([`Self::take`]).
+    pub fn run(
+        &mut self,
+        model: &Model,
+        (layer, h, routes): (usize, &[f32], &[Route]),
+        run: impl FnOnce(Option<(usize, &[Route])>) -> moe_model::Result<LayerOutputs>,
+    ) -> moe_model::Result<Vec<f32>> {
+        let ahead = self.plan(model, layer, h, routes.len())?;
+        let later = ahead
+            .as_ref()
+            .map(|(l, predicted)| (*l, predicted.as_slice()));
+        let (out, early) = run(later)?;
+        if let (Some((l, predicted)), Some(early)) = (ahead, early) {
+            self.keep(l, predicted, early);
+        }
+        Ok(out)
+    }
+
     /// The later MoE layer to pre-calculate at MoE layer `layer` and its predicted routes: its
     /// router applied to `h`, `layer`'s routed-expert input (`[n, hidden]`).
-    pub fn plan(
+    fn plan(
         &self,
         model: &Model,
         layer: usize,
@@ -154,7 +178,7 @@ impl Precalculation {
     }
 
     /// Keeps layer `layer`'s output `out`, computed early for its `predicted` routes.
-    pub fn keep(&mut self, layer: usize, predicted: Vec<Route>, out: Vec<f32>) {
+    fn keep(&mut self, layer: usize, predicted: Vec<Route>, out: Vec<f32>) {
         self.pending = Some(Pending {
             layer,
             predicted,

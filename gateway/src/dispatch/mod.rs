@@ -710,22 +710,12 @@ impl RoutedExperts for RemoteExperts<'_> {
             return Ok(out);
         }
         self.predict(layer, h, routes.len())?;
-        let ahead = self
-            .precalculation
-            .plan(self.model, layer, h, routes.len())?;
-        let later = ahead
-            .as_ref()
-            .map(|(l, predicted)| (*l, predicted.as_slice()));
-        let run = self
-            .dispatcher
-            .run_layer(layer, h, (routes, later), self.precision);
-        let (out, later) = self
-            .runtime
-            .block_on(run)
-            .map_err(|e| ModelError::RoutedExperts(e.kind()))?;
-        if let (Some((l, predicted)), Some(later)) = (ahead, later) {
-            self.precalculation.keep(l, predicted, later);
-        }
-        Ok(out)
+        let (dispatcher, runtime, precision) = (self.dispatcher, &self.runtime, self.precision);
+        let run = |later: Option<(usize, &[Route])>| {
+            let layer_run = dispatcher.run_layer(layer, h, (routes, later), precision);
+            let outputs = runtime.block_on(layer_run);
+            outputs.map_err(|e| ModelError::RoutedExperts(e.kind()))
+        };
+        self.precalculation.run(self.model, (layer, h, routes), run)
     }
 }
